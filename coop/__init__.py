@@ -1,0 +1,1 @@
+"""coop: distributed, cooperative autonomous agents on Ray."""

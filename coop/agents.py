@@ -1,0 +1,133 @@
+"""BabyAGI's three agents — execution, task creation, prioritization — as prompts and parsers.
+
+Prompts are fitted to a token budget by dropping and trimming context, never the objective or
+the task. Parsers take whatever a model says and keep only list items: a header, chatter or
+outright garbage yields fewer tasks and a log line, never an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+from coop import constants as C
+from coop.memory import Hit
+from coop.text import normalize, one_line
+from coop.tokens import Tokenizer
+from coop.types import Result, Task
+
+log = logging.getLogger(__name__)
+
+_ITEM = re.compile(r"^\s*(?:\d{1,4}\s*[.)]|[-*•+])\s+(.*\S)\s*$")
+_TASK_ID = re.compile(r"^#(\d+)\s*[:.)-]?\s*")
+_LABEL = re.compile(r"^(?:task|new task)\s*\d*\s*:\s*", re.IGNORECASE)
+MIN_ITEM_TOKENS = 16
+"""A context item trimmed to fewer tokens than this is dropped instead: it would say nothing."""
+
+
+def _fit(tokenizer: Tokenizer, items: Sequence[str], room: int) -> tuple[list[str], int]:
+    """The leading items that fit in `room` tokens, the last one trimmed if needed."""
+    kept: list[str] = []
+    used = 0
+    for item in items:
+        cost = tokenizer.count(item) + 1
+        if used + cost > room:
+            left = room - used - 1
+            if left >= MIN_ITEM_TOKENS:
+                kept.append(tokenizer.trim(item, left) + "…")
+                used = room
+            break
+        kept.append(item)
+        used += cost
+    return kept, used
+
+
+EXECUTION = (C.PROMPT_MARKERS["execution"] + "\n"
+             "Perform one task toward the objective. Use the context of the team's completed "
+             "work where it helps.\n\n"
+             "Objective: {objective}\n\n"
+             "Context from completed tasks:\n{context}\n\n"
+             "Your task: {task}\nResponse:")
+CREATION = (C.PROMPT_MARKERS["creation"] + "\n"
+            "You plan the work of a team of agents toward an objective.\n\n"
+            "Objective: {objective}\n\n"
+            "Just completed:\n{done}\n\n"
+            "Already planned (do not repeat these):\n{planned}\n\n"
+            "Based on these results, list the new tasks still needed to reach the objective "
+            "that do not repeat planned or completed work. Return them as a numbered list, one "
+            "task per line, and nothing else. Return no list if nothing is needed.")
+PRIORITIZATION = (C.PROMPT_MARKERS["prioritization"] + "\n"
+                  "You order a team's pending tasks.\n\n"
+                  "Objective: {objective}\n\n"
+                  "Tasks to order (id: task):\n{tasks}\n\n"
+                  "Reorder these tasks so the most important one for the objective comes first. "
+                  "Return every task as a numbered list of lines '#id: task', and nothing else.")
+# str.format substitutes values without re-reading them, so braces in an objective are safe.
+
+
+def execution_prompt(objective: str, task: str, context: Sequence[Hit], tokenizer: Tokenizer,
+                     budget: int) -> str:
+    fixed = tokenizer.count(EXECUTION.format(objective=objective, task=task, context=""))
+    items = [f"- {h.task}: {one_line(h.result, C.RESULT_SNIPPET_CHARS)}" for h in context]
+    kept, _ = _fit(tokenizer, items, budget - fixed)
+    return EXECUTION.format(objective=objective, task=task,
+                            context="\n".join(kept) or "- (none yet)")
+
+
+def creation_prompt(objective: str, results: Sequence[Result], planned: Sequence[str],
+                    tokenizer: Tokenizer, budget: int) -> str:
+    room = budget - tokenizer.count(CREATION.format(objective=objective, done="", planned=""))
+    done = [f"- Task: {r.task}\n  Result: {one_line(r.text, C.RESULT_SNIPPET_CHARS)}"
+            for r in results]
+    done_kept, used = _fit(tokenizer, done, room)
+    planned_kept, _ = _fit(tokenizer, [f"- {p}" for p in planned], room - used)
+    return CREATION.format(objective=objective, done="\n".join(done_kept),
+                           planned="\n".join(planned_kept) or "- (nothing)")
+
+
+def prioritization_prompt(objective: str, tasks: Sequence[Task], tokenizer: Tokenizer,
+                          budget: int) -> str:
+    room = budget - tokenizer.count(PRIORITIZATION.format(objective=objective, tasks=""))
+    items, _ = _fit(tokenizer, [f"#{t.id}: {t.text}" for t in tasks], room)
+    return PRIORITIZATION.format(objective=objective, tasks="\n".join(items))
+
+
+def _items(text: str) -> list[str]:
+    found = []
+    for line in text.splitlines():
+        m = _ITEM.match(line)
+        if not m:
+            continue
+        item = _LABEL.sub("", m.group(1).replace("**", "").strip())
+        if item and not item.endswith(":"):  # "1. Research:" introduces a sub-list
+            found.append(item)
+    return found
+
+
+def parse_tasks(text: str) -> list[str]:
+    """New task texts from a creation answer."""
+    tasks = [t[: C.MAX_TASK_CHARS] for t in _items(text)]
+    if not tasks and text.strip():
+        log.info("creation answer held no list items; no tasks added: %r", one_line(text, 120))
+    return tasks
+
+
+def parse_order(text: str, tasks: Sequence[Task]) -> tuple[list[int], int]:
+    """Task ids in the order the model gave, and how many items matched no known task."""
+    by_id = {t.id: t for t in tasks}
+    by_text = {normalize(t.text): t.id for t in tasks}
+    order: list[int] = []
+    unknown = 0
+    for item in _items(text):
+        m = _TASK_ID.match(item)
+        tid = int(m.group(1)) if m and int(m.group(1)) in by_id else None
+        if tid is None:
+            tid = by_text.get(normalize(_TASK_ID.sub("", item)))
+        if tid is None:
+            unknown += 1
+        elif tid not in order:
+            order.append(tid)
+    if not order and text.strip():
+        log.info("prioritization answer matched no task; order kept: %r", one_line(text, 120))
+    return order, unknown

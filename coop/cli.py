@@ -1,0 +1,131 @@
+"""The `coop` command: parses flags (merged with `COOP_*` env vars) and hands off to one role."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+import ray
+from rich.console import Console
+
+from coop import cluster, config, planner, registry, status, worker
+from coop import constants as C
+from coop.types import CoopError, Reason
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+address_option = click.option("--address", envvar="RAY_ADDRESS", metavar="HOST:PORT",
+                              help="Ray cluster to use [env RAY_ADDRESS].")
+
+
+def _int(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]:
+    return click.option(name, type=click.IntRange(min=minimum), default=default,
+                        show_default=True, envvar=f"COOP_{name[2:].upper().replace('-', '_')}",
+                        help=help)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def cli(quiet: bool) -> None:
+    """Distributed, cooperative autonomous agents on Ray."""
+    config.configure_logging(quiet)
+
+
+@cli.command()
+@click.argument("objective")
+@click.option("--llm", type=click.Choice(config.LLM_CHOICES), default="openai",
+              show_default=True, envvar="COOP_LLM",
+              help="openai: any OpenAI-compatible server; offline: the simulated model.")
+@click.option("--model", envvar="COOP_MODEL", default=C.DEFAULT_MODEL, show_default=True)
+@click.option("--embedding-model", envvar="COOP_EMBEDDING_MODEL",
+              default=C.DEFAULT_EMBEDDING_MODEL, show_default=True)
+@click.option("--initial-task", envvar="COOP_INITIAL_TASK", default=C.DEFAULT_INITIAL_TASK,
+              show_default=True)
+@click.option("--resume", is_flag=True, help="Continue an existing objective (id or text).")
+@_int("--workers", C.DEFAULT_WORKERS, 0, "Worker loops in this process; 0 plans only.")
+@_int("--concurrency", C.DEFAULT_CONCURRENCY, 1, "Tasks in flight per local worker.")
+@_int("--max-tasks", C.DEFAULT_MAX_TASKS, 1, "Stop after this many completed tasks.")
+@_int("--max-attempts", C.DEFAULT_MAX_ATTEMPTS, 1, "Attempts before a task is dead-lettered.")
+@_int("--context-k", C.DEFAULT_CONTEXT_K, 0, "Results from memory given to each execution.")
+@_int("--max-prompt-tokens", C.DEFAULT_MAX_PROMPT_TOKENS, 1, "Token budget of one prompt.")
+@click.option("--lease-ttl", type=click.FloatRange(min=1.0), default=C.DEFAULT_LEASE_TTL,
+              show_default=True, envvar="COOP_LEASE_TTL",
+              help="Seconds a silent worker keeps a task before it is requeued.")
+@address_option
+def start(objective: str, resume: bool, workers: int, concurrency: int, address: str | None,
+          **settings: Any) -> int:
+    """Create OBJECTIVE and plan it to the end: the only instance that creates tasks."""
+    text = objective.strip() if resume else config.check_objective(objective)
+    snap = planner.start(text, config.new_settings(**settings), address=address, resume=resume,
+                         workers=workers, concurrency=concurrency)
+    status.render_status(console, snap)
+    return 1 if snap.reason is Reason.FAILED else 0
+
+
+@cli.command()
+@click.argument("objective")
+@_int("--concurrency", C.DEFAULT_CONCURRENCY, 1, "Tasks in flight in this process.")
+@address_option
+def join(objective: str, concurrency: int, address: str | None) -> int:
+    """Work on OBJECTIVE (id, id prefix or exact text) until it finishes."""
+    report = worker.join(objective, address, concurrency)
+    console.print(f"{report.worker}: {report.completed} completed, {report.failed} failed; "
+                  f"objective {report.final_state.value}", highlight=False)
+    return 1 if report.fatal else 0
+
+
+@cli.command(name="list")
+@address_option
+def list_(address: str | None) -> int:
+    """Objectives on the cluster."""
+    cluster.connect(address, start_local=False)
+    status.render_list(console, registry.list_objectives())
+    return 0
+
+
+@cli.command(name="status")
+@click.argument("objective")
+@address_option
+def status_(objective: str, address: str | None) -> int:
+    """Tasks by state, instances, and token usage of OBJECTIVE."""
+    cluster.connect(address, start_local=False)
+    _, board = registry.find(objective)
+    status.render_status(console, ray.get(board.snapshot.remote()))
+    return 0
+
+
+@cli.command()
+@click.argument("objective")
+@address_option
+def stop(objective: str, address: str | None) -> int:
+    """Ask every instance of OBJECTIVE to stop: no new leases, in-flight work is kept."""
+    cluster.connect(address, start_local=False)
+    oid, board = registry.find(objective)
+    state = ray.get(board.stop.remote(Reason.STOPPED))
+    console.print(f"{oid}: {state.value}", highlight=False)
+    return 0
+
+
+def main() -> None:
+    """Entry point: every expected failure is one line on stderr and a non-zero exit."""
+    config.load_env()
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"coop: error: {exc.format_message()}", err=True)
+        code = exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("coop: interrupted", err=True)
+        code = 130
+    except CoopError as exc:
+        click.echo(f"coop: error: {config.scrub(str(exc))}", err=True)
+        code = 1
+    except ray.exceptions.RayActorError as exc:
+        click.echo(f"coop: error: a coop actor died ({type(exc).__name__}); "
+                   "`coop list` shows what is left", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,128 @@
+"""Connecting to Ray, or starting a local cluster on loopback, and naming coop's actors."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any, TypeVar
+
+import ray
+import ray._private.ray_constants as ray_constants
+from ray._raylet import Config  # type: ignore[attr-defined]
+
+from coop import constants as C
+from coop.types import CoopError
+
+T = TypeVar("T")
+CONNECT_TIMEOUT = 3.0
+
+
+class ClusterError(CoopError):
+    """Ray is not reachable, or refused us."""
+
+
+def actor_name(objective_id: str, role: str) -> str:
+    """`coop:<objective-id>:<role>`: readable in the dashboard and in `ray list actors`."""
+    return f"coop:{objective_id}:{role}"
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes: ray.init retries an unreachable GCS for about two."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"bad Ray address {address!r}: expected host:port, e.g. 127.0.0.1:6379")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT):
+            pass
+    except OSError as exc:
+        raise ClusterError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.removeprefix("ray://").rpartition(":")[0]
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def _use_token_if_available() -> None:
+    """Ray enables token auth for an explicit address only when told to: do so whenever this
+    machine has a token, as a node of a token-auth cluster does."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        Config.initialize("")  # Ray caches its config at import: make it read the mode again
+
+
+def _local_cluster_address() -> str | None:
+    """The address of a cluster `ray start --head` left on this machine, if it still answers."""
+    path = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+    try:
+        address = path.read_text().strip()
+        _check_reachable(address)
+    except (OSError, ClusterError):
+        return None
+    return address or None
+
+
+def connect(address: str | None, *, start_local: bool) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS, or one running on this machine); failing
+    that, start a local one on loopback if allowed."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or _local_cluster_address()
+    kwargs: dict[str, Any] = {"namespace": C.NAMESPACE, "logging_level": logging.WARNING,
+                              "log_to_driver": False}
+    if address is None or _is_loopback(address):
+        # Ray otherwise announces this machine's external address; a loopback cluster must
+        # stay on 127.0.0.1, in this process and in every process Ray starts from it.
+        # The variable reaches the processes Ray starts; this process read it when it
+        # imported ray, so its copy is set too.
+        os.environ.update(C.LOOPBACK_ENV)
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    if address is None:
+        if not start_local:
+            raise ClusterError(
+                "no running Ray cluster found here: pass --address <head-ip>:6379 or set "
+                "RAY_ADDRESS (on the head, `ray start --head` prints the address)")
+        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
+    else:
+        _check_reachable(address)
+        _use_token_if_available()
+    try:
+        ray.init(address=address, **kwargs)
+    except ray.exceptions.AuthenticationError:
+        raise ClusterError(
+            "Ray refused coop's authentication token: copy the head's ~/.ray/auth_token to this "
+            "node or set RAY_AUTH_TOKEN") from None
+    except (ConnectionError, RuntimeError) as exc:
+        raise ClusterError(f"cannot connect to Ray at {address or 'a new local cluster'}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                           ) from None
+
+
+def named_actor(cls: type[T], objective_id: str, role: str, *args: Any) -> Any:
+    """Get or create a detached actor in one atomic step (no get-then-create race)."""
+    return ray.remote(cls).options(
+        name=actor_name(objective_id, role), namespace=C.NAMESPACE, lifetime="detached",
+        get_if_exists=True, num_cpus=0, max_restarts=0,
+    ).remote(*args)
+
+
+def existing_actor(objective_id: str, role: str) -> Any | None:
+    try:
+        return ray.get_actor(actor_name(objective_id, role), namespace=C.NAMESPACE)
+    except ValueError:
+        return None
+
+
+def actor_names() -> list[str]:
+    return [a["name"] if isinstance(a, dict) else a
+            for a in ray.util.list_named_actors(all_namespaces=False)]

@@ -1,0 +1,93 @@
+"""A deterministic stand-in for a language model, for runs and tests with no network and no key.
+
+It answers coop's three agent prompts in their formats. Tasks form a finite tree — task `Step k`
+begets `Step k*fanout+1 … k*fanout+fanout`, up to `limit` — so a simulated objective always
+terminates, with a predictable number of tasks and no duplicates of its own making. The same
+answers back the offline provider in-process and the HTTP stand-in in `scripts/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from coop.constants import OFFLINE_EMBEDDING_DIM, PROMPT_MARKERS
+
+TEMPLATES = (
+    "Research the background of",
+    "Outline an approach to",
+    "Collect concrete examples for",
+    "Draft the first section on",
+    "Review the draft about",
+    "Summarize the findings on",
+)
+_STEP = re.compile(r"\bStep (\d+)\b")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Simulator:
+    fanout: int = 3
+    limit: int = 12
+
+    def reply(self, prompt: str) -> str:
+        if prompt.startswith(PROMPT_MARKERS["creation"]):
+            return self._create(prompt)
+        if prompt.startswith(PROMPT_MARKERS["prioritization"]):
+            return self._prioritize(prompt)
+        return self._execute(prompt)
+
+    def _create(self, prompt: str) -> str:
+        objective = _objective(prompt)
+        done = _section(prompt, "Just completed:")
+        steps = [int(m.group(1)) if (m := _STEP.search(line)) else 0
+                 for line in done.splitlines() if line.lstrip().startswith("- Task:")]
+        children = [c for k in steps for c in range(k * self.fanout + 1, k * self.fanout
+                                                     + self.fanout + 1) if c <= self.limit]
+        lines = [f"{i}. {task_text(c, objective)}" for i, c in enumerate(children, 1)]
+        return "New tasks:\n" + "\n".join(lines) if lines else "No new tasks are needed."
+
+    def _prioritize(self, prompt: str) -> str:
+        items = re.findall(r"^#(\d+): (.+)$", prompt, re.MULTILINE)
+        ranked = sorted(items, key=lambda it: (_step(it[1]), int(it[0])))
+        return "\n".join(f"{i}. #{tid}: {text}" for i, (tid, text) in enumerate(ranked, 1))
+
+    def _execute(self, prompt: str) -> str:
+        task = prompt.rsplit("Your task:", 1)[-1].split("\n", 1)[0].strip()
+        digest = hashlib.sha256(task.encode()).hexdigest()[:8]
+        return (f"[simulated result {digest}] Completed: {task}. A real model would write the "
+                f"work here; this text stands in for it.")
+
+
+def task_text(step: int, objective: str) -> str:
+    topic = " ".join(objective.split())[:60]
+    return f"Step {step}: {TEMPLATES[step % len(TEMPLATES)]} {topic}"
+
+
+def _step(text: str) -> int:
+    m = _STEP.search(text)
+    return int(m.group(1)) if m else 0
+
+
+def _section(prompt: str, header: str) -> str:
+    """Text after `header` up to the next blank line."""
+    _, _, rest = prompt.partition(header)
+    return rest.split("\n\n", 1)[0]
+
+
+def _objective(prompt: str) -> str:
+    return _section(prompt, "Objective:").strip()
+
+
+def lexical_embedding(text: str, dim: int = OFFLINE_EMBEDDING_DIM) -> list[float]:
+    """A deterministic hashed bag of words: similar wording gives similar vectors."""
+    vec = np.zeros(dim, dtype=np.float32)
+    for word in _WORD.findall(text.lower()):
+        h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+        vec[h % dim] += 1.0 if (h >> 32) & 1 else -1.0
+    norm = float(np.linalg.norm(vec))
+    result: list[float] = (vec / norm if norm else vec).tolist()
+    return result

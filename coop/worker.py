@@ -1,0 +1,187 @@
+"""The worker role: lease → execute → remember → complete, `concurrency` tasks at a time.
+
+A worker never creates or orders tasks. Its leases are renewed by a heartbeat while the model
+works; if the process dies, they expire and the board hands the tasks to someone else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from coop import agents, cluster, registry
+from coop import constants as C
+from coop.config import RunSettings, scrub
+from coop.llm import LLM, LLMFatalError, make_llm
+from coop.memory import Memory
+from coop.memory.cluster import ClusterMemory
+from coop.text import one_line
+from coop.types import Kind, Lease, Outcome, Reason, State
+
+log = logging.getLogger(__name__)
+
+
+def instance_name(suffix: str = "") -> str:
+    """`host-pid[-suffix]`: unique in a cluster, and says where the process runs."""
+    return f"{socket.gethostname()}-{os.getpid()}{suffix}"
+
+
+@dataclass
+class WorkerReport:
+    worker: str
+    completed: int = 0
+    failed: int = 0
+    final_state: State = State.RUNNING
+    fatal: str = ""
+
+
+class Worker:
+    def __init__(self, board: Any, memory: Memory, llm: LLM, settings: RunSettings,
+                 objective: str, name: str, concurrency: int, stop: threading.Event) -> None:
+        self.board = board
+        self.memory = memory
+        self.llm = llm
+        self.settings = settings
+        self.objective = objective
+        self.report = WorkerReport(name)
+        self.concurrency = concurrency
+        self.stop = stop  # set by a signal: lease no more
+        self._closing = threading.Event()  # the objective grants no more leases
+        self._finished = threading.Event()  # nothing held any more: the heartbeat may end
+        self._held: dict[int, int] = {}  # task id -> lease token
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.report.worker
+
+    def run(self) -> WorkerReport:
+        slots = [threading.Thread(target=self._slot, name=f"{self.name}-slot{i}", daemon=True)
+                 for i in range(self.concurrency)]
+        beat = threading.Thread(target=self._heartbeat, name=f"{self.name}-beat", daemon=True)
+        for t in [*slots, beat]:
+            t.start()
+        while any(t.is_alive() for t in slots) and not self.stop.is_set():
+            time.sleep(C.POLL_MAX)
+        deadline = time.monotonic() + C.SHUTDOWN_GRACE
+        for t in slots:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._release_held()
+        self._finished.set()
+        return self.report
+
+    def _slot(self) -> None:
+        idle = C.POLL_MIN
+        while not (self.stop.is_set() or self._closing.is_set()):
+            got = ray.get(self.board.lease.remote(self.name))
+            if isinstance(got, Lease):
+                idle = C.POLL_MIN
+                self._work(got)
+                continue
+            if got is not State.RUNNING:
+                self.report.final_state = got
+                self._closing.set()
+                return
+            self.stop.wait(idle)  # nothing to lease yet: wait for the planner
+            idle = min(idle * 2, C.POLL_MAX)
+
+    def _work(self, lease: Lease) -> None:
+        task = lease.task
+        with self._lock:
+            self._held[task.id] = lease.token
+        try:
+            text = self._execute(task.text)
+            self.memory.add(task.id, task.text, text, token=lease.token, worker=self.name)
+            outcome = ray.get(self.board.complete.remote(task.id, lease.token, self.name, text))
+            if outcome is Outcome.STALE:
+                log.warning("task #%d: lease lost before completion; result discarded", task.id)
+            else:
+                self.report.completed += 1
+                log.info("task #%d done by %s: %s", task.id, self.name, one_line(task.text, 80))
+        except LLMFatalError as exc:
+            self.report.fatal = str(exc)
+            log.error("%s", exc)
+            ray.get(self.board.stop.remote(Reason.FAILED, str(exc)))
+            ray.get(self.board.release.remote(task.id, lease.token, self.name))
+            self._closing.set()
+        except Exception as exc:  # a failed attempt: the board requeues or dead-letters it
+            if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:
+                exc = exc.cause  # the actor's own error, not Ray's wrapper with its traceback
+            reason = scrub(f"{type(exc).__name__}: {one_line(str(exc), 300)}")
+            outcome = ray.get(self.board.fail.remote(task.id, lease.token, self.name, reason))
+            self.report.failed += 1
+            log.warning("task #%d failed (%s), %s", task.id, reason, outcome.value)
+        finally:
+            with self._lock:
+                self._held.pop(task.id, None)
+
+    def _execute(self, task: str) -> str:
+        context = self.memory.query(task, self.settings.context_k)
+        budget = self.settings.max_prompt_tokens - self.settings.max_completion_tokens
+        prompt = agents.execution_prompt(self.objective, task, context, self.llm.tokenizer,
+                                         budget)
+        reply = self.llm.complete(prompt, self.settings.max_completion_tokens)
+        self.board.record_usage.remote(self.name, Kind.EXECUTION.value, reply.prompt_tokens,
+                                       reply.completion_tokens)
+        return reply.text
+
+    def _heartbeat(self) -> None:
+        interval = max(self.settings.lease_ttl / 3, 0.2)
+        while not self._finished.wait(interval):
+            with self._lock:
+                held = list(self._held.items())
+            try:
+                lost = ray.get(self.board.heartbeat.remote(self.name, held))
+            except ray.exceptions.RayError as exc:
+                log.warning("heartbeat failed: %s", one_line(str(exc), 120))
+                continue
+            for tid in lost:
+                log.warning("task #%d: lease expired while working on it", tid)
+
+    def _release_held(self) -> None:
+        with self._lock:
+            held = list(self._held.items())
+        for tid, token in held:
+            ray.get(self.board.release.remote(tid, token, self.name))
+            log.info("task #%d released unfinished", tid)
+
+
+def join(ref: str, address: str | None, concurrency: int) -> WorkerReport:
+    """`coop join`: work on an existing objective until it finishes or we are told to stop."""
+    cluster.connect(address, start_local=False)
+    stop = stop_on_signals()  # after connecting: ray.init installs a SIGTERM handler of its own
+    oid, board = registry.find(ref)
+    info = ray.get(board.describe.remote())
+    settings: RunSettings = ray.get(board.run_settings.remote())
+    name = instance_name()
+    llm = make_llm(settings, name)
+    log.info("joined %s as %s (%s, %d in flight)", oid, name, llm.label, concurrency)
+    worker = Worker(board, ClusterMemory(oid, llm), llm, settings, info.text, name, concurrency,
+                    stop)
+    return worker.run()
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by the first SIGINT/SIGTERM; a second SIGINT interrupts at once.
+
+    Call it after `cluster.connect`: ray.init replaces the SIGTERM handler with one that exits.
+    """
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.warning("stopping: finishing in-flight tasks (Ctrl-C again to abort)")
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop

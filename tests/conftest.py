@@ -1,0 +1,91 @@
+"""Shared fixtures: one real Ray cluster for the whole run, the HTTP stand-in model server,
+and helpers that run the real `coop` console script as subprocesses."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports ray: keep every Ray process of the tests on 127.0.0.1.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from standin import StandIn  # noqa: E402
+
+from coop import constants as C  # noqa: E402
+from coop.simulate import Simulator  # noqa: E402
+
+COOP = Path(sys.executable).with_name("coop")
+SECRET = "sk-test-DO-NOT-LEAK-4f9a2c71e0"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Cluster]:
+    """A real two-process Ray cluster on loopback, shared by every test (a start costs ~4 s)."""
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": False})
+    ray.init(address=cluster.address, namespace=C.NAMESPACE)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture
+def standin() -> Iterator[StandIn]:
+    server = StandIn(simulator=Simulator(fanout=3, limit=12))
+    server.start()
+    yield server
+    server.stop()
+
+
+def unique(text: str) -> str:
+    """An objective no other test uses: boards are detached and outlive a test."""
+    return f"{text} [{uuid.uuid4().hex[:6]}]"
+
+
+def coop_env(cluster: Cluster | None, standin: StandIn | None = None,
+             **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPENAI_", "COOP_", "RAY_ADDRESS"))}
+    env.update(C.LOOPBACK_ENV, PYTHONUNBUFFERED="1", COLUMNS="200")
+    if cluster is not None:
+        env["RAY_ADDRESS"] = cluster.address
+    if standin is not None:
+        env.update(OPENAI_BASE_URL=standin.base_url, OPENAI_API_KEY=SECRET)
+    env.update(extra)
+    return env
+
+
+def run_coop(*args: str, env: dict[str, str], timeout: float = 120,
+             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(COOP), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def spawn_coop(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    out = log.open("w")
+    return subprocess.Popen([str(COOP), *args], env=env, stdout=out, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -1,0 +1,320 @@
+"""The board's guarantees: directly with a fake clock for many interleavings, and as a real Ray
+actor under concurrent callers."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+
+import pytest
+import ray
+
+from coop import cluster
+from coop.board import Board
+from coop.config import RunSettings
+from coop.types import Lease, Outcome, Reason, State
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_board(clock: Clock | None = None, **settings: object) -> Board:
+    run = RunSettings(llm="offline", **settings).validate()  # type: ignore[arg-type]
+    return Board("obj-12345678", "objective", run, "nonce", clock=clock or Clock())
+
+
+def leased(board: Board, worker: str = "w") -> Lease:
+    got = board.lease(worker)
+    assert isinstance(got, Lease), got
+    return got
+
+
+def test_add_rejects_duplicates_in_every_state() -> None:
+    board = make_board()
+    board.add(["Write intro", "Write body", "Write outro"])
+    done = leased(board)
+    board.complete(done.task.id, done.token, "w", "ok")
+    leased(board)  # "Write body" is now leased
+    report = board.add(["write INTRO.", "  Write   body ", "Write outro!", "Write conclusion",
+                        "Write conclusion", ""])
+    assert [t.text for t in report.added] == ["Write conclusion"]
+    assert len(report.duplicates) == 5
+
+
+def test_lease_on_empty_board_returns_state_never_raises() -> None:
+    board = make_board()
+    assert board.lease("w") is State.RUNNING
+    board.stop()
+    assert board.lease("w") is State.FINISHED
+
+
+def test_ids_are_monotonic_and_survive_reordering() -> None:
+    board = make_board()
+    ids = [t.id for t in board.add(["a", "b", "c"]).added]
+    version, _ = board.pending_window(10)
+    board.reorder(version, [3, 1, 2])
+    more = [t.id for t in board.add(["d"]).added]
+    assert ids == [1, 2, 3] and more == [4]
+    assert [t.id for t in board.pending_window(10)[1]] == [3, 1, 2, 4]
+
+
+def test_expired_lease_requeues_at_the_front_and_stale_completion_is_rejected() -> None:
+    clock = Clock()
+    board = make_board(clock, lease_ttl=10)
+    board.add(["first", "second"])
+    first = leased(board, "zombie")
+    clock.now += 11
+    assert [t.text for t in board.pending_window(10)[1]] == ["first", "second"]
+    retry = leased(board, "healthy")
+    assert retry.task.id == first.task.id and retry.token > first.token
+    assert board.complete(first.task.id, first.token, "zombie", "late") is Outcome.STALE
+    assert board.complete(retry.task.id, retry.token, "healthy", "ok") is Outcome.ACCEPTED
+    assert board.complete(retry.task.id, retry.token, "healthy", "ok") is Outcome.DUPLICATE
+    assert [r.text for r in board.results()] == ["ok"]
+
+
+def test_completion_after_expiry_but_before_release_is_accepted() -> None:
+    clock = Clock()
+    board = make_board(clock, lease_ttl=10)
+    board.add(["slow"])
+    lease = leased(board)
+    clock.now += 11  # expired, requeued, but nobody else took it: the work is still good
+    assert board.complete(lease.task.id, lease.token, "w", "done") is Outcome.ACCEPTED
+    assert board.pending_window(10)[1] == []
+
+
+def test_heartbeat_keeps_a_lease_alive_and_reports_lost_ones() -> None:
+    clock = Clock()
+    board = make_board(clock, lease_ttl=10)
+    board.add(["a", "b"])
+    a, b = leased(board), leased(board)
+    for _ in range(5):
+        clock.now += 6
+        assert board.heartbeat("w", [(a.task.id, a.token)]) == []
+    assert board.heartbeat("w", [(b.task.id, b.token)]) == [b.task.id]
+    assert board.complete(a.task.id, a.token, "w", "ok") is Outcome.ACCEPTED
+
+
+def test_fail_requeues_then_dead_letters_with_reason() -> None:
+    board = make_board(max_attempts=3)
+    board.add(["flaky"])
+    outcomes = []
+    for i in range(3):
+        lease = leased(board)
+        outcomes.append(board.fail(lease.task.id, lease.token, "w", f"Boom{i}: bad"))
+    assert outcomes == [Outcome.REQUEUED, Outcome.REQUEUED, Outcome.DEAD]
+    snap = board.snapshot()
+    assert [(t.text, t.attempts, t.last_error) for t in snap.dead] == [("flaky", 3, "Boom2: bad")]
+    assert board.lease("w") is State.RUNNING  # nothing left to lease
+
+
+def test_release_puts_task_back_first_without_counting_an_attempt() -> None:
+    board = make_board()
+    board.add(["a", "b"])
+    lease = leased(board)
+    assert board.release(lease.task.id, lease.token, "w") is Outcome.REQUEUED
+    again = leased(board)
+    assert again.task.id == lease.task.id and again.task.attempts == 0
+
+
+def test_reorder_merges_drops_and_ignores_invented_tasks() -> None:
+    board = make_board()
+    board.add(["a", "b", "c", "d"])  # ids 1..4
+    version, _ = board.pending_window(10)
+    leased(board)  # task 1 leased during the "model call"
+    board.add(["e"])  # task 5 added during it
+    report = board.reorder(version, [4, 99, 1, 2])  # 99 invented, 3 dropped, 1 now leased
+    assert report.stale and report.unknown == 1 and report.moved == 2
+    assert [t.id for t in board.pending_window(10)[1]] == [4, 2, 3, 5]
+
+
+def test_max_tasks_caps_leases_and_stops_the_objective() -> None:
+    board = make_board(max_tasks=2)
+    board.add(["a", "b", "c"])
+    a, b = leased(board), leased(board)
+    assert board.lease("w") is State.RUNNING  # two in flight already reach the cap
+    board.complete(a.task.id, a.token, "w", "ok")
+    board.complete(b.task.id, b.token, "w", "ok")
+    assert board.state()[:2] == (State.FINISHED, Reason.MAX_TASKS)
+
+
+def test_done_only_after_planner_acknowledges_every_completion() -> None:
+    board = make_board()
+    board.add(["only"])
+    lease = leased(board)
+    board.complete(lease.task.id, lease.token, "w", "ok")
+    assert board.state()[0] is State.RUNNING  # the planner may still create tasks from it
+    assert board.ack_planned(1) is State.FINISHED
+    assert board.state()[1] is Reason.DONE
+
+
+def test_planner_claim_is_exclusive_until_it_expires() -> None:
+    clock = Clock()
+    board = make_board(clock)
+    assert board.claim_planner("p1") is None
+    assert board.claim_planner("p2") == "p1"
+    clock.now += 60
+    assert board.claim_planner("p2") is None
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_interleavings_lose_and_duplicate_nothing(seed: int) -> None:
+    """Property: whatever the order of add, lease, heartbeat, expiry, fail, release, reorder
+    and complete, every task ends exactly once as completed or dead, and nothing else."""
+    rng = random.Random(seed)
+    clock = Clock()
+    board = make_board(clock, lease_ttl=5, max_attempts=3, max_tasks=10_000)
+    held: list[Lease] = []
+    snapshot: tuple[int, list[int]] | None = None
+    for step in range(400):
+        op = rng.choice("aallccfrxoe")
+        if op == "a":
+            board.add([f"task {rng.randrange(60)}" for _ in range(rng.randrange(1, 4))])
+        elif op == "l" and (got := board.lease(f"w{rng.randrange(4)}")) and isinstance(got, Lease):
+            held.append(got)
+        elif op in "cfr" and held:
+            lease = held.pop(rng.randrange(len(held)))
+            tid, token = lease.task.id, lease.token
+            if op == "c":
+                board.complete(tid, token, lease.worker, f"result {step}")
+            elif op == "f":
+                board.fail(tid, token, lease.worker, "Err: x")
+            else:
+                board.release(tid, token, lease.worker)
+        elif op == "x":
+            clock.now += rng.choice([1, 3, 6])
+        elif op == "o":
+            if snapshot is None:
+                version, window = board.pending_window(20)
+                snapshot = (version, [t.id for t in window])
+            else:  # reorder with an old view, as a slow model call would
+                version, ids = snapshot
+                rng.shuffle(ids)
+                board.reorder(version, [*ids[: rng.randrange(len(ids) + 1)], 10_000 + step])
+                snapshot = None
+        elif op == "e":
+            ids = [t.id for t in board.pending_window(1000)[1]]
+            assert len(ids) == len(set(ids))
+    # drain: finish everything still open
+    while True:
+        got = board.lease("drain")
+        if not isinstance(got, Lease):
+            break
+        board.complete(got.task.id, got.token, "drain", "drained")
+    clock.now += 10
+    while isinstance(got := board.lease("drain"), Lease):
+        board.complete(got.task.id, got.token, "drain", "drained")
+    snap = board.snapshot()
+    done_ids = [r.task_id for r in board.results()]
+    dead_ids = [t.id for t in snap.dead]
+    all_ids = set(board._tasks)
+    assert len(done_ids) == len(set(done_ids)), "a task completed twice"
+    assert not set(done_ids) & set(dead_ids)
+    assert set(done_ids) | set(dead_ids) == all_ids, "a task was lost"
+    assert not snap.pending and not snap.leased
+
+
+# -- the same board as a real Ray actor -------------------------------------------------
+
+
+@pytest.fixture
+def actor(ray_cluster: object) -> object:
+    oid = f"test-{uuid.uuid4().hex[:8]}"
+    run = RunSettings(llm="offline", lease_ttl=2, max_tasks=10_000).validate()
+    return cluster.named_actor(Board, oid, "board", oid, "objective", run, "n")
+
+
+def test_named_actor_is_created_once_under_concurrent_openers(ray_cluster: object) -> None:
+    oid = f"race-{uuid.uuid4().hex[:8]}"
+    run = RunSettings(llm="offline").validate()
+    handles = []
+
+    def open_it(i: int) -> None:
+        handles.append(cluster.named_actor(Board, oid, "board", oid, "o", run, f"nonce{i}"))
+
+    threads = [threading.Thread(target=open_it, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    nonces = {ray.get(h.describe.remote()).nonce for h in handles}
+    assert len(nonces) == 1
+
+
+def test_concurrent_lessees_never_share_a_task(actor: object) -> None:
+    ray.get(actor.add.remote([f"task {i}" for i in range(300)]))  # type: ignore[attr-defined]
+
+    @ray.remote(num_cpus=0)
+    def lessee(board: object, name: str) -> list[int]:
+        mine = []
+        while isinstance(got := ray.get(board.lease.remote(name)), Lease):
+            mine.append(got.task.id)
+            ray.get(board.complete.remote(got.task.id, got.token, name, "ok"))
+        return mine
+
+    per_worker = ray.get([lessee.remote(actor, f"w{i}") for i in range(6)])
+    every = [tid for ids in per_worker for tid in ids]
+    assert sorted(every) == list(range(1, 301))
+    assert Counter(every).most_common(1)[0][1] == 1
+
+
+def test_expired_lease_is_requeued_in_real_time(actor: object) -> None:
+    ray.get(actor.add.remote(["only task"]))  # type: ignore[attr-defined]
+    first = ray.get(actor.lease.remote("dies"))  # type: ignore[attr-defined]
+    assert ray.get(actor.lease.remote("other")) is State.RUNNING  # type: ignore[attr-defined]
+    time.sleep(2.5)  # ttl is 2 s
+    second = ray.get(actor.lease.remote("other"))  # type: ignore[attr-defined]
+    assert isinstance(second, Lease) and second.task.id == first.task.id
+    stale = actor.complete.remote(first.task.id, first.token, "dies", "x")  # type: ignore
+    assert ray.get(stale) is Outcome.STALE
+
+
+def test_reorder_during_concurrent_add_lease_complete_loses_nothing(actor: object) -> None:
+    """A planner reorders from stale views while workers lease and complete and tasks are
+    added: at the end every added task was completed exactly once."""
+    stop = threading.Event()
+    ray.get(actor.add.remote([f"seed {i}" for i in range(50)]))  # type: ignore[attr-defined]
+
+    def planner() -> None:
+        rng = random.Random(7)
+        n = 0
+        while not stop.is_set():
+            version, window = ray.get(actor.pending_window.remote(20))  # type: ignore
+            ids = [t.id for t in window]
+            rng.shuffle(ids)
+            ray.get(actor.add.remote([f"new {n}", f"new {n + 1}"]))  # type: ignore
+            n += 2
+            ray.get(actor.reorder.remote(version, [*ids[:15], 999_999]))  # type: ignore
+            if n >= 200:
+                return
+
+    def worker(name: str, done: list[int]) -> None:
+        idle = 0
+        while idle < 30:
+            got = ray.get(actor.lease.remote(name))  # type: ignore[attr-defined]
+            if not isinstance(got, Lease):
+                idle += 1
+                time.sleep(0.02)
+                continue
+            idle = 0
+            if ray.get(actor.complete.remote(got.task.id, got.token, name, "r")) is \
+                    Outcome.ACCEPTED:  # type: ignore[attr-defined]
+                done.append(got.task.id)
+
+    done: list[int] = []
+    threads = [threading.Thread(target=planner)] + [
+        threading.Thread(target=worker, args=(f"w{i}", done)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    stop.set()
+    assert sorted(done) == list(range(1, 251))  # 50 seeds + 200 added, each exactly once

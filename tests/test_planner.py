@@ -1,0 +1,95 @@
+"""End to end with real processes: `coop start` plans, two `coop join` workers execute, against
+one local Ray cluster and the HTTP stand-in model server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ray
+from conftest import SECRET, coop_env, spawn_coop, unique, wait_for
+from ray.cluster_utils import Cluster
+from standin import StandIn
+
+from coop import cluster, registry
+from coop.memory.cluster import VectorStore  # noqa: F401  (the actor class the board names)
+from coop.text import objective_id
+from coop.types import Reason, Snapshot, State
+
+
+def test_start_plans_and_two_joined_workers_execute(ray_cluster: Cluster, standin: StandIn,
+                                                    tmp_path: Path) -> None:
+    standin.latency = 0.05
+    objective = unique("Plan a community garden")
+    oid = objective_id(objective)
+    env = coop_env(ray_cluster, standin)
+    start = spawn_coop("start", objective, "--workers", "0", env=env, log=tmp_path / "start.log")
+    wait_for(lambda: oid in registry.board_ids(), 60, "the board")
+    joins = [spawn_coop("join", oid[:-3], "--concurrency", "2", env=env,
+                        log=tmp_path / f"join{i}.log") for i in range(2)]
+    assert start.wait(180) == 0, (tmp_path / "start.log").read_text()
+    for j in joins:
+        assert j.wait(60) == 0, "a worker did not leave when the objective finished"
+
+    _, board = registry.find(oid)
+    snap: Snapshot = ray.get(board.snapshot.remote())
+    assert (snap.state, snap.reason) == (State.FINISHED, Reason.DONE)
+    assert snap.completed == 13 and not snap.pending and not snap.dead  # 1 seed + 12 simulated
+
+    # every completed task has exactly one result in memory
+    store = cluster.existing_actor(oid, "memory")
+    results = ray.get(board.results.remote())
+    assert sorted(ray.get(store.task_ids.remote())) == sorted(r.task_id for r in results)
+    assert len({r.task_id for r in results}) == len(results)
+
+    # more than one worker process executed tasks; the planner executed none
+    join_names = {f"-{j.pid}" for j in joins}
+    executors = {r.worker for r in results}
+    assert len(executors) == 2 and all(any(w.endswith(n) for n in join_names) for w in executors)
+
+    # only the start process made creation and prioritization calls; workers only executed
+    by_kind: dict[str, set[str]] = {}
+    for call in standin.calls:
+        by_kind.setdefault(call.kind, set()).add(call.instance)
+    assert by_kind["creation"] == by_kind["prioritization"] == {f"{_host(executors)}-{start.pid}"}
+    assert by_kind["execution"] == executors
+
+    # usage on the board matches what the server counted for chat calls
+    chat = [c for c in standin.calls if c.kind in ("creation", "prioritization", "execution")]
+    board_tokens = sum(u.tokens for u in snap.usage.values())
+    assert board_tokens == sum(c.prompt_tokens + c.completion_tokens for c in chat)
+
+    # the key appears nowhere: not in any output, the board or the results
+    logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
+    assert SECRET not in logs and SECRET not in repr(snap) and SECRET not in repr(results)
+    assert "planned" in (tmp_path / "start.log").read_text()
+
+
+def _host(workers: set[str]) -> str:
+    name = next(iter(workers))
+    return name.rsplit("-", 1)[0]
+
+
+def test_offline_run_with_local_workers_ends_by_itself(ray_cluster: Cluster,
+                                                       tmp_path: Path) -> None:
+    objective = unique("Write a haiku about Ray")
+    env = coop_env(ray_cluster)
+    start = spawn_coop("start", objective, "--llm", "offline", "--workers", "2",
+                       env=env, log=tmp_path / "start.log")
+    assert start.wait(120) == 0
+    out = (tmp_path / "start.log").read_text()
+    assert "simulated" in out and "finished (done)" in out
+    _, board = registry.find(objective)
+    snap: Snapshot = ray.get(board.snapshot.remote())
+    assert snap.completed == 13 and "simulated" in snap.llm_label
+    assert all("[simulated result" in r.text for r in ray.get(board.results.remote()))
+
+
+def test_max_tasks_stops_the_run(ray_cluster: Cluster, tmp_path: Path) -> None:
+    objective = unique("Catalogue every star")
+    start = spawn_coop("start", objective, "--llm", "offline", "--max-tasks", "4",
+                       env=coop_env(ray_cluster), log=tmp_path / "start.log")
+    assert start.wait(120) == 0
+    _, board = registry.find(objective)
+    snap: Snapshot = ray.get(board.snapshot.remote())
+    assert snap.reason is Reason.MAX_TASKS and snap.completed == 4
+    assert "finished (max-tasks)" in (tmp_path / "start.log").read_text()

@@ -1,0 +1,47 @@
+"""The simulated model answers each agent prompt in the format its parser expects, and a
+simulated objective is a finite tree with no duplicates."""
+
+from __future__ import annotations
+
+from coop import agents
+from coop.simulate import Simulator, lexical_embedding, task_text
+from coop.tokens import estimating
+from coop.types import Result, Task
+
+TOK = estimating("test")
+
+
+def test_creation_answers_are_parsable_children() -> None:
+    sim = Simulator(fanout=2, limit=6)
+    results = [Result(1, "Develop a task list", "r", "w", 0, 0.0),
+               Result(2, task_text(2, "obj"), "r", "w", 1, 0.0)]
+    prompt = agents.creation_prompt("obj", results, [], TOK, 2000)
+    tasks = agents.parse_tasks(sim.reply(prompt))
+    assert tasks == [task_text(n, "obj") for n in (1, 2, 5, 6)]
+
+
+def test_leaf_creation_says_nothing_parsable() -> None:
+    sim = Simulator(fanout=3, limit=3)
+    prompt = agents.creation_prompt("obj", [Result(4, task_text(3, "obj"), "r", "w", 0, 0.0)],
+                                    [], TOK, 2000)
+    assert agents.parse_tasks(sim.reply(prompt)) == []
+
+
+def test_prioritization_answer_is_a_full_order() -> None:
+    tasks = [Task(10, task_text(5, "o")), Task(11, task_text(2, "o")), Task(12, "misc")]
+    prompt = agents.prioritization_prompt("o", tasks, TOK, 2000)
+    order, unknown = agents.parse_order(Simulator().reply(prompt), tasks)
+    assert order == [12, 11, 10] and unknown == 0
+
+
+def test_execution_answer_is_labeled_simulated() -> None:
+    prompt = agents.execution_prompt("o", "Write it", [], TOK, 2000)
+    assert Simulator().reply(prompt).startswith("[simulated result")
+
+
+def test_lexical_embedding_is_deterministic_and_similarity_tracks_wording() -> None:
+    a, b, c = (lexical_embedding(t) for t in ("grow red tomatoes", "grow tomatoes red",
+                                               "tax law of Peru"))
+    assert a == b
+    assert sum(x * y for x, y in zip(a, c, strict=True)) < 0.5
+    assert lexical_embedding("") == [0.0] * len(a)
