@@ -6,6 +6,8 @@ import ipaddress
 import logging
 import os
 import socket
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,7 +65,8 @@ def _use_token_if_available() -> None:
 
 def _local_cluster_address() -> str | None:
     """The address of a cluster `ray start --head` left on this machine, if it still answers."""
-    path = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+    tmp = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    path = Path(tmp) / "ray" / "ray_current_cluster"
     try:
         address = path.read_text().strip()
         _check_reachable(address)
@@ -72,11 +75,16 @@ def _local_cluster_address() -> str | None:
     return address or None
 
 
-def connect(address: str | None, *, start_local: bool) -> None:
+@dataclass(frozen=True)
+class Connection:
+    address: str
+    dashboard: str | None
+    started_here: bool  # a cluster of our own: it ends when this process does
+
+
+def connect(address: str | None, *, start_local: bool) -> Connection:
     """Join the cluster at `address` (or RAY_ADDRESS, or one running on this machine); failing
     that, start a local one on loopback if allowed."""
-    if ray.is_initialized():
-        return
     address = address or os.environ.get("RAY_ADDRESS") or _local_cluster_address()
     kwargs: dict[str, Any] = {"namespace": C.NAMESPACE, "logging_level": logging.WARNING,
                               "log_to_driver": False}
@@ -97,7 +105,7 @@ def connect(address: str | None, *, start_local: bool) -> None:
         _check_reachable(address)
         _use_token_if_available()
     try:
-        ray.init(address=address, **kwargs)
+        ctx = ray.init(address=address, **kwargs)
     except ray.exceptions.AuthenticationError:
         raise ClusterError(
             "Ray refused coop's authentication token: copy the head's ~/.ray/auth_token to this "
@@ -106,6 +114,11 @@ def connect(address: str | None, *, start_local: bool) -> None:
         raise ClusterError(f"cannot connect to Ray at {address or 'a new local cluster'}: "
                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                            ) from None
+    dashboard = ctx.dashboard_url or None
+    info: dict[str, Any] = getattr(ctx, "address_info", {})  # a RayContext, typed loosely
+    return Connection(info.get("gcs_address") or address or "?",
+                      f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard,
+                      started_here=address is None)
 
 
 def named_actor(cls: type[T], objective_id: str, role: str, *args: Any) -> Any:

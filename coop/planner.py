@@ -114,17 +114,20 @@ def start(objective: str, settings: RunSettings, *, address: str | None, resume:
     """`coop start`: open the objective, seed it, plan it (with local workers) to the end."""
     name = instance_name()
     if resume:  # the run's own settings, whatever the flags say
-        cluster.connect(address, start_local=True)
+        conn = cluster.connect(address, start_local=True)
         oid, board = registry.find(objective)
         objective = ray.get(board.describe.remote()).text
         settings = ray.get(board.run_settings.remote())
         llm = make_llm(settings, name)
     else:
         llm = make_llm(settings, name)  # a missing key fails here, before anything is created
-        cluster.connect(address, start_local=True)
+        conn = cluster.connect(address, start_local=True)
         oid, board = registry.create_board(objective, settings)
     stop = stop_on_signals()
     log.info("objective %s — model: %s", oid, llm.label)
+    log.info("Ray cluster %s%s; dashboard %s; add workers with: coop join %s --address %s",
+             conn.address, " (started here: it ends with this run)" if conn.started_here else "",
+             conn.dashboard or "off", oid, conn.address)
     planner = Planner(board, llm, settings, objective, name, stop)
     planner.claim()
     if not resume:

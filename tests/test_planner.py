@@ -93,3 +93,23 @@ def test_max_tasks_stops_the_run(ray_cluster: Cluster, tmp_path: Path) -> None:
     snap: Snapshot = ray.get(board.snapshot.remote())
     assert snap.reason is Reason.MAX_TASKS and snap.completed == 4
     assert "finished (max-tasks)" in (tmp_path / "start.log").read_text()
+
+
+def test_a_rejected_key_stops_the_objective_at_once(ray_cluster: Cluster,
+                                                    tmp_path: Path) -> None:
+    server = StandIn(api_key="the-only-valid-key")
+    server.start()
+    try:
+        objective = unique("Spend money carefully")
+        start = spawn_coop("start", objective, "--workers", "2",
+                           env=coop_env(ray_cluster, server), log=tmp_path / "start.log")
+        assert start.wait(120) == 1
+        out = (tmp_path / "start.log").read_text()
+        assert "finished (failed)" in out and "refused (401" in out and SECRET not in out
+        assert "Traceback" not in out
+        assert len(server.calls) <= 2  # one per local worker at most: no retry storm
+        _, board = registry.find(objective)
+        snap: Snapshot = ray.get(board.snapshot.remote())
+        assert snap.reason is Reason.FAILED and not snap.dead and not snap.leased
+    finally:
+        server.stop()
