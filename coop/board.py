@@ -8,23 +8,30 @@ BabyAGI's `is_empty()`-then-`popleft()` race. The rest is bookkeeping BabyAGI la
 * ids that are never reused or renumbered, so results cannot overwrite each other;
 * reordering that merges into the current list instead of replacing it, so tasks added, leased
   or completed while the model was thinking are neither lost nor resurrected;
-* a planner cursor over completions, so the board knows when nothing is left to plan.
+* a planner cursor over completions, so the board knows when nothing is left to plan;
+* a journal: every change is an event, written before it is applied (`_emit`) and replayed by
+  the same handlers (`_on_*`) when the board is rebuilt, so replay cannot drift from life.
 
-The class is plain Python: `cluster.named_actor` makes it an actor, and tests can also drive
-it directly with a fake clock.
+The class is plain Python: `cluster.named_actor` makes it an actor, and tests drive it directly
+with a fake clock too.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from coop import constants as C
+from coop import journal
 from coop.config import RunSettings
+from coop.journal import Journal, JournalError, journal_path
 from coop.text import normalize
 from coop.types import (
     AddReport,
+    CoopError,
     Kind,
     Lease,
     Objective,
@@ -39,6 +46,15 @@ from coop.types import (
     WorkerStats,
 )
 
+log = logging.getLogger(__name__)
+
+DURABLE = {"added", "completed", "failed", "stopping", "planned"}
+"""Events acknowledging paid work: committed with a full sync before anyone is told."""
+
+
+class PlannerLost(CoopError):
+    """This planner's claim lapsed and another instance plans now."""
+
 
 @dataclass
 class _Held:
@@ -49,7 +65,7 @@ class _Held:
 
 class Board:
     def __init__(self, objective_id: str, objective: str, settings: RunSettings, nonce: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 state_dir: str | None = None, clock: Callable[[], float] = time.time) -> None:
         self.objective_id = objective_id
         self.objective = objective
         self.settings = settings
@@ -58,6 +74,7 @@ class Board:
         self.created = clock()
         self._tasks: dict[int, Task] = {}
         self._pending: list[int] = []
+        self._not_before: dict[int, float] = {}  # failed tasks wait before their next attempt
         self._held: dict[int, _Held] = {}
         self._latest_token: dict[int, int] = {}
         self._results: list[Result] = []
@@ -74,30 +91,140 @@ class Board:
         self._planner: tuple[str, float] | None = None
         self._workers: dict[str, WorkerStats] = {}
         self._usage: dict[str, Usage] = {k.value: Usage() for k in Kind}
+        self._bucket = (0.0, 0.0, clock())  # requests, tokens, refilled at
+        self._journal_ok = True
+        self._journal: Journal | None = None
+        self.state_dir = state_dir
+        if state_dir is not None:
+            self._journal = Journal(
+                journal_path(journal.state_dir(state_dir), objective_id), objective_id,
+                create={"objective": objective, "settings": asdict(settings)})
+            self.created = self._journal.info.created
+            self._replay()
+
+    # -- events: the only way state changes ----------------------------------------------
+
+    def _emit(self, event: str, /, **data: Any) -> None:
+        if self._journal is not None:
+            try:
+                self._journal.append(event, data, durable=event in DURABLE)
+            except JournalError:
+                self._journal_ok = False  # refuse new leases until a write succeeds again
+                raise
+            self._journal_ok = True
+        getattr(self, f"_on_{event}")(data)
+
+    def _replay(self) -> None:
+        assert self._journal is not None
+        count = 0
+        for event in self._journal.events():
+            getattr(self, f"_on_{event.kind}")(event.data)
+            count += 1
+        if self._held:  # leases do not survive a restart: their tasks go back to the front
+            self._emit("expired", ids=sorted(self._held))
+        if count:
+            log.info("board %s rebuilt from %d journal events", self.objective_id, count)
+
+    def _on_added(self, d: dict[str, Any]) -> None:
+        for tid, text, parent in d["tasks"]:
+            self._tasks[tid] = Task(tid, text, parent)
+            self._seen[normalize(text)] = tid
+            self._pending.append(tid)
+            self._next_id = max(self._next_id, tid + 1)
+        if d["tasks"]:
+            self._version += 1
+        if d.get("planned") is not None:
+            self._on_planned({"upto": d["planned"]})
+
+    def _on_leased(self, d: dict[str, Any]) -> None:
+        tid = d["id"]
+        self._pending.remove(tid)
+        self._not_before.pop(tid, None)
+        self._held[tid] = _Held(d["token"], d["worker"], d["expires"])
+        self._latest_token[tid] = d["token"]
+        self._next_token = max(self._next_token, d["token"] + 1)
+        self._version += 1
+
+    def _on_expired(self, d: dict[str, Any]) -> None:
+        for tid in d["ids"]:
+            del self._held[tid]
+        self._pending[:0] = d["ids"]  # they were at the head when leased: put them back there
+        self._version += 1
+
+    def _take_back(self, tid: int) -> None:
+        """Remove an owned task from wherever it sits (held, or requeued after expiry)."""
+        if self._held.pop(tid, None) is None:
+            self._pending.remove(tid)
+        self._version += 1
+
+    def _on_completed(self, d: dict[str, Any]) -> None:
+        tid = d["id"]
+        self._take_back(tid)
+        self._done[tid] = d["token"]
+        self._results.append(Result(tid, self._tasks[tid].text, d["text"], d["worker"],
+                                    len(self._results), d["at"]))
+        self._stats(d["worker"]).completed += 1
+
+    def _on_failed(self, d: dict[str, Any]) -> None:
+        tid = d["id"]
+        self._take_back(tid)
+        task = self._tasks[tid]
+        task.attempts += 1
+        task.last_error = d["error"]
+        self._stats(d["worker"]).failed += 1
+        if d["dead"]:
+            self._dead.append(tid)
+        else:
+            self._pending.append(tid)
+            self._not_before[tid] = d["retry_at"]
+
+    def _on_released(self, d: dict[str, Any]) -> None:
+        self._take_back(d["id"])
+        self._pending.insert(0, d["id"])
+
+    def _on_reordered(self, d: dict[str, Any]) -> None:
+        first = d["first"]
+        chosen = set(first)
+        self._pending = first + [t for t in self._pending if t not in chosen]
+        self._version += 1
+
+    def _on_planned(self, d: dict[str, Any]) -> None:
+        self._planned = max(self._planned, min(d["upto"], len(self._results)))
+
+    def _on_stopping(self, d: dict[str, Any]) -> None:
+        if self._state is State.RUNNING:
+            self._state, self._reason, self._detail = (State.STOPPING, Reason(d["reason"]),
+                                                       d["detail"])
+
+    def _on_usage(self, d: dict[str, Any]) -> None:
+        self._usage[d["kind"]].add(d["prompt"], d["completion"])
+        self._stats(d["worker"]).usage.add(d["prompt"], d["completion"])
+
+    def _on_planner(self, d: dict[str, Any]) -> None:
+        pass  # a record of who planned when; the claim itself lives only while it is renewed
 
     # -- housekeeping run at the start of every call -------------------------------------
 
     def _settle(self) -> None:
         now = self._clock()
-        expired = [tid for tid, h in self._held.items() if h.expires <= now]
-        for tid in expired:
-            del self._held[tid]
-        if expired:  # they were at the head of the list when leased: put them back there
-            self._pending[:0] = sorted(expired)
-            self._version += 1
+        expired = sorted(tid for tid, h in self._held.items() if h.expires <= now)
+        if expired:
+            self._emit("expired", ids=expired)
         if self._state is State.STOPPING and not self._held:
             self._state = State.FINISHED
 
-    def _worker(self, worker: str) -> WorkerStats:
+    def _stats(self, worker: str) -> WorkerStats:
         stats = self._workers.get(worker)
         if stats is None:
             stats = self._workers[worker] = WorkerStats(worker)
-        stats.last_seen = self._clock()
         return stats
+
+    def _seen_now(self, worker: str) -> None:
+        self._stats(worker).last_seen = self._clock()
 
     def _stop(self, reason: Reason, detail: str = "") -> None:
         if self._state is State.RUNNING:
-            self._state, self._reason, self._detail = State.STOPPING, reason, detail
+            self._emit("stopping", reason=reason.value, detail=detail)
         self._settle()
 
     # -- reading ------------------------------------------------------------------------
@@ -109,6 +236,10 @@ class Board:
 
     def run_settings(self) -> RunSettings:
         return self.settings
+
+    def storage(self) -> str | None:
+        """The state dir on the head node holding this objective's journal and memory."""
+        return self.state_dir
 
     def state(self) -> tuple[State, Reason | None, str]:
         self._settle()
@@ -146,33 +277,48 @@ class Board:
         now = self._clock()
         if self._planner and self._planner[0] != instance and self._planner[1] > now:
             return self._planner[0]
+        if not self._planner or self._planner[0] != instance:
+            self._emit("planner", instance=instance, action="claimed")
         self._planner = (instance, now + C.PLANNER_TTL)
         return None
 
     def release_planner(self, instance: str) -> None:
         if self._planner and self._planner[0] == instance:
+            self._emit("planner", instance=instance, action="released")
             self._planner = None
 
-    def add(self, texts: Iterable[str], parent: int | None = None) -> AddReport:
-        """Append new tasks, rejecting any whose normalized text the board has seen."""
+    def _check_planner(self, planner: str | None) -> None:
+        if planner is None:
+            return
+        holder = self._planner[0] if self._planner and self._planner[1] > self._clock() else None
+        if holder != planner:
+            raise PlannerLost(f"planner {planner} lost its claim (now {holder or 'nobody'}); "
+                              "another instance plans this objective")
+
+    def add(self, texts: Iterable[str], parent: int | None = None, *,
+            planner: str | None = None, planned: int | None = None) -> AddReport:
+        """Append new tasks, rejecting any whose normalized text the board has seen.
+
+        A planner passes its name and the completions this batch consumed (`planned`): the
+        tasks and the acknowledgement land in one event, so a planner that dies mid-batch
+        leaves the batch wholly unplanned, never half.
+        """
         self._settle()
-        added: list[Task] = []
+        self._check_planner(planner)
+        rows: list[list[Any]] = []
         duplicates: list[str] = []
+        keys: set[str] = set()
         for raw in texts:
             text = " ".join(raw.split())[: C.MAX_TASK_CHARS]
             key = normalize(text)
-            if not key or key in self._seen or self._state is not State.RUNNING:
+            if not key or key in self._seen or key in keys or self._state is not State.RUNNING:
                 duplicates.append(raw)
                 continue
-            task = Task(self._next_id, text, parent)
-            self._next_id += 1
-            self._tasks[task.id] = task
-            self._seen[key] = task.id
-            self._pending.append(task.id)
-            added.append(replace(task))
-        if added:
-            self._version += 1
-        return AddReport(added, duplicates)
+            keys.add(key)
+            rows.append([self._next_id + len(rows), text, parent])
+        if rows or planned is not None:
+            self._emit("added", tasks=rows, planned=planned)
+        return AddReport([replace(self._tasks[r[0]]) for r in rows], duplicates)
 
     def reorder(self, version: int, order: Sequence[int]) -> ReorderReport:
         """Put `order` first; every other pending task keeps its relative place after them.
@@ -189,47 +335,64 @@ class Board:
                 first.append(tid)
             elif tid not in self._tasks:
                 unknown += 1
-        chosen = set(first)
-        self._pending = first + [t for t in self._pending if t not in chosen]
-        self._version += 1
-        return ReorderReport(len(first), unknown, stale=version != self._version - 1)
+        stale = version != self._version
+        if first:
+            self._emit("reordered", first=first)
+        return ReorderReport(len(first), unknown, stale)
 
-    def ack_planned(self, upto: int) -> State:
+    def ack_planned(self, upto: int, planner: str | None = None) -> State:
         """The planner has consumed completions [0, upto); the objective is done when that
         was the last of them and nothing is pending or leased."""
-        self._planned = max(self._planned, min(upto, len(self._results)))
         self._settle()
+        self._check_planner(planner)
+        if upto > self._planned:
+            self._emit("planned", upto=upto)
         if (self._state is State.RUNNING and not self._pending and not self._held
                 and self._planned == len(self._results)):
             self._stop(Reason.DONE)
         return self._state
 
     def stop(self, reason: Reason = Reason.STOPPED, detail: str = "") -> State:
+        self._settle()
         self._stop(reason, detail)
         return self._state
 
     # -- the workers' side ----------------------------------------------------------------
 
+    def _next_eligible(self, now: float) -> int | None:
+        for tid in self._pending:
+            if self._not_before.get(tid, 0.0) <= now:
+                return tid
+        return None
+
     def lease(self, worker: str) -> Lease | State:
-        """The next task, or the board's state when there is none to give (never raises)."""
+        """The next task, or the board's state when there is none to give (never raises).
+
+        Refused too while the journal cannot be written: no new work is handed out that
+        could not be recorded.
+        """
         self._settle()
-        self._worker(worker)
+        self._seen_now(worker)
         capped = len(self._results) + len(self._held) >= self.settings.max_tasks
-        if self._state is not State.RUNNING or capped or not self._pending:
+        if self._state is not State.RUNNING or capped or not self._journal_ok:
             return self._state
-        tid = self._pending.pop(0)
+        now = self._clock()
+        tid = self._next_eligible(now)
+        if tid is None:
+            return self._state
         token = self._next_token
-        self._next_token += 1
-        ttl = self.settings.lease_ttl
-        self._held[tid] = _Held(token, worker, self._clock() + ttl)
-        self._latest_token[tid] = token
-        self._version += 1
-        return Lease(replace(self._tasks[tid]), token, worker, ttl)
+        try:
+            self._emit("leased", id=tid, token=token, worker=worker,
+                       expires=now + self.settings.lease_ttl)
+        except JournalError as exc:
+            log.error("%s", exc)
+            return self._state
+        return Lease(replace(self._tasks[tid]), token, worker, self.settings.lease_ttl)
 
     def heartbeat(self, worker: str, held: Sequence[tuple[int, int]]) -> list[int]:
         """Renew the leases `worker` holds; returns the task ids it has lost."""
         self._settle()
-        self._worker(worker)
+        self._seen_now(worker)
         lost = []
         deadline = self._clock() + self.settings.lease_ttl
         for tid, token in held:
@@ -245,59 +408,69 @@ class Board:
         return (self._latest_token.get(task_id) == token and task_id not in self._done
                 and task_id not in self._dead)
 
-    def _take_back(self, task_id: int) -> None:
-        """Remove an owned task from wherever it sits (held, or requeued after expiry)."""
-        if self._held.pop(task_id, None) is None:
-            self._pending.remove(task_id)
-        self._version += 1
-
     def complete(self, task_id: int, token: int, worker: str, text: str) -> Outcome:
+        """Record a result. Returns only once it is in the journal; raises JournalError if it
+        could not be written, and the worker keeps the task and tries again."""
         self._settle()
+        self._seen_now(worker)
         if self._done.get(task_id) == token:
             return Outcome.DUPLICATE
         if not self._owns(task_id, token):
             return Outcome.STALE
-        self._take_back(task_id)
-        self._done[task_id] = token
-        result = Result(task_id, self._tasks[task_id].text, text[: C.MAX_RESULT_CHARS], worker,
-                        len(self._results), self._clock())
-        self._results.append(result)
-        self._worker(worker).completed += 1
+        self._emit("completed", id=task_id, token=token, worker=worker,
+                   text=text[: C.MAX_RESULT_CHARS], at=self._clock())
         if len(self._results) >= self.settings.max_tasks:
             self._stop(Reason.MAX_TASKS)
         self._settle()
         return Outcome.ACCEPTED
 
     def fail(self, task_id: int, token: int, worker: str, error: str) -> Outcome:
-        """Count a failed attempt: requeue at the back, or dead-letter after max_attempts."""
+        """Count a failed attempt: requeue at the back after a growing delay, or dead-letter
+        after max_attempts."""
         self._settle()
+        self._seen_now(worker)
         if not self._owns(task_id, token):
             return Outcome.STALE
-        self._take_back(task_id)
-        task = self._tasks[task_id]
-        task.attempts += 1
-        task.last_error = error[:500]
-        self._worker(worker).failed += 1
-        if task.attempts >= self.settings.max_attempts:
-            self._dead.append(task_id)
-            outcome = Outcome.DEAD
-        else:
-            self._pending.append(task_id)
-            outcome = Outcome.REQUEUED
+        attempts = self._tasks[task_id].attempts + 1
+        dead = attempts >= self.settings.max_attempts
+        delay = C.RETRY_DELAY * 2 ** (attempts - 1)
+        self._emit("failed", id=task_id, worker=worker, error=error[:500], dead=dead,
+                   retry_at=self._clock() + delay)
         self._settle()
-        return outcome
+        return Outcome.DEAD if dead else Outcome.REQUEUED
 
     def release(self, task_id: int, token: int, worker: str) -> Outcome:
         """Give a task back unattempted (a worker shutting down): it goes to the front."""
         self._settle()
         if not self._owns(task_id, token):
             return Outcome.STALE
-        self._take_back(task_id)
-        self._pending.insert(0, task_id)
+        self._emit("released", id=task_id)
         self._settle()
         return Outcome.REQUEUED
 
     def record_usage(self, worker: str, kind: str, prompt_tokens: int,
                      completion_tokens: int) -> None:
-        self._usage[kind].add(prompt_tokens, completion_tokens)
-        self._worker(worker).usage.add(prompt_tokens, completion_tokens)
+        self._emit("usage", worker=worker, kind=kind, prompt=prompt_tokens,
+                   completion=completion_tokens)
+
+    def acquire(self, tokens: int) -> float:
+        """Cluster-wide rate limit: 0 to go ahead now (the request is counted), else the
+        seconds to wait before asking again. Buckets refill continuously to rpm/tpm."""
+        rpm, tpm = self.settings.rpm, self.settings.tpm
+        if not rpm and not tpm:
+            return 0.0
+        now = self._clock()
+        requests, used, at = self._bucket
+        elapsed = now - at
+        requests = max(0.0, requests - elapsed * rpm / 60) if rpm else 0.0
+        used = max(0.0, used - elapsed * tpm / 60) if tpm else 0.0
+        waits = [0.0]
+        if rpm and requests + 1 > rpm:
+            waits.append((requests + 1 - rpm) * 60 / rpm)
+        if tpm and used + tokens > tpm and used > 0:
+            waits.append((used + tokens - tpm) * 60 / tpm)
+        wait = max(waits)
+        if wait == 0.0:
+            requests, used = requests + 1, used + tokens
+        self._bucket = (requests, used, now)
+        return wait

@@ -10,7 +10,7 @@ import click
 import ray
 from rich.console import Console
 
-from coop import cluster, config, planner, registry, status, worker
+from coop import cluster, config, journal, planner, registry, status, worker
 from coop import constants as C
 from coop.types import CoopError, Reason
 
@@ -43,23 +43,28 @@ def cli(quiet: bool) -> None:
               default=C.DEFAULT_EMBEDDING_MODEL, show_default=True)
 @click.option("--initial-task", envvar="COOP_INITIAL_TASK", default=C.DEFAULT_INITIAL_TASK,
               show_default=True)
-@click.option("--resume", is_flag=True, help="Continue an existing objective (id or text).")
+@click.option("--resume", is_flag=True,
+              help="Continue an objective (id, prefix or text), live or from its journal.")
+@click.option("--standby", is_flag=True,
+              help="If another planner runs this objective, wait and take over when it stops.")
 @_int("--workers", C.DEFAULT_WORKERS, 0, "Worker loops in this process; 0 plans only.")
 @_int("--concurrency", C.DEFAULT_CONCURRENCY, 1, "Tasks in flight per local worker.")
 @_int("--max-tasks", C.DEFAULT_MAX_TASKS, 1, "Stop after this many completed tasks.")
 @_int("--max-attempts", C.DEFAULT_MAX_ATTEMPTS, 1, "Attempts before a task is dead-lettered.")
 @_int("--context-k", C.DEFAULT_CONTEXT_K, 0, "Results from memory given to each execution.")
 @_int("--max-prompt-tokens", C.DEFAULT_MAX_PROMPT_TOKENS, 1, "Token budget of one prompt.")
+@_int("--rpm", 0, 0, "Model requests per minute across the cluster (0: no limit).")
+@_int("--tpm", 0, 0, "Model tokens per minute across the cluster (0: no limit).")
 @click.option("--lease-ttl", type=click.FloatRange(min=1.0), default=C.DEFAULT_LEASE_TTL,
               show_default=True, envvar="COOP_LEASE_TTL",
               help="Seconds a silent worker keeps a task before it is requeued.")
 @address_option
-def start(objective: str, resume: bool, workers: int, concurrency: int, address: str | None,
-          **settings: Any) -> int:
+def start(objective: str, resume: bool, standby: bool, workers: int, concurrency: int,
+          address: str | None, **settings: Any) -> int:
     """Create OBJECTIVE and plan it to the end: the only instance that creates tasks."""
     text = objective.strip() if resume else config.check_objective(objective)
     snap = planner.start(text, config.new_settings(**settings), address=address, resume=resume,
-                         workers=workers, concurrency=concurrency)
+                         standby=standby, workers=workers, concurrency=concurrency)
     status.render_status(console, snap)
     return 1 if snap.reason is Reason.FAILED else 0
 
@@ -79,9 +84,8 @@ def join(objective: str, concurrency: int, address: str | None) -> int:
 @cli.command(name="list")
 @address_option
 def list_(address: str | None) -> int:
-    """Objectives on the cluster."""
-    cluster.connect(address, start_local=False)
-    status.render_list(console, registry.list_objectives())
+    """Objectives on the cluster, and those in this machine's journals."""
+    status.render_list(console, registry.list_objectives(journal.state_dir(), address))
     return 0
 
 

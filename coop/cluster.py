@@ -26,6 +26,10 @@ class ClusterError(CoopError):
     """Ray is not reachable, or refused us."""
 
 
+class Unreachable(ClusterError):
+    """No cluster answers at the address (or none runs here): not a mistake in the input."""
+
+
 def actor_name(objective_id: str, role: str) -> str:
     """`coop:<objective-id>:<role>`: readable in the dashboard and in `ray list actors`."""
     return f"coop:{objective_id}:{role}"
@@ -41,7 +45,7 @@ def _check_reachable(address: str) -> None:
         with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT):
             pass
     except OSError as exc:
-        raise ClusterError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
+        raise Unreachable(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
 
 
 def _is_loopback(address: str) -> bool:
@@ -97,7 +101,7 @@ def connect(address: str | None, *, start_local: bool) -> Connection:
         ray_constants.ENABLE_RAY_CLUSTER = False
     if address is None:
         if not start_local:
-            raise ClusterError(
+            raise Unreachable(
                 "no running Ray cluster found here: pass --address <head-ip>:6379 or set "
                 "RAY_ADDRESS (on the head, `ray start --head` prints the address)")
         kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
@@ -121,11 +125,21 @@ def connect(address: str | None, *, start_local: bool) -> Connection:
                       started_here=address is None)
 
 
+HEAD_RESOURCE = "node:__internal_head__"
+"""Ray's marker resource of the head node: coop's actors live there, beside their files."""
+
+
 def named_actor(cls: type[T], objective_id: str, role: str, *args: Any) -> Any:
-    """Get or create a detached actor in one atomic step (no get-then-create race)."""
+    """Get or create a detached actor in one atomic step (no get-then-create race).
+
+    Pinned to the head node, where the state dir is. If its process dies, Ray restarts it
+    with the same arguments (it rebuilds itself from its files) and retries the calls that
+    were in flight; every method tolerates a retry (see board.py).
+    """
     return ray.remote(cls).options(
         name=actor_name(objective_id, role), namespace=C.NAMESPACE, lifetime="detached",
-        get_if_exists=True, num_cpus=0, max_restarts=0,
+        get_if_exists=True, num_cpus=0, resources={HEAD_RESOURCE: 0.001},
+        max_restarts=C.ACTOR_RESTARTS, max_task_retries=C.ACTOR_RESTARTS,
     ).remote(*args)
 
 

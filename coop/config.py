@@ -51,6 +51,8 @@ class RunSettings:
     context_k: int = C.DEFAULT_CONTEXT_K
     max_prompt_tokens: int = C.DEFAULT_MAX_PROMPT_TOKENS
     max_completion_tokens: int = C.DEFAULT_MAX_COMPLETION_TOKENS
+    rpm: int = 0  # cluster-wide model requests per minute, 0 for no limit
+    tpm: int = 0  # cluster-wide model tokens per minute, 0 for no limit
 
     @property
     def simulated(self) -> bool:

@@ -33,6 +33,10 @@ PLANNER_TASK_WINDOW = 30
 """Most pending task names shown to creation and prioritization."""
 POLL_MIN = 0.05
 POLL_MAX = 0.5
+ACTOR_RESTARTS = 3
+"""How often Ray restarts a crashed board or memory actor (each rebuilds from its files)."""
+RETRY_DELAY = 2.0
+"""Seconds before a failed task's second attempt; doubles with every further attempt."""
 SHUTDOWN_GRACE = 30.0
 """Seconds a stopping worker waits for in-flight tasks before releasing them."""
 

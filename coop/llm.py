@@ -23,6 +23,10 @@ class LLMFatalError(CoopError):
     the objective stops at once instead of burning attempts on every task."""
 
 
+class LLMContextError(Exception):
+    """The prompt was longer than the model's context: retry once with less context."""
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -78,6 +82,10 @@ class OpenAILLM:
             resp = self.client.chat.completions.create(
                 model=self.model, messages=[{"role": "user", "content": prompt}],
                 max_tokens=max_tokens, temperature=0.2)
+        except openai.BadRequestError as exc:
+            if _is_context_error(exc):
+                raise LLMContextError(str(exc.message)) from None
+            raise self._fatal(exc) from None
         except _FATAL as exc:
             raise self._fatal(exc) from None
         text = (resp.choices[0].message.content or "") if resp.choices else ""
@@ -98,6 +106,12 @@ class OpenAILLM:
         detail = " ".join(scrub(str(exc.message)).split())[:200]
         return LLMFatalError(f"model server {self.where} refused ({exc.status_code} "
                              f"{type(exc).__name__}): {detail}")
+
+
+def _is_context_error(exc: openai.BadRequestError) -> bool:
+    text = str(exc.message).lower()
+    return exc.code == "context_length_exceeded" or "context length" in text \
+        or "maximum context" in text
 
 
 def make_llm(settings: RunSettings, instance: str) -> LLM:

@@ -1,12 +1,17 @@
-"""Which objectives exist: the live board actors in the `coop` namespace are the registry.
+"""Which objectives exist: the live board actors in the `coop` namespace, and the journals.
 
-Ray's own name table already answers "which boards exist" atomically, so there is no second
-actor to keep consistent with it (BabyAGI's objectives list could disagree with its boards).
+Ray's own name table already answers "which boards are alive" atomically, so there is no second
+actor to keep consistent with it (BabyAGI's objectives list could disagree with its boards);
+the state dir's journals answer "which objectives could be revived".
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -14,8 +19,11 @@ import ray
 from coop import cluster
 from coop.board import Board
 from coop.config import RunSettings
-from coop.text import objective_id
-from coop.types import CoopError, Objective
+from coop.journal import journal_path, list_journals
+from coop.text import objective_id, one_line
+from coop.types import CoopError, Objective, State
+
+log = logging.getLogger(__name__)
 
 INFO_TIMEOUT = 10.0
 
@@ -30,12 +38,34 @@ def board_ids() -> list[str]:
                   if n.startswith("coop:") and n.endswith(suffix))
 
 
-def create_board(objective: str, settings: RunSettings) -> tuple[str, Any]:
+def _match(ref: str, known: Sequence[str]) -> list[str]:
+    """Ids matching `ref`: exactly, as the objective's text, or as a unique prefix."""
+    ref = ref.strip()
+    for exact in (ref, objective_id(ref)):
+        if exact in known:
+            return [exact]
+    return [k for k in known if ref and k.startswith(ref)]
+
+
+def _spawn(oid: str, objective: str, settings: RunSettings, nonce: str,
+           root: Path) -> tuple[Any, Objective]:
+    handle = cluster.named_actor(Board, oid, "board", oid, objective, settings, nonce, str(root))
+    try:
+        info: Objective = ray.get(handle.describe.remote())
+    except ray.exceptions.ActorDiedError as exc:  # the board could not open its journal
+        last = [line for line in str(exc).splitlines() if line.strip()][-1]
+        raise CoopError(f"the board of {oid} could not start: {one_line(last, 300)}") from None
+    return handle, info
+
+
+def create_board(objective: str, settings: RunSettings, root: Path) -> tuple[str, Any]:
     """A new board for `objective`; an existing one is an error, not silently reused."""
     oid = objective_id(objective)
+    if journal_path(root, oid).exists():
+        raise CoopError(f"objective {oid} already exists (journal in {root}); continue it "
+                        f"with `coop start --resume {oid}`")
     nonce = uuid.uuid4().hex
-    handle = cluster.named_actor(Board, oid, "board", oid, objective, settings, nonce)
-    info: Objective = ray.get(handle.describe.remote())
+    handle, info = _spawn(oid, objective, settings, nonce, root)
     if info.nonce != nonce:
         raise CoopError(f"objective {oid} already exists ({info.state.value}); use "
                         f"`coop start --resume {oid}` to continue it, or `coop status {oid}`")
@@ -43,15 +73,9 @@ def create_board(objective: str, settings: RunSettings) -> tuple[str, Any]:
 
 
 def find(ref: str) -> tuple[str, Any]:
-    """A board by id, unique id prefix, or the objective's exact text."""
-    ref = ref.strip()
+    """A live board by id, unique id prefix, or the objective's exact text."""
     known = board_ids()
-    if ref in known:
-        matches = [ref]
-    elif objective_id(ref) in known:
-        matches = [objective_id(ref)]
-    else:
-        matches = [k for k in known if ref and k.startswith(ref)]
+    matches = _match(ref, known)
     if len(matches) == 1:
         handle = cluster.existing_actor(matches[0], "board")
         if handle is not None:
@@ -62,10 +86,30 @@ def find(ref: str) -> tuple[str, Any]:
     raise ObjectiveNotFound(f"no objective {ref!r} on this cluster; known: {listing}")
 
 
-def list_objectives() -> list[Objective]:
-    ids = board_ids()
-    handles = [cluster.existing_actor(i, "board") for i in ids]
+def find_or_revive(ref: str, root: Path) -> tuple[str, Any]:
+    """A live board, or one rebuilt from its journal after the cluster lost it."""
+    try:
+        return find(ref)
+    except ObjectiveNotFound:
+        journals, _ = list_journals(root)
+        by_id = {j.objective_id: j for j in journals}
+        matches = _match(ref, list(by_id))
+        if len(matches) != 1:
+            known = ", ".join(sorted(set(board_ids()) | set(by_id))) or "none"
+            raise ObjectiveNotFound(f"no objective {ref!r} on this cluster or in {root}; "
+                                    f"known: {known}") from None
+    info = by_id[matches[0]]
+    names = {f.name for f in fields(RunSettings)}
+    settings = RunSettings(**{k: v for k, v in info.settings.items() if k in names})
+    handle, _ = _spawn(info.objective_id, info.objective, settings, "revived", root)
+    return info.objective_id, handle
+
+
+def _live_objectives() -> list[Objective]:
+    handles = [cluster.existing_actor(i, "board") for i in board_ids()]
     refs = [h.describe.remote() for h in handles if h is not None]
+    if not refs:
+        return []
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=INFO_TIMEOUT)
     found: list[Objective] = []
     for ref in ready:
@@ -73,4 +117,23 @@ def list_objectives() -> list[Objective]:
             found.append(ray.get(ref))
         except ray.exceptions.RayError:
             continue  # a board that died between listing and asking
+    return found
+
+
+def list_objectives(root: Path, address: str | None) -> list[Objective]:
+    """Live boards, and journaled objectives whose board is gone (resumable); with no
+    cluster to ask, the journals alone."""
+    found: list[Objective] = []
+    try:
+        cluster.connect(address, start_local=False)
+    except cluster.Unreachable as exc:
+        log.warning("%s; showing this machine's journals only", exc)
+    else:
+        found = _live_objectives()
+    live = {o.id for o in found}
+    journals, problems = list_journals(root)
+    for problem in problems:
+        log.warning("%s", problem)
+    found += [Objective(j.objective_id, j.objective, j.created, State.DORMANT, None, "")
+              for j in journals if j.objective_id not in live]
     return sorted(found, key=lambda o: o.created)

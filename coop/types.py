@@ -16,6 +16,7 @@ class State(str, enum.Enum):
     RUNNING = "running"
     STOPPING = "stopping"
     FINISHED = "finished"
+    DORMANT = "dormant"  # journaled, but no board is alive: `coop start --resume` revives it
 
 
 class Reason(str, enum.Enum):

@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,8 @@ import ray
 from coop import agents, cluster, registry
 from coop import constants as C
 from coop.config import RunSettings, scrub
-from coop.llm import LLM, LLMFatalError, make_llm
+from coop.journal import JournalError
+from coop.llm import LLM, LLMContextError, LLMFatalError, make_llm
 from coop.memory import Memory
 from coop.memory.cluster import ClusterMemory
 from coop.text import one_line
@@ -28,10 +30,37 @@ from coop.types import Kind, Lease, Outcome, Reason, State
 
 log = logging.getLogger(__name__)
 
+COMPLETE_RETRY_MAX = 30.0
+"""Longest pause between attempts to record a result the journal could not take."""
+
 
 def instance_name(suffix: str = "") -> str:
     """`host-pid[-suffix]`: unique in a cluster, and says where the process runs."""
     return f"{socket.gethostname()}-{os.getpid()}{suffix}"
+
+
+def ask(llm: LLM, board: Any, settings: RunSettings, name: str, kind: Kind,
+        build: Callable[[int], str]) -> str:
+    """One model call with coop's discipline: the cluster-wide rate limit first, usage
+    recorded on the board after, and one retry with half the context if the prompt was too
+    long for the model. `build(budget)` makes the prompt for a token budget."""
+    budget = settings.max_prompt_tokens - settings.max_completion_tokens
+    retried = False
+    while True:
+        prompt = build(budget)
+        cost = llm.tokenizer.count(prompt) + settings.max_completion_tokens
+        while (wait := ray.get(board.acquire.remote(cost))) > 0:
+            time.sleep(min(wait, 5.0))
+        try:
+            reply = llm.complete(prompt, settings.max_completion_tokens)
+        except LLMContextError:
+            if retried:
+                raise
+            log.warning("%s prompt too long for the model; retrying with less context", kind.value)
+            retried, budget = True, budget // 2
+            continue
+        board.record_usage.remote(name, kind.value, reply.prompt_tokens, reply.completion_tokens)
+        return reply.text
 
 
 @dataclass
@@ -98,10 +127,13 @@ class Worker:
         with self._lock:
             self._held[task.id] = lease.token
         try:
-            text = self._execute(task.text)
+            text = ask(self.llm, self.board, self.settings, self.name, Kind.EXECUTION,
+                       lambda budget: agents.execution_prompt(
+                           self.objective, task.text,
+                           self.memory.query(task.text, self.settings.context_k),
+                           self.llm.tokenizer, budget))
             self.memory.add(task.id, task.text, text, token=lease.token, worker=self.name)
-            outcome = ray.get(self.board.complete.remote(task.id, lease.token, self.name, text))
-            if outcome is Outcome.STALE:
+            if self._complete(lease, text) is Outcome.STALE:
                 log.warning("task #%d: lease lost before completion; result discarded", task.id)
             else:
                 self.report.completed += 1
@@ -113,25 +145,38 @@ class Worker:
             ray.get(self.board.release.remote(task.id, lease.token, self.name))
             self._closing.set()
         except Exception as exc:  # a failed attempt: the board requeues or dead-letters it
-            if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:
-                exc = exc.cause  # the actor's own error, not Ray's wrapper with its traceback
-            reason = scrub(f"{type(exc).__name__}: {one_line(str(exc), 300)}")
-            outcome = ray.get(self.board.fail.remote(task.id, lease.token, self.name, reason))
-            self.report.failed += 1
-            log.warning("task #%d failed (%s), %s", task.id, reason, outcome.value)
+            self._fail(lease, exc)
         finally:
             with self._lock:
                 self._held.pop(task.id, None)
 
-    def _execute(self, task: str) -> str:
-        context = self.memory.query(task, self.settings.context_k)
-        budget = self.settings.max_prompt_tokens - self.settings.max_completion_tokens
-        prompt = agents.execution_prompt(self.objective, task, context, self.llm.tokenizer,
-                                         budget)
-        reply = self.llm.complete(prompt, self.settings.max_completion_tokens)
-        self.board.record_usage.remote(self.name, Kind.EXECUTION.value, reply.prompt_tokens,
-                                       reply.completion_tokens)
-        return reply.text
+    def _complete(self, lease: Lease, text: str) -> Outcome:
+        """Record the result; while the journal refuses writes, keep the task and retry."""
+        pause = 0.5
+        while True:
+            try:
+                outcome: Outcome = ray.get(self.board.complete.remote(
+                    lease.task.id, lease.token, self.name, text))
+                return outcome
+            except JournalError as exc:
+                log.warning("task #%d: result not recorded yet (%s); retrying in %.0fs",
+                            lease.task.id, one_line(str(exc), 160), pause)
+                time.sleep(pause)
+                pause = min(pause * 2, COMPLETE_RETRY_MAX)
+
+    def _fail(self, lease: Lease, exc: Exception) -> None:
+        if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:
+            exc = exc.cause  # the actor's own error, not Ray's wrapper with its traceback
+        reason = scrub(f"{type(exc).__name__}: {one_line(str(exc), 300)}")
+        self.report.failed += 1
+        try:
+            outcome = ray.get(self.board.fail.remote(lease.task.id, lease.token, self.name,
+                                                     reason))
+        except JournalError:
+            log.warning("task #%d failed (%s); not recorded, its lease will expire",
+                        lease.task.id, reason)
+            return
+        log.warning("task #%d failed (%s), %s", lease.task.id, reason, outcome.value)
 
     def _heartbeat(self) -> None:
         interval = max(self.settings.lease_ttl / 3, 0.2)
@@ -164,9 +209,8 @@ def join(ref: str, address: str | None, concurrency: int) -> WorkerReport:
     name = instance_name()
     llm = make_llm(settings, name)
     log.info("joined %s as %s (%s, %d in flight)", oid, name, llm.label, concurrency)
-    worker = Worker(board, ClusterMemory(oid, llm), llm, settings, info.text, name, concurrency,
-                    stop)
-    return worker.run()
+    memory = ClusterMemory(oid, llm, ray.get(board.storage.remote()))
+    return Worker(board, memory, llm, settings, info.text, name, concurrency, stop).run()
 
 
 def stop_on_signals() -> threading.Event:

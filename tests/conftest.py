@@ -10,6 +10,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +31,8 @@ from coop.simulate import Simulator  # noqa: E402
 
 COOP = Path(sys.executable).with_name("coop")
 SECRET = "sk-test-DO-NOT-LEAK-4f9a2c71e0"
+STATE_DIR = Path(tempfile.mkdtemp(prefix="coop-test-state-"))
+os.environ["COOP_STATE_DIR"] = str(STATE_DIR)  # never the user's ~/.coop
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +63,8 @@ def coop_env(cluster: Cluster | None, standin: StandIn | None = None,
              **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OPENAI_", "COOP_", "RAY_ADDRESS"))}
-    env.update(C.LOOPBACK_ENV, PYTHONUNBUFFERED="1", COLUMNS="200")
+    env.update(C.LOOPBACK_ENV, PYTHONUNBUFFERED="1", COLUMNS="200",
+               COOP_STATE_DIR=str(STATE_DIR))
     if cluster is not None:
         env["RAY_ADDRESS"] = cluster.address
     if standin is not None:

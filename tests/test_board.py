@@ -103,17 +103,29 @@ def test_heartbeat_keeps_a_lease_alive_and_reports_lost_ones() -> None:
     assert board.complete(a.task.id, a.token, "w", "ok") is Outcome.ACCEPTED
 
 
-def test_fail_requeues_then_dead_letters_with_reason() -> None:
-    board = make_board(max_attempts=3)
-    board.add(["flaky"])
+def test_fail_requeues_with_growing_delay_then_dead_letters_with_reason() -> None:
+    clock = Clock()
+    board = make_board(clock, max_attempts=3)
+    board.add(["flaky", "steady"])
     outcomes = []
-    for i in range(3):
+    for i, delay in enumerate([2.0, 4.0, None]):
         lease = leased(board)
+        assert lease.task.text == "flaky"
         outcomes.append(board.fail(lease.task.id, lease.token, "w", f"Boom{i}: bad"))
+        if delay is None:
+            break
+        clock.now += delay - 0.1  # not yet: "steady" is leased meanwhile, then nothing
+        other = leased(board)
+        assert other.task.text == "steady"
+        board.release(other.task.id, other.token, "w")
+        assert board.pending_window(5)[1][0].text == "steady"
+        clock.now += 0.1
+        board.reorder(0, [1])  # "flaky" first again
     assert outcomes == [Outcome.REQUEUED, Outcome.REQUEUED, Outcome.DEAD]
     snap = board.snapshot()
     assert [(t.text, t.attempts, t.last_error) for t in snap.dead] == [("flaky", 3, "Boom2: bad")]
-    assert board.lease("w") is State.RUNNING  # nothing left to lease
+    assert leased(board).task.text == "steady"  # the dead task is never leased again
+    assert board.lease("w") is State.RUNNING
 
 
 def test_release_puts_task_back_first_without_counting_an_attempt() -> None:
@@ -165,20 +177,16 @@ def test_planner_claim_is_exclusive_until_it_expires() -> None:
     assert board.claim_planner("p2") is None
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_random_interleavings_lose_and_duplicate_nothing(seed: int) -> None:
-    """Property: whatever the order of add, lease, heartbeat, expiry, fail, release, reorder
-    and complete, every task ends exactly once as completed or dead, and nothing else."""
-    rng = random.Random(seed)
-    clock = Clock()
-    board = make_board(clock, lease_ttl=5, max_attempts=3, max_tasks=10_000)
+def drive(board: Board, clock: Clock, rng: random.Random, steps: int) -> None:
+    """Random add, lease, expiry, complete, fail, release, reorder from stale views, usage
+    and planner acknowledgements: the interleavings real workers and planners produce."""
     held: list[Lease] = []
     snapshot: tuple[int, list[int]] | None = None
-    for step in range(400):
-        op = rng.choice("aallccfrxoe")
+    for step in range(steps):
+        op = rng.choice("aallccfrxoeup")
         if op == "a":
             board.add([f"task {rng.randrange(60)}" for _ in range(rng.randrange(1, 4))])
-        elif op == "l" and (got := board.lease(f"w{rng.randrange(4)}")) and isinstance(got, Lease):
+        elif op == "l" and isinstance(got := board.lease(f"w{rng.randrange(4)}"), Lease):
             held.append(got)
         elif op in "cfr" and held:
             lease = held.pop(rng.randrange(len(held)))
@@ -203,6 +211,19 @@ def test_random_interleavings_lose_and_duplicate_nothing(seed: int) -> None:
         elif op == "e":
             ids = [t.id for t in board.pending_window(1000)[1]]
             assert len(ids) == len(set(ids))
+        elif op == "u":
+            board.record_usage(f"w{rng.randrange(4)}", "execution", rng.randrange(99), 7)
+        elif op == "p":
+            board.ack_planned(rng.randrange(len(board.results()) + 1))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_interleavings_lose_and_duplicate_nothing(seed: int) -> None:
+    """Property: whatever the order of operations, every task ends exactly once as completed
+    or dead, and nothing else."""
+    clock = Clock()
+    board = make_board(clock, lease_ttl=5, max_attempts=3, max_tasks=10_000)
+    drive(board, clock, random.Random(seed), 400)
     # drain: finish everything still open
     while True:
         got = board.lease("drain")

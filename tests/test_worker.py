@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 import ray
-from conftest import coop_env, spawn_coop, unique, wait_for
+from conftest import STATE_DIR, coop_env, spawn_coop, unique, wait_for
 from ray.cluster_utils import Cluster
 from standin import StandIn
 
@@ -56,7 +56,7 @@ def test_worker_waits_for_work_and_sigterm_finishes_in_flight(ray_cluster: Clust
     server.start()
     try:
         objective = unique("Mend the fence")
-        _, board = registry.create_board(objective, RunSettings(lease_ttl=5))
+        _, board = registry.create_board(objective, RunSettings(lease_ttl=5), STATE_DIR)
         worker = spawn_coop("join", objective, env=coop_env(ray_cluster, server),
                             log=tmp_path / "join.log")
         wait_for(lambda: any(w.worker.endswith(f"-{worker.pid}") for w in
@@ -78,7 +78,8 @@ def test_worker_waits_for_work_and_sigterm_finishes_in_flight(ray_cluster: Clust
 def test_worker_leaves_when_the_objective_is_stopped(ray_cluster: Cluster,
                                                      tmp_path: Path) -> None:
     objective = unique("Count the bees")
-    oid, board = registry.create_board(objective, RunSettings(llm="offline").validate())
+    oid, board = registry.create_board(objective, RunSettings(llm="offline").validate(),
+                                     STATE_DIR)
     worker = spawn_coop("join", oid, env=coop_env(ray_cluster), log=tmp_path / "join.log")
     wait_for(lambda: ray.get(board.snapshot.remote()).workers, 60, "the worker")
     ray.get(board.stop.remote(Reason.STOPPED))

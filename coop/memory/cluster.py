@@ -7,13 +7,16 @@ one objective produces (see scripts/bench.py); Weaviate takes over past that.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
 
 from coop import cluster
+from coop.journal import JournalError
 from coop.llm import LLM
 from coop.memory import Hit
 
@@ -31,12 +34,36 @@ class _Record:
 
 
 class VectorStore:
-    """Actor state. Rows are written in place on upsert, so ids never duplicate."""
+    """Actor state. Rows are written in place on upsert, so ids never duplicate.
 
-    def __init__(self) -> None:
+    With a `path`, every upsert is also written to a SQLite file (WAL) and the store reloads
+    it on start: vectors cost money to make, so a cluster restart must not lose them.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
         self._rows: dict[int, int] = {}  # task id -> row
         self._records: list[_Record] = []
         self._matrix = np.zeros((0, 0), dtype=np.float32)
+        self._db: sqlite3.Connection | None = None
+        if path is not None:
+            self._open(Path(path))
+
+    def _open(self, path: Path) -> None:
+        fresh = not path.exists()
+        if fresh:
+            path.touch(mode=0o600)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS results (task_id INTEGER PRIMARY KEY, "
+                             "token INTEGER, vector BLOB, task TEXT, result TEXT, worker TEXT)")
+            rows = self._db.execute("SELECT task_id, token, vector, task, result, worker "
+                                    "FROM results ORDER BY rowid").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{path} is not a readable coop memory file ({exc})") from None
+        for tid, token, blob, task, result, worker in rows:
+            self._put(_Record(tid, task, result, worker, token),
+                      np.frombuffer(blob, dtype=np.float32))
 
     def upsert(self, task_id: int, token: int, vector: list[float], task: str, result: str,
                worker: str) -> bool:
@@ -47,19 +74,29 @@ class VectorStore:
         if self._records and vec.shape[0] != self._matrix.shape[1]:
             raise ValueError(f"memory holds {self._matrix.shape[1]}-dimensional vectors, got "
                              f"{vec.shape[0]}: was the embedding model changed mid-run?")
-        record = _Record(task_id, task, result, worker, token)
         row = self._rows.get(task_id)
-        if row is not None:
-            if token < self._records[row].token:
-                return False
-            self._records[row] = record
-        else:
+        if row is not None and token < self._records[row].token:
+            return False
+        record = _Record(task_id, task, result, worker, token)
+        if self._db is not None:
+            try:
+                self._db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                                 (task_id, token, vec.tobytes(), task, result, worker))
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot write the memory file: {exc}") from None
+        self._put(record, vec)
+        return True
+
+    def _put(self, record: _Record, vec: np.ndarray) -> None:
+        row = self._rows.get(record.task_id)
+        if row is None:
             row = len(self._records)
-            self._rows[task_id] = row
+            self._rows[record.task_id] = row
             self._records.append(record)
             self._grow(row + 1, vec.shape[0])
+        else:
+            self._records[row] = record
         self._matrix[row] = vec
-        return True
 
     def _grow(self, rows: int, dim: int) -> None:
         if self._matrix.shape[0] >= rows:
@@ -86,11 +123,16 @@ class VectorStore:
         return [r.task_id for r in self._records]
 
 
+def memory_path(root: Path, objective_id: str) -> Path:
+    return root / "memory" / f"{objective_id}.db"
+
+
 class ClusterMemory:
     """Client side of the built-in memory: embeds locally, stores and searches in the actor."""
 
-    def __init__(self, objective_id: str, llm: LLM) -> None:
-        self._store: Any = cluster.named_actor(VectorStore, objective_id, "memory")
+    def __init__(self, objective_id: str, llm: LLM, state_dir: str | None = None) -> None:
+        path = str(memory_path(Path(state_dir), objective_id)) if state_dir else None
+        self._store: Any = cluster.named_actor(VectorStore, objective_id, "memory", path)
         self._llm = llm
 
     def _embed(self, text: str) -> list[float]:

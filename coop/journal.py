@@ -1,0 +1,164 @@
+"""The durable journal of one objective: an append-only SQLite log in WAL mode.
+
+Every state change of a board is an event here before it takes effect (write-ahead), so a
+board rebuilt from its journal — after an actor crash or a whole-cluster restart — is the board
+that was. Events that acknowledge paid work (tasks added by the planner, completions, failures,
+stops) are committed with `synchronous=FULL`, so a completion a worker was told about is on
+disk even across a power cut; the rest (leases, usage, reorders) use WAL's cheaper NORMAL
+commits, which survive a process crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coop.types import CoopError
+
+FORMAT = "coop-journal/1"
+STATE_DIR_ENV = "COOP_STATE_DIR"
+
+
+class JournalError(CoopError):
+    """The journal or the state directory cannot be used; nothing is written or deleted."""
+
+
+def state_dir(explicit: str | None = None) -> Path:
+    """The state directory (COOP_STATE_DIR, default ~/.coop), created private (0700)."""
+    path = Path(explicit or os.environ.get(STATE_DIR_ENV) or Path.home() / ".coop").expanduser()
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for sub in ("journal", "memory"):
+            (path / sub).mkdir(mode=0o700, exist_ok=True)
+        probe = path / "journal" / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise JournalError(f"state dir {path} is not usable ({exc.strerror or exc}); set "
+                           f"{STATE_DIR_ENV} to a writable directory") from None
+    return path.resolve()
+
+
+def journal_path(root: Path, objective_id: str) -> Path:
+    return root / "journal" / f"{objective_id}.db"
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    at: float
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JournalInfo:
+    objective_id: str
+    objective: str
+    created: float
+    settings: dict[str, Any]
+    path: Path
+
+
+class Journal:
+    """One objective's log. Not thread-safe: owned by the single-threaded board actor."""
+
+    def __init__(self, path: Path, objective_id: str, *, create: dict[str, Any] | None = None
+                 ) -> None:
+        """Open the journal at `path`; with `create` (objective, settings), make it if absent."""
+        self.path = path
+        fresh = not path.exists()
+        if fresh and create is None:
+            raise JournalError(f"no journal for {objective_id} at {path}")
+        if not fresh:  # look before writing anything: a foreign or corrupt file stays as it was
+            self.info = read_info(path)
+            if self.info.objective_id != objective_id:
+                raise JournalError(f"{path} is the journal of {self.info.objective_id}, not of "
+                                   f"{objective_id}; it was left untouched")
+        try:
+            if fresh:
+                path.touch(mode=0o600)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            if fresh:
+                self._init_schema(objective_id, create or {})
+                self.info = _read_info(self._db, path)
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalError(f"cannot open the journal {path}: {exc}") from None
+
+    def _init_schema(self, objective_id: str, create: dict[str, Any]) -> None:
+        with self._db:
+            self._db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, at REAL NOT NULL, "
+                             "kind TEXT NOT NULL, data TEXT NOT NULL)")
+            meta = {"format": FORMAT, "objective_id": objective_id, "created": time.time(),
+                    **create}
+            self._db.executemany("INSERT INTO meta VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in meta.items()])
+
+    def append(self, kind: str, data: dict[str, Any], *, durable: bool) -> None:
+        try:
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("INSERT INTO events (at, kind, data) VALUES (?, ?, ?)",
+                             (time.time(), kind, json.dumps(data, separators=(",", ":"))))
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot write the journal {self.path}: {exc}") from None
+        finally:
+            if durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def events(self, since: int = 0) -> Iterator[Event]:
+        rows = self._db.execute("SELECT seq, at, kind, data FROM events WHERE seq > ? "
+                                "ORDER BY seq", (since,))
+        for seq, at, kind, data in rows:
+            yield Event(seq, at, kind, json.loads(data))
+
+    def last(self, kind: str) -> Event | None:
+        row = self._db.execute("SELECT seq, at, kind, data FROM events WHERE kind = ? "
+                               "ORDER BY seq DESC LIMIT 1", (kind,)).fetchone()
+        return Event(row[0], row[1], row[2], json.loads(row[3])) if row else None
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _read_info(db: sqlite3.Connection, path: Path) -> JournalInfo:
+    try:
+        meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+    except sqlite3.OperationalError:
+        meta = {}
+    if meta.get("format") != FORMAT:
+        raise sqlite3.DatabaseError(f"format is {meta.get('format')!r}, expected {FORMAT}")
+    return JournalInfo(meta["objective_id"], meta.get("objective", ""), meta["created"],
+                       meta.get("settings", {}), path)
+
+
+def read_info(path: Path) -> JournalInfo:
+    """The header of a journal file, read without writing to it."""
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return _read_info(db, path)
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(f"{path} is not a readable coop journal ({exc}); it was left "
+                           "untouched") from None
+
+
+def list_journals(root: Path) -> tuple[list[JournalInfo], list[str]]:
+    """Journals under `root`, and one line for each file that could not be read."""
+    found: list[JournalInfo] = []
+    problems: list[str] = []
+    for path in sorted((root / "journal").glob("*.db")):
+        try:
+            found.append(read_info(path))
+        except JournalError as exc:
+            problems.append(str(exc))
+    return found, problems

@@ -1,0 +1,176 @@
+"""The journal: a rebuilt board is the board that was; bad files and full disks lose nothing."""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+import ray
+from conftest import wait_for
+from test_board import Clock, drive, leased
+
+from coop import cluster
+from coop.board import Board
+from coop.config import RunSettings
+from coop.journal import Journal, JournalError, journal_path, list_journals, state_dir
+from coop.memory.cluster import VectorStore
+from coop.simulate import lexical_embedding
+from coop.types import Lease, Outcome, Reason, State
+
+OID = "journal-test-0a1b2c3d"
+
+
+def journaled(root: Path, clock: Clock | None = None, **settings: object) -> Board:
+    run = RunSettings(llm="offline", **settings).validate()  # type: ignore[arg-type]
+    return Board(OID, "objective", run, "nonce", str(root), clock=clock or Clock())
+
+
+def view(board: Board) -> tuple[object, ...]:
+    snap = board.snapshot()
+    return ([t.id for t in snap.pending], [(r.task_id, r.text, r.worker) for r in board.results()],
+            [(t.id, t.attempts, t.last_error) for t in snap.dead], snap.state, snap.reason,
+            snap.completed - snap.unplanned, {k: vars(u) for k, u in snap.usage.items()},
+            board._next_id)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_rebuilt_board_is_the_board_that_was(tmp_path: Path, seed: int) -> None:
+    clock = Clock()
+    board = journaled(tmp_path, clock, lease_ttl=5, max_attempts=2, max_tasks=10_000)
+    drive(board, clock, random.Random(seed), 300)
+    before = view(board)
+    live = board.snapshot().leased
+    in_flight = {lease.task.id for lease in live}
+    max_token = board._next_token - 1
+    board._journal.close()  # type: ignore[union-attr]
+
+    rebuilt = journaled(tmp_path, Clock())
+    after = view(rebuilt)
+    pending_before, *rest_before = before
+    pending_after, *rest_after = after
+    assert rest_after == rest_before
+    # leases do not survive: their tasks come back first, the rest keep their order
+    assert set(pending_after[: len(in_flight)]) == in_flight
+    assert pending_after[len(in_flight):] == pending_before
+    if live:  # tokens keep rising after a rebuild: a pre-restart holder is fenced out
+        fresh = [leased(rebuilt, "new") for _ in live]
+        assert {f.task.id for f in fresh} == in_flight
+        assert min(f.token for f in fresh) > max_token
+        zombie = live[0]
+        assert rebuilt.complete(zombie.task.id, zombie.token, "zombie", "x") is Outcome.STALE
+
+
+def test_a_completion_is_committed_before_it_is_acknowledged(tmp_path: Path) -> None:
+    board = journaled(tmp_path)
+    board.add(["write it"])
+    lease = leased(board)
+    assert board.complete(lease.task.id, lease.token, "w", "the result") is Outcome.ACCEPTED
+    other = sqlite3.connect(journal_path(tmp_path, OID))  # a second reader sees it already
+    kinds = [k for (k,) in other.execute("SELECT kind FROM events ORDER BY seq")]
+    assert kinds[-1] == "completed" and "the result" in other.execute(
+        "SELECT data FROM events WHERE kind = 'completed'").fetchone()[0]
+
+
+def test_state_dir_is_private(tmp_path: Path) -> None:
+    root = state_dir(str(tmp_path / "state"))
+    assert (root.stat().st_mode & 0o777) == 0o700
+    journaled(root)
+    assert (journal_path(root, OID).stat().st_mode & 0o777) == 0o600
+
+
+def test_unusable_state_dir_is_one_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(JournalError, match="COOP_STATE_DIR"):
+        state_dir(str(blocker / "state"))
+
+
+@pytest.mark.parametrize("content", [b"\x00garbage" * 100, b"SQLite format 3\x00" + b"\xff" * 200])
+def test_corrupt_journal_is_refused_and_left_untouched(tmp_path: Path, content: bytes) -> None:
+    path = journal_path(state_dir(str(tmp_path)), OID)
+    path.write_bytes(content)
+    with pytest.raises(JournalError, match="left untouched"):
+        journaled(tmp_path)
+    assert path.read_bytes() == content
+    found, problems = list_journals(tmp_path)
+    assert found == [] and len(problems) == 1
+
+
+def test_foreign_sqlite_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = journal_path(state_dir(str(tmp_path)), OID)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE people (name TEXT)")
+    db.execute("INSERT INTO people VALUES ('ada')")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(JournalError, match="not a readable coop journal"):
+        journaled(tmp_path)
+    assert path.read_bytes() == before
+
+
+def test_another_objectives_journal_is_refused(tmp_path: Path) -> None:
+    journaled(tmp_path)
+    with pytest.raises(JournalError, match="journal of"):
+        Journal(journal_path(tmp_path, OID), "someone-else-12345678")
+
+
+def test_full_disk_refuses_leases_and_keeps_acknowledged_work(tmp_path: Path) -> None:
+    """SQLite's max_page_count gives the same SQLITE_FULL error a full disk does."""
+    board = journaled(tmp_path)
+    board.add(["a", "b", "c"])
+    first = leased(board)
+    assert board.complete(first.task.id, first.token, "w", "kept") is Outcome.ACCEPTED
+    second = leased(board)
+    db = board._journal._db  # type: ignore[union-attr]
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(JournalError, match="full"):
+        board.complete(second.task.id, second.token, "w", "x" * 20_000)
+    assert board.lease("w") is State.RUNNING  # no new work while nothing can be recorded
+    assert [r.text for r in board.results()] == ["kept"]
+    db.execute("PRAGMA max_page_count = 1073741823")  # space again: the worker's retry lands
+    assert board.complete(second.task.id, second.token, "w", "late") is Outcome.ACCEPTED
+    assert isinstance(board.lease("w"), Lease)
+    rebuilt = journaled(tmp_path)
+    assert [r.text for r in rebuilt.results()] == ["kept", "late"]
+
+
+def test_stop_reason_survives(tmp_path: Path) -> None:
+    board = journaled(tmp_path)
+    board.stop(Reason.STOPPED, "by test")
+    assert journaled(tmp_path).state() == (State.FINISHED, Reason.STOPPED, "by test")
+
+
+def test_vector_store_reloads_its_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "memory.db")
+    store = VectorStore(path)
+    store.upsert(1, 1, lexical_embedding("soil ph"), "soil", "acidic", "w")
+    store.upsert(1, 2, lexical_embedding("soil ph"), "soil", "neutral", "w")
+    store.upsert(2, 1, lexical_embedding("watering"), "water", "daily", "w")
+    again = VectorStore(path)
+    assert again.count() == 2
+    assert again.query(lexical_embedding("soil ph"), 1)[0].result == "neutral"
+    assert not again.upsert(1, 1, lexical_embedding("soil"), "soil", "zombie", "w")
+
+
+def test_board_actor_restarts_from_its_journal(ray_cluster: object, tmp_path: Path) -> None:
+    oid = f"restart-{uuid.uuid4().hex[:8]}"
+    run = RunSettings(llm="offline", lease_ttl=30).validate()
+    board = cluster.named_actor(Board, oid, "board", oid, "o", run, "n", str(tmp_path))
+    ray.get(board.add.remote(["a", "b", "c"]))
+    lease = ray.get(board.lease.remote("w"))
+    ray.get(board.complete.remote(lease.task.id, lease.token, "w", "done before the crash"))
+    held = ray.get(board.lease.remote("w"))
+    pid = ray.get(board.__ray_call__.remote(lambda self: os.getpid()))
+    ray.kill(board, no_restart=False)  # the actor process dies; Ray restarts it
+    wait_for(lambda: ray.get(board.__ray_call__.remote(lambda self: os.getpid())) != pid, 60,
+             "the restarted board")
+    snap = ray.get(board.snapshot.remote())
+    assert snap.completed == 1 and not snap.leased
+    assert [t.id for t in snap.pending] == [held.task.id, 3]  # the lost lease came back first
+    assert ray.get(board.results.remote())[0].text == "done before the crash"
