@@ -152,13 +152,14 @@ def read_info(path: Path) -> JournalInfo:
                            "untouched") from None
 
 
-def list_journals(root: Path) -> tuple[list[JournalInfo], list[str]]:
-    """Journals under `root`, and one line for each file that could not be read."""
+def list_journals(root: Path) -> tuple[list[JournalInfo], dict[str, str]]:
+    """Journals under `root`, and for each file that could not be read (by objective id, its
+    file name) why."""
     found: list[JournalInfo] = []
-    problems: list[str] = []
+    problems: dict[str, str] = {}
     for path in sorted((root / "journal").glob("*.db")):
         try:
             found.append(read_info(path))
         except JournalError as exc:
-            problems.append(str(exc))
+            problems[path.stem] = str(exc)
     return found, problems

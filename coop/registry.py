@@ -19,7 +19,7 @@ import ray
 from coop import cluster
 from coop.board import Board
 from coop.config import RunSettings
-from coop.journal import journal_path, list_journals
+from coop.journal import JournalError, journal_path, list_journals
 from coop.text import objective_id, one_line
 from coop.types import CoopError, Objective, State
 
@@ -91,9 +91,12 @@ def find_or_revive(ref: str, root: Path) -> tuple[str, Any]:
     try:
         return find(ref)
     except ObjectiveNotFound:
-        journals, _ = list_journals(root)
+        journals, problems = list_journals(root)
         by_id = {j.objective_id: j for j in journals}
         matches = _match(ref, list(by_id))
+        broken = _match(ref, list(problems))
+        if not matches and len(broken) == 1:
+            raise JournalError(problems[broken[0]]) from None
         if len(matches) != 1:
             known = ", ".join(sorted(set(board_ids()) | set(by_id))) or "none"
             raise ObjectiveNotFound(f"no objective {ref!r} on this cluster or in {root}; "
@@ -132,7 +135,7 @@ def list_objectives(root: Path, address: str | None) -> list[Objective]:
         found = _live_objectives()
     live = {o.id for o in found}
     journals, problems = list_journals(root)
-    for problem in problems:
+    for problem in problems.values():
         log.warning("%s", problem)
     found += [Objective(j.objective_id, j.objective, j.created, State.DORMANT, None, "")
               for j in journals if j.objective_id not in live]

@@ -37,6 +37,8 @@ class Faults:
     rate_malformed: float = 0.0
     slow_seconds: float = 3.0
     retry_after: float = 0.2
+    poison: str | None = None  # prompts containing this text always get a 500
+    context_limit: int = 0  # prompts over this many tokens get a 400 context_length_exceeded
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Call:
     kind: str
     instance: str
     model: str
+    subject: str = ""  # the task of an execution prompt
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -108,7 +111,9 @@ class StandIn:
         model = str(body.get("model", ""))
         prompt = _prompt(body) if path.endswith("/chat/completions") else ""
         kind = next((k for k, m in PROMPT_MARKERS.items() if prompt.startswith(m)), "other")
-        call = Call(path, 200, kind if prompt else path.rsplit("/", 1)[-1], instance, model)
+        call = Call(path, 200, kind if prompt else path.rsplit("/", 1)[-1], instance, model,
+                    prompt.rsplit("Your task:", 1)[-1].split("\n", 1)[0].strip()
+                    if kind == "execution" else "")
         status, payload, extra = self._answer(path, headers, body, prompt, call)
         call.status = status
         self.record(call)
@@ -123,6 +128,12 @@ class StandIn:
                                                     for m in self.models]}, {}
         if self.models and call.model not in self.models:
             return 404, _error(f"The model {call.model} does not exist.", "model_not_found"), {}
+        if self.faults.poison and self.faults.poison in _prompt(body):
+            return 500, _error("The server had an error (poisoned).", "server_error"), {}
+        limit = self.faults.context_limit
+        if limit and self._tokenizer.count(_prompt(body)) > limit:
+            return 400, _error(f"This model's maximum context length is {limit} tokens.",
+                               "context_length_exceeded"), {}
         if self.roll(self.faults.rate_429):
             return 429, _error("Rate limit reached.", "rate_limit_exceeded"), {
                 "Retry-After": str(self.faults.retry_after)}

@@ -339,3 +339,24 @@ def test_reorder_during_concurrent_add_lease_complete_loses_nothing(actor: objec
         t.join(120)
     stop.set()
     assert sorted(done) == list(range(1, 251))  # 50 seeds + 200 added, each exactly once
+
+
+def test_rate_limit_spreads_requests_across_the_cluster() -> None:
+    clock = Clock()
+    board = make_board(clock, rpm=60, tpm=0)
+    assert all(board.acquire(100) == 0.0 for _ in range(60))  # a minute's worth at once
+    wait = board.acquire(100)
+    assert 0.9 <= wait <= 1.1  # then one a second
+    clock.now += wait
+    assert board.acquire(100) == 0.0 and board.acquire(100) > 0
+
+
+def test_token_rate_limit_counts_the_reserved_tokens() -> None:
+    clock = Clock()
+    board = make_board(clock, rpm=0, tpm=6000)
+    assert board.acquire(5000) == 0.0
+    wait = board.acquire(2000)
+    assert wait == pytest.approx(10.0)  # 1000 tokens over the limit at 100 tokens/s
+    clock.now += 10
+    assert board.acquire(2000) == 0.0
+    assert make_board(clock).acquire(10**9) == 0.0  # no limits configured: never waits

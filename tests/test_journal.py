@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sqlite3
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 import ray
-from conftest import wait_for
+from conftest import STATE_DIR, coop_env, run_coop, spawn_coop, unique, wait_for
+from ray.cluster_utils import Cluster
+from standin import StandIn
 from test_board import Clock, drive, leased
 
 from coop import cluster
@@ -19,6 +23,7 @@ from coop.config import RunSettings
 from coop.journal import Journal, JournalError, journal_path, list_journals, state_dir
 from coop.memory.cluster import VectorStore
 from coop.simulate import lexical_embedding
+from coop.text import objective_id
 from coop.types import Lease, Outcome, Reason, State
 
 OID = "journal-test-0a1b2c3d"
@@ -97,7 +102,7 @@ def test_corrupt_journal_is_refused_and_left_untouched(tmp_path: Path, content: 
         journaled(tmp_path)
     assert path.read_bytes() == content
     found, problems = list_journals(tmp_path)
-    assert found == [] and len(problems) == 1
+    assert found == [] and list(problems) == [OID]
 
 
 def test_foreign_sqlite_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
@@ -174,3 +179,87 @@ def test_board_actor_restarts_from_its_journal(ray_cluster: object, tmp_path: Pa
     assert snap.completed == 1 and not snap.leased
     assert [t.id for t in snap.pending] == [held.task.id, 3]  # the lost lease came back first
     assert ray.get(board.results.remote())[0].text == "done before the crash"
+
+
+def completed_in(path: Path) -> dict[int, str]:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT data FROM events WHERE kind = 'completed' ORDER BY seq")
+        done = [json.loads(d) for (d,) in rows]
+    ids = [d["id"] for d in done]
+    assert len(ids) == len(set(ids)), "a task was completed twice"
+    return {d["id"]: d["text"] for d in done}
+
+
+def test_a_run_survives_a_whole_cluster_restart(tmp_path: Path) -> None:
+    """Start a run, stop the whole Ray cluster mid-run, start a new one, resume: the run
+    completes with every earlier result intact and none executed again."""
+    server = StandIn(latency=0.4)
+    server.start()
+    objective = unique("Survive a restart")
+    oid = objective_id(objective)
+    path = journal_path(STATE_DIR, oid)
+    first = Cluster(initialize_head=True, head_node_args={"num_cpus": 1,
+                                                          "include_dashboard": False})
+    try:
+        env = coop_env(None, server, RAY_ADDRESS=first.address)
+        start = spawn_coop("start", objective, "--workers", "2", env=env,
+                           log=tmp_path / "first.log")
+        wait_for(lambda: path.exists() and len(completed_in(path)) >= 4, 90, "some results")
+    finally:
+        first.shutdown()  # every process of that cluster: board, memory, workers' raylets
+    start.kill()
+    start.wait(30)
+    before = completed_in(path)
+    calls_before = len(server.calls)
+    second = Cluster(initialize_head=True, head_node_args={"num_cpus": 1,
+                                                           "include_dashboard": False})
+    try:
+        env = coop_env(None, server, RAY_ADDRESS=second.address)
+        listing = run_coop("list", env=env)
+        assert oid in listing.stdout and "dormant" in listing.stdout
+        resumed = run_coop("start", "--resume", oid, "--workers", "2", env=env, timeout=180)
+        assert resumed.returncode == 0, resumed.stderr
+        assert "finished (done)" in resumed.stdout
+    finally:
+        second.shutdown()
+        server.stop()
+    after = completed_in(path)
+    assert len(after) == 13
+    assert {tid: after[tid] for tid in before} == before  # earlier results intact
+    again = {c.subject for c in server.calls[calls_before:] if c.kind == "execution"}
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        texts = dict(db.execute("SELECT json_extract(value, '$[0]'), json_extract(value, "
+                                "'$[1]') FROM events, json_each(json_extract(data, '$.tasks')) "
+                                "WHERE kind = 'added'"))
+    assert not again & {texts[tid] for tid in before}  # none executed again
+
+
+def test_list_without_a_cluster_shows_the_journals(tmp_path: Path) -> None:
+    board = journaled(tmp_path)
+    board.stop(Reason.STOPPED)
+    env = coop_env(None, COOP_STATE_DIR=str(tmp_path), RAY_TMPDIR=str(tmp_path / "no-ray"))
+    proc = run_coop("list", env=env, timeout=60)
+    assert proc.returncode == 0 and OID in proc.stdout and "dormant" in proc.stdout
+    assert "journals only" in proc.stderr
+
+
+def test_resume_from_a_corrupt_journal_is_one_line_and_touches_nothing(
+        ray_cluster: Cluster, tmp_path: Path) -> None:
+    root = state_dir(str(tmp_path))
+    path = journal_path(root, "broken-objective-1234abcd")
+    path.write_bytes(b"not a database at all" * 10)
+    env = coop_env(ray_cluster, COOP_STATE_DIR=str(root))
+    proc = run_coop("start", "--resume", "broken-objective-1234abcd", env=env, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not a readable coop journal" in lines[0], proc.stderr
+    assert path.read_bytes() == b"not a database at all" * 10
+
+
+def test_unwritable_state_dir_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    env = coop_env(None, COOP_STATE_DIR=str(tmp_path / "file" / "state"))
+    proc = run_coop("start", "Anything", "--llm", "offline", env=env, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "COOP_STATE_DIR" in proc.stderr

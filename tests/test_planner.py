@@ -3,17 +3,25 @@ one local Ray cluster and the HTTP stand-in model server."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import ray
-from conftest import SECRET, coop_env, spawn_coop, unique, wait_for
+from conftest import SECRET, STATE_DIR, coop_env, run_coop, spawn_coop, unique, wait_for
 from ray.cluster_utils import Cluster
 from standin import StandIn
 
 from coop import cluster, registry
-from coop.memory.cluster import VectorStore  # noqa: F401  (the actor class the board names)
+from coop.journal import journal_path
 from coop.text import objective_id
 from coop.types import Reason, Snapshot, State
+
+HOST = socket.gethostname()
 
 
 def test_start_plans_and_two_joined_workers_execute(ray_cluster: Cluster, standin: StandIn,
@@ -50,7 +58,7 @@ def test_start_plans_and_two_joined_workers_execute(ray_cluster: Cluster, standi
     by_kind: dict[str, set[str]] = {}
     for call in standin.calls:
         by_kind.setdefault(call.kind, set()).add(call.instance)
-    assert by_kind["creation"] == by_kind["prioritization"] == {f"{_host(executors)}-{start.pid}"}
+    assert by_kind["creation"] == by_kind["prioritization"] == {f"{HOST}-{start.pid}"}
     assert by_kind["execution"] == executors
 
     # usage on the board matches what the server counted for chat calls
@@ -62,11 +70,6 @@ def test_start_plans_and_two_joined_workers_execute(ray_cluster: Cluster, standi
     logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert SECRET not in logs and SECRET not in repr(snap) and SECRET not in repr(results)
     assert "planned" in (tmp_path / "start.log").read_text()
-
-
-def _host(workers: set[str]) -> str:
-    name = next(iter(workers))
-    return name.rsplit("-", 1)[0]
 
 
 def test_offline_run_with_local_workers_ends_by_itself(ray_cluster: Cluster,
@@ -111,5 +114,48 @@ def test_a_rejected_key_stops_the_objective_at_once(ray_cluster: Cluster,
         _, board = registry.find(objective)
         snap: Snapshot = ray.get(board.snapshot.remote())
         assert snap.reason is Reason.FAILED and not snap.dead and not snap.leased
+    finally:
+        server.stop()
+
+
+def test_a_standby_planner_takes_over_when_the_planner_dies(ray_cluster: Cluster,
+                                                            tmp_path: Path) -> None:
+    server = StandIn(latency=0.3)
+    server.start()
+    try:
+        objective = unique("Restock the pantry")
+        oid = objective_id(objective)
+        env = coop_env(ray_cluster, server)
+        first = spawn_coop("start", objective, "--workers", "0", env=env,
+                           log=tmp_path / "first.log")
+        wait_for(lambda: oid in registry.board_ids(), 60, "the board")
+        _, board = registry.find(oid)
+        wait_for(lambda: ray.get(board.snapshot.remote()).planner, 30, "the planner claim")
+        refused = run_coop("start", "--resume", oid, env=env, timeout=60)
+        assert refused.returncode == 1 and "another planner" in refused.stderr
+        standby = spawn_coop("start", objective, "--standby", "--workers", "0", env=env,
+                             log=tmp_path / "standby.log")
+        worker = spawn_coop("join", oid, "--concurrency", "2", env=env,
+                            log=tmp_path / "join.log")
+        wait_for(lambda: len(ray.get(board.results.remote())) >= 3, 60, "some results")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+        assert standby.wait(120) == 0, (tmp_path / "standby.log").read_text()
+        assert worker.wait(60) == 0
+        assert "standing by" in (tmp_path / "standby.log").read_text()
+        snap: Snapshot = ray.get(board.snapshot.remote())
+        assert snap.reason is Reason.DONE and snap.completed == 13 and not snap.dead
+        ids = [r.task_id for r in ray.get(board.results.remote())]
+        assert len(ids) == len(set(ids))
+        # every batch was planned once: acknowledgements only ever move forward, in one step
+        # with the tasks they produced
+        with closing(sqlite3.connect(journal_path(STATE_DIR, oid))) as db:
+            planned = [json.loads(d)["planned"] for (d,) in db.execute(
+                "SELECT data FROM events WHERE kind = 'added' ORDER BY seq")]
+        acks = [p for p in planned if p is not None]
+        assert acks == sorted(set(acks)) and acks[-1] <= 13
+        planners = {c.instance for c in server.calls if c.kind == "creation"}
+        assert f"{HOST}-{standby.pid}" in planners
+        assert planners <= {f"{HOST}-{first.pid}", f"{HOST}-{standby.pid}"}
     finally:
         server.stop()

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 import ray
 from conftest import STATE_DIR, coop_env, spawn_coop, unique, wait_for
 from ray.cluster_utils import Cluster
-from standin import StandIn
+from standin import Faults, StandIn
 
-from coop import registry
+from coop import agents, registry
 from coop.config import RunSettings
+from coop.llm import Completion, LLMContextError, OfflineLLM, OpenAILLM
+from coop.memory import Hit
+from coop.memory.cluster import ClusterMemory
 from coop.simulate import Simulator
 from coop.text import objective_id
-from coop.types import Reason, Snapshot, State
+from coop.types import Kind, Lease, Reason, Snapshot, State
+from coop.worker import Worker, ask
 
 
 def held_by(board: object, pid: int) -> list[int]:
@@ -85,3 +93,89 @@ def test_worker_leaves_when_the_objective_is_stopped(ray_cluster: Cluster,
     ray.get(board.stop.remote(Reason.STOPPED))
     assert worker.wait(60) == 0
     assert "objective finished" in (tmp_path / "join.log").read_text()
+
+
+def test_a_task_that_keeps_failing_is_dead_lettered_with_its_error(ray_cluster: Cluster,
+                                                                   tmp_path: Path) -> None:
+    server = StandIn(faults=Faults(poison="Your task: Step 2:"))
+    server.start()
+    try:
+        objective = unique("Bake bread")
+        start = spawn_coop("start", objective, "--workers", "2", "--max-attempts", "3",
+                           env=coop_env(ray_cluster, server), log=tmp_path / "start.log")
+        assert start.wait(180) == 0, (tmp_path / "start.log").read_text()
+        _, board = registry.find(objective)
+        snap: Snapshot = ray.get(board.snapshot.remote())
+        (dead,) = snap.dead
+        assert dead.text.startswith("Step 2:") and dead.attempts == 3
+        assert dead.last_error.startswith("InternalServerError")
+        assert snap.reason is Reason.DONE and snap.completed == 9  # 13 less Step 2's subtree
+        poisoned = [c for c in server.calls if c.subject.startswith("Step 2:")]
+        assert len(poisoned) == 3 * 4  # three attempts, each the first try and 3 client retries
+    finally:
+        server.stop()
+
+
+def test_a_prompt_too_long_for_the_model_is_retried_once_with_less_context(
+        ray_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = StandIn(faults=Faults(context_limit=700))
+    server.start()
+    try:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "k")
+        settings = RunSettings(max_prompt_tokens=1200, max_completion_tokens=100)
+        llm = OpenAILLM(settings, "w")
+        _, board = registry.create_board(unique("Context"), settings, STATE_DIR)
+        context = [Hit(i, f"earlier task {i}", "a long result " * 200, 1.0) for i in range(8)]
+
+        def build(budget: int) -> str:
+            return agents.execution_prompt("o", "Write the summary", context, llm.tokenizer,
+                                           budget)
+
+        assert ask(llm, board, settings, "w", Kind.EXECUTION, build)
+        assert [c.status for c in server.calls] == [400, 200]
+        server.faults.context_limit = 100  # now even half the context cannot fit
+        with pytest.raises(LLMContextError):
+            ask(llm, board, settings, "w", Kind.EXECUTION, build)
+    finally:
+        server.stop()
+
+
+def test_a_result_the_journal_cannot_take_is_kept_and_retried(ray_cluster: Cluster) -> None:
+    """The disk fills while a worker holds a result: it keeps the task, retries, and the
+    result lands once there is space; no new lease is handed out meanwhile."""
+    objective = unique("Fill the disk")
+    settings = RunSettings(llm="offline", lease_ttl=30).validate()
+    oid, board = registry.create_board(objective, settings, STATE_DIR)
+    ray.get(board.add.remote(["only task", "second task"]))
+
+    class Verbose(OfflineLLM):  # a long answer: it needs pages the full journal lacks
+        def complete(self, prompt: str, max_tokens: int) -> Completion:
+            return Completion("a long result " * 1500, 10, 10)
+
+    llm = Verbose()
+    stop = threading.Event()
+    worker = Worker(board, ClusterMemory(oid, llm, str(STATE_DIR)), llm, settings, objective,
+                    "w-full", 1, stop)
+
+    def cap(pages: int | None) -> None:
+        def set_cap(self: Any) -> None:
+            db = self._journal._db
+            limit = pages or 1_073_741_823
+            db.execute(f"PRAGMA max_page_count = {limit}")
+        ray.get(board.__ray_call__.remote(set_cap))
+
+    pages = ray.get(board.__ray_call__.remote(
+        lambda self: self._journal._db.execute("PRAGMA page_count").fetchone()[0]))
+    cap(pages)  # full: the next journal write fails with SQLITE_FULL
+    lease = ray.get(board.lease.remote("w-full"))  # a lease needs no new page yet...
+    assert isinstance(lease, Lease)
+    runner = threading.Thread(target=worker._work, args=(lease,))
+    runner.start()
+    time.sleep(2.0)  # ...but the result does: the worker is retrying it
+    assert runner.is_alive() and ray.get(board.results.remote()) == []
+    assert ray.get(board.lease.remote("someone")) is State.RUNNING  # no new work meanwhile
+    cap(None)
+    runner.join(60)
+    assert [r.task for r in ray.get(board.results.remote())] == ["only task"]
+    assert worker.report.completed == 1

@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""Chaos run: an objective worked by `coop join` processes that keep getting SIGKILLed, against
+a model server that rate-limits, errs and stalls — then a check that nothing was lost.
+
+    python scripts/chaos.py --kill-planner         # the documented run (about a minute)
+    python scripts/chaos.py --short                # the short run the tests use (~40 s)
+    python scripts/chaos.py --tasks 300            # longer: more tasks, more kills
+
+Everything runs on this machine: a private Ray cluster on 127.0.0.1, the HTTP stand-in on
+127.0.0.1, a temporary state dir. Exit status 0 only if every check passes.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported: loopback only
+
+import argparse
+import json
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import closing
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+from standin import Faults, StandIn
+
+from coop import constants as C
+from coop.journal import journal_path
+from coop.simulate import Simulator
+from coop.text import objective_id
+
+COOP = Path(sys.executable).with_name("coop")
+DONE_LINE = re.compile(r"task #(\d+) done by")
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--short", action="store_true", help="a quick run for the test suite")
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--tasks", type=int, default=60, help="tasks in the simulated objective")
+    p.add_argument("--kill-every", type=float, default=3.0, help="seconds between kills")
+    p.add_argument("--kill-planner", action="store_true")
+    p.add_argument("--rate-429", type=float, default=0.10)
+    p.add_argument("--rate-500", type=float, default=0.05)
+    p.add_argument("--rate-slow", type=float, default=0.05)
+    p.add_argument("--latency", type=float, default=0.3)
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--seed", type=int, default=1)
+    a = p.parse_args()
+    if a.short:
+        a.tasks, a.kill_every, a.timeout = 15, 2.0, 150.0
+    return a
+
+
+class Run:
+    def __init__(self, a: argparse.Namespace, address: str, server: StandIn, state: Path,
+                 logs: Path) -> None:
+        self.a = a
+        self.rng = random.Random(a.seed)
+        self.objective = f"Chaos objective {a.seed}-{int(time.time())}"
+        self.oid = objective_id(self.objective)
+        self.env = {**os.environ, **C.LOOPBACK_ENV, "RAY_ADDRESS": address,
+                    "COOP_STATE_DIR": str(state), "OPENAI_BASE_URL": server.base_url,
+                    "OPENAI_API_KEY": "chaos-key", "PYTHONUNBUFFERED": "1"}
+        self.logs = logs
+        self.spawned = 0
+        self.kills = 0
+
+    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        self.spawned += 1
+        log = (self.logs / f"{self.spawned:03d}-{args[0]}.log").open("wb")
+        return subprocess.Popen([str(COOP), *args], env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+    def worker(self) -> subprocess.Popen[bytes]:
+        return self.spawn("join", self.oid, "--concurrency", "2")
+
+    def go(self, journal: Path) -> bool:
+        """Run until a planner finishes the objective; True if one did, by itself."""
+        planners = [self.spawn("start", self.objective, "--workers", "0", "--lease-ttl", "4",
+                               "--max-tasks", "100000", "--max-attempts", "4")]
+        deadline = time.monotonic() + self.a.timeout
+        while not journal.exists() and planners[0].poll() is None:
+            time.sleep(0.2)
+        workers = [self.worker() for _ in range(self.a.workers)]
+        next_kill = time.monotonic() + self.a.kill_every
+        while time.monotonic() < deadline and all(p.poll() != 0 for p in planners) \
+                and any(p.poll() is None for p in planners):
+            time.sleep(0.2)
+            if time.monotonic() < next_kill:
+                continue
+            next_kill += self.a.kill_every
+            victim = self.rng.randrange(len(workers))
+            os.kill(workers[victim].pid, signal.SIGKILL)
+            workers[victim].wait()
+            workers[victim] = self.worker()
+            self.kills += 1
+            if self.a.kill_planner and self.kills == 3:
+                planners.append(self.spawn("start", self.oid, "--standby", "--workers", "0"))
+                time.sleep(1.0)
+                os.kill(planners[0].pid, signal.SIGKILL)
+                print("killed the planner; a standby takes over", flush=True)
+        finished = any(p.poll() == 0 for p in planners)
+        for proc in workers:
+            proc.terminate()
+        for proc in [*workers, *planners]:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        return finished
+
+
+def check(run: Run, state: Path, server: StandIn) -> bool:
+    path = journal_path(state, run.oid)
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        events = [(k, json.loads(d)) for k, d in db.execute(
+            "SELECT kind, data FROM events ORDER BY seq")]
+    added = {t[0] for k, d in events if k == "added" for t in d["tasks"]}
+    completed = [d["id"] for k, d in events if k == "completed"]
+    dead = {d["id"]: d["error"] for k, d in events if k == "failed" and d["dead"]}
+    acknowledged = {int(m.group(1)) for log in run.logs.glob("*.log")
+                    for m in DONE_LINE.finditer(log.read_text(errors="replace"))}
+    ray.init(address=run.env["RAY_ADDRESS"], namespace=C.NAMESPACE, logging_level="ERROR")
+    store = ray.get_actor(f"coop:{run.oid}:memory", namespace=C.NAMESPACE)
+    in_memory = ray.get(store.task_ids.remote())
+    board = ray.get_actor(f"coop:{run.oid}:board", namespace=C.NAMESPACE)
+    state_now = ray.get(board.state.remote())
+    lost = added - set(completed) - set(dead)
+    figures = {
+        "state": f"{state_now[0].value} ({state_now[1].value if state_now[1] else '-'})",
+        "tasks added": len(added), "tasks completed": len(completed),
+        "tasks lost": len(lost), "completions duplicated": len(completed) - len(set(completed)),
+        "results duplicated in memory": len(in_memory) - len(set(in_memory)),
+        "completed without a result in memory": len(set(completed) - set(in_memory)),
+        "acknowledged results missing from the journal": len(acknowledged - set(completed)),
+        "workers SIGKILLed": run.kills,
+        "model calls": len(server.calls),
+        "faults injected": sum(c.status != 200 for c in server.calls),
+    }
+    for name, value in figures.items():
+        print(f"{name:>46}: {value}")
+    for tid, reason in sorted(dead.items()):
+        print(f"{'dead letter':>46}: #{tid} {reason}")
+    zeros = ("tasks lost", "completions duplicated", "results duplicated in memory",
+             "completed without a result in memory",
+             "acknowledged results missing from the journal")
+    ok = state_now[1] is not None and state_now[1].value == "done" and \
+        all(figures[z] == 0 for z in zeros) and bool(completed)
+    print("chaos check:", "PASSED" if ok else "FAILED", flush=True)
+    return ok
+
+
+def main() -> int:
+    a = parse()
+    server = StandIn(latency=a.latency, seed=a.seed, simulator=Simulator(fanout=3, limit=a.tasks),
+                     faults=Faults(rate_429=a.rate_429, rate_500=a.rate_500,
+                                   rate_slow=a.rate_slow, slow_seconds=2.0, retry_after=0.2))
+    server.start()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2,
+                                                            "include_dashboard": False})
+    with tempfile.TemporaryDirectory(prefix="coop-chaos-") as tmp:
+        state, logs = Path(tmp) / "state", Path(tmp) / "logs"
+        logs.mkdir()
+        try:
+            run = Run(a, cluster.address, server, state, logs)
+            finished = run.go(journal_path(state, run.oid))
+            print(f"{'planner finished by itself':>46}: {finished}")
+            ok = check(run, state, server) and finished
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+            server.stop()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
