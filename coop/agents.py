@@ -7,6 +7,7 @@ outright garbage yields fewer tasks and a log line, never an exception.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -63,6 +64,19 @@ PRIORITIZATION = (C.PROMPT_MARKERS["prioritization"] + "\n"
                   "Tasks to order (id: task):\n{tasks}\n\n"
                   "Reorder these tasks so the most important one for the objective comes first. "
                   "Return every task as a numbered list of lines '#id: task', and nothing else.")
+COMPLETION = (C.PROMPT_MARKERS["completion"] + "\n"
+              "You judge whether a team has achieved its objective.\n\n"
+              "Objective: {objective}\n\n"
+              "Tasks completed: {completed}. Tasks still pending: {pending}.\n"
+              "Most recent results:\n{done}\n\n"
+              'Answer with JSON only, exactly like {{"met": false, "reason": "..."}}: "met" is '
+              "true only if the objective is fully achieved by the work above.")
+REPLAN = (C.PROMPT_MARKERS["replan"] + "\n"
+          "A team working toward an objective has stopped making progress. Plan afresh.\n\n"
+          "Objective: {objective}\n\n"
+          "Work already done (do not repeat it):\n{done}\n\n"
+          "List the tasks that would still move the objective forward, as a numbered list, "
+          "one task per line, and nothing else. Return no list if nothing is left to do.")
 # str.format substitutes values without re-reading them, so braces in an objective are safe.
 
 
@@ -91,6 +105,40 @@ def prioritization_prompt(objective: str, tasks: Sequence[Task], tokenizer: Toke
     room = budget - tokenizer.count(PRIORITIZATION.format(objective=objective, tasks=""))
     items, _ = _fit(tokenizer, [f"#{t.id}: {t.text}" for t in tasks], room)
     return PRIORITIZATION.format(objective=objective, tasks="\n".join(items))
+
+
+def completion_prompt(objective: str, recent: Sequence[Result], completed: int, pending: int,
+                      tokenizer: Tokenizer, budget: int) -> str:
+    room = budget - tokenizer.count(COMPLETION.format(objective=objective, completed=completed,
+                                                      pending=pending, done=""))
+    done, _ = _fit(tokenizer, [f"- {r.task}: {one_line(r.text, C.RESULT_SNIPPET_CHARS // 2)}"
+                               for r in reversed(recent)], room)
+    return COMPLETION.format(objective=objective, completed=completed, pending=pending,
+                             done="\n".join(done) or "- (none)")
+
+
+def replan_prompt(objective: str, done_tasks: Sequence[str], tokenizer: Tokenizer,
+                  budget: int) -> str:
+    room = budget - tokenizer.count(REPLAN.format(objective=objective, done=""))
+    done, _ = _fit(tokenizer, [f"- {t}" for t in reversed(done_tasks)], room)
+    return REPLAN.format(objective=objective, done="\n".join(done) or "- (nothing yet)")
+
+
+_JSON_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
+
+
+def parse_completion(text: str) -> tuple[bool, str]:
+    """(met, reason) from a completion check. Anything but a JSON object whose "met" is the
+    boolean true means not met: a model that rambles does not end a run."""
+    for candidate in _JSON_OBJECT.findall(text):
+        try:
+            answer = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(answer, dict) and "met" in answer:
+            return answer["met"] is True, one_line(str(answer.get("reason", "")), 200)
+    log.info("completion check answer not understood; taken as not met: %r", one_line(text, 120))
+    return False, ""
 
 
 def _items(text: str) -> list[str]:

@@ -36,6 +36,7 @@ from coop.types import (
     Lease,
     Objective,
     Outcome,
+    Progress,
     Reason,
     ReorderReport,
     Result,
@@ -48,7 +49,7 @@ from coop.types import (
 
 log = logging.getLogger(__name__)
 
-DURABLE = {"added", "completed", "failed", "stopping", "planned"}
+DURABLE = {"added", "completed", "failed", "stopping", "planned", "approved", "dropped"}
 """Events acknowledging paid work: committed with a full sync before anyone is told."""
 
 
@@ -65,7 +66,8 @@ class _Held:
 
 class Board:
     def __init__(self, objective_id: str, objective: str, settings: RunSettings, nonce: str,
-                 state_dir: str | None = None, clock: Callable[[], float] = time.time) -> None:
+                 state_dir: str | None = None, clock: Callable[[], float] = time.time,
+                 readonly: bool = False) -> None:
         self.objective_id = objective_id
         self.objective = objective
         self.settings = settings
@@ -92,13 +94,18 @@ class Board:
         self._workers: dict[str, WorkerStats] = {}
         self._usage: dict[str, Usage] = {k.value: Usage() for k in Kind}
         self._bucket = (0.0, 0.0, clock())  # requests, tokens, refilled at
+        self._reserved: dict[int, tuple[int, float]] = {}  # budget held by in-flight tasks
+        self._progress = Progress()
+        self._unapproved: set[int] = set()  # pending tasks a person has not approved yet
+        self._dropped: list[int] = []
         self._journal_ok = True
         self._journal: Journal | None = None
         self.state_dir = state_dir
         if state_dir is not None:
             self._journal = Journal(
                 journal_path(journal.state_dir(state_dir), objective_id), objective_id,
-                create={"objective": objective, "settings": asdict(settings)})
+                create={"objective": objective, "settings": asdict(settings)},
+                readonly=readonly)
             self.created = self._journal.info.created
             self._replay()
 
@@ -121,7 +128,10 @@ class Board:
             getattr(self, f"_on_{event.kind}")(event.data)
             count += 1
         if self._held:  # leases do not survive a restart: their tasks go back to the front
-            self._emit("expired", ids=sorted(self._held))
+            if self._journal.readonly:
+                self._on_expired({"ids": sorted(self._held)})
+            else:
+                self._emit("expired", ids=sorted(self._held))
         if count:
             log.info("board %s rebuilt from %d journal events", self.objective_id, count)
 
@@ -131,13 +141,18 @@ class Board:
             self._seen[normalize(text)] = tid
             self._pending.append(tid)
             self._next_id = max(self._next_id, tid + 1)
+            if d.get("hold"):
+                self._unapproved.add(tid)
         if d["tasks"]:
             self._version += 1
+        self._progress.exact_duplicates += d.get("exact", 0)
+        self._progress.near_duplicates += d.get("near", 0)
         if d.get("planned") is not None:
             self._on_planned({"upto": d["planned"]})
 
     def _on_leased(self, d: dict[str, Any]) -> None:
         tid = d["id"]
+        self._reserved[tid] = (d.get("tokens", 0), d.get("cost", 0.0))
         self._pending.remove(tid)
         self._not_before.pop(tid, None)
         self._held[tid] = _Held(d["token"], d["worker"], d["expires"])
@@ -148,6 +163,7 @@ class Board:
     def _on_expired(self, d: dict[str, Any]) -> None:
         for tid in d["ids"]:
             del self._held[tid]
+            self._reserved.pop(tid, None)
         self._pending[:0] = d["ids"]  # they were at the head when leased: put them back there
         self._version += 1
 
@@ -155,6 +171,7 @@ class Board:
         """Remove an owned task from wherever it sits (held, or requeued after expiry)."""
         if self._held.pop(tid, None) is None:
             self._pending.remove(tid)
+        self._reserved.pop(tid, None)
         self._version += 1
 
     def _on_completed(self, d: dict[str, Any]) -> None:
@@ -197,8 +214,23 @@ class Board:
                                                        d["detail"])
 
     def _on_usage(self, d: dict[str, Any]) -> None:
-        self._usage[d["kind"]].add(d["prompt"], d["completion"])
-        self._stats(d["worker"]).usage.add(d["prompt"], d["completion"])
+        cost = self.settings.cost(d["kind"], d["prompt"], d["completion"])
+        self._usage[d["kind"]].add(d["prompt"], d["completion"], cost)
+        self._stats(d["worker"]).usage.add(d["prompt"], d["completion"], cost)
+
+    def _on_approved(self, d: dict[str, Any]) -> None:
+        self._unapproved.difference_update(d["ids"])
+
+    def _on_dropped(self, d: dict[str, Any]) -> None:
+        for tid in d["ids"]:
+            self._unapproved.discard(tid)
+            self._pending.remove(tid)
+            self._dropped.append(tid)
+        self._version += 1
+
+    def _on_progress(self, d: dict[str, Any]) -> None:
+        for key in ("stalls", "replans", "repeating", "checks"):
+            setattr(self._progress, key, d[key])
 
     def _on_planner(self, d: dict[str, Any]) -> None:
         pass  # a record of who planned when; the claim itself lives only while it is renewed
@@ -268,7 +300,9 @@ class Board:
                     for t, h in self._held.items()],
             completed=len(self._results), dead=[self._tasks[t] for t in self._dead],
             unplanned=len(self._results) - self._planned,
-            workers=list(self._workers.values()), usage=dict(self._usage), planner=planner)
+            workers=list(self._workers.values()), usage=dict(self._usage), planner=planner,
+            progress=replace(self._progress), settings=self.settings,
+            awaiting=len(self._unapproved))
 
     # -- the planner's side ---------------------------------------------------------------
 
@@ -296,29 +330,65 @@ class Board:
                               "another instance plans this objective")
 
     def add(self, texts: Iterable[str], parent: int | None = None, *,
-            planner: str | None = None, planned: int | None = None) -> AddReport:
+            planner: str | None = None, planned: int | None = None, hold: bool = False,
+            near_duplicates: int = 0) -> AddReport:
         """Append new tasks, rejecting any whose normalized text the board has seen.
 
         A planner passes its name and the completions this batch consumed (`planned`): the
         tasks and the acknowledgement land in one event, so a planner that dies mid-batch
-        leaves the batch wholly unplanned, never half.
+        leaves the batch wholly unplanned, never half. It also passes how many proposals it
+        rejected itself as near-duplicates, to be counted with the exact ones.
         """
         self._settle()
         self._check_planner(planner)
         rows: list[list[Any]] = []
         duplicates: list[str] = []
+        repeats = 0
         keys: set[str] = set()
         for raw in texts:
             text = " ".join(raw.split())[: C.MAX_TASK_CHARS]
             key = normalize(text)
             if not key or key in self._seen or key in keys or self._state is not State.RUNNING:
                 duplicates.append(raw)
+                seen = self._seen.get(key)
+                repeats += seen is not None and (seen in self._done or seen in self._dead)
                 continue
             keys.add(key)
             rows.append([self._next_id + len(rows), text, parent])
-        if rows or planned is not None:
-            self._emit("added", tasks=rows, planned=planned)
-        return AddReport([replace(self._tasks[r[0]]) for r in rows], duplicates)
+        if rows or planned is not None or duplicates or near_duplicates:
+            self._emit("added", tasks=rows, planned=planned, exact=len(duplicates),
+                       near=near_duplicates, hold=hold)
+        return AddReport([replace(self._tasks[r[0]]) for r in rows], duplicates, repeats)
+
+    def awaiting_approval(self) -> list[Task]:
+        return [replace(self._tasks[t]) for t in self._pending if t in self._unapproved]
+
+    def approve(self, ids: Sequence[int]) -> int:
+        chosen = [t for t in ids if t in self._unapproved]
+        if chosen:
+            self._emit("approved", ids=chosen)
+        return len(chosen)
+
+    def drop(self, ids: Sequence[int]) -> int:
+        """Remove tasks a person rejected; only tasks still awaiting approval can go."""
+        chosen = [t for t in ids if t in self._unapproved]
+        if chosen:
+            self._emit("dropped", ids=chosen)
+        return len(chosen)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(completed, pending, leased): cheap, for a planner's completion check."""
+        self._settle()
+        return len(self._results), len(self._pending), len(self._held)
+
+    def record_progress(self, planner: str, progress: Progress) -> None:
+        self._check_planner(planner)
+        self._emit("progress", stalls=progress.stalls, replans=progress.replans,
+                   repeating=progress.repeating, checks=progress.checks)
+
+    def task_texts(self) -> list[tuple[int, str]]:
+        """Every task ever added, for a planner building its near-duplicate index."""
+        return [(t.id, t.text) for t in self._tasks.values()]
 
     def reorder(self, version: int, order: Sequence[int]) -> ReorderReport:
         """Put `order` first; every other pending task keeps its relative place after them.
@@ -340,17 +410,16 @@ class Board:
             self._emit("reordered", first=first)
         return ReorderReport(len(first), unknown, stale)
 
-    def ack_planned(self, upto: int, planner: str | None = None) -> State:
-        """The planner has consumed completions [0, upto); the objective is done when that
-        was the last of them and nothing is pending or leased."""
+    def ack_planned(self, upto: int, planner: str | None = None) -> tuple[State, bool]:
+        """The planner has consumed completions [0, upto). Returns the state, and whether the
+        list has run dry: nothing pending, leased, or left to plan — the planner's cue to ask
+        whether the objective is met."""
         self._settle()
         self._check_planner(planner)
         if upto > self._planned:
             self._emit("planned", upto=upto)
-        if (self._state is State.RUNNING and not self._pending and not self._held
-                and self._planned == len(self._results)):
-            self._stop(Reason.DONE)
-        return self._state
+        dry = not self._pending and not self._held and self._planned == len(self._results)
+        return self._state, dry
 
     def stop(self, reason: Reason = Reason.STOPPED, detail: str = "") -> State:
         self._settle()
@@ -361,15 +430,47 @@ class Board:
 
     def _next_eligible(self, now: float) -> int | None:
         for tid in self._pending:
-            if self._not_before.get(tid, 0.0) <= now:
+            if self._not_before.get(tid, 0.0) <= now and tid not in self._unapproved:
                 return tid
+        return None
+
+    def _spent(self) -> tuple[int, float]:
+        return (sum(u.tokens for u in self._usage.values()),
+                sum(u.cost for u in self._usage.values()))
+
+    def _estimate(self) -> tuple[int, float]:
+        """What one more execution will likely spend: the mean so far, or half the most a
+        prompt and its answer may take before there is any."""
+        done = self._usage[Kind.EXECUTION.value]
+        if done.calls:
+            return done.tokens // done.calls + 1, done.cost / done.calls
+        tokens = (self.settings.max_prompt_tokens + self.settings.max_completion_tokens) // 2
+        return tokens, self.settings.cost("execution", tokens, 0)
+
+    def _over_budget(self, extra: tuple[int, float] | None) -> Reason | None:
+        """With `extra`: the cap that one more task (on top of what is spent and reserved by
+        in-flight tasks) would break. Without: the cap already reached by what is spent."""
+        tokens, cost = self._spent()
+        if extra is not None:
+            tokens += sum(r[0] for r in self._reserved.values()) + extra[0]
+            cost += sum(r[1] for r in self._reserved.values()) + extra[1]
+
+        def breaks(value: float, cap: float) -> bool:  # a plan may fill a cap; spending ends it
+            return bool(cap) and (value > cap if extra is not None else value >= cap)
+
+        if breaks(tokens, self.settings.max_tokens):
+            return Reason.MAX_TOKENS
+        if breaks(cost, self.settings.max_cost):
+            return Reason.MAX_COST
         return None
 
     def lease(self, worker: str) -> Lease | State:
         """The next task, or the board's state when there is none to give (never raises).
 
-        Refused too while the journal cannot be written: no new work is handed out that
-        could not be recorded.
+        A lease reserves the budget its execution will likely spend; when that no longer
+        fits under a cap, no new task starts, in-flight ones finish, and the objective stops
+        with the cap as its reason. Refused too while the journal cannot be written: no work
+        is handed out that could not be recorded.
         """
         self._settle()
         self._seen_now(worker)
@@ -380,10 +481,16 @@ class Board:
         tid = self._next_eligible(now)
         if tid is None:
             return self._state
+        estimate = self._estimate()
+        if (cap := self._over_budget(estimate)) is not None:
+            if not self._held:  # nothing in flight could free budget: this is the end
+                self._stop(cap, "the next task would not fit in what is left")
+            return self._state
         token = self._next_token
         try:
             self._emit("leased", id=tid, token=token, worker=worker,
-                       expires=now + self.settings.lease_ttl)
+                       expires=now + self.settings.lease_ttl, tokens=estimate[0],
+                       cost=estimate[1])
         except JournalError as exc:
             log.error("%s", exc)
             return self._state
@@ -450,8 +557,13 @@ class Board:
 
     def record_usage(self, worker: str, kind: str, prompt_tokens: int,
                      completion_tokens: int) -> None:
+        """Settle a model call. Spending past a cap stops the objective (in-flight work
+        finishes and is kept)."""
+        self._settle()
         self._emit("usage", worker=worker, kind=kind, prompt=prompt_tokens,
                    completion=completion_tokens)
+        if (cap := self._over_budget(None)) is not None:
+            self._stop(cap, "budget spent")
 
     def acquire(self, tokens: int) -> float:
         """Cluster-wide rate limit: 0 to go ahead now (the request is counted), else the

@@ -10,7 +10,7 @@ import click
 import ray
 from rich.console import Console
 
-from coop import cluster, config, journal, planner, registry, status, worker
+from coop import cluster, config, journal, planner, registry, report, status, worker
 from coop import constants as C
 from coop.types import CoopError, Reason
 
@@ -55,6 +55,14 @@ def cli(quiet: bool) -> None:
 @_int("--max-prompt-tokens", C.DEFAULT_MAX_PROMPT_TOKENS, 1, "Token budget of one prompt.")
 @_int("--rpm", 0, 0, "Model requests per minute across the cluster (0: no limit).")
 @_int("--tpm", 0, 0, "Model tokens per minute across the cluster (0: no limit).")
+@_int("--max-tokens", 0, 0, "Stop when the objective has used this many tokens (0: no cap).")
+@click.option("--max-cost", type=click.FloatRange(min=0.0), default=0.0, envvar="COOP_MAX_COST",
+              help="Stop when the objective has cost this many USD (0: no cap); prices from "
+                   "the built-in table or COOP_PRICES.")
+@click.option("--max-minutes", type=click.FloatRange(min=0.0), default=0.0,
+              envvar="COOP_MAX_MINUTES", help="Stop after this many minutes of planning.")
+@click.option("--approve", is_flag=True, envvar="COOP_APPROVE",
+              help="New tasks wait for a person: `coop approve`, or a prompt in this terminal.")
 @click.option("--lease-ttl", type=click.FloatRange(min=1.0), default=C.DEFAULT_LEASE_TTL,
               show_default=True, envvar="COOP_LEASE_TTL",
               help="Seconds a silent worker keeps a task before it is requeued.")
@@ -63,10 +71,12 @@ def start(objective: str, resume: bool, standby: bool, workers: int, concurrency
           address: str | None, **settings: Any) -> int:
     """Create OBJECTIVE and plan it to the end: the only instance that creates tasks."""
     text = objective.strip() if resume else config.check_objective(objective)
-    snap = planner.start(text, config.new_settings(**settings), address=address, resume=resume,
-                         standby=standby, workers=workers, concurrency=concurrency)
+    snap, path = planner.start(text, config.new_settings(**settings), address=address,
+                               resume=resume, standby=standby, workers=workers,
+                               concurrency=concurrency)
     status.render_status(console, snap)
-    return 1 if snap.reason is Reason.FAILED else 0
+    console.print(f"report: {path}", highlight=False)
+    return snap.reason.exit_code if snap.reason else 0
 
 
 @cli.command()
@@ -97,6 +107,49 @@ def status_(objective: str, address: str | None) -> int:
     cluster.connect(address, start_local=False)
     _, board = registry.find(objective)
     status.render_status(console, ray.get(board.snapshot.remote()))
+    return 0
+
+
+@cli.command()
+@click.argument("objective")
+@click.option("--all", "approve_all", is_flag=True, help="Approve every waiting task.")
+@click.option("--drop", type=int, multiple=True, metavar="ID", help="Drop this task (repeatable).")
+@address_option
+def approve(objective: str, approve_all: bool, drop: tuple[int, ...], address: str | None) -> int:
+    """Approve or drop the tasks of OBJECTIVE that wait for a person (`start --approve`)."""
+    cluster.connect(address, start_local=False)
+    oid, board = registry.find(objective)
+    waiting = ray.get(board.awaiting_approval.remote())
+    if not waiting:
+        console.print(f"{oid}: no task awaits approval", highlight=False)
+        return 0
+    if approve_all or drop:
+        dropped = ray.get(board.drop.remote(list(drop)))
+        keep = [t.id for t in waiting if t.id not in drop] if approve_all else []
+        approved = ray.get(board.approve.remote(keep))
+    else:
+        yes, no = status.review_tasks(waiting)
+        approved, dropped = ray.get(board.approve.remote(yes)), ray.get(board.drop.remote(no))
+    console.print(f"{oid}: {approved} approved, {dropped} dropped", highlight=False)
+    return 0
+
+
+@cli.command()
+@click.argument("objective")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "jsonl"]), default="markdown",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file instead of standard output.")
+@address_option
+def results(objective: str, fmt: str, output: str | None, address: str | None) -> int:
+    """The results of OBJECTIVE, live or from its journal, as Markdown or JSON lines."""
+    snap, done = registry.read(objective, journal.state_dir(), address)
+    text = report.markdown(snap, done) if fmt == "markdown" else report.jsonl(snap, done)
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        click.echo(text, nl=False)
     return 0
 
 

@@ -7,6 +7,7 @@ process, at the moment its model client is built, and is never stored or printed
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -53,6 +54,17 @@ class RunSettings:
     max_completion_tokens: int = C.DEFAULT_MAX_COMPLETION_TOKENS
     rpm: int = 0  # cluster-wide model requests per minute, 0 for no limit
     tpm: int = 0  # cluster-wide model tokens per minute, 0 for no limit
+    max_tokens: int = 0  # budgets for the whole objective; 0 for none
+    max_cost: float = 0.0
+    max_minutes: float = 0.0
+    approve: bool = False  # new tasks wait for a person's approval before anyone leases them
+    prices: tuple[float, float, float] = (0.0, 0.0, 0.0)  # USD per 1M: in, out, embedding
+
+    def cost(self, kind: str, prompt_tokens: int, completion_tokens: int) -> float:
+        p_in, p_out, p_embed = self.prices
+        if kind == "embedding":
+            return prompt_tokens * p_embed / 1e6
+        return (prompt_tokens * p_in + completion_tokens * p_out) / 1e6
 
     @property
     def simulated(self) -> bool:
@@ -80,7 +92,36 @@ class RunSettings:
 def new_settings(**options: Any) -> RunSettings:
     """Settings for a new objective: flags (already merged with `COOP_*` env) over defaults."""
     base = os.environ.get("OPENAI_BASE_URL")
-    return RunSettings(base_url=redact_url(base) if base else None, **options).validate()
+    settings = RunSettings(base_url=redact_url(base) if base else None, **options).validate()
+    table = price_table()
+    chat, embed = _price(table, settings.model), _price(table, settings.embedding_model)
+    if settings.max_cost and chat is None:
+        raise CoopError(f"--max-cost needs a price for {settings.model}: set COOP_PRICES="
+                        f"'{{\"{settings.model}\": [usd_per_1M_input, usd_per_1M_output]}}'")
+    chat, embed = chat or (0.0, 0.0), embed or (0.0, 0.0)
+    return replace(settings, prices=(chat[0], chat[1], embed[0]))
+
+
+def price_table() -> dict[str, tuple[float, float]]:
+    """The built-in prices, overridden and extended by COOP_PRICES (JSON)."""
+    table = dict(C.PRICES)
+    raw = os.environ.get("COOP_PRICES")
+    if raw:
+        try:
+            extra = {str(k): (float(v[0]), float(v[1])) for k, v in json.loads(raw).items()}
+        except (ValueError, TypeError, IndexError, AttributeError):
+            raise CoopError('COOP_PRICES must be JSON like {"model": [usd_per_1M_input, '
+                            'usd_per_1M_output]}') from None
+        table.update(extra)
+    return table
+
+
+def _price(table: dict[str, tuple[float, float]], model: str) -> tuple[float, float] | None:
+    """Exact match, else the longest known prefix (`gpt-4o-mini-2024-07-18` → `gpt-4o-mini`)."""
+    if model in table:
+        return table[model]
+    prefixes = [m for m in table if model.startswith(m)]
+    return table[max(prefixes, key=len)] if prefixes else None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,22 @@ PLANNER_TTL = 15.0
 PLANNER_BATCH = 8
 """Most completions folded into one task-creation call."""
 PLANNER_TASK_WINDOW = 30
-"""Most pending task names shown to creation and prioritization."""
+"""Most pending task names shown to task creation, so that it does not repeat them."""
+PRIORITIZE_WINDOW = 10
+"""Prioritization reorders only the head of the list: what workers take next. Bounded, so
+planning costs the same per task at 50 tasks as at 5,000."""
+CHECK_EVERY = 10
+"""Completions between two completion checks (one is also made whenever the list runs dry)."""
+STALL_LIMIT = 3
+"""Batches without progress before the planner replans from scratch."""
+MAX_REPLANS = 2
+"""Replans without progress before the objective stops as stalled."""
+LOOP_BATCHES = 3
+"""Batches in a row that only re-propose completed work before the objective stops as a loop."""
+TASK_SIMILARITY = 0.92
+"""Cosine similarity at which a proposed task counts as a near-duplicate of a known one."""
+RESULT_SIMILARITY = 0.97
+"""Cosine similarity at which a result brings no new information over an earlier one."""
 POLL_MIN = 0.05
 POLL_MAX = 0.5
 ACTOR_RESTARTS = 3
@@ -53,6 +68,20 @@ PROMPT_MARKERS = {
     "execution": "# coop execution agent",
     "creation": "# coop task creation agent",
     "prioritization": "# coop prioritization agent",
+    "completion": "# coop completion check",
+    "replan": "# coop replanning agent",
 }
 """First line of each agent prompt: lets the simulated model and the stand-in tell them apart."""
+PRICES: dict[str, tuple[float, float]] = {
+    # USD per million tokens (input, output): OpenAI's list prices when this table was written.
+    # Override or extend with COOP_PRICES='{"model": [input, output]}'.
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "text-embedding-3-small": (0.02, 0.0),
+    "text-embedding-3-large": (0.13, 0.0),
+    "coop-simulated": (0.0, 0.0),
+}
 SIMULATED_LABEL = "offline simulated model (no real LLM)"

@@ -70,10 +70,12 @@ class JournalInfo:
 class Journal:
     """One objective's log. Not thread-safe: owned by the single-threaded board actor."""
 
-    def __init__(self, path: Path, objective_id: str, *, create: dict[str, Any] | None = None
-                 ) -> None:
-        """Open the journal at `path`; with `create` (objective, settings), make it if absent."""
+    def __init__(self, path: Path, objective_id: str, *, create: dict[str, Any] | None = None,
+                 readonly: bool = False) -> None:
+        """Open the journal at `path`; with `create` (objective, settings), make it if absent;
+        `readonly` for readers beside a live board (reports of a dormant objective)."""
         self.path = path
+        self.readonly = readonly
         fresh = not path.exists()
         if fresh and create is None:
             raise JournalError(f"no journal for {objective_id} at {path}")
@@ -82,6 +84,9 @@ class Journal:
             if self.info.objective_id != objective_id:
                 raise JournalError(f"{path} is the journal of {self.info.objective_id}, not of "
                                    f"{objective_id}; it was left untouched")
+        if readonly:
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            return
         try:
             if fresh:
                 path.touch(mode=0o600)
@@ -105,6 +110,8 @@ class Journal:
                                  [(k, json.dumps(v)) for k, v in meta.items()])
 
     def append(self, kind: str, data: dict[str, Any], *, durable: bool) -> None:
+        if self.readonly:
+            raise JournalError(f"{self.path} was opened read-only")
         try:
             if durable:
                 self._db.execute("PRAGMA synchronous=FULL")

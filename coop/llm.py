@@ -34,13 +34,19 @@ class Completion:
     completion_tokens: int
 
 
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: list[list[float]]
+    tokens: int
+
+
 class LLM(Protocol):
     label: str
     tokenizer: tokens.Tokenizer
 
     def complete(self, prompt: str, max_tokens: int) -> Completion: ...
 
-    def embed(self, texts: list[str]) -> list[list[float]]: ...
+    def embed(self, texts: list[str]) -> Embeddings: ...
 
 
 class OfflineLLM:
@@ -55,8 +61,9 @@ class OfflineLLM:
         text = self.tokenizer.trim(self.simulator.reply(prompt), max_tokens)
         return Completion(text, self.tokenizer.count(prompt), self.tokenizer.count(text))
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        return [lexical_embedding(t) for t in texts]
+    def embed(self, texts: list[str]) -> Embeddings:
+        return Embeddings([lexical_embedding(t) for t in texts],
+                          sum(self.tokenizer.count(t) for t in texts))
 
 
 _FATAL = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError,
@@ -94,13 +101,15 @@ class OpenAILLM:
             return Completion(text, self.tokenizer.count(prompt), self.tokenizer.count(text))
         return Completion(text, usage.prompt_tokens, usage.completion_tokens)
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
+    def embed(self, texts: list[str]) -> Embeddings:
         try:
             resp = self.client.embeddings.create(
                 model=self.embedding_model, input=texts, encoding_format="float")
         except _FATAL as exc:
             raise self._fatal(exc) from None
-        return [list(d.embedding) for d in sorted(resp.data, key=lambda d: d.index)]
+        used = resp.usage.prompt_tokens if resp.usage else sum(map(self.tokenizer.count, texts))
+        return Embeddings([list(d.embedding) for d in sorted(resp.data, key=lambda d: d.index)],
+                          used)
 
     def _fatal(self, exc: openai.APIStatusError) -> LLMFatalError:
         detail = " ".join(scrub(str(exc.message)).split())[:200]

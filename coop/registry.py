@@ -19,9 +19,9 @@ import ray
 from coop import cluster
 from coop.board import Board
 from coop.config import RunSettings
-from coop.journal import JournalError, journal_path, list_journals
+from coop.journal import JournalError, JournalInfo, journal_path, list_journals
 from coop.text import objective_id, one_line
-from coop.types import CoopError, Objective, State
+from coop.types import CoopError, Objective, Result, Snapshot, State
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,40 @@ def find_or_revive(ref: str, root: Path) -> tuple[str, Any]:
             raise ObjectiveNotFound(f"no objective {ref!r} on this cluster or in {root}; "
                                     f"known: {known}") from None
     info = by_id[matches[0]]
-    names = {f.name for f in fields(RunSettings)}
-    settings = RunSettings(**{k: v for k, v in info.settings.items() if k in names})
-    handle, _ = _spawn(info.objective_id, info.objective, settings, "revived", root)
+    handle, _ = _spawn(info.objective_id, info.objective, _settings(info), "revived", root)
     return info.objective_id, handle
+
+
+def read(ref: str, root: Path, address: str | None) -> tuple[Snapshot, list[Result]]:
+    """An objective's snapshot and results: from its live board, else from its journal alone
+    (no cluster needed, nothing written)."""
+    try:
+        cluster.connect(address, start_local=False)
+        _, board = find(ref)
+        return ray.get(board.snapshot.remote()), ray.get(board.results.remote())
+    except (cluster.Unreachable, ObjectiveNotFound):
+        journals, problems = list_journals(root)
+        by_id = {j.objective_id: j for j in journals}
+        matches = _match(ref, list(by_id))
+        if len(matches) != 1:
+            broken = _match(ref, list(problems))
+            if len(broken) == 1:
+                raise JournalError(problems[broken[0]]) from None
+            raise ObjectiveNotFound(f"no objective {ref!r} on this cluster or in {root}; known: "
+                                    f"{', '.join(sorted(by_id)) or 'none'}") from None
+    info = by_id[matches[0]]
+    board = Board(info.objective_id, info.objective, _settings(info), "reader", str(root),
+                  readonly=True)
+    return board.snapshot(), board.results()
+
+
+def _settings(info: JournalInfo) -> RunSettings:
+    """A journal's settings, tolerating fields this version does not know."""
+    names = {f.name for f in fields(RunSettings)}
+    known = {k: v for k, v in info.settings.items() if k in names}
+    if "prices" in known:
+        known["prices"] = tuple(known["prices"])
+    return RunSettings(**known)
 
 
 def _live_objectives() -> list[Objective]:

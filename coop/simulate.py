@@ -1,6 +1,6 @@
 """A deterministic stand-in for a language model, for runs and tests with no network and no key.
 
-It answers coop's three agent prompts in their formats. Tasks form a finite tree — task `Step k`
+It answers each of coop's agent prompts in its format. Tasks form a finite tree — task `Step k`
 begets `Step k*fanout+1 … k*fanout+fanout`, up to `limit` — so a simulated objective always
 terminates, with a predictable number of tasks and no duplicates of its own making. The same
 answers back the offline provider in-process and the HTTP stand-in in `scripts/`.
@@ -9,6 +9,7 @@ answers back the offline provider in-process and the HTTP stand-in in `scripts/`
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 
@@ -19,35 +20,55 @@ from coop.constants import OFFLINE_EMBEDDING_DIM, PROMPT_MARKERS
 TEMPLATES = (
     "Research the background of",
     "Outline an approach to",
-    "Collect concrete examples for",
-    "Draft the first section on",
+    "Collect concrete examples of",
+    "Draft a section on",
     "Review the draft about",
     "Summarize the findings on",
 )
+ASPECTS = (
+    "costs", "risks", "tools", "history", "schedules", "materials", "suppliers", "safety",
+    "quality checks", "training", "budgets", "regulations", "maintenance", "logistics",
+    "stakeholders", "metrics", "testing", "documentation", "accessibility", "pricing",
+)
+AUDIENCES = ("beginners", "experts", "managers", "volunteers", "students")
+STUBBORN = ("Gather requirements", "Write the plan", "Review the plan")
 _STEP = re.compile(r"\bStep (\d+)\b")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 @dataclass(frozen=True)
 class Simulator:
+    """`fanout` new tasks per completed task, `limit` tasks in all. A `stubborn` simulator
+    instead proposes the same three tasks forever and never agrees the objective is met: the
+    model that loop and stall detection exist for."""
+
     fanout: int = 3
     limit: int = 12
+    stubborn: bool = False
 
     def reply(self, prompt: str) -> str:
-        if prompt.startswith(PROMPT_MARKERS["creation"]):
+        kind = next((k for k, m in PROMPT_MARKERS.items() if prompt.startswith(m)), "execution")
+        if kind in ("creation", "replan") and self.stubborn:
+            return "\n".join(f"{i}. {t}" for i, t in enumerate(STUBBORN, 1))
+        if kind == "creation":
             return self._create(prompt)
-        if prompt.startswith(PROMPT_MARKERS["prioritization"]):
+        if kind == "replan":
+            return "Nothing is left to plan."
+        if kind == "prioritization":
             return self._prioritize(prompt)
+        if kind == "completion":
+            pending = re.search(r"Tasks still pending: (\d+)", prompt)
+            met = not self.stubborn and pending is not None and pending.group(1) == "0"
+            return json.dumps({"met": met, "reason": "simulated judgement"})
         return self._execute(prompt)
 
     def _create(self, prompt: str) -> str:
-        objective = _objective(prompt)
         done = _section(prompt, "Just completed:")
         steps = [int(m.group(1)) if (m := _STEP.search(line)) else 0
                  for line in done.splitlines() if line.lstrip().startswith("- Task:")]
         children = [c for k in steps for c in range(k * self.fanout + 1, k * self.fanout
                                                      + self.fanout + 1) if c <= self.limit]
-        lines = [f"{i}. {task_text(c, objective)}" for i, c in enumerate(children, 1)]
+        lines = [f"{i}. {task_text(c)}" for i, c in enumerate(children, 1)]
         return "New tasks:\n" + "\n".join(lines) if lines else "No new tasks are needed."
 
     def _prioritize(self, prompt: str) -> str:
@@ -62,9 +83,13 @@ class Simulator:
                 f"work here; this text stands in for it.")
 
 
-def task_text(step: int, objective: str) -> str:
-    topic = " ".join(objective.split())[:60]
-    return f"Step {step}: {TEMPLATES[step % len(TEMPLATES)]} {topic}"
+def task_text(step: int) -> str:
+    """Distinct wording per step (template, aspect, audience), so that near-duplicate
+    detection, which compares meaning, does not take one simulated task for another."""
+    template = TEMPLATES[step % len(TEMPLATES)]
+    aspect = ASPECTS[step // len(TEMPLATES) % len(ASPECTS)]
+    audience = AUDIENCES[step // (len(TEMPLATES) * len(ASPECTS)) % len(AUDIENCES)]
+    return f"Step {step}: {template} {aspect} for {audience}"
 
 
 def _step(text: str) -> int:
@@ -76,10 +101,6 @@ def _section(prompt: str, header: str) -> str:
     """Text after `header` up to the next blank line."""
     _, _, rest = prompt.partition(header)
     return rest.split("\n\n", 1)[0]
-
-
-def _objective(prompt: str) -> str:
-    return _section(prompt, "Objective:").strip()
 
 
 def lexical_embedding(text: str, dim: int = OFFLINE_EMBEDDING_DIM) -> list[float]:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from coop.config import RunSettings
 
 
 class CoopError(Exception):
@@ -20,12 +24,27 @@ class State(str, enum.Enum):
 
 
 class Reason(str, enum.Enum):
-    """Why an objective stopped."""
+    """Why an objective stopped: a closed set, each with its own exit code."""
 
     DONE = "done"
     MAX_TASKS = "max-tasks"
+    MAX_TOKENS = "max-tokens"
+    MAX_COST = "max-cost"
+    TIMEOUT = "timeout"
+    STALLED = "stalled"
+    LOOP = "loop"
     STOPPED = "stopped by user"
     FAILED = "failed"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self]
+
+
+EXIT_CODES = {Reason.DONE: 0, Reason.FAILED: 1, Reason.MAX_TASKS: 3, Reason.MAX_TOKENS: 4,
+              Reason.MAX_COST: 5, Reason.TIMEOUT: 6, Reason.STALLED: 7, Reason.LOOP: 8,
+              Reason.STOPPED: 9}
+"""2 is click's for bad usage; 130 is an interrupt."""
 
 
 class Outcome(str, enum.Enum):
@@ -39,11 +58,14 @@ class Outcome(str, enum.Enum):
 
 
 class Kind(str, enum.Enum):
-    """The three agents of BabyAGI's contract; usage is accounted per kind."""
+    """What a model call was for; usage is accounted per kind. The first three are BabyAGI's
+    agents; the completion check is coop's; embeddings are memory's."""
 
     EXECUTION = "execution"
     CREATION = "creation"
     PRIORITIZATION = "prioritization"
+    COMPLETION_CHECK = "completion-check"
+    EMBEDDING = "embedding"
 
 
 @dataclass
@@ -80,15 +102,17 @@ class Usage:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost: float = 0.0  # USD, from the run's price table
 
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def add(self, prompt_tokens: int, completion_tokens: int) -> None:
+    def add(self, prompt_tokens: int, completion_tokens: int, cost: float) -> None:
         self.calls += 1
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
+        self.cost += cost
 
 
 @dataclass
@@ -104,6 +128,19 @@ class WorkerStats:
 class AddReport:
     added: list[Task]
     duplicates: list[str]
+    repeats: int = 0  # duplicates of work already completed or dead-lettered
+
+
+@dataclass
+class Progress:
+    """The planner's ledger, kept on the board so status shows it and a successor inherits it."""
+
+    stalls: int = 0  # batches in a row that brought nothing new (less those that did)
+    replans: int = 0
+    repeating: int = 0  # batches in a row that only re-proposed completed work
+    exact_duplicates: int = 0
+    near_duplicates: int = 0
+    checks: int = 0  # completion checks asked
 
 
 @dataclass(frozen=True)
@@ -142,3 +179,6 @@ class Snapshot:
     workers: list[WorkerStats]
     usage: dict[str, Usage]
     planner: str | None
+    progress: Progress
+    settings: RunSettings
+    awaiting: int  # pending tasks waiting for a person's approval

@@ -63,6 +63,13 @@ def ask(llm: LLM, board: Any, settings: RunSettings, name: str, kind: Kind,
         return reply.text
 
 
+def metered(board: Any, name: str) -> Callable[[int], None]:
+    """A recorder of embedding tokens, for memory and indexes that embed on `name`'s behalf."""
+    def record(tokens: int) -> None:
+        board.record_usage.remote(name, Kind.EMBEDDING.value, tokens, 0)
+    return record
+
+
 @dataclass
 class WorkerReport:
     worker: str
@@ -209,7 +216,7 @@ def join(ref: str, address: str | None, concurrency: int) -> WorkerReport:
     name = instance_name()
     llm = make_llm(settings, name)
     log.info("joined %s as %s (%s, %d in flight)", oid, name, llm.label, concurrency)
-    memory = ClusterMemory(oid, llm, ray.get(board.storage.remote()))
+    memory = ClusterMemory(oid, llm, ray.get(board.storage.remote()), metered(board, name))
     return Worker(board, memory, llm, settings, info.text, name, concurrency, stop).run()
 
 

@@ -158,14 +158,57 @@ def test_max_tasks_caps_leases_and_stops_the_objective() -> None:
     assert board.state()[:2] == (State.FINISHED, Reason.MAX_TASKS)
 
 
-def test_done_only_after_planner_acknowledges_every_completion() -> None:
+def test_list_runs_dry_only_after_planner_acknowledges_every_completion() -> None:
     board = make_board()
     board.add(["only"])
     lease = leased(board)
+    assert board.ack_planned(0) == (State.RUNNING, False)  # a task is leased
     board.complete(lease.task.id, lease.token, "w", "ok")
-    assert board.state()[0] is State.RUNNING  # the planner may still create tasks from it
-    assert board.ack_planned(1) is State.FINISHED
-    assert board.state()[1] is Reason.DONE
+    assert board.ack_planned(0) == (State.RUNNING, False)  # its result is not planned yet
+    assert board.ack_planned(1) == (State.RUNNING, True)  # dry: the planner decides what next
+    board.stop(Reason.DONE, "met")
+    assert board.state() == (State.FINISHED, Reason.DONE, "met")
+
+
+def test_unapproved_tasks_are_never_leased() -> None:
+    board = make_board()
+    held = board.add(["needs a person", "also"], hold=True).added
+    assert board.lease("w") is State.RUNNING
+    assert [t.text for t in board.awaiting_approval()] == ["needs a person", "also"]
+    assert board.approve([held[1].id]) == 1 and board.drop([held[0].id]) == 1
+    assert leased(board).task.text == "also"
+    assert board.awaiting_approval() == [] and board.lease("w") is State.RUNNING
+    assert board.ack_planned(0)[1] is False  # "also" is leased
+
+
+def test_token_budget_holds_under_concurrent_leases() -> None:
+    """Leases reserve what a task will likely spend; the cap is never passed by more than
+    the in-flight work, and the objective stops with the cap as its reason."""
+    board = make_board(max_tokens=1000, max_prompt_tokens=300, max_completion_tokens=100,
+                       max_tasks=1000)
+    board.add([f"t{i}" for i in range(50)])
+    first = [leased(board, f"w{i}") for i in range(5)]  # 5 x 200 estimated = the cap
+    assert board.lease("w9") is State.RUNNING  # a sixth would not fit
+    for lease in first:
+        board.record_usage(lease.worker, "execution", 180, 60)  # each spent 240, not 200
+        board.complete(lease.task.id, lease.token, lease.worker, "r")
+    snap = board.snapshot()
+    assert (snap.state, snap.reason) == (State.FINISHED, Reason.MAX_TOKENS)
+    spent = sum(u.tokens for u in snap.usage.values())
+    assert 1000 <= spent <= 1000 + 5 * 240
+
+
+def test_cost_budget_uses_the_price_table() -> None:
+    board = make_board(max_cost=0.001, prices=(1.0, 2.0, 0.0), max_tasks=1000,
+                       max_prompt_tokens=400, max_completion_tokens=100)
+    board.add(["a", "b"])
+    lease = leased(board)
+    board.record_usage("w", "execution", 500, 300)  # 500 x $1/M + 300 x $2/M = $0.0011
+    assert board.state()[:2] == (State.STOPPING, Reason.MAX_COST)
+    assert board.lease("w") is State.STOPPING
+    board.complete(lease.task.id, lease.token, "w", "kept")  # in-flight work is kept
+    assert [r.text for r in board.results()] == ["kept"]
+    assert board.snapshot().usage["execution"].cost == pytest.approx(0.0011)
 
 
 def test_planner_claim_is_exclusive_until_it_expires() -> None:

@@ -12,6 +12,9 @@ from ray.cluster_utils import Cluster
 
 from coop import registry
 from coop.text import objective_id
+from coop.types import Reason
+
+MAX_TASKS_EXIT = Reason.MAX_TASKS.exit_code
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -51,7 +54,8 @@ def test_env_vars_are_validated_like_flags() -> None:
 def test_unknown_objective_lists_the_known_ones(ray_cluster: Cluster) -> None:
     env = coop_env(ray_cluster)
     known = unique("Known objective")
-    assert run_coop("start", known, "--llm", "offline", "--max-tasks", "1", env=env).returncode == 0
+    assert run_coop("start", known, "--llm", "offline", "--max-tasks", "1",
+                    env=env).returncode == MAX_TASKS_EXIT
     for command in (["join"], ["status"], ["stop"], ["start", "--resume"]):
         proc = run_coop(*command, "no-such-objective", env=env, timeout=60)
         assert_one_line_error(proc, "no objective 'no-such-objective'", objective_id(known))
@@ -61,7 +65,7 @@ def test_second_start_of_a_live_objective_is_refused(ray_cluster: Cluster) -> No
     env = coop_env(ray_cluster)
     objective = unique("Only once")
     assert run_coop("start", objective, "--llm", "offline", "--max-tasks", "1",
-                    env=env).returncode == 0
+                    env=env).returncode == MAX_TASKS_EXIT
     assert_one_line_error(run_coop("start", objective, "--llm", "offline", env=env),
                           "already exists", "--resume")
 
@@ -74,7 +78,7 @@ def test_hostile_objectives_run_and_resolve_by_text(ray_cluster: Cluster, object
     objective = unique(objective)
     env = coop_env(ray_cluster)
     proc = run_coop("start", objective, "--llm", "offline", "--max-tasks", "2", env=env)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == MAX_TASKS_EXIT, proc.stderr
     status = run_coop("status", objective, env=env)
     assert status.returncode == 0 and objective_id(objective) in status.stdout
     _, board = registry.find(objective)

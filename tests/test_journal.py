@@ -263,3 +263,18 @@ def test_unwritable_state_dir_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "COOP_STATE_DIR" in proc.stderr
+
+
+def test_results_of_a_dormant_objective_come_from_its_journal(tmp_path: Path) -> None:
+    board = journaled(tmp_path)
+    board.add(["write it"])
+    lease = leased(board)
+    board.complete(lease.task.id, lease.token, "w", "the text that was written")
+    board.stop(Reason.STOPPED)
+    before = journal_path(tmp_path, OID).read_bytes()
+    env = coop_env(None, COOP_STATE_DIR=str(tmp_path), RAY_TMPDIR=str(tmp_path / "no-ray"))
+    proc = run_coop("results", OID[:12], env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "### 1. write it" in proc.stdout and "the text that was written" in proc.stdout
+    assert "**stopped by user**" in proc.stdout
+    assert journal_path(tmp_path, OID).read_bytes() == before  # read, never written

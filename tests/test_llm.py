@@ -50,7 +50,7 @@ def test_missing_usage_is_counted_locally(monkeypatch: pytest.MonkeyPatch) -> No
 def test_embeddings_are_floats_in_input_order(standin: StandIn,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     llm = provider(standin, monkeypatch)
-    vectors = llm.embed(["tomato", "tax law", "tomato"])
+    vectors = llm.embed(["tomato", "tax law", "tomato"]).vectors
     assert len(vectors) == 3 and vectors[0] == vectors[2] != vectors[1]
     assert all(isinstance(x, float) for x in vectors[0])
 
@@ -110,4 +110,4 @@ def test_real_endpoint() -> None:
                                                                "text-embedding-3-small")), "live")
     reply = llm.complete(creation(llm), 200)  # type: ignore[arg-type]
     assert reply.prompt_tokens > 0 and reply.text.strip()
-    assert len(llm.embed(["hello"])[0]) > 10
+    assert len(llm.embed(["hello"]).vectors[0]) > 10

@@ -14,21 +14,21 @@ TOK = estimating("test")
 def test_creation_answers_are_parsable_children() -> None:
     sim = Simulator(fanout=2, limit=6)
     results = [Result(1, "Develop a task list", "r", "w", 0, 0.0),
-               Result(2, task_text(2, "obj"), "r", "w", 1, 0.0)]
+               Result(2, task_text(2), "r", "w", 1, 0.0)]
     prompt = agents.creation_prompt("obj", results, [], TOK, 2000)
     tasks = agents.parse_tasks(sim.reply(prompt))
-    assert tasks == [task_text(n, "obj") for n in (1, 2, 5, 6)]
+    assert tasks == [task_text(n) for n in (1, 2, 5, 6)]
 
 
 def test_leaf_creation_says_nothing_parsable() -> None:
     sim = Simulator(fanout=3, limit=3)
-    prompt = agents.creation_prompt("obj", [Result(4, task_text(3, "obj"), "r", "w", 0, 0.0)],
+    prompt = agents.creation_prompt("obj", [Result(4, task_text(3), "r", "w", 0, 0.0)],
                                     [], TOK, 2000)
     assert agents.parse_tasks(sim.reply(prompt)) == []
 
 
 def test_prioritization_answer_is_a_full_order() -> None:
-    tasks = [Task(10, task_text(5, "o")), Task(11, task_text(2, "o")), Task(12, "misc")]
+    tasks = [Task(10, task_text(5)), Task(11, task_text(2)), Task(12, "misc")]
     prompt = agents.prioritization_prompt("o", tasks, TOK, 2000)
     order, unknown = agents.parse_order(Simulator().reply(prompt), tasks)
     assert order == [12, 11, 10] and unknown == 0
@@ -45,3 +45,26 @@ def test_lexical_embedding_is_deterministic_and_similarity_tracks_wording() -> N
     assert a == b
     assert sum(x * y for x, y in zip(a, c, strict=True)) < 0.5
     assert lexical_embedding("") == [0.0] * len(a)
+
+
+def test_completion_check_is_met_only_when_nothing_is_pending() -> None:
+    def ask(sim: Simulator, pending: int) -> bool:
+        prompt = agents.completion_prompt("o", [], 5, pending, TOK, 2000)
+        return agents.parse_completion(sim.reply(prompt))[0]
+
+    assert ask(Simulator(), 0) and not ask(Simulator(), 2)
+    assert not ask(Simulator(stubborn=True), 0)
+
+
+def test_stubborn_model_repeats_itself() -> None:
+    sim = Simulator(stubborn=True)
+    first = agents.parse_tasks(sim.reply(agents.creation_prompt("o", [], [], TOK, 2000)))
+    again = agents.parse_tasks(sim.reply(agents.replan_prompt("o", first, TOK, 2000)))
+    assert first == again and len(first) == 3
+
+
+def test_simulated_tasks_are_not_near_duplicates_of_each_other() -> None:
+    vectors = [lexical_embedding(task_text(n)) for n in range(1, 200)]
+    worst = max(sum(a * b for a, b in zip(vectors[i], vectors[j], strict=True))
+                for i in range(len(vectors)) for j in range(i))
+    assert worst < 0.92

@@ -8,6 +8,7 @@ one objective produces (see scripts/bench.py); Weaviate takes over past that.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,13 +131,18 @@ def memory_path(root: Path, objective_id: str) -> Path:
 class ClusterMemory:
     """Client side of the built-in memory: embeds locally, stores and searches in the actor."""
 
-    def __init__(self, objective_id: str, llm: LLM, state_dir: str | None = None) -> None:
+    def __init__(self, objective_id: str, llm: LLM, state_dir: str | None = None,
+                 on_usage: Callable[[int], None] | None = None) -> None:
         path = str(memory_path(Path(state_dir), objective_id)) if state_dir else None
         self._store: Any = cluster.named_actor(VectorStore, objective_id, "memory", path)
         self._llm = llm
+        self._on_usage = on_usage  # told the tokens of every embedding call, for accounting
 
     def _embed(self, text: str) -> list[float]:
-        return self._llm.embed([self._llm.tokenizer.trim(text, EMBED_INPUT_TOKENS)])[0]
+        out = self._llm.embed([self._llm.tokenizer.trim(text, EMBED_INPUT_TOKENS)])
+        if self._on_usage is not None:
+            self._on_usage(out.tokens)
+        return out.vectors[0]
 
     def add(self, task_id: int, task: str, result: str, *, token: int, worker: str) -> bool:
         vector = self._embed(f"{task}\n{result}")
