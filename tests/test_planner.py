@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import socket
 import sqlite3
+import subprocess
 import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 import ray
-from conftest import SECRET, STATE_DIR, coop_env, run_coop, spawn_coop, unique, wait_for
+from conftest import COOP, SECRET, STATE_DIR, coop_env, run_coop, spawn_coop, unique, wait_for
 from ray.cluster_utils import Cluster
 from standin import StandIn
 
@@ -299,3 +301,26 @@ def test_report_and_results_list_every_completed_task_once(ray_cluster: Cluster,
     rows = [json.loads(line) for line in lines]
     assert [row["task_id"] for row in rows] == [r.task_id for r in results]
     assert all(row["simulated"] for row in rows)
+
+
+def test_approve_in_a_terminal_asks_for_each_new_task(ray_cluster: Cluster,
+                                                      tmp_path: Path) -> None:
+    """`coop start --approve` on a terminal prompts for every new task; the person drops the
+    first one (and so its whole subtree) and approves the rest."""
+    objective = unique("Ask me first")
+    master, slave = pty.openpty()
+    log = (tmp_path / "start.log").open("w")
+    start = subprocess.Popen([str(COOP), "start", objective, "--llm", "offline", "--approve",
+                              "--workers", "1"], stdin=slave, stdout=log, stderr=log,
+                             env=coop_env(ray_cluster))
+    os.write(master, b"d\n" + b"a\n" * 8)  # typed ahead: the terminal keeps it for the prompts
+    try:
+        assert start.wait(120) == 0, (tmp_path / "start.log").read_text()
+    finally:
+        os.close(master)
+        os.close(slave)
+    out = (tmp_path / "start.log").read_text()
+    assert out.count("await approval") >= 2 and "[a]pprove / [d]rop / [l]ater" in out
+    _, board = registry.find(objective)
+    texts = [r.task for r in ray.get(board.results.remote())]
+    assert len(texts) == 9 and not any(t.startswith("Step 1:") for t in texts)
