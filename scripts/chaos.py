@@ -12,12 +12,9 @@ Everything runs on this machine: a private Ray cluster on 127.0.0.1, the HTTP st
 
 from __future__ import annotations
 
-import os
-
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported: loopback only
-
 import argparse
 import json
+import os
 import random
 import re
 import signal
@@ -30,7 +27,7 @@ from contextlib import closing
 from pathlib import Path
 
 import ray
-from ray.cluster_utils import Cluster
+from harness import Coop, local_cluster
 from standin import Faults, StandIn
 
 from coop import constants as C
@@ -38,7 +35,6 @@ from coop.journal import journal_path
 from coop.simulate import Simulator
 from coop.text import objective_id
 
-COOP = Path(sys.executable).with_name("coop")
 DONE_LINE = re.compile(r"task #(\d+) done by")
 
 
@@ -62,24 +58,16 @@ def parse() -> argparse.Namespace:
 
 
 class Run:
-    def __init__(self, a: argparse.Namespace, address: str, server: StandIn, state: Path,
-                 logs: Path) -> None:
+    def __init__(self, a: argparse.Namespace, coop: Coop) -> None:
         self.a = a
+        self.coop = coop
         self.rng = random.Random(a.seed)
         self.objective = f"Chaos objective {a.seed}-{int(time.time())}"
         self.oid = objective_id(self.objective)
-        self.env = {**os.environ, **C.LOOPBACK_ENV, "RAY_ADDRESS": address,
-                    "COOP_STATE_DIR": str(state), "OPENAI_BASE_URL": server.base_url,
-                    "OPENAI_API_KEY": "chaos-key", "PYTHONUNBUFFERED": "1"}
-        self.logs = logs
-        self.spawned = 0
         self.kills = 0
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        self.spawned += 1
-        log = (self.logs / f"{self.spawned:03d}-{args[0]}.log").open("wb")
-        return subprocess.Popen([str(COOP), *args], env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        return self.coop.spawn(*args)
 
     def worker(self) -> subprocess.Popen[bytes]:
         return self.spawn("join", self.oid, "--concurrency", "2")
@@ -110,13 +98,7 @@ class Run:
                 os.kill(planners[0].pid, signal.SIGKILL)
                 print("killed the planner; a standby takes over", flush=True)
         finished = any(p.poll() == 0 for p in planners)
-        for proc in workers:
-            proc.terminate()
-        for proc in [*workers, *planners]:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        self.coop.stop_all([*workers, *planners])
         return finished
 
 
@@ -128,9 +110,8 @@ def check(run: Run, state: Path, server: StandIn) -> bool:
     added = {t[0] for k, d in events if k == "added" for t in d["tasks"]}
     completed = [d["id"] for k, d in events if k == "completed"]
     dead = {d["id"]: d["error"] for k, d in events if k == "failed" and d["dead"]}
-    acknowledged = {int(m.group(1)) for log in run.logs.glob("*.log")
+    acknowledged = {int(m.group(1)) for log in run.coop.logs.glob("*.log")
                     for m in DONE_LINE.finditer(log.read_text(errors="replace"))}
-    ray.init(address=run.env["RAY_ADDRESS"], namespace=C.NAMESPACE, logging_level="ERROR")
     store = ray.get_actor(f"coop:{run.oid}:memory", namespace=C.NAMESPACE)
     in_memory = ray.get(store.task_ids.remote())
     board = ray.get_actor(f"coop:{run.oid}:board", namespace=C.NAMESPACE)
@@ -166,19 +147,15 @@ def main() -> int:
                      faults=Faults(rate_429=a.rate_429, rate_500=a.rate_500,
                                    rate_slow=a.rate_slow, slow_seconds=2.0, retry_after=0.2))
     server.start()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2,
-                                                            "include_dashboard": False})
-    with tempfile.TemporaryDirectory(prefix="coop-chaos-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="coop-chaos-") as tmp, local_cluster() as cluster:
         state, logs = Path(tmp) / "state", Path(tmp) / "logs"
         logs.mkdir()
         try:
-            run = Run(a, cluster.address, server, state, logs)
+            run = Run(a, Coop(cluster.address, server, state, logs))
             finished = run.go(journal_path(state, run.oid))
             print(f"{'planner finished by itself':>46}: {finished}")
             ok = check(run, state, server) and finished
         finally:
-            ray.shutdown()
-            cluster.shutdown()
             server.stop()
     return 0 if ok else 1
 

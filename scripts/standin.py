@@ -58,7 +58,8 @@ class StandIn:
     """The server; `start()` runs it in a background thread and returns its base URL."""
 
     port: int = 0
-    latency: float = 0.0
+    latency: float = 0.0  # seconds per chat completion
+    embed_latency: float = 0.0  # seconds per embeddings request
     faults: Faults = field(default_factory=Faults)
     simulator: Simulator = field(default_factory=Simulator)
     api_key: str | None = None  # when set, other keys get 401
@@ -139,8 +140,8 @@ class StandIn:
                 "Retry-After": str(self.faults.retry_after)}
         if self.roll(self.faults.rate_500):
             return 500, _error("The server had an error.", "server_error"), {}
-        time.sleep(self.latency + (self.faults.slow_seconds
-                                   if self.roll(self.faults.rate_slow) else 0.0))
+        delay = self.latency if prompt else self.embed_latency  # models think; lookups don't
+        time.sleep(delay + (self.faults.slow_seconds if self.roll(self.faults.rate_slow) else 0))
         if path.endswith("/embeddings"):
             return 200, self._embeddings(body, call), {}
         if path.endswith("/chat/completions"):
@@ -188,6 +189,7 @@ def _error(message: str, code: str) -> dict[str, Any]:
 def _handler(server: StandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # else headers and body meet delayed ACKs: +40 ms a reply
 
         def _send(self, status: int, payload: dict[str, Any], extra: dict[str, str]) -> None:
             data = json.dumps(payload).encode()
@@ -225,14 +227,17 @@ def _handler(server: StandIn) -> type[BaseHTTPRequestHandler]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds per chat completion")
+    p.add_argument("--embed-latency", type=float, default=0.0,
+                   help="seconds per embeddings request")
     for name in ("429", "500", "slow", "malformed"):
         p.add_argument(f"--rate-{name}", type=float, default=0.0)
     p.add_argument("--fanout", type=int, default=3, help="new tasks per completed task")
     p.add_argument("--limit", type=int, default=12, help="tasks in the simulated objective")
     p.add_argument("--api-key", help="accept only this key (others get 401)")
     a = p.parse_args()
-    server = StandIn(port=a.port, latency=a.latency, api_key=a.api_key,
+    server = StandIn(port=a.port, latency=a.latency, embed_latency=a.embed_latency,
+                     api_key=a.api_key,
                      faults=Faults(rate_429=a.rate_429, rate_500=a.rate_500,
                                    rate_slow=a.rate_slow, rate_malformed=a.rate_malformed),
                      simulator=Simulator(fanout=a.fanout, limit=a.limit))

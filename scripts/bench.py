@@ -1,0 +1,294 @@
+#!/usr/bin/env python
+"""Benchmarks: coordination overhead, scaling against the ideal, planner cost per task,
+memory at scale, and the actors' footprint — side by side in one run, medians over repeats.
+
+    pip install -e ".[dev]"
+    cd scripts && python bench.py                 # the full run (about 15 minutes on 2 cores)
+    cd scripts && python bench.py --smoke         # seconds: checks the harness works (CI)
+
+Everything runs here: a private Ray cluster on 127.0.0.1 and the HTTP stand-in model server
+(`--latency` seconds per chat completion). Prints a Markdown table, writes it and a plot of
+scaling against the ideal to `--out` (default: bench-out/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from harness import Coop, local_cluster
+from standin import StandIn
+
+from coop import cluster
+from coop.board import Board
+from coop.config import RunSettings, new_settings
+from coop.memory.cluster import VectorStore
+from coop.simulate import Simulator
+from coop.text import objective_id
+from coop.types import Lease, Snapshot
+
+PLANNER_KINDS = ("creation", "prioritization", "completion-check")
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: check the harness only")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--latency", type=float, default=0.5)
+    p.add_argument("--dim", type=int, default=1536, help="vector size for the memory section")
+    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    a = p.parse_args()
+    a.cycles, a.workers, a.concurrency = 2000, (1, 2, 4, 8), (1, 4)
+    a.callers, a.plan_sizes, a.memory_sizes = (1, 2, 4, 8, 16), (50, 500), (1_000, 10_000, 100_000)
+    a.footprint_sizes, a.seconds = (10_000, 100_000), 8.0
+    if a.smoke:
+        a.repeats, a.cycles, a.workers, a.concurrency, a.callers = 1, 100, (1, 2), (1,), (1, 2)
+        a.plan_sizes, a.memory_sizes, a.footprint_sizes = (12,), (1_000,), (1_000,)
+        a.seconds, a.latency, a.dim = 1.0, 0.1, 64
+    return a
+
+
+def median_of(repeats: int, run: Callable[[], float]) -> float:
+    return statistics.median(run() for _ in range(repeats))
+
+
+def new_board(tag: str, state: Path, **settings: Any) -> Any:
+    oid = objective_id(f"bench {tag} {time.time_ns()}")
+    run = RunSettings(llm="offline", max_tasks=10**9, lease_ttl=120, **settings).validate()
+    return cluster.named_actor(Board, oid, "board", oid, tag, run, "bench", str(state))
+
+
+@ray.remote(num_cpus=0)
+class Bare:
+    def ping(self) -> None:
+        return None
+
+
+@ray.remote(num_cpus=0)
+class Caller:
+    """Drives lease → complete cycles against a board from its own process."""
+
+    def cycles(self, board: Any, seconds: float) -> int:
+        done, end = 0, time.monotonic() + seconds
+        while time.monotonic() < end:
+            got = ray.get(board.lease.remote("caller"))
+            if not isinstance(got, Lease):
+                break
+            ray.get(board.complete.remote(got.task.id, got.token, "caller", "r" * 200))
+            done += 1
+        return done
+
+
+def board_overhead(a: argparse.Namespace, state: Path, rows: list[list[str]]) -> None:
+    bare = Bare.remote()
+    ray.get(bare.ping.remote())
+    board = new_board("overhead", state)
+    ray.get(board.add.remote([f"task {i}" for i in range(a.cycles * (a.repeats + 1))]))
+    cycle_ms, bare_ms = [], []
+    for _ in range(a.cycles * a.repeats):
+        t = time.perf_counter()
+        ray.get(bare.ping.remote())
+        bare_ms.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        lease = ray.get(board.lease.remote("w"))
+        ray.get(board.complete.remote(lease.task.id, lease.token, "w", "r" * 200))
+        cycle_ms.append((time.perf_counter() - t) * 1e3)
+    med, p99 = statistics.median(cycle_ms), float(np.percentile(cycle_ms, 99))
+    ratio = med / statistics.median(bare_ms)
+    rows.append(["board: lease+complete cycle, median / p99", f"{med:.2f} / {p99:.2f} ms",
+                 "≤ 2.5× a bare call", f"{ratio:.2f}× (bare {statistics.median(bare_ms):.2f} ms)",
+                 _verdict(ratio <= 2.5)])
+    best = 0.0
+    for n in a.callers:
+        callers = [Caller.remote() for _ in range(n)]
+        board = new_board(f"rate{n}", state)
+        ray.get(board.add.remote([f"t{i}" for i in range(int(3000 * a.seconds))]))
+        rate = median_of(a.repeats, lambda: sum(ray.get(
+            [c.cycles.remote(board, a.seconds) for c in callers])) / a.seconds)
+        best = max(best, rate)
+        rows.append([f"board: cycles/s with {n} concurrent caller(s)", f"{rate:.0f}", "", "", ""])
+    rows.append(["board: most cycles/s", f"{best:.0f}", "≥ 1,000", "", _verdict(best >= 1000)])
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _finished_rate(snap_results: list[Any]) -> float:
+    """Completions per second between the 10th and 90th percentile of finishing times:
+    the steady state, without start-up and tail."""
+    times = sorted(r.finished_at for r in snap_results)
+    lo, hi = int(len(times) * 0.1), int(len(times) * 0.9) - 1
+    return (hi - lo) / max(times[hi] - times[lo], 1e-9)
+
+
+def scaling(a: argparse.Namespace, coop: Coop, state: Path, rows: list[list[str]]
+            ) -> list[tuple[int, int, float, float]]:
+    """Execution only: a board filled in advance, W `coop join` processes, C in flight each."""
+    points = []
+    for c in a.concurrency:
+        for w in a.workers:
+            ideal = w * c / a.latency
+            tasks = max(20, int(ideal * a.seconds))
+
+            def one_run(w: int = w, c: int = c, tasks: int = tasks) -> float:
+                settings = new_settings(llm="openai", max_tasks=10**9, lease_ttl=60)
+                oid = objective_id(f"scaling {w}x{c} {time.time_ns()}")
+                board = cluster.named_actor(Board, oid, "board", oid, oid, settings, "b",
+                                            str(state))
+                ray.get(board.add.remote([f"Scaling task {i}" for i in range(tasks)]))
+                procs = [coop.spawn("join", oid, "--concurrency", str(c)) for _ in range(w)]
+                while len(ray.get(board.results.remote())) < tasks:
+                    time.sleep(0.5)
+                ray.get(board.stop.remote())
+                coop.stop_all(procs)
+                return _finished_rate(ray.get(board.results.remote()))
+
+            rate = median_of(a.repeats, one_run)
+            share = rate / ideal
+            points.append((w, c, rate, ideal))
+            rows.append([f"scaling: {w} worker(s) × {c} in flight", f"{rate:.1f} tasks/s",
+                         f"≥ 90% of {ideal:.0f}/s" if w * c <= 32 else "",
+                         f"{share:.0%} of ideal", _verdict(share >= 0.9)])
+    return points
+
+
+def planner_cost(a: argparse.Namespace, coop: Coop, server: StandIn, rows: list[list[str]]
+                 ) -> None:
+    """A whole objective: the planner and 8 tasks in flight (2 workers × 4)."""
+    for size in a.plan_sizes:
+        def one_run(size: int = size) -> tuple[float, float]:
+            server.simulator = Simulator(fanout=3, limit=size)
+            objective = f"Planner cost {size} {time.time_ns()}"
+            oid = objective_id(objective)
+            start = coop.spawn("start", objective, "--workers", "0", "--max-tasks", "100000")
+            while oid not in [n.split(":")[1] for n in cluster.actor_names()]:
+                time.sleep(0.2)
+            joins = [coop.spawn("join", oid, "--concurrency", "4") for _ in range(2)]
+            start.wait()
+            coop.stop_all(joins)
+            snap: Snapshot = ray.get(ray.get_actor(f"coop:{oid}:board").snapshot.remote())
+            calls = sum(snap.usage[k].calls for k in PLANNER_KINDS)
+            tokens = sum(snap.usage[k].tokens for k in PLANNER_KINDS)
+            return calls / snap.completed, tokens / snap.completed
+
+        runs = [one_run() for _ in range(a.repeats)]
+        calls = statistics.median(r[0] for r in runs)
+        tokens = statistics.median(r[1] for r in runs)
+        rows.append([f"planner: calls per task at {size} tasks", f"{calls:.2f}", "≤ 0.5", "",
+                     _verdict(calls <= 0.5)])
+        rows.append([f"planner: tokens per task at {size} tasks", f"{tokens:.0f}", "≤ 300",
+                     "", _verdict(tokens <= 300)])
+
+
+def rss_mb(actor: Any) -> tuple[float, float]:
+    """(current, peak) resident memory of an actor's process, in MB."""
+    def read(_self: Any) -> tuple[float, float]:
+        fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+    result: tuple[float, float] = ray.get(actor.__ray_call__.remote(read))
+    return result
+
+
+def memory(a: argparse.Namespace, rows: list[list[str]], footprint: list[list[str]]) -> None:
+    rng = np.random.default_rng(0)
+    for size in a.memory_sizes:
+        store = ray.remote(VectorStore).options(num_cpus=0).remote()
+        vectors = rng.standard_normal((size, a.dim), dtype=np.float32)
+        for start in range(0, size, 1000):  # pipelined: a thousand calls in flight at a time
+            ray.get([store.upsert.remote(i, 1, vectors[i].tolist(), f"t{i}", "r" * 200, "w")
+                     for i in range(start, min(start + 1000, size))])
+        probe = rng.standard_normal((200, a.dim), dtype=np.float32)
+        add_ms, query_ms = [], []
+        for i, vec in enumerate(probe):
+            t = time.perf_counter()
+            ray.get(store.upsert.remote(size + i, 1, vec.tolist(), "probe", "r" * 200, "w"))
+            add_ms.append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
+            ray.get(store.query.remote(vec.tolist(), 5))
+            query_ms.append((time.perf_counter() - t) * 1e3)
+        rows.append([f"memory: add / top-5 query at {size:,} results ({a.dim}-d)",
+                     f"{statistics.median(add_ms):.2f} / {statistics.median(query_ms):.2f} ms",
+                     "", "", ""])
+        now, peak = rss_mb(store)
+        footprint.append([f"memory actor, {size:,} results ({a.dim}-d)", f"{now:.0f} MB",
+                          f"{peak:.0f} MB"])
+        ray.kill(store)
+
+
+def board_footprint(a: argparse.Namespace, state: Path, footprint: list[list[str]]) -> None:
+    """A board with N tasks added, a tenth of them completed with 200-character results."""
+    for size in a.footprint_sizes:
+        board = new_board(f"footprint{size}", state)
+        for start in range(0, size, 1000):
+            ray.get(board.add.remote([f"Footprint task {i}" for i in range(start, start + 1000)]))
+        for _ in range(size // 10):
+            lease = ray.get(board.lease.remote("w"))
+            ray.get(board.complete.remote(lease.task.id, lease.token, "w", "r" * 200))
+        now, peak = rss_mb(board)
+        footprint.append([f"board actor, {size:,} tasks ({size // 10:,} completed)",
+                          f"{now:.0f} MB", f"{peak:.0f} MB"])
+
+
+def plot(points: list[tuple[int, int, float, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for c in sorted({p[1] for p in points}):
+        mine = [p for p in points if p[1] == c]
+        ax.plot([p[0] for p in mine], [p[2] for p in mine], "o-", label=f"coop, {c} in flight")
+        ax.plot([p[0] for p in mine], [p[3] for p in mine], "--", color="grey", alpha=0.6,
+                label=f"ideal, {c} in flight")
+    ax.set_xlabel("worker processes")
+    ax.set_ylabel("finished tasks per second")
+    ax.set_title("Scaling against the ideal (W × C / latency)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def main() -> int:
+    a = parse()
+    a.out.mkdir(parents=True, exist_ok=True)
+    server = StandIn(latency=a.latency)
+    server.start()
+    rows: list[list[str]] = []
+    footprint: list[list[str]] = []
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="coop-bench-") as tmp, local_cluster() as c:
+        state, logs = Path(tmp) / "state", Path(tmp) / "logs"
+        logs.mkdir()
+        coop = Coop(c.address, server, state, logs)
+        board_overhead(a, state, rows)
+        points = scaling(a, coop, state, rows)
+        planner_cost(a, coop, server, rows)
+        memory(a, rows, footprint)
+        board_footprint(a, state, footprint)
+    server.stop()
+    plot(points, a.out / "scaling.png")
+    report = (table(["measure", "result", "target", "against target", "verdict"], rows)
+              + "\n\n" + table(["actor", "resident", "peak"], footprint) + "\n")
+    (a.out / "results.md").write_text(report)
+    print(report)
+    print(f"({time.monotonic() - began:.0f} s; plot: {a.out / 'scaling.png'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""What the scripts share: a private Ray cluster on loopback, the stand-in model server, and
+`coop` processes pointed at both."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported: loopback only
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+from standin import StandIn
+
+from coop import constants as C
+
+COOP = Path(sys.executable).with_name("coop")
+
+
+@contextmanager
+def local_cluster(cpus: int = 2) -> Iterator[Cluster]:
+    """A Ray cluster of our own on 127.0.0.1, this process connected to it."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus,
+                                                            "include_dashboard": False})
+    ray.init(address=cluster.address, namespace=C.NAMESPACE, logging_level="ERROR")
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+class Coop:
+    """Runs `coop` commands against one cluster, one stand-in and one state dir."""
+
+    def __init__(self, address: str, server: StandIn, state: Path, logs: Path) -> None:
+        self.env = {**os.environ, **C.LOOPBACK_ENV, "RAY_ADDRESS": address,
+                    "COOP_STATE_DIR": str(state), "OPENAI_BASE_URL": server.base_url,
+                    "OPENAI_API_KEY": "stand-in", "PYTHONUNBUFFERED": "1"}
+        self.logs = logs
+        self.spawned = 0
+
+    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        self.spawned += 1
+        log = (self.logs / f"{self.spawned:03d}-{args[0]}.log").open("wb")
+        return subprocess.Popen([str(COOP), *args], env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+    def stop_all(self, procs: list[subprocess.Popen[bytes]], grace: float = 60) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
