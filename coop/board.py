@@ -531,6 +531,12 @@ class Board:
         self._settle()
         return Outcome.ACCEPTED
 
+    def complete_and_lease(self, task_id: int, token: int, worker: str, text: str
+                           ) -> tuple[Outcome, Lease | State]:
+        """`complete`, then `lease` for the same worker, in one round trip: a busy worker's
+        steady state costs one actor call per task instead of two."""
+        return self.complete(task_id, token, worker, text), self.lease(worker)
+
     def fail(self, task_id: int, token: int, worker: str, error: str) -> Outcome:
         """Count a failed attempt: requeue at the back after a growing delay, or dead-letter
         after max_attempts."""

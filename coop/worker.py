@@ -116,23 +116,31 @@ class Worker:
 
     def _slot(self) -> None:
         idle = C.POLL_MIN
+        got: Lease | State | None = None
         while not (self.stop.is_set() or self._closing.is_set()):
-            got = ray.get(self.board.lease.remote(self.name))
+            if got is None:
+                got = ray.get(self.board.lease.remote(self.name))
             if isinstance(got, Lease):
                 idle = C.POLL_MIN
-                self._work(got)
+                got = self._work(got)  # the next lease, when the board gave one with the ack
                 continue
             if got is not State.RUNNING:
                 self.report.final_state = got
                 self._closing.set()
                 return
+            got = None
             self.stop.wait(idle)  # nothing to lease yet: wait for the planner
             idle = min(idle * 2, C.POLL_MAX)
+        if isinstance(got, Lease):  # stopped with a fresh lease in hand: give it back
+            ray.get(self.board.release.remote(got.task.id, got.token, self.name))
 
-    def _work(self, lease: Lease) -> None:
+    def _work(self, lease: Lease) -> Lease | State | None:
+        """Execute one task; returns the next lease when the board handed one out with the
+        acknowledgement (None: ask for one)."""
         task = lease.task
         with self._lock:
             self._held[task.id] = lease.token
+        nxt: Lease | State | None = None
         try:
             text = ask(self.llm, self.board, self.settings, self.name, Kind.EXECUTION,
                        lambda budget: agents.execution_prompt(
@@ -140,7 +148,8 @@ class Worker:
                            self.memory.query(task.text, self.settings.context_k),
                            self.llm.tokenizer, budget))
             self.memory.add(task.id, task.text, text, token=lease.token, worker=self.name)
-            if self._complete(lease, text) is Outcome.STALE:
+            outcome, nxt = self._complete(lease, text)
+            if outcome is Outcome.STALE:
                 log.warning("task #%d: lease lost before completion; result discarded", task.id)
             else:
                 self.report.completed += 1
@@ -156,15 +165,24 @@ class Worker:
         finally:
             with self._lock:
                 self._held.pop(task.id, None)
+                if isinstance(nxt, Lease):
+                    self._held[nxt.task.id] = nxt.token
+        return nxt
 
-    def _complete(self, lease: Lease, text: str) -> Outcome:
-        """Record the result; while the journal refuses writes, keep the task and retry."""
+    def _complete(self, lease: Lease, text: str) -> tuple[Outcome, Lease | State | None]:
+        """Record the result (and take the next task in the same call, unless stopping);
+        while the journal refuses writes, keep the task and retry."""
         pause = 0.5
         while True:
             try:
-                outcome: Outcome = ray.get(self.board.complete.remote(
-                    lease.task.id, lease.token, self.name, text))
-                return outcome
+                if self.stop.is_set():
+                    outcome: Outcome = ray.get(self.board.complete.remote(
+                        lease.task.id, lease.token, self.name, text))
+                    return outcome, None
+                both: tuple[Outcome, Lease | State] = ray.get(
+                    self.board.complete_and_lease.remote(lease.task.id, lease.token, self.name,
+                                                         text))
+                return both
             except JournalError as exc:
                 log.warning("task #%d: result not recorded yet (%s); retrying in %.0fs",
                             lease.task.id, one_line(str(exc), 160), pause)

@@ -76,12 +76,12 @@ class Caller:
     """Drives lease → complete cycles against a board from its own process."""
 
     def cycles(self, board: Any, seconds: float) -> int:
+        """As a busy worker does: each acknowledgement brings the next lease."""
         done, end = 0, time.monotonic() + seconds
-        while time.monotonic() < end:
-            got = ray.get(board.lease.remote("caller"))
-            if not isinstance(got, Lease):
-                break
-            ray.get(board.complete.remote(got.task.id, got.token, "caller", "r" * 200))
+        got = ray.get(board.lease.remote("caller"))
+        while isinstance(got, Lease) and time.monotonic() < end:
+            _, got = ray.get(board.complete_and_lease.remote(got.task.id, got.token, "caller",
+                                                             "r" * 200))
             done += 1
         return done
 
@@ -91,27 +91,36 @@ def board_overhead(a: argparse.Namespace, state: Path, rows: list[list[str]]) ->
     ray.get(bare.ping.remote())
     board = new_board("overhead", state)
     ray.get(board.add.remote([f"task {i}" for i in range(a.cycles * (a.repeats + 1))]))
-    cycle_ms, bare_ms = [], []
+    cycle_ms, split_ms, bare_ms = [], [], []
+    lease = ray.get(board.lease.remote("w"))
     for _ in range(a.cycles * a.repeats):
         t = time.perf_counter()
         ray.get(bare.ping.remote())
         bare_ms.append((time.perf_counter() - t) * 1e3)
-        t = time.perf_counter()
-        lease = ray.get(board.lease.remote("w"))
-        ray.get(board.complete.remote(lease.task.id, lease.token, "w", "r" * 200))
+        t = time.perf_counter()  # a worker's steady state: one call acknowledges and leases
+        _, lease = ray.get(board.complete_and_lease.remote(lease.task.id, lease.token, "w",
+                                                           "r" * 200))
         cycle_ms.append((time.perf_counter() - t) * 1e3)
-    med, p99 = statistics.median(cycle_ms), float(np.percentile(cycle_ms, 99))
-    ratio = med / statistics.median(bare_ms)
-    rows.append(["board: lease+complete cycle, median / p99", f"{med:.2f} / {p99:.2f} ms",
-                 "≤ 2.5× a bare call", f"{ratio:.2f}× (bare {statistics.median(bare_ms):.2f} ms)",
-                 _verdict(ratio <= 2.5)])
+        t = time.perf_counter()  # the same work as two calls, as a first lease is
+        ray.get(board.complete.remote(lease.task.id, lease.token, "w", "r" * 200))
+        lease = ray.get(board.lease.remote("w"))
+        split_ms.append((time.perf_counter() - t) * 1e3)
+    bare_med = statistics.median(bare_ms)
+    for name, times in (("one call", cycle_ms), ("two calls", split_ms)):
+        med, p99 = statistics.median(times), float(np.percentile(times, 99))
+        ratio = med / bare_med
+        rows.append([f"board: lease+complete cycle ({name}), median / p99",
+                     f"{med:.2f} / {p99:.2f} ms", "≤ 2.5× a bare call",
+                     f"{ratio:.2f}× (bare call {bare_med:.2f} ms)", _verdict(ratio <= 2.5)])
     best = 0.0
     for n in a.callers:
         callers = [Caller.remote() for _ in range(n)]
         board = new_board(f"rate{n}", state)
         ray.get(board.add.remote([f"t{i}" for i in range(int(3000 * a.seconds))]))
-        rate = median_of(a.repeats, lambda: sum(ray.get(
-            [c.cycles.remote(board, a.seconds) for c in callers])) / a.seconds)
+        def run(board: Any = board, callers: list[Any] = callers) -> float:
+            return sum(ray.get([c.cycles.remote(board, a.seconds) for c in callers])) / a.seconds
+
+        rate = median_of(a.repeats, run)
         best = max(best, rate)
         rows.append([f"board: cycles/s with {n} concurrent caller(s)", f"{rate:.0f}", "", "", ""])
     rows.append(["board: most cycles/s", f"{best:.0f}", "≥ 1,000", "", _verdict(best >= 1000)])
@@ -191,7 +200,8 @@ def planner_cost(a: argparse.Namespace, coop: Coop, server: StandIn, rows: list[
 def rss_mb(actor: Any) -> tuple[float, float]:
     """(current, peak) resident memory of an actor's process, in MB."""
     def read(_self: Any) -> tuple[float, float]:
-        fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        with open("/proc/self/status") as status:
+            fields = dict(line.split(":", 1) for line in status)
         return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
     result: tuple[float, float] = ray.get(actor.__ray_call__.remote(read))
     return result

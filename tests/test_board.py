@@ -403,3 +403,15 @@ def test_token_rate_limit_counts_the_reserved_tokens() -> None:
     clock.now += 10
     assert board.acquire(2000) == 0.0
     assert make_board(clock).acquire(10**9) == 0.0  # no limits configured: never waits
+
+
+def test_complete_and_lease_is_one_step_of_a_busy_worker() -> None:
+    board = make_board()
+    board.add(["a", "b"])
+    first = leased(board)
+    outcome, nxt = board.complete_and_lease(first.task.id, first.token, "w", "done")
+    assert outcome is Outcome.ACCEPTED and isinstance(nxt, Lease) and nxt.task.text == "b"
+    outcome, nxt = board.complete_and_lease(nxt.task.id, nxt.token, "w", "done")
+    assert outcome is Outcome.ACCEPTED and nxt is State.RUNNING  # nothing left: the state
+    assert board.complete_and_lease(first.task.id, first.token, "w", "again") == (
+        Outcome.DUPLICATE, State.RUNNING)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT, coop_env
 
@@ -21,3 +22,16 @@ def test_short_chaos_run_loses_nothing() -> None:
     assert report["acknowledged results missing from the journal"] == "0"
     assert int(report["workers SIGKILLed"]) >= 3 and int(report["faults injected"]) > 0
     assert "killed the planner" in proc.stdout and "chaos check: PASSED" in proc.stdout
+
+
+def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
+    """Benchmarks are not tests: this only checks that the harness works end to end."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke",
+                           "--out", str(tmp_path)], env=coop_env(None), capture_output=True,
+                          text=True, timeout=300, cwd=ROOT / "scripts")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = (tmp_path / "results.md").read_text()
+    for section in ("board: lease+complete cycle", "scaling:", "planner: tokens per task",
+                    "memory: add / top-5 query", "board actor,", "memory actor,"):
+        assert section in table
+    assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
