@@ -18,6 +18,7 @@ with a fake clock too.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,7 +28,7 @@ from typing import Any
 from coop import constants as C
 from coop import journal
 from coop.config import RunSettings
-from coop.journal import Journal, JournalError, journal_path
+from coop.journal import Event, Journal, JournalError, journal_path
 from coop.text import normalize
 from coop.types import (
     AddReport,
@@ -376,6 +377,15 @@ class Board:
             self._emit("dropped", ids=chosen)
         return len(chosen)
 
+    def events(self, since: int = 0, limit: int = 1000) -> list[Event]:
+        """The tape: journal events after sequence number `since` (none without a journal)."""
+        if self._journal is None:
+            return []
+        return list(itertools.islice(self._journal.events(since), limit))
+
+    def recent_events(self, count: int) -> list[Event]:
+        return self._journal.tail(count) if self._journal is not None else []
+
     def counts(self) -> tuple[int, int, int]:
         """(completed, pending, leased): cheap, for a planner's completion check."""
         self._settle()
@@ -562,12 +572,13 @@ class Board:
         return Outcome.REQUEUED
 
     def record_usage(self, worker: str, kind: str, prompt_tokens: int,
-                     completion_tokens: int) -> None:
-        """Settle a model call. Spending past a cap stops the objective (in-flight work
-        finishes and is kept)."""
+                     completion_tokens: int, latency: float = 0.0,
+                     task_id: int | None = None) -> None:
+        """Settle a model call (its event is the call's line on the tape). Spending past a
+        cap stops the objective (in-flight work finishes and is kept)."""
         self._settle()
         self._emit("usage", worker=worker, kind=kind, prompt=prompt_tokens,
-                   completion=completion_tokens)
+                   completion=completion_tokens, latency=round(latency, 4), task=task_id)
         if (cap := self._over_budget(None)) is not None:
             self._stop(cap, "budget spent")
 

@@ -85,10 +85,10 @@ def start(objective: str, resume: bool, standby: bool, workers: int, concurrency
 @address_option
 def join(objective: str, concurrency: int, address: str | None) -> int:
     """Work on OBJECTIVE (id, id prefix or exact text) until it finishes."""
-    report = worker.join(objective, address, concurrency)
-    console.print(f"{report.worker}: {report.completed} completed, {report.failed} failed; "
-                  f"objective {report.final_state.value}", highlight=False)
-    return 1 if report.fatal else 0
+    done = worker.join(objective, address, concurrency)
+    console.print(f"{done.worker}: {done.completed} completed, {done.failed} failed; "
+                  f"objective {done.final_state.value}", highlight=False)
+    return 1 if done.fatal else 0
 
 
 @cli.command(name="list")
@@ -101,12 +101,28 @@ def list_(address: str | None) -> int:
 
 @cli.command(name="status")
 @click.argument("objective")
+@click.option("-w", "--watch", is_flag=True, help="Keep redrawing until the objective ends.")
 @address_option
-def status_(objective: str, address: str | None) -> int:
-    """Tasks by state, instances, and token usage of OBJECTIVE."""
-    cluster.connect(address, start_local=False)
-    _, board = registry.find(objective)
-    status.render_status(console, ray.get(board.snapshot.remote()))
+def status_(objective: str, watch: bool, address: str | None) -> int:
+    """Tasks by state, instances, usage and budget of OBJECTIVE, live or from its journal."""
+    board = registry.reader(objective, journal.state_dir(), address)
+    if watch:
+        status.watch(console, board)
+    else:
+        status.render_status(console, board.call("snapshot"))
+    return 0
+
+
+@cli.command()
+@click.argument("objective")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the objective ends.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--since", type=click.IntRange(min=0), default=0, help="After this sequence number.")
+@address_option
+def events(objective: str, follow: bool, as_json: bool, since: int, address: str | None) -> int:
+    """The tape of OBJECTIVE: every state change and model call, in order."""
+    status.tape(registry.reader(objective, journal.state_dir(), address), since=since,
+                follow=follow, as_json=as_json)
     return 0
 
 
@@ -119,17 +135,7 @@ def approve(objective: str, approve_all: bool, drop: tuple[int, ...], address: s
     """Approve or drop the tasks of OBJECTIVE that wait for a person (`start --approve`)."""
     cluster.connect(address, start_local=False)
     oid, board = registry.find(objective)
-    waiting = ray.get(board.awaiting_approval.remote())
-    if not waiting:
-        console.print(f"{oid}: no task awaits approval", highlight=False)
-        return 0
-    if approve_all or drop:
-        dropped = ray.get(board.drop.remote(list(drop)))
-        keep = [t.id for t in waiting if t.id not in drop] if approve_all else []
-        approved = ray.get(board.approve.remote(keep))
-    else:
-        yes, no = status.review_tasks(waiting)
-        approved, dropped = ray.get(board.approve.remote(yes)), ray.get(board.drop.remote(no))
+    approved, dropped = status.review(board, approve_all=approve_all, drop=drop)
     console.print(f"{oid}: {approved} approved, {dropped} dropped", highlight=False)
     return 0
 
@@ -143,7 +149,8 @@ def approve(objective: str, approve_all: bool, drop: tuple[int, ...], address: s
 @address_option
 def results(objective: str, fmt: str, output: str | None, address: str | None) -> int:
     """The results of OBJECTIVE, live or from its journal, as Markdown or JSON lines."""
-    snap, done = registry.read(objective, journal.state_dir(), address)
+    board = registry.reader(objective, journal.state_dir(), address)
+    snap, done = board.call("snapshot"), board.call("results")
     text = report.markdown(snap, done) if fmt == "markdown" else report.jsonl(snap, done)
     if output:
         with open(output, "w", encoding="utf-8") as f:

@@ -129,6 +129,11 @@ class Journal:
         for seq, at, kind, data in rows:
             yield Event(seq, at, kind, json.loads(data))
 
+    def tail(self, count: int) -> list[Event]:
+        rows = self._db.execute("SELECT seq, at, kind, data FROM events ORDER BY seq DESC "
+                                "LIMIT ?", (count,)).fetchall()
+        return [Event(seq, at, kind, json.loads(data)) for seq, at, kind, data in reversed(rows)]
+
     def last(self, kind: str) -> Event | None:
         row = self._db.execute("SELECT seq, at, kind, data FROM events WHERE kind = ? "
                                "ORDER BY seq DESC LIMIT 1", (kind,)).fetchone()

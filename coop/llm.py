@@ -16,6 +16,8 @@ from coop.types import CoopError
 CLIENT_MAX_RETRIES = 3
 """The openai client's own retries: exponential backoff that honours Retry-After."""
 CLIENT_TIMEOUT = 120.0
+EMBED_BATCH = 256
+"""Texts per embeddings request (OpenAI accepts up to 2,048)."""
 
 
 class LLMFatalError(CoopError):
@@ -102,14 +104,19 @@ class OpenAILLM:
         return Completion(text, usage.prompt_tokens, usage.completion_tokens)
 
     def embed(self, texts: list[str]) -> Embeddings:
-        try:
-            resp = self.client.embeddings.create(
-                model=self.embedding_model, input=texts, encoding_format="float")
-        except _FATAL as exc:
-            raise self._fatal(exc) from None
-        used = resp.usage.prompt_tokens if resp.usage else sum(map(self.tokenizer.count, texts))
-        return Embeddings([list(d.embedding) for d in sorted(resp.data, key=lambda d: d.index)],
-                          used)
+        vectors: list[list[float]] = []
+        used = 0
+        for start in range(0, len(texts), EMBED_BATCH):  # APIs cap the inputs per request
+            chunk = texts[start:start + EMBED_BATCH]
+            try:
+                resp = self.client.embeddings.create(
+                    model=self.embedding_model, input=chunk, encoding_format="float")
+            except _FATAL as exc:
+                raise self._fatal(exc) from None
+            used += resp.usage.prompt_tokens if resp.usage else \
+                sum(map(self.tokenizer.count, chunk))
+            vectors += [list(d.embedding) for d in sorted(resp.data, key=lambda d: d.index)]
+        return Embeddings(vectors, used)
 
     def _fatal(self, exc: openai.APIStatusError) -> LLMFatalError:
         detail = " ".join(scrub(str(exc.message)).split())[:200]

@@ -80,17 +80,17 @@ class TaskIndex:
         if not others:
             return exact, []
         vecs = self._embed(others)
+        known = (self.vectors @ vecs.T).max(axis=0) if self.vectors.size else np.zeros(len(vecs))
         fresh: list[str] = exact
         near: list[str] = []
-        kept: list[np.ndarray] = []
-        for text, vec in zip(others, vecs, strict=True):
-            known = [self.vectors] if self.vectors.size else []
-            pool = np.vstack(known + kept) if known or kept else None
-            if pool is not None and float((pool @ vec).max()) >= C.TASK_SIMILARITY:
+        kept: list[int] = []  # rows of `vecs` accepted so far in this batch
+        for i, text in enumerate(others):
+            within = float((vecs[kept] @ vecs[i]).max()) if kept else 0.0
+            if max(float(known[i]), within) >= C.TASK_SIMILARITY:
                 near.append(text)
             else:
                 fresh.append(text)
-                kept.append(vec[None, :])
+                kept.append(i)
         return fresh, near
 
 

@@ -21,7 +21,7 @@ from coop.board import Board
 from coop.config import RunSettings
 from coop.journal import JournalError, JournalInfo, journal_path, list_journals
 from coop.text import objective_id, one_line
-from coop.types import CoopError, Objective, Result, Snapshot, State
+from coop.types import CoopError, Objective, State
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +106,28 @@ def find_or_revive(ref: str, root: Path) -> tuple[str, Any]:
     return info.objective_id, handle
 
 
-def read(ref: str, root: Path, address: str | None) -> tuple[Snapshot, list[Result]]:
-    """An objective's snapshot and results: from its live board, else from its journal alone
+class Reader:
+    """One objective's board, to read from: live through Ray, or rebuilt from its journal
     (no cluster needed, nothing written)."""
+
+    def __init__(self, handle: Any = None, local: Board | None = None) -> None:
+        self.handle = handle
+        self.local = local
+
+    @property
+    def live(self) -> bool:
+        return self.handle is not None
+
+    def call(self, method: str, *args: Any) -> Any:
+        if self.handle is not None:
+            return ray.get(getattr(self.handle, method).remote(*args))
+        return getattr(self.local, method)(*args)
+
+
+def reader(ref: str, root: Path, address: str | None) -> Reader:
     try:
         cluster.connect(address, start_local=False)
-        _, board = find(ref)
-        return ray.get(board.snapshot.remote()), ray.get(board.results.remote())
+        return Reader(handle=find(ref)[1])
     except (cluster.Unreachable, ObjectiveNotFound):
         journals, problems = list_journals(root)
         by_id = {j.objective_id: j for j in journals}
@@ -124,9 +139,8 @@ def read(ref: str, root: Path, address: str | None) -> tuple[Snapshot, list[Resu
             raise ObjectiveNotFound(f"no objective {ref!r} on this cluster or in {root}; known: "
                                     f"{', '.join(sorted(by_id)) or 'none'}") from None
     info = by_id[matches[0]]
-    board = Board(info.objective_id, info.objective, _settings(info), "reader", str(root),
-                  readonly=True)
-    return board.snapshot(), board.results()
+    return Reader(local=Board(info.objective_id, info.objective, _settings(info), "reader",
+                              str(root), readonly=True))
 
 
 def _settings(info: JournalInfo) -> RunSettings:

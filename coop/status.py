@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import click
-from rich.console import Console
+import ray
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from coop import constants as C
+from coop.journal import Event
+from coop.registry import Reader
 from coop.text import one_line
-from coop.types import Objective, Snapshot, Task
+from coop.types import Objective, Snapshot, State, Task
 
 
 def _ago(t: float) -> str:
@@ -47,29 +56,33 @@ def _budget(snap: Snapshot) -> str:
     return "budget: " + ", ".join(parts)
 
 
-def render_status(console: Console, snap: Snapshot) -> None:
-    console.print(f"[bold]{snap.objective_id}[/bold]  {one_line(snap.objective, 100)}",
-                  highlight=False)
+def status_view(snap: Snapshot, recent: Sequence[Event] = ()) -> Group:
+    """Everything `coop status` shows, as one renderable: printed once, or live."""
     reason = snap.reason.value if snap.reason else None
-    console.print(f"state: {_state(snap.state.value, reason, snap.detail)}   "
-                  f"model: {snap.llm_label}   planner: {snap.planner or '-'}", highlight=False)
     p = snap.progress
-    console.print(f"{_budget(snap)}\nprogress: stalls {p.stalls}/{C.STALL_LIMIT}, replans "
-                  f"{p.replans}/{C.MAX_REPLANS}, repeating batches {p.repeating}/"
-                  f"{C.LOOP_BATCHES}, completion checks {p.checks}", highlight=False)
+    head = Text.from_markup(
+        f"[bold]{snap.objective_id}[/bold]  {escape(one_line(snap.objective, 100))}\n"
+        f"state: {escape(_state(snap.state.value, reason, snap.detail))}   "
+        f"model: {escape(snap.llm_label)}   planner: {escape(snap.planner or '-')}\n"
+        f"{_budget(snap)}\nprogress: stalls {p.stalls}/{C.STALL_LIMIT}, replans "
+        f"{p.replans}/{C.MAX_REPLANS}, repeating batches {p.repeating}/{C.LOOP_BATCHES}, "
+        f"completion checks {p.checks}")
+    parts: list[Any] = [head]
     tasks = Table("pending", "awaiting approval", "leased", "completed", "dead-lettered",
                   "awaiting planning", "duplicates rejected", title="tasks")
     tasks.add_row(*map(str, (len(snap.pending), snap.awaiting, len(snap.leased), snap.completed,
                              len(snap.dead), snap.unplanned,
                              f"{p.exact_duplicates} exact, {p.near_duplicates} near")))
-    console.print(tasks)
+    parts.append(tasks)
     if snap.workers:
-        workers = Table("instance", "completed", "failed", "model calls", "tokens", "cost",
-                        "last seen", title="instances")
+        workers = Table("instance", "completed", "failed", "in flight", "model calls", "tokens",
+                        "cost", "last seen", title="instances")
+        flying = Counter(lease.worker for lease in snap.leased)
         for w in sorted(snap.workers, key=lambda w: w.worker):
-            workers.add_row(w.worker, str(w.completed), str(w.failed), str(w.usage.calls),
-                            str(w.usage.tokens), f"${w.usage.cost:.4f}", _ago(w.last_seen))
-        console.print(workers)
+            workers.add_row(w.worker, str(w.completed), str(w.failed), str(flying[w.worker]),
+                            str(w.usage.calls), str(w.usage.tokens), f"${w.usage.cost:.4f}",
+                            _ago(w.last_seen))
+        parts.append(workers)
     usage = Table("agent", "calls", "prompt tokens", "completion tokens", "cost", title="usage")
     for kind, u in snap.usage.items():
         usage.add_row(kind, str(u.calls), str(u.prompt_tokens), str(u.completion_tokens),
@@ -77,13 +90,82 @@ def render_status(console: Console, snap: Snapshot) -> None:
     total = [sum(getattr(u, a) for u in snap.usage.values())
              for a in ("calls", "prompt_tokens", "completion_tokens", "cost")]
     usage.add_row("total", *map(str, total[:3]), f"${total[3]:.4f}", style="bold")
-    console.print(usage)
+    parts.append(usage)
     if snap.dead:
         dead = Table("task", "attempts", "last error", title="dead letters")
         for t in snap.dead:
             dead.add_row(f"#{t.id} {one_line(t.text, 50)}", str(t.attempts),
                          one_line(t.last_error, 80))
-        console.print(dead)
+        parts.append(dead)
+    if recent:
+        parts.append(Text("recent events\n" + "\n".join(event_line(e) for e in recent)))
+    return Group(*parts)
+
+
+def render_status(console: Console, snap: Snapshot) -> None:
+    console.print(status_view(snap), highlight=False)
+
+
+def watch(console: Console, reader: Reader, interval: float = 1.0) -> Snapshot:
+    """`coop status --watch`: redraw until the objective finishes (or Ctrl-C)."""
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            snap: Snapshot = reader.call("snapshot")
+            live.update(status_view(snap, reader.call("recent_events", 8)), refresh=True)
+            if snap.state is State.FINISHED or not reader.live:
+                return snap
+            time.sleep(interval)
+
+
+def event_line(e: Event) -> str:
+    """One line of the tape: sequence, time, kind, then what matters for that kind."""
+    d = e.data
+    bits = [f"{e.seq:>6}", time.strftime("%H:%M:%S", time.localtime(e.at)), f"{e.kind:<10}"]
+    task = d.get("id", d.get("task"))
+    if task is not None:
+        bits.append(f"#{task}")
+    bits += [str(d[key]) for key in ("worker", "instance") if key in d]
+    if e.kind == "usage":
+        bits.append(f"{d['kind']} {d['prompt']}+{d['completion']} tokens "
+                    f"{d.get('latency') or 0:.2f}s")
+    elif e.kind == "added":
+        bits += [f"#{t[0]} {one_line(t[1], 50)}" for t in d["tasks"]]
+    elif e.kind == "completed":
+        bits.append(one_line(d["text"], 60))
+    elif e.kind == "failed":
+        bits.append(("dead: " if d["dead"] else "") + one_line(d["error"], 80))
+    elif e.kind == "stopping":
+        bits.append(d["reason"] + (f": {one_line(d['detail'], 80)}" if d["detail"] else ""))
+    return "  ".join(bits)
+
+
+def tape(reader: Reader, *, since: int, follow: bool, as_json: bool,
+         out: Callable[[str], None] = click.echo) -> None:
+    """`coop events`: print the tape from `since`; with `follow`, keep printing until the
+    objective finishes (or Ctrl-C)."""
+    while True:
+        batch: list[Event] = reader.call("events", since, 1000)
+        for e in batch:
+            out(json.dumps({"seq": e.seq, "at": e.at, "event": e.kind, **e.data})
+                if as_json else event_line(e))
+            since = e.seq
+        if batch:
+            continue
+        if not (follow and reader.live) or reader.call("state")[0] is State.FINISHED:
+            return
+        time.sleep(0.5)
+
+
+def review(board: Any, *, approve_all: bool, drop: Sequence[int]) -> tuple[int, int]:
+    """`coop approve`: decide the waiting tasks from flags, or by asking. Returns how many
+    were approved and dropped."""
+    waiting: list[Task] = ray.get(board.awaiting_approval.remote())
+    if approve_all or drop:
+        yes = [t.id for t in waiting if t.id not in drop] if approve_all else []
+        no = list(drop)
+    else:
+        yes, no = review_tasks(waiting) if waiting else ([], [])
+    return ray.get(board.approve.remote(yes)), ray.get(board.drop.remote(no))
 
 
 def review_tasks(tasks: Sequence[Task]) -> tuple[list[int], list[int]]:

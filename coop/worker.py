@@ -40,7 +40,7 @@ def instance_name(suffix: str = "") -> str:
 
 
 def ask(llm: LLM, board: Any, settings: RunSettings, name: str, kind: Kind,
-        build: Callable[[int], str]) -> str:
+        build: Callable[[int], str], task_id: int | None = None) -> str:
     """One model call with coop's discipline: the cluster-wide rate limit first, usage
     recorded on the board after, and one retry with half the context if the prompt was too
     long for the model. `build(budget)` makes the prompt for a token budget."""
@@ -51,6 +51,7 @@ def ask(llm: LLM, board: Any, settings: RunSettings, name: str, kind: Kind,
         cost = llm.tokenizer.count(prompt) + settings.max_completion_tokens
         while (wait := ray.get(board.acquire.remote(cost))) > 0:
             time.sleep(min(wait, 5.0))
+        began = time.monotonic()
         try:
             reply = llm.complete(prompt, settings.max_completion_tokens)
         except LLMContextError:
@@ -59,7 +60,8 @@ def ask(llm: LLM, board: Any, settings: RunSettings, name: str, kind: Kind,
             log.warning("%s prompt too long for the model; retrying with less context", kind.value)
             retried, budget = True, budget // 2
             continue
-        board.record_usage.remote(name, kind.value, reply.prompt_tokens, reply.completion_tokens)
+        board.record_usage.remote(name, kind.value, reply.prompt_tokens, reply.completion_tokens,
+                                  time.monotonic() - began, task_id)
         return reply.text
 
 
@@ -146,7 +148,7 @@ class Worker:
                        lambda budget: agents.execution_prompt(
                            self.objective, task.text,
                            self.memory.query(task.text, self.settings.context_k),
-                           self.llm.tokenizer, budget))
+                           self.llm.tokenizer, budget), task.id)
             self.memory.add(task.id, task.text, text, token=lease.token, worker=self.name)
             outcome, nxt = self._complete(lease, text)
             if outcome is Outcome.STALE:

@@ -13,6 +13,10 @@ scaling against the ideal to `--out` (default: bench-out/).
 
 from __future__ import annotations
 
+import os
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported: loopback only
+
 import argparse
 import statistics
 import tempfile
@@ -90,7 +94,7 @@ def board_overhead(a: argparse.Namespace, state: Path, rows: list[list[str]]) ->
     bare = Bare.remote()
     ray.get(bare.ping.remote())
     board = new_board("overhead", state)
-    ray.get(board.add.remote([f"task {i}" for i in range(a.cycles * (a.repeats + 1))]))
+    ray.get(board.add.remote([f"task {i}" for i in range(2 * a.cycles * a.repeats + 10)]))
     cycle_ms, split_ms, bare_ms = [], [], []
     lease = ray.get(board.lease.remote("w"))
     for _ in range(a.cycles * a.repeats):

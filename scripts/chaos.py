@@ -12,9 +12,12 @@ Everything runs on this machine: a private Ray cluster on 127.0.0.1, the HTTP st
 
 from __future__ import annotations
 
+import os
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported: loopback only
+
 import argparse
 import json
-import os
 import random
 import re
 import signal

@@ -28,6 +28,11 @@ def local_cluster(cpus: int = 2) -> Iterator[Cluster]:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus,
                                                             "include_dashboard": False})
     ray.init(address=cluster.address, namespace=C.NAMESPACE, logging_level="ERROR")
+    addresses = {node["NodeManagerAddress"] for node in ray.nodes()}
+    if addresses != {"127.0.0.1"}:  # ray was imported before the loopback setting took hold
+        ray.shutdown()
+        cluster.shutdown()
+        raise SystemExit(f"refusing to run: the Ray cluster is not on loopback ({addresses})")
     try:
         yield cluster
     finally:

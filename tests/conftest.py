@@ -41,6 +41,7 @@ def ray_cluster() -> Iterator[Cluster]:
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": False})
     ray.init(address=cluster.address, namespace=C.NAMESPACE)
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}, "not on loopback"
     yield cluster
     ray.shutdown()
     cluster.shutdown()

@@ -111,3 +111,12 @@ def test_real_endpoint() -> None:
     reply = llm.complete(creation(llm), 200)  # type: ignore[arg-type]
     assert reply.prompt_tokens > 0 and reply.text.strip()
     assert len(llm.embed(["hello"]).vectors[0]) > 10
+
+
+def test_many_embeddings_go_in_batches(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    llm = provider(standin, monkeypatch)
+    texts = [f"text number {i}" for i in range(600)]
+    out = llm.embed(texts)
+    assert len(out.vectors) == 600 and out.vectors[599] == llm.embed([texts[599]]).vectors[0]
+    assert [c.kind for c in standin.calls].count("embeddings") == 3 + 1
+    assert out.tokens == sum(c.prompt_tokens for c in standin.calls[:3])
