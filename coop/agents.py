@@ -44,81 +44,118 @@ def _fit(tokenizer: Tokenizer, items: Sequence[str], room: int) -> tuple[list[st
     return kept, used
 
 
-EXECUTION = (C.PROMPT_MARKERS["execution"] + "\n"
-             "Perform one task toward the objective. Use the context of the team's completed "
-             "work where it helps.\n\n"
-             "Objective: {objective}\n\n"
-             "Context from completed tasks:\n{context}\n\n"
-             "Your task: {task}\nResponse:")
-CREATION = (C.PROMPT_MARKERS["creation"] + "\n"
-            "You plan the work of a team of agents toward an objective.\n\n"
-            "Objective: {objective}\n\n"
-            "Just completed:\n{done}\n\n"
-            "Already planned (do not repeat these):\n{planned}\n\n"
-            "Based on these results, list the new tasks still needed to reach the objective "
-            "that do not repeat planned or completed work. Return them as a numbered list, one "
-            "task per line, and nothing else. Return no list if nothing is needed.")
-PRIORITIZATION = (C.PROMPT_MARKERS["prioritization"] + "\n"
-                  "You order a team's pending tasks.\n\n"
-                  "Objective: {objective}\n\n"
-                  "Tasks to order (id: task):\n{tasks}\n\n"
-                  "Reorder these tasks so the most important one for the objective comes first. "
-                  "Return every task as a numbered list of lines '#id: task', and nothing else.")
-COMPLETION = (C.PROMPT_MARKERS["completion"] + "\n"
-              "You judge whether a team has achieved its objective.\n\n"
-              "Objective: {objective}\n\n"
-              "Tasks completed: {completed}. Tasks still pending: {pending}.\n"
-              "Most recent results:\n{done}\n\n"
-              'Answer with JSON only, exactly like {{"met": false, "reason": "..."}}: "met" is '
-              "true only if the objective is fully achieved by the work above.")
-REPLAN = (C.PROMPT_MARKERS["replan"] + "\n"
-          "A team working toward an objective has stopped making progress. Plan afresh.\n\n"
-          "Objective: {objective}\n\n"
-          "Work already done (do not repeat it):\n{done}\n\n"
-          "List the tasks that would still move the objective forward, as a numbered list, "
-          "one task per line, and nothing else. Return no list if nothing is left to do.")
+EXECUTION = (
+    C.PROMPT_MARKERS["execution"] + "\n"
+    "Perform one task toward the objective. Use the context of the team's completed "
+    "work where it helps.\n\n"
+    "Objective: {objective}\n\n"
+    "Context from completed tasks:\n{context}\n\n"
+    "Your task: {task}\nResponse:"
+)
+CREATION = (
+    C.PROMPT_MARKERS["creation"] + "\n"
+    "You plan the work of a team of agents toward an objective.\n\n"
+    "Objective: {objective}\n\n"
+    "Just completed:\n{done}\n\n"
+    "Already planned (do not repeat these):\n{planned}\n\n"
+    "Based on these results, list the new tasks still needed to reach the objective "
+    "that do not repeat planned or completed work. Return them as a numbered list, one "
+    "task per line, and nothing else. Return no list if nothing is needed."
+)
+PRIORITIZATION = (
+    C.PROMPT_MARKERS["prioritization"] + "\n"
+    "You order a team's pending tasks.\n\n"
+    "Objective: {objective}\n\n"
+    "Tasks to order (id: task):\n{tasks}\n\n"
+    "Reorder these tasks so the most important one for the objective comes first. "
+    "Return every task as a numbered list of lines '#id: task', and nothing else."
+)
+COMPLETION = (
+    C.PROMPT_MARKERS["completion"] + "\n"
+    "You judge whether a team has achieved its objective.\n\n"
+    "Objective: {objective}\n\n"
+    "Tasks completed: {completed}. Tasks still pending: {pending}.\n"
+    "Most recent results:\n{done}\n\n"
+    'Answer with JSON only, exactly like {{"met": false, "reason": "..."}}: "met" is '
+    "true only if the objective is fully achieved by the work above."
+)
+REPLAN = (
+    C.PROMPT_MARKERS["replan"] + "\n"
+    "A team working toward an objective has stopped making progress. Plan afresh.\n\n"
+    "Objective: {objective}\n\n"
+    "Work already done (do not repeat it):\n{done}\n\n"
+    "List the tasks that would still move the objective forward, as a numbered list, "
+    "one task per line, and nothing else. Return no list if nothing is left to do."
+)
 # str.format substitutes values without re-reading them, so braces in an objective are safe.
 
 
-def execution_prompt(objective: str, task: str, context: Sequence[Hit], tokenizer: Tokenizer,
-                     budget: int) -> str:
+def execution_prompt(
+    objective: str, task: str, context: Sequence[Hit], tokenizer: Tokenizer, budget: int
+) -> str:
     fixed = tokenizer.count(EXECUTION.format(objective=objective, task=task, context=""))
     items = [f"- {h.task}: {one_line(h.result, C.RESULT_SNIPPET_CHARS)}" for h in context]
     kept, _ = _fit(tokenizer, items, budget - fixed)
-    return EXECUTION.format(objective=objective, task=task,
-                            context="\n".join(kept) or "- (none yet)")
+    return EXECUTION.format(
+        objective=objective, task=task, context="\n".join(kept) or "- (none yet)"
+    )
 
 
-def creation_prompt(objective: str, results: Sequence[Result], planned: Sequence[str],
-                    tokenizer: Tokenizer, budget: int) -> str:
+def creation_prompt(
+    objective: str,
+    results: Sequence[Result],
+    planned: Sequence[str],
+    tokenizer: Tokenizer,
+    budget: int,
+) -> str:
     room = budget - tokenizer.count(CREATION.format(objective=objective, done="", planned=""))
-    done = [f"- Task: {r.task}\n  Result: {one_line(r.text, C.RESULT_SNIPPET_CHARS)}"
-            for r in results]
+    done = [
+        f"- Task: {r.task}\n  Result: {one_line(r.text, C.RESULT_SNIPPET_CHARS)}" for r in results
+    ]
     done_kept, used = _fit(tokenizer, done, room)
     planned_kept, _ = _fit(tokenizer, [f"- {p}" for p in planned], room - used)
-    return CREATION.format(objective=objective, done="\n".join(done_kept),
-                           planned="\n".join(planned_kept) or "- (nothing)")
+    return CREATION.format(
+        objective=objective,
+        done="\n".join(done_kept),
+        planned="\n".join(planned_kept) or "- (nothing)",
+    )
 
 
-def prioritization_prompt(objective: str, tasks: Sequence[Task], tokenizer: Tokenizer,
-                          budget: int) -> str:
+def prioritization_prompt(
+    objective: str, tasks: Sequence[Task], tokenizer: Tokenizer, budget: int
+) -> str:
     room = budget - tokenizer.count(PRIORITIZATION.format(objective=objective, tasks=""))
     items, _ = _fit(tokenizer, [f"#{t.id}: {t.text}" for t in tasks], room)
     return PRIORITIZATION.format(objective=objective, tasks="\n".join(items))
 
 
-def completion_prompt(objective: str, recent: Sequence[Result], completed: int, pending: int,
-                      tokenizer: Tokenizer, budget: int) -> str:
-    room = budget - tokenizer.count(COMPLETION.format(objective=objective, completed=completed,
-                                                      pending=pending, done=""))
-    done, _ = _fit(tokenizer, [f"- {r.task}: {one_line(r.text, C.RESULT_SNIPPET_CHARS // 2)}"
-                               for r in reversed(recent)], room)
-    return COMPLETION.format(objective=objective, completed=completed, pending=pending,
-                             done="\n".join(done) or "- (none)")
+def completion_prompt(
+    objective: str,
+    recent: Sequence[Result],
+    completed: int,
+    pending: int,
+    tokenizer: Tokenizer,
+    budget: int,
+) -> str:
+    room = budget - tokenizer.count(
+        COMPLETION.format(objective=objective, completed=completed, pending=pending, done="")
+    )
+    done, _ = _fit(
+        tokenizer,
+        [f"- {r.task}: {one_line(r.text, C.RESULT_SNIPPET_CHARS // 2)}" for r in reversed(recent)],
+        room,
+    )
+    return COMPLETION.format(
+        objective=objective,
+        completed=completed,
+        pending=pending,
+        done="\n".join(done) or "- (none)",
+    )
 
 
-def replan_prompt(objective: str, done_tasks: Sequence[str], tokenizer: Tokenizer,
-                  budget: int) -> str:
+def replan_prompt(
+    objective: str, done_tasks: Sequence[str], tokenizer: Tokenizer, budget: int
+) -> str:
     room = budget - tokenizer.count(REPLAN.format(objective=objective, done=""))
     done, _ = _fit(tokenizer, [f"- {t}" for t in reversed(done_tasks)], room)
     return REPLAN.format(objective=objective, done="\n".join(done) or "- (nothing yet)")

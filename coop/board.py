@@ -66,9 +66,16 @@ class _Held:
 
 
 class Board:
-    def __init__(self, objective_id: str, objective: str, settings: RunSettings, nonce: str,
-                 state_dir: str | None = None, clock: Callable[[], float] = time.time,
-                 readonly: bool = False) -> None:
+    def __init__(
+        self,
+        objective_id: str,
+        objective: str,
+        settings: RunSettings,
+        nonce: str,
+        state_dir: str | None = None,
+        clock: Callable[[], float] = time.time,
+        readonly: bool = False,
+    ) -> None:
         self.objective_id = objective_id
         self.objective = objective
         self.settings = settings
@@ -104,9 +111,11 @@ class Board:
         self.state_dir = state_dir
         if state_dir is not None:
             self._journal = Journal(
-                journal_path(journal.state_dir(state_dir), objective_id), objective_id,
+                journal_path(journal.state_dir(state_dir), objective_id),
+                objective_id,
                 create={"objective": objective, "settings": asdict(settings)},
-                readonly=readonly)
+                readonly=readonly,
+            )
             self.created = self._journal.info.created
             self._replay()
 
@@ -179,8 +188,9 @@ class Board:
         tid = d["id"]
         self._take_back(tid)
         self._done[tid] = d["token"]
-        self._results.append(Result(tid, self._tasks[tid].text, d["text"], d["worker"],
-                                    len(self._results), d["at"]))
+        self._results.append(
+            Result(tid, self._tasks[tid].text, d["text"], d["worker"], len(self._results), d["at"])
+        )
         self._stats(d["worker"]).completed += 1
 
     def _on_failed(self, d: dict[str, Any]) -> None:
@@ -211,8 +221,11 @@ class Board:
 
     def _on_stopping(self, d: dict[str, Any]) -> None:
         if self._state is State.RUNNING:
-            self._state, self._reason, self._detail = (State.STOPPING, Reason(d["reason"]),
-                                                       d["detail"])
+            self._state, self._reason, self._detail = (
+                State.STOPPING,
+                Reason(d["reason"]),
+                d["detail"],
+            )
 
     def _on_usage(self, d: dict[str, Any]) -> None:
         cost = self.settings.cost(d["kind"], d["prompt"], d["completion"])
@@ -264,8 +277,9 @@ class Board:
 
     def describe(self) -> Objective:
         self._settle()
-        return Objective(self.objective_id, self.objective, self.created, self._state,
-                         self._reason, self.nonce)
+        return Objective(
+            self.objective_id, self.objective, self.created, self._state, self._reason, self.nonce
+        )
 
     def run_settings(self) -> RunSettings:
         return self.settings
@@ -293,17 +307,28 @@ class Board:
         now = self._clock()
         planner = self._planner[0] if self._planner and self._planner[1] > now else None
         return Snapshot(
-            objective_id=self.objective_id, objective=self.objective, created=self.created,
-            state=self._state, reason=self._reason, detail=self._detail,
+            objective_id=self.objective_id,
+            objective=self.objective,
+            created=self.created,
+            state=self._state,
+            reason=self._reason,
+            detail=self._detail,
             llm_label=self.settings.label,
             pending=[self._tasks[t] for t in self._pending],
-            leased=[Lease(self._tasks[t], h.token, h.worker, h.expires - now)
-                    for t, h in self._held.items()],
-            completed=len(self._results), dead=[self._tasks[t] for t in self._dead],
+            leased=[
+                Lease(self._tasks[t], h.token, h.worker, h.expires - now)
+                for t, h in self._held.items()
+            ],
+            completed=len(self._results),
+            dead=[self._tasks[t] for t in self._dead],
             unplanned=len(self._results) - self._planned,
-            workers=list(self._workers.values()), usage=dict(self._usage), planner=planner,
-            progress=replace(self._progress), settings=self.settings,
-            awaiting=len(self._unapproved))
+            workers=list(self._workers.values()),
+            usage=dict(self._usage),
+            planner=planner,
+            progress=replace(self._progress),
+            settings=self.settings,
+            awaiting=len(self._unapproved),
+        )
 
     # -- the planner's side ---------------------------------------------------------------
 
@@ -327,12 +352,21 @@ class Board:
             return
         holder = self._planner[0] if self._planner and self._planner[1] > self._clock() else None
         if holder != planner:
-            raise PlannerLost(f"planner {planner} lost its claim (now {holder or 'nobody'}); "
-                              "another instance plans this objective")
+            raise PlannerLost(
+                f"planner {planner} lost its claim (now {holder or 'nobody'}); "
+                "another instance plans this objective"
+            )
 
-    def add(self, texts: Iterable[str], parent: int | None = None, *,
-            planner: str | None = None, planned: int | None = None, hold: bool = False,
-            near_duplicates: int = 0) -> AddReport:
+    def add(
+        self,
+        texts: Iterable[str],
+        parent: int | None = None,
+        *,
+        planner: str | None = None,
+        planned: int | None = None,
+        hold: bool = False,
+        near_duplicates: int = 0,
+    ) -> AddReport:
         """Append new tasks, rejecting any whose normalized text the board has seen.
 
         A planner passes its name and the completions this batch consumed (`planned`): the
@@ -357,8 +391,14 @@ class Board:
             keys.add(key)
             rows.append([self._next_id + len(rows), text, parent])
         if rows or planned is not None or duplicates or near_duplicates:
-            self._emit("added", tasks=rows, planned=planned, exact=len(duplicates),
-                       near=near_duplicates, hold=hold)
+            self._emit(
+                "added",
+                tasks=rows,
+                planned=planned,
+                exact=len(duplicates),
+                near=near_duplicates,
+                hold=hold,
+            )
         return AddReport([replace(self._tasks[r[0]]) for r in rows], duplicates, repeats)
 
     def awaiting_approval(self) -> list[Task]:
@@ -393,8 +433,13 @@ class Board:
 
     def record_progress(self, planner: str, progress: Progress) -> None:
         self._check_planner(planner)
-        self._emit("progress", stalls=progress.stalls, replans=progress.replans,
-                   repeating=progress.repeating, checks=progress.checks)
+        self._emit(
+            "progress",
+            stalls=progress.stalls,
+            replans=progress.replans,
+            repeating=progress.repeating,
+            checks=progress.checks,
+        )
 
     def task_texts(self) -> list[tuple[int, str]]:
         """Every task ever added, for a planner building its near-duplicate index."""
@@ -445,8 +490,10 @@ class Board:
         return None
 
     def _spent(self) -> tuple[int, float]:
-        return (sum(u.tokens for u in self._usage.values()),
-                sum(u.cost for u in self._usage.values()))
+        return (
+            sum(u.tokens for u in self._usage.values()),
+            sum(u.cost for u in self._usage.values()),
+        )
 
     def _estimate(self) -> tuple[int, float]:
         """What one more execution will likely spend: the mean so far, or half the most a
@@ -498,9 +545,15 @@ class Board:
             return self._state
         token = self._next_token
         try:
-            self._emit("leased", id=tid, token=token, worker=worker,
-                       expires=now + self.settings.lease_ttl, tokens=estimate[0],
-                       cost=estimate[1])
+            self._emit(
+                "leased",
+                id=tid,
+                token=token,
+                worker=worker,
+                expires=now + self.settings.lease_ttl,
+                tokens=estimate[0],
+                cost=estimate[1],
+            )
         except JournalError as exc:
             log.error("%s", exc)
             return self._state
@@ -522,8 +575,11 @@ class Board:
 
     def _owns(self, task_id: int, token: int) -> bool:
         """True when `token` is the newest lease on a task that is not finished."""
-        return (self._latest_token.get(task_id) == token and task_id not in self._done
-                and task_id not in self._dead)
+        return (
+            self._latest_token.get(task_id) == token
+            and task_id not in self._done
+            and task_id not in self._dead
+        )
 
     def complete(self, task_id: int, token: int, worker: str, text: str) -> Outcome:
         """Record a result. Returns only once it is in the journal; raises JournalError if it
@@ -534,15 +590,22 @@ class Board:
             return Outcome.DUPLICATE
         if not self._owns(task_id, token):
             return Outcome.STALE
-        self._emit("completed", id=task_id, token=token, worker=worker,
-                   text=text[: C.MAX_RESULT_CHARS], at=self._clock())
+        self._emit(
+            "completed",
+            id=task_id,
+            token=token,
+            worker=worker,
+            text=text[: C.MAX_RESULT_CHARS],
+            at=self._clock(),
+        )
         if len(self._results) >= self.settings.max_tasks:
             self._stop(Reason.MAX_TASKS)
         self._settle()
         return Outcome.ACCEPTED
 
-    def complete_and_lease(self, task_id: int, token: int, worker: str, text: str
-                           ) -> tuple[Outcome, Lease | State]:
+    def complete_and_lease(
+        self, task_id: int, token: int, worker: str, text: str
+    ) -> tuple[Outcome, Lease | State]:
         """`complete`, then `lease` for the same worker, in one round trip: a busy worker's
         steady state costs one actor call per task instead of two."""
         return self.complete(task_id, token, worker, text), self.lease(worker)
@@ -557,8 +620,14 @@ class Board:
         attempts = self._tasks[task_id].attempts + 1
         dead = attempts >= self.settings.max_attempts
         delay = C.RETRY_DELAY * 2 ** (attempts - 1)
-        self._emit("failed", id=task_id, worker=worker, error=error[:500], dead=dead,
-                   retry_at=self._clock() + delay)
+        self._emit(
+            "failed",
+            id=task_id,
+            worker=worker,
+            error=error[:500],
+            dead=dead,
+            retry_at=self._clock() + delay,
+        )
         self._settle()
         return Outcome.DEAD if dead else Outcome.REQUEUED
 
@@ -571,14 +640,27 @@ class Board:
         self._settle()
         return Outcome.REQUEUED
 
-    def record_usage(self, worker: str, kind: str, prompt_tokens: int,
-                     completion_tokens: int, latency: float = 0.0,
-                     task_id: int | None = None) -> None:
+    def record_usage(
+        self,
+        worker: str,
+        kind: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        latency: float = 0.0,
+        task_id: int | None = None,
+    ) -> None:
         """Settle a model call (its event is the call's line on the tape). Spending past a
         cap stops the objective (in-flight work finishes and is kept)."""
         self._settle()
-        self._emit("usage", worker=worker, kind=kind, prompt=prompt_tokens,
-                   completion=completion_tokens, latency=round(latency, 4), task=task_id)
+        self._emit(
+            "usage",
+            worker=worker,
+            kind=kind,
+            prompt=prompt_tokens,
+            completion=completion_tokens,
+            latency=round(latency, 4),
+            task=task_id,
+        )
         if (cap := self._over_budget(None)) is not None:
             self._stop(cap, "budget spent")
 

@@ -16,14 +16,23 @@ from coop.types import CoopError, Reason
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
-address_option = click.option("--address", envvar="RAY_ADDRESS", metavar="HOST:PORT",
-                              help="Ray cluster to use [env RAY_ADDRESS].")
+address_option = click.option(
+    "--address",
+    envvar="RAY_ADDRESS",
+    metavar="HOST:PORT",
+    help="Ray cluster to use [env RAY_ADDRESS].",
+)
 
 
 def _int(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]:
-    return click.option(name, type=click.IntRange(min=minimum), default=default,
-                        show_default=True, envvar=f"COOP_{name[2:].upper().replace('-', '_')}",
-                        help=help)
+    return click.option(
+        name,
+        type=click.IntRange(min=minimum),
+        default=default,
+        show_default=True,
+        envvar=f"COOP_{name[2:].upper().replace('-', '_')}",
+        help=help,
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,18 +44,34 @@ def cli(quiet: bool) -> None:
 
 @cli.command()
 @click.argument("objective")
-@click.option("--llm", type=click.Choice(config.LLM_CHOICES), default="openai",
-              show_default=True, envvar="COOP_LLM",
-              help="openai: any OpenAI-compatible server; offline: the simulated model.")
+@click.option(
+    "--llm",
+    type=click.Choice(config.LLM_CHOICES),
+    default="openai",
+    show_default=True,
+    envvar="COOP_LLM",
+    help="openai: any OpenAI-compatible server; offline: the simulated model.",
+)
 @click.option("--model", envvar="COOP_MODEL", default=C.DEFAULT_MODEL, show_default=True)
-@click.option("--embedding-model", envvar="COOP_EMBEDDING_MODEL",
-              default=C.DEFAULT_EMBEDDING_MODEL, show_default=True)
-@click.option("--initial-task", envvar="COOP_INITIAL_TASK", default=C.DEFAULT_INITIAL_TASK,
-              show_default=True)
-@click.option("--resume", is_flag=True,
-              help="Continue an objective (id, prefix or text), live or from its journal.")
-@click.option("--standby", is_flag=True,
-              help="If another planner runs this objective, wait and take over when it stops.")
+@click.option(
+    "--embedding-model",
+    envvar="COOP_EMBEDDING_MODEL",
+    default=C.DEFAULT_EMBEDDING_MODEL,
+    show_default=True,
+)
+@click.option(
+    "--initial-task", envvar="COOP_INITIAL_TASK", default=C.DEFAULT_INITIAL_TASK, show_default=True
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an objective (id, prefix or text), live or from its journal.",
+)
+@click.option(
+    "--standby",
+    is_flag=True,
+    help="If another planner runs this objective, wait and take over when it stops.",
+)
 @_int("--workers", C.DEFAULT_WORKERS, 0, "Worker loops in this process; 0 plans only.")
 @_int("--concurrency", C.DEFAULT_CONCURRENCY, 1, "Tasks in flight per local worker.")
 @_int("--max-tasks", C.DEFAULT_MAX_TASKS, 1, "Stop after this many completed tasks.")
@@ -56,24 +81,56 @@ def cli(quiet: bool) -> None:
 @_int("--rpm", 0, 0, "Model requests per minute across the cluster (0: no limit).")
 @_int("--tpm", 0, 0, "Model tokens per minute across the cluster (0: no limit).")
 @_int("--max-tokens", 0, 0, "Stop when the objective has used this many tokens (0: no cap).")
-@click.option("--max-cost", type=click.FloatRange(min=0.0), default=0.0, envvar="COOP_MAX_COST",
-              help="Stop when the objective has cost this many USD (0: no cap); prices from "
-                   "the built-in table or COOP_PRICES.")
-@click.option("--max-minutes", type=click.FloatRange(min=0.0), default=0.0,
-              envvar="COOP_MAX_MINUTES", help="Stop after this many minutes of planning.")
-@click.option("--approve", is_flag=True, envvar="COOP_APPROVE",
-              help="New tasks wait for a person: `coop approve`, or a prompt in this terminal.")
-@click.option("--lease-ttl", type=click.FloatRange(min=1.0), default=C.DEFAULT_LEASE_TTL,
-              show_default=True, envvar="COOP_LEASE_TTL",
-              help="Seconds a silent worker keeps a task before it is requeued.")
+@click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    envvar="COOP_MAX_COST",
+    help="Stop when the objective has cost this many USD (0: no cap); prices from "
+    "the built-in table or COOP_PRICES.",
+)
+@click.option(
+    "--max-minutes",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    envvar="COOP_MAX_MINUTES",
+    help="Stop after this many minutes of planning.",
+)
+@click.option(
+    "--approve",
+    is_flag=True,
+    envvar="COOP_APPROVE",
+    help="New tasks wait for a person: `coop approve`, or a prompt in this terminal.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=1.0),
+    default=C.DEFAULT_LEASE_TTL,
+    show_default=True,
+    envvar="COOP_LEASE_TTL",
+    help="Seconds a silent worker keeps a task before it is requeued.",
+)
 @address_option
-def start(objective: str, resume: bool, standby: bool, workers: int, concurrency: int,
-          address: str | None, **settings: Any) -> int:
+def start(
+    objective: str,
+    resume: bool,
+    standby: bool,
+    workers: int,
+    concurrency: int,
+    address: str | None,
+    **settings: Any,
+) -> int:
     """Create OBJECTIVE and plan it to the end: the only instance that creates tasks."""
     text = objective.strip() if resume else config.check_objective(objective)
-    snap, path = planner.start(text, config.new_settings(**settings), address=address,
-                               resume=resume, standby=standby, workers=workers,
-                               concurrency=concurrency)
+    snap, path = planner.start(
+        text,
+        config.new_settings(**settings),
+        address=address,
+        resume=resume,
+        standby=standby,
+        workers=workers,
+        concurrency=concurrency,
+    )
     status.render_status(console, snap)
     console.print(f"report: {path}", highlight=False)
     return snap.reason.exit_code if snap.reason else 0
@@ -86,8 +143,11 @@ def start(objective: str, resume: bool, standby: bool, workers: int, concurrency
 def join(objective: str, concurrency: int, address: str | None) -> int:
     """Work on OBJECTIVE (id, id prefix or exact text) until it finishes."""
     done = worker.join(objective, address, concurrency)
-    console.print(f"{done.worker}: {done.completed} completed, {done.failed} failed; "
-                  f"objective {done.final_state.value}", highlight=False)
+    console.print(
+        f"{done.worker}: {done.completed} completed, {done.failed} failed; "
+        f"objective {done.final_state.value}",
+        highlight=False,
+    )
     return 1 if done.fatal else 0
 
 
@@ -121,8 +181,12 @@ def status_(objective: str, watch: bool, address: str | None) -> int:
 @address_option
 def events(objective: str, follow: bool, as_json: bool, since: int, address: str | None) -> int:
     """The tape of OBJECTIVE: every state change and model call, in order."""
-    status.tape(registry.reader(objective, journal.state_dir(), address), since=since,
-                follow=follow, as_json=as_json)
+    status.tape(
+        registry.reader(objective, journal.state_dir(), address),
+        since=since,
+        follow=follow,
+        as_json=as_json,
+    )
     return 0
 
 
@@ -142,10 +206,19 @@ def approve(objective: str, approve_all: bool, drop: tuple[int, ...], address: s
 
 @cli.command()
 @click.argument("objective")
-@click.option("--format", "fmt", type=click.Choice(["markdown", "jsonl"]), default="markdown",
-              show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
-              help="Write to this file instead of standard output.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "jsonl"]),
+    default="markdown",
+    show_default=True,
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write to this file instead of standard output.",
+)
 @address_option
 def results(objective: str, fmt: str, output: str | None, address: str | None) -> int:
     """The results of OBJECTIVE, live or from its journal, as Markdown or JSON lines."""
@@ -189,7 +262,10 @@ def main() -> None:
         click.echo(f"coop: error: {config.scrub(str(exc))}", err=True)
         code = 1
     except ray.exceptions.RayActorError as exc:
-        click.echo(f"coop: error: a coop actor died ({type(exc).__name__}); "
-                   "`coop list` shows what is left", err=True)
+        click.echo(
+            f"coop: error: a coop actor died ({type(exc).__name__}); "
+            "`coop list` shows what is left",
+            err=True,
+        )
         code = 1
     sys.exit(code if isinstance(code, int) else 0)

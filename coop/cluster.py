@@ -90,8 +90,11 @@ def connect(address: str | None, *, start_local: bool) -> Connection:
     """Join the cluster at `address` (or RAY_ADDRESS, or one running on this machine); failing
     that, start a local one on loopback if allowed."""
     address = address or os.environ.get("RAY_ADDRESS") or _local_cluster_address()
-    kwargs: dict[str, Any] = {"namespace": C.NAMESPACE, "logging_level": logging.WARNING,
-                              "log_to_driver": False}
+    kwargs: dict[str, Any] = {
+        "namespace": C.NAMESPACE,
+        "logging_level": logging.WARNING,
+        "log_to_driver": False,
+    }
     if address is None or _is_loopback(address):
         # Ray otherwise announces this machine's external address; a loopback cluster must
         # stay on 127.0.0.1, in this process and in every process Ray starts from it.
@@ -103,7 +106,8 @@ def connect(address: str | None, *, start_local: bool) -> Connection:
         if not start_local:
             raise Unreachable(
                 "no running Ray cluster found here: pass --address <head-ip>:6379 or set "
-                "RAY_ADDRESS (on the head, `ray start --head` prints the address)")
+                "RAY_ADDRESS (on the head, `ray start --head` prints the address)"
+            )
         kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
     else:
         _check_reachable(address)
@@ -113,16 +117,20 @@ def connect(address: str | None, *, start_local: bool) -> Connection:
     except ray.exceptions.AuthenticationError:
         raise ClusterError(
             "Ray refused coop's authentication token: copy the head's ~/.ray/auth_token to this "
-            "node or set RAY_AUTH_TOKEN") from None
+            "node or set RAY_AUTH_TOKEN"
+        ) from None
     except (ConnectionError, RuntimeError) as exc:
-        raise ClusterError(f"cannot connect to Ray at {address or 'a new local cluster'}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                           ) from None
+        raise ClusterError(
+            f"cannot connect to Ray at {address or 'a new local cluster'}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
     dashboard = ctx.dashboard_url or None
     info: dict[str, Any] = getattr(ctx, "address_info", {})  # a RayContext, typed loosely
-    return Connection(info.get("gcs_address") or address or "?",
-                      f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard,
-                      started_here=address is None)
+    return Connection(
+        info.get("gcs_address") or address or "?",
+        f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard,
+        started_here=address is None,
+    )
 
 
 HEAD_RESOURCE = "node:__internal_head__"
@@ -136,11 +144,20 @@ def named_actor(cls: type[T], objective_id: str, role: str, *args: Any) -> Any:
     with the same arguments (it rebuilds itself from its files) and retries the calls that
     were in flight; every method tolerates a retry (see board.py).
     """
-    return ray.remote(cls).options(
-        name=actor_name(objective_id, role), namespace=C.NAMESPACE, lifetime="detached",
-        get_if_exists=True, num_cpus=0, resources={HEAD_RESOURCE: 0.001},
-        max_restarts=C.ACTOR_RESTARTS, max_task_retries=C.ACTOR_RESTARTS,
-    ).remote(*args)
+    return (
+        ray.remote(cls)
+        .options(
+            name=actor_name(objective_id, role),
+            namespace=C.NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            num_cpus=0,
+            resources={HEAD_RESOURCE: 0.001},
+            max_restarts=C.ACTOR_RESTARTS,
+            max_task_retries=C.ACTOR_RESTARTS,
+        )
+        .remote(*args)
+    )
 
 
 def existing_actor(objective_id: str, role: str) -> Any | None:
@@ -151,5 +168,7 @@ def existing_actor(objective_id: str, role: str) -> Any | None:
 
 
 def actor_names() -> list[str]:
-    return [a["name"] if isinstance(a, dict) else a
-            for a in ray.util.list_named_actors(all_namespaces=False)]
+    return [
+        a["name"] if isinstance(a, dict) else a
+        for a in ray.util.list_named_actors(all_namespaces=False)
+    ]

@@ -81,11 +81,14 @@ class RunSettings:
         if self.llm not in LLM_CHOICES:
             raise CoopError(f"unknown --llm {self.llm!r}: choose one of {', '.join(LLM_CHOICES)}")
         if self.simulated:
-            return replace(self, model=C.OFFLINE_MODEL, embedding_model=C.OFFLINE_MODEL,
-                           base_url=None)
+            return replace(
+                self, model=C.OFFLINE_MODEL, embedding_model=C.OFFLINE_MODEL, base_url=None
+            )
         if self.max_prompt_tokens <= self.max_completion_tokens:
-            raise CoopError("--max-prompt-tokens must exceed the completion budget "
-                            f"({self.max_completion_tokens})")
+            raise CoopError(
+                "--max-prompt-tokens must exceed the completion budget "
+                f"({self.max_completion_tokens})"
+            )
         return self
 
 
@@ -96,8 +99,10 @@ def new_settings(**options: Any) -> RunSettings:
     table = price_table()
     chat, embed = _price(table, settings.model), _price(table, settings.embedding_model)
     if settings.max_cost and chat is None:
-        raise CoopError(f"--max-cost needs a price for {settings.model}: set COOP_PRICES="
-                        f"'{{\"{settings.model}\": [usd_per_1M_input, usd_per_1M_output]}}'")
+        raise CoopError(
+            f"--max-cost needs a price for {settings.model}: set COOP_PRICES="
+            f"'{{\"{settings.model}\": [usd_per_1M_input, usd_per_1M_output]}}'"
+        )
     chat, embed = chat or (0.0, 0.0), embed or (0.0, 0.0)
     return replace(settings, prices=(chat[0], chat[1], embed[0]))
 
@@ -110,8 +115,9 @@ def price_table() -> dict[str, tuple[float, float]]:
         try:
             extra = {str(k): (float(v[0]), float(v[1])) for k, v in json.loads(raw).items()}
         except (ValueError, TypeError, IndexError, AttributeError):
-            raise CoopError('COOP_PRICES must be JSON like {"model": [usd_per_1M_input, '
-                            'usd_per_1M_output]}') from None
+            raise CoopError(
+                'COOP_PRICES must be JSON like {"model": [usd_per_1M_input, usd_per_1M_output]}'
+            ) from None
         table.update(extra)
     return table
 
@@ -140,8 +146,10 @@ def local_endpoint(settings: RunSettings) -> Endpoint:
     base = os.environ.get("OPENAI_BASE_URL") or settings.base_url
     key = os.environ.get("OPENAI_API_KEY", "")
     if not key and not base:
-        raise CoopError("no model configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for an "
-                        "OpenAI-compatible server), or pass --llm offline for the simulated model")
+        raise CoopError(
+            "no model configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for an "
+            "OpenAI-compatible server), or pass --llm offline for the simulated model"
+        )
     # Local servers (Ollama, vLLM, llama.cpp) accept any key; the client insists on one.
     return Endpoint(base_url=base, api_key=key or "no-key")
 
@@ -162,9 +170,11 @@ def check_objective(text: str) -> str:
     if not objective:
         raise CoopError("the objective is empty: say what the agents should achieve")
     if len(objective) > C.MAX_OBJECTIVE_CHARS:
-        raise CoopError(f"the objective is {len(objective)} characters; the limit is "
-                        f"{C.MAX_OBJECTIVE_CHARS} because it is sent with every prompt — put "
-                        "the detail in --initial-task instead")
+        raise CoopError(
+            f"the objective is {len(objective)} characters; the limit is "
+            f"{C.MAX_OBJECTIVE_CHARS} because it is sent with every prompt — put "
+            "the detail in --initial-task instead"
+        )
     return objective
 
 

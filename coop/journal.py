@@ -41,8 +41,10 @@ def state_dir(explicit: str | None = None) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise JournalError(f"state dir {path} is not usable ({exc.strerror or exc}); set "
-                           f"{STATE_DIR_ENV} to a writable directory") from None
+        raise JournalError(
+            f"state dir {path} is not usable ({exc.strerror or exc}); set "
+            f"{STATE_DIR_ENV} to a writable directory"
+        ) from None
     return path.resolve()
 
 
@@ -70,8 +72,14 @@ class JournalInfo:
 class Journal:
     """One objective's log. Not thread-safe: owned by the single-threaded board actor."""
 
-    def __init__(self, path: Path, objective_id: str, *, create: dict[str, Any] | None = None,
-                 readonly: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        objective_id: str,
+        *,
+        create: dict[str, Any] | None = None,
+        readonly: bool = False,
+    ) -> None:
         """Open the journal at `path`; with `create` (objective, settings), make it if absent;
         `readonly` for readers beside a live board (reports of a dormant objective)."""
         self.path = path
@@ -82,8 +90,10 @@ class Journal:
         if not fresh:  # look before writing anything: a foreign or corrupt file stays as it was
             self.info = read_info(path)
             if self.info.objective_id != objective_id:
-                raise JournalError(f"{path} is the journal of {self.info.objective_id}, not of "
-                                   f"{objective_id}; it was left untouched")
+                raise JournalError(
+                    f"{path} is the journal of {self.info.objective_id}, not of "
+                    f"{objective_id}; it was left untouched"
+                )
         if readonly:
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
             return
@@ -102,12 +112,19 @@ class Journal:
     def _init_schema(self, objective_id: str, create: dict[str, Any]) -> None:
         with self._db:
             self._db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._db.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, at REAL NOT NULL, "
-                             "kind TEXT NOT NULL, data TEXT NOT NULL)")
-            meta = {"format": FORMAT, "objective_id": objective_id, "created": time.time(),
-                    **create}
-            self._db.executemany("INSERT INTO meta VALUES (?, ?)",
-                                 [(k, json.dumps(v)) for k, v in meta.items()])
+            self._db.execute(
+                "CREATE TABLE events (seq INTEGER PRIMARY KEY, at REAL NOT NULL, "
+                "kind TEXT NOT NULL, data TEXT NOT NULL)"
+            )
+            meta = {
+                "format": FORMAT,
+                "objective_id": objective_id,
+                "created": time.time(),
+                **create,
+            }
+            self._db.executemany(
+                "INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
+            )
 
     def append(self, kind: str, data: dict[str, Any], *, durable: bool) -> None:
         if self.readonly:
@@ -115,8 +132,10 @@ class Journal:
         try:
             if durable:
                 self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("INSERT INTO events (at, kind, data) VALUES (?, ?, ?)",
-                             (time.time(), kind, json.dumps(data, separators=(",", ":"))))
+            self._db.execute(
+                "INSERT INTO events (at, kind, data) VALUES (?, ?, ?)",
+                (time.time(), kind, json.dumps(data, separators=(",", ":"))),
+            )
         except sqlite3.Error as exc:
             raise JournalError(f"cannot write the journal {self.path}: {exc}") from None
         finally:
@@ -124,19 +143,23 @@ class Journal:
                 self._db.execute("PRAGMA synchronous=NORMAL")
 
     def events(self, since: int = 0) -> Iterator[Event]:
-        rows = self._db.execute("SELECT seq, at, kind, data FROM events WHERE seq > ? "
-                                "ORDER BY seq", (since,))
+        rows = self._db.execute(
+            "SELECT seq, at, kind, data FROM events WHERE seq > ? ORDER BY seq", (since,)
+        )
         for seq, at, kind, data in rows:
             yield Event(seq, at, kind, json.loads(data))
 
     def tail(self, count: int) -> list[Event]:
-        rows = self._db.execute("SELECT seq, at, kind, data FROM events ORDER BY seq DESC "
-                                "LIMIT ?", (count,)).fetchall()
+        rows = self._db.execute(
+            "SELECT seq, at, kind, data FROM events ORDER BY seq DESC LIMIT ?", (count,)
+        ).fetchall()
         return [Event(seq, at, kind, json.loads(data)) for seq, at, kind, data in reversed(rows)]
 
     def last(self, kind: str) -> Event | None:
-        row = self._db.execute("SELECT seq, at, kind, data FROM events WHERE kind = ? "
-                               "ORDER BY seq DESC LIMIT 1", (kind,)).fetchone()
+        row = self._db.execute(
+            "SELECT seq, at, kind, data FROM events WHERE kind = ? ORDER BY seq DESC LIMIT 1",
+            (kind,),
+        ).fetchone()
         return Event(row[0], row[1], row[2], json.loads(row[3])) if row else None
 
     def close(self) -> None:
@@ -150,8 +173,13 @@ def _read_info(db: sqlite3.Connection, path: Path) -> JournalInfo:
         meta = {}
     if meta.get("format") != FORMAT:
         raise sqlite3.DatabaseError(f"format is {meta.get('format')!r}, expected {FORMAT}")
-    return JournalInfo(meta["objective_id"], meta.get("objective", ""), meta["created"],
-                       meta.get("settings", {}), path)
+    return JournalInfo(
+        meta["objective_id"],
+        meta.get("objective", ""),
+        meta["created"],
+        meta.get("settings", {}),
+        path,
+    )
 
 
 def read_info(path: Path) -> JournalInfo:
@@ -160,8 +188,9 @@ def read_info(path: Path) -> JournalInfo:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             return _read_info(db, path)
     except sqlite3.DatabaseError as exc:
-        raise JournalError(f"{path} is not a readable coop journal ({exc}); it was left "
-                           "untouched") from None
+        raise JournalError(
+            f"{path} is not a readable coop journal ({exc}); it was left untouched"
+        ) from None
 
 
 def list_journals(root: Path) -> tuple[list[JournalInfo], dict[str, str]]:

@@ -64,12 +64,17 @@ class OfflineLLM:
         return Completion(text, self.tokenizer.count(prompt), self.tokenizer.count(text))
 
     def embed(self, texts: list[str]) -> Embeddings:
-        return Embeddings([lexical_embedding(t) for t in texts],
-                          sum(self.tokenizer.count(t) for t in texts))
+        return Embeddings(
+            [lexical_embedding(t) for t in texts], sum(self.tokenizer.count(t) for t in texts)
+        )
 
 
-_FATAL = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError,
-          openai.BadRequestError)
+_FATAL = (
+    openai.AuthenticationError,
+    openai.PermissionDeniedError,
+    openai.NotFoundError,
+    openai.BadRequestError,
+)
 
 
 class OpenAILLM:
@@ -83,14 +88,21 @@ class OpenAILLM:
         self.tokenizer = tokens.for_model(settings.model)
         self.label = settings.label
         self.client = openai.OpenAI(
-            api_key=endpoint.api_key, base_url=endpoint.base_url, max_retries=CLIENT_MAX_RETRIES,
-            timeout=CLIENT_TIMEOUT, default_headers={C.INSTANCE_HEADER: instance})
+            api_key=endpoint.api_key,
+            base_url=endpoint.base_url,
+            max_retries=CLIENT_MAX_RETRIES,
+            timeout=CLIENT_TIMEOUT,
+            default_headers={C.INSTANCE_HEADER: instance},
+        )
 
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         try:
             resp = self.client.chat.completions.create(
-                model=self.model, messages=[{"role": "user", "content": prompt}],
-                max_tokens=max_tokens, temperature=0.2)
+                model=self.model,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=max_tokens,
+                temperature=0.2,
+            )
         except openai.BadRequestError as exc:
             if _is_context_error(exc):
                 raise LLMContextError(str(exc.message)) from None
@@ -107,27 +119,33 @@ class OpenAILLM:
         vectors: list[list[float]] = []
         used = 0
         for start in range(0, len(texts), EMBED_BATCH):  # APIs cap the inputs per request
-            chunk = texts[start:start + EMBED_BATCH]
+            chunk = texts[start : start + EMBED_BATCH]
             try:
                 resp = self.client.embeddings.create(
-                    model=self.embedding_model, input=chunk, encoding_format="float")
+                    model=self.embedding_model, input=chunk, encoding_format="float"
+                )
             except _FATAL as exc:
                 raise self._fatal(exc) from None
-            used += resp.usage.prompt_tokens if resp.usage else \
-                sum(map(self.tokenizer.count, chunk))
+            used += (
+                resp.usage.prompt_tokens if resp.usage else sum(map(self.tokenizer.count, chunk))
+            )
             vectors += [list(d.embedding) for d in sorted(resp.data, key=lambda d: d.index)]
         return Embeddings(vectors, used)
 
     def _fatal(self, exc: openai.APIStatusError) -> LLMFatalError:
         detail = " ".join(scrub(str(exc.message)).split())[:200]
-        return LLMFatalError(f"model server {self.where} refused ({exc.status_code} "
-                             f"{type(exc).__name__}): {detail}")
+        return LLMFatalError(
+            f"model server {self.where} refused ({exc.status_code} {type(exc).__name__}): {detail}"
+        )
 
 
 def _is_context_error(exc: openai.BadRequestError) -> bool:
     text = str(exc.message).lower()
-    return exc.code == "context_length_exceeded" or "context length" in text \
+    return (
+        exc.code == "context_length_exceeded"
+        or "context length" in text
         or "maximum context" in text
+    )
 
 
 def make_llm(settings: RunSettings, instance: str) -> LLM:

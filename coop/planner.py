@@ -95,8 +95,16 @@ class TaskIndex:
 
 
 class Planner:
-    def __init__(self, board: Any, llm: LLM, memory: Memory, settings: RunSettings,
-                 objective: str, name: str, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        board: Any,
+        llm: LLM,
+        memory: Memory,
+        settings: RunSettings,
+        objective: str,
+        name: str,
+        stop: threading.Event,
+    ) -> None:
         self.board = board
         self.llm = llm
         self.memory = memory
@@ -117,8 +125,10 @@ class Planner:
         announced = False
         while (holder := ray.get(self.board.claim_planner.remote(self.name))) is not None:
             if not wait:
-                raise CoopError(f"another planner ({holder}) is running this objective; run "
-                                "`coop join` to add workers, or `coop start --standby` to wait")
+                raise CoopError(
+                    f"another planner ({holder}) is running this objective; run "
+                    "`coop join` to add workers, or `coop start --standby` to wait"
+                )
             if not announced:
                 log.info("standing by: %s plans this objective; taking over if it stops", holder)
                 announced = True
@@ -151,8 +161,9 @@ class Planner:
         self.index.add([text for _, text in ray.get(self.board.task_texts.remote())])
         cursor = snap.completed - snap.unplanned
         checked = cursor // C.CHECK_EVERY
-        deadline = (time.monotonic() + self.settings.max_minutes * 60
-                    if self.settings.max_minutes else None)
+        deadline = (
+            time.monotonic() + self.settings.max_minutes * 60 if self.settings.max_minutes else None
+        )
         idle, backoff = C.POLL_MIN, RETRY_AFTER_ERROR
         while True:
             if self._lost:
@@ -160,8 +171,11 @@ class Planner:
             if self.stop.is_set():
                 ray.get(self.board.stop.remote(Reason.STOPPED))
             if deadline is not None and time.monotonic() > deadline:
-                ray.get(self.board.stop.remote(
-                    Reason.TIMEOUT, f"ran for --max-minutes {self.settings.max_minutes:g}"))
+                ray.get(
+                    self.board.stop.remote(
+                        Reason.TIMEOUT, f"ran for --max-minutes {self.settings.max_minutes:g}"
+                    )
+                )
             results: list[Result] = ray.get(self.board.results.remote(cursor, C.PLANNER_BATCH))
             state, _, _ = ray.get(self.board.state.remote())
             try:
@@ -173,8 +187,9 @@ class Planner:
                     checked = cursor // C.CHECK_EVERY
                     self._review(cursor, dry)
             except (openai.APIError, OSError) as exc:
-                log.warning("planning call failed (%s); retrying in %.0fs",
-                            type(exc).__name__, backoff)
+                log.warning(
+                    "planning call failed (%s); retrying in %.0fs", type(exc).__name__, backoff
+                )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, RETRY_MAX)
                 continue
@@ -190,15 +205,23 @@ class Planner:
     def _ask(self, kind: Kind, build: Callable[[int], str]) -> str:
         return ask(self.llm, self.board, self.settings, self.name, kind, build)
 
-    def _propose(self, answer: str, parent: int | None, planned: int | None
-                 ) -> tuple[list[Task], int, int]:
+    def _propose(
+        self, answer: str, parent: int | None, planned: int | None
+    ) -> tuple[list[Task], int, int]:
         """Add what a creation or replanning answer proposes. Returns the tasks added, how
         many were proposed, and how many only repeated finished work."""
         proposals = agents.parse_tasks(answer)
         fresh, near = self.index.split(proposals)
-        outcome: Any = ray.get(self.board.add.remote(
-            fresh, parent, planner=self.name, planned=planned, hold=self.settings.approve,
-            near_duplicates=len(near)))
+        outcome: Any = ray.get(
+            self.board.add.remote(
+                fresh,
+                parent,
+                planner=self.name,
+                planned=planned,
+                hold=self.settings.approve,
+                near_duplicates=len(near),
+            )
+        )
         self.index.add([t.text for t in outcome.added])
         if outcome.added and self.interactive:
             self._approve_here(outcome.added)
@@ -207,15 +230,26 @@ class Planner:
     def _plan(self, results: Sequence[Result], upto: int) -> None:
         _, window = ray.get(self.board.pending_window.remote(C.PLANNER_TASK_WINDOW))
         try:
-            answer = self._ask(Kind.CREATION, lambda budget: agents.creation_prompt(
-                self.objective, results, [t.text for t in window], self.llm.tokenizer, budget))
+            answer = self._ask(
+                Kind.CREATION,
+                lambda budget: agents.creation_prompt(
+                    self.objective, results, [t.text for t in window], self.llm.tokenizer, budget
+                ),
+            )
         except LLMContextError:
-            log.error("creation prompt does not fit the model even with half the context: "
-                      "%d result(s) acknowledged without new tasks", len(results))
+            log.error(
+                "creation prompt does not fit the model even with half the context: "
+                "%d result(s) acknowledged without new tasks",
+                len(results),
+            )
             answer = ""
         added, proposed, repeats = self._propose(answer, results[-1].task_id, upto)
-        log.info("planned %d result(s): %d new task(s) of %d proposed", len(results), len(added),
-                 proposed)
+        log.info(
+            "planned %d result(s): %d new task(s) of %d proposed",
+            len(results),
+            len(added),
+            proposed,
+        )
         novel = any(self._is_news(r) for r in results)
         self._ledger(progress=bool(added) or novel, proposed=proposed, repeats=repeats)
         if added:
@@ -224,20 +258,26 @@ class Planner:
     def _is_news(self, result: Result) -> bool:
         """Does a result say something no earlier result said?"""
         hits = self.memory.query(result.text, 2)
-        return not any(h.task_id != result.task_id and h.score >= C.RESULT_SIMILARITY
-                       for h in hits)
+        return not any(h.task_id != result.task_id and h.score >= C.RESULT_SIMILARITY for h in hits)
 
     def _prioritize(self) -> None:
         version, window = ray.get(self.board.pending_window.remote(C.PRIORITIZE_WINDOW))
         if len(window) < 2:
             return
-        answer = self._ask(Kind.PRIORITIZATION, lambda budget: agents.prioritization_prompt(
-            self.objective, window, self.llm.tokenizer, budget))
+        answer = self._ask(
+            Kind.PRIORITIZATION,
+            lambda budget: agents.prioritization_prompt(
+                self.objective, window, self.llm.tokenizer, budget
+            ),
+        )
         order, unknown = agents.parse_order(answer, window)
         if order:
             moved = ray.get(self.board.reorder.remote(version, order))
-            log.info("reordered %d task(s)%s", moved.moved,
-                     f", ignored {unknown} invented" if unknown else "")
+            log.info(
+                "reordered %d task(s)%s",
+                moved.moved,
+                f", ignored {unknown} invented" if unknown else "",
+            )
 
     def _ledger(self, *, progress: bool, proposed: int, repeats: int) -> None:
         p = self.progress
@@ -248,8 +288,11 @@ class Planner:
             p.repeating = 0
         ray.get(self.board.record_progress.remote(self.name, replace(p)))
         if p.repeating >= C.LOOP_BATCHES:
-            ray.get(self.board.stop.remote(
-                Reason.LOOP, f"the model re-proposed finished work {p.repeating} times in a row"))
+            ray.get(
+                self.board.stop.remote(
+                    Reason.LOOP, f"the model re-proposed finished work {p.repeating} times in a row"
+                )
+            )
         elif p.stalls >= C.STALL_LIMIT:
             self._replan()
 
@@ -257,12 +300,20 @@ class Planner:
         """Ask whether the objective is met; a dry list that is not done gets a fresh plan."""
         recent = ray.get(self.board.results.remote(max(0, completed - 5)))
         _, pending, leased = ray.get(self.board.counts.remote())
-        answer = self._ask(Kind.COMPLETION_CHECK, lambda budget: agents.completion_prompt(
-            self.objective, recent, completed, pending + leased, self.llm.tokenizer, budget))
+        answer = self._ask(
+            Kind.COMPLETION_CHECK,
+            lambda budget: agents.completion_prompt(
+                self.objective, recent, completed, pending + leased, self.llm.tokenizer, budget
+            ),
+        )
         met, why = agents.parse_completion(answer)
         self.progress.checks += 1
-        log.info("completion check after %d task(s): %s%s", completed,
-                 "met" if met else "not met", f" ({why})" if why else "")
+        log.info(
+            "completion check after %d task(s): %s%s",
+            completed,
+            "met" if met else "not met",
+            f" ({why})" if why else "",
+        )
         if met:
             ray.get(self.board.record_progress.remote(self.name, replace(self.progress)))
             ray.get(self.board.stop.remote(Reason.DONE, why))
@@ -275,13 +326,16 @@ class Planner:
         p = self.progress
         if p.replans >= C.MAX_REPLANS:
             ray.get(self.board.record_progress.remote(self.name, replace(p)))
-            ray.get(self.board.stop.remote(
-                Reason.STALLED, f"no progress after {p.replans} fresh plans"))
+            ray.get(
+                self.board.stop.remote(Reason.STALLED, f"no progress after {p.replans} fresh plans")
+            )
             return
         p.replans, p.stalls = p.replans + 1, 0
         done = [r.task for r in ray.get(self.board.results.remote())]
-        answer = self._ask(Kind.CREATION, lambda budget: agents.replan_prompt(
-            self.objective, done, self.llm.tokenizer, budget))
+        answer = self._ask(
+            Kind.CREATION,
+            lambda budget: agents.replan_prompt(self.objective, done, self.llm.tokenizer, budget),
+        )
         added, proposed, repeats = self._propose(answer, None, None)
         log.info("replanned (%d of %d): %d new task(s)", p.replans, C.MAX_REPLANS, len(added))
         if added:
@@ -298,8 +352,9 @@ class Planner:
             ray.get(self.board.drop.remote(drop))
 
 
-def _open(objective: str, settings: RunSettings, root: Path, *, resume: bool,
-          standby: bool) -> tuple[str, Any, str, RunSettings, bool]:
+def _open(
+    objective: str, settings: RunSettings, root: Path, *, resume: bool, standby: bool
+) -> tuple[str, Any, str, RunSettings, bool]:
     """The board to plan: created, or (resume/standby) found live or revived from its journal.
     Returns its id, handle, objective text, settings and whether it is new."""
     if resume or standby:
@@ -315,8 +370,16 @@ def _open(objective: str, settings: RunSettings, root: Path, *, resume: bool,
     return oid, board, objective, settings, True
 
 
-def start(objective: str, settings: RunSettings, *, address: str | None, resume: bool,
-          standby: bool, workers: int, concurrency: int) -> tuple[Snapshot, Path]:
+def start(
+    objective: str,
+    settings: RunSettings,
+    *,
+    address: str | None,
+    resume: bool,
+    standby: bool,
+    workers: int,
+    concurrency: int,
+) -> tuple[Snapshot, Path]:
     """`coop start`: open the objective, seed it, plan it (with local workers) to the end.
     Returns the final snapshot and the path of the report written about it."""
     name = instance_name()
@@ -324,23 +387,39 @@ def start(objective: str, settings: RunSettings, *, address: str | None, resume:
     if not (resume or standby):
         make_llm(settings, name)  # a missing key fails here, before anything is created
     conn = cluster.connect(address, start_local=True)
-    oid, board, objective, settings, new = _open(objective, settings, root, resume=resume,
-                                                 standby=standby)
+    oid, board, objective, settings, new = _open(
+        objective, settings, root, resume=resume, standby=standby
+    )
     llm = make_llm(settings, name)
     stop = stop_on_signals()
     log.info("objective %s — model: %s — journal in %s", oid, llm.label, root)
-    log.info("Ray cluster %s%s; dashboard %s; add workers with: coop join %s --address %s",
-             conn.address, " (started here: it ends with this run)" if conn.started_here else "",
-             conn.dashboard or "off", oid, conn.address)
+    log.info(
+        "Ray cluster %s%s; dashboard %s; add workers with: coop join %s --address %s",
+        conn.address,
+        " (started here: it ends with this run)" if conn.started_here else "",
+        conn.dashboard or "off",
+        oid,
+        conn.address,
+    )
     memory = ClusterMemory(oid, llm, str(root), metered(board, name))
     planner = Planner(board, llm, memory, settings, objective, name, stop)
     planner.interactive = settings.approve and sys.stdin.isatty()
     planner.claim(wait=standby)
     if new:
         ray.get(board.add.remote([settings.initial_task], planner=name))
-    crew = [Worker(board, ClusterMemory(oid, llm, str(root), metered(board, f"{name}-w{i}")),
-                   llm, settings, objective, f"{name}-w{i}", concurrency, stop)
-            for i in range(workers)]
+    crew = [
+        Worker(
+            board,
+            ClusterMemory(oid, llm, str(root), metered(board, f"{name}-w{i}")),
+            llm,
+            settings,
+            objective,
+            f"{name}-w{i}",
+            concurrency,
+            stop,
+        )
+        for i in range(workers)
+    ]
     threads = [threading.Thread(target=w.run, name=w.name, daemon=True) for w in crew]
     for t in threads:
         t.start()

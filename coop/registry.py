@@ -34,8 +34,11 @@ class ObjectiveNotFound(CoopError):
 
 def board_ids() -> list[str]:
     suffix = ":board"
-    return sorted(n[len("coop:"):-len(suffix)] for n in cluster.actor_names()
-                  if n.startswith("coop:") and n.endswith(suffix))
+    return sorted(
+        n[len("coop:") : -len(suffix)]
+        for n in cluster.actor_names()
+        if n.startswith("coop:") and n.endswith(suffix)
+    )
 
 
 def _match(ref: str, known: Sequence[str]) -> list[str]:
@@ -47,8 +50,9 @@ def _match(ref: str, known: Sequence[str]) -> list[str]:
     return [k for k in known if ref and k.startswith(ref)]
 
 
-def _spawn(oid: str, objective: str, settings: RunSettings, nonce: str,
-           root: Path) -> tuple[Any, Objective]:
+def _spawn(
+    oid: str, objective: str, settings: RunSettings, nonce: str, root: Path
+) -> tuple[Any, Objective]:
     handle = cluster.named_actor(Board, oid, "board", oid, objective, settings, nonce, str(root))
     try:
         info: Objective = ray.get(handle.describe.remote())
@@ -62,13 +66,17 @@ def create_board(objective: str, settings: RunSettings, root: Path) -> tuple[str
     """A new board for `objective`; an existing one is an error, not silently reused."""
     oid = objective_id(objective)
     if journal_path(root, oid).exists():
-        raise CoopError(f"objective {oid} already exists (journal in {root}); continue it "
-                        f"with `coop start --resume {oid}`")
+        raise CoopError(
+            f"objective {oid} already exists (journal in {root}); continue it "
+            f"with `coop start --resume {oid}`"
+        )
     nonce = uuid.uuid4().hex
     handle, info = _spawn(oid, objective, settings, nonce, root)
     if info.nonce != nonce:
-        raise CoopError(f"objective {oid} already exists ({info.state.value}); use "
-                        f"`coop start --resume {oid}` to continue it, or `coop status {oid}`")
+        raise CoopError(
+            f"objective {oid} already exists ({info.state.value}); use "
+            f"`coop start --resume {oid}` to continue it, or `coop status {oid}`"
+        )
     return oid, handle
 
 
@@ -99,8 +107,9 @@ def find_or_revive(ref: str, root: Path) -> tuple[str, Any]:
             raise JournalError(problems[broken[0]]) from None
         if len(matches) != 1:
             known = ", ".join(sorted(set(board_ids()) | set(by_id))) or "none"
-            raise ObjectiveNotFound(f"no objective {ref!r} on this cluster or in {root}; "
-                                    f"known: {known}") from None
+            raise ObjectiveNotFound(
+                f"no objective {ref!r} on this cluster or in {root}; known: {known}"
+            ) from None
     info = by_id[matches[0]]
     handle, _ = _spawn(info.objective_id, info.objective, _settings(info), "revived", root)
     return info.objective_id, handle
@@ -136,11 +145,16 @@ def reader(ref: str, root: Path, address: str | None) -> Reader:
             broken = _match(ref, list(problems))
             if len(broken) == 1:
                 raise JournalError(problems[broken[0]]) from None
-            raise ObjectiveNotFound(f"no objective {ref!r} on this cluster or in {root}; known: "
-                                    f"{', '.join(sorted(by_id)) or 'none'}") from None
+            raise ObjectiveNotFound(
+                f"no objective {ref!r} on this cluster or in {root}; known: "
+                f"{', '.join(sorted(by_id)) or 'none'}"
+            ) from None
     info = by_id[matches[0]]
-    return Reader(local=Board(info.objective_id, info.objective, _settings(info), "reader",
-                              str(root), readonly=True))
+    return Reader(
+        local=Board(
+            info.objective_id, info.objective, _settings(info), "reader", str(root), readonly=True
+        )
+    )
 
 
 def _settings(info: JournalInfo) -> RunSettings:
@@ -181,6 +195,9 @@ def list_objectives(root: Path, address: str | None) -> list[Objective]:
     journals, problems = list_journals(root)
     for problem in problems.values():
         log.warning("%s", problem)
-    found += [Objective(j.objective_id, j.objective, j.created, State.DORMANT, None, "")
-              for j in journals if j.objective_id not in live]
+    found += [
+        Objective(j.objective_id, j.objective, j.created, State.DORMANT, None, "")
+        for j in journals
+        if j.objective_id not in live
+    ]
     return sorted(found, key=lambda o: o.created)

@@ -19,7 +19,8 @@ def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
     total_tokens = sum(u.tokens for u in snap.usage.values())
     total_cost = sum(u.cost for u in snap.usage.values())
     lines = [
-        f"# {snap.objective}", "",
+        f"# {snap.objective}",
+        "",
         f"- Objective id: `{snap.objective_id}`",
         f"- Model: {snap.llm_label}",
         f"- Outcome: **{reason}**" + (f" — {snap.detail}" if snap.detail else ""),
@@ -27,31 +28,56 @@ def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
         f"- Tasks: {snap.completed} completed, {len(snap.pending)} pending, "
         f"{len(snap.dead)} dead-lettered; duplicates rejected: "
         f"{snap.progress.exact_duplicates} exact, {snap.progress.near_duplicates} near",
-        f"- Usage: {total_tokens} tokens, ${total_cost:.4f}", "",
-        "## Usage", "",
+        f"- Usage: {total_tokens} tokens, ${total_cost:.4f}",
+        "",
+        "## Usage",
+        "",
         "| agent | calls | prompt tokens | completion tokens | cost (USD) |",
         "|---|---:|---:|---:|---:|",
     ]
-    lines += [f"| {kind} | {u.calls} | {u.prompt_tokens} | {u.completion_tokens} | "
-              f"{u.cost:.4f} |" for kind, u in snap.usage.items() if u.calls]
+    lines += [
+        f"| {kind} | {u.calls} | {u.prompt_tokens} | {u.completion_tokens} | {u.cost:.4f} |"
+        for kind, u in snap.usage.items()
+        if u.calls
+    ]
     lines += ["", "## Results, in order of completion", ""]
     for r in results:
-        lines += [f"### {r.seq + 1}. {r.task}", "",
-                  f"*task #{r.task_id} · {r.worker} · {_when(r.finished_at)}*", "", r.text, ""]
+        lines += [
+            f"### {r.seq + 1}. {r.task}",
+            "",
+            f"*task #{r.task_id} · {r.worker} · {_when(r.finished_at)}*",
+            "",
+            r.text,
+            "",
+        ]
     if snap.dead:
         lines += ["## Dead letters", ""]
-        lines += [f"- #{t.id} {t.text} — {t.attempts} attempts; last error: {t.last_error}"
-                  for t in snap.dead]
+        lines += [
+            f"- #{t.id} {t.text} — {t.attempts} attempts; last error: {t.last_error}"
+            for t in snap.dead
+        ]
         lines.append("")
     return "\n".join(lines)
 
 
 def jsonl(snap: Snapshot, results: Sequence[Result]) -> str:
     simulated = snap.settings.simulated
-    return "".join(json.dumps({"objective_id": snap.objective_id, "seq": r.seq,
-                               "task_id": r.task_id, "task": r.task, "result": r.text,
-                               "worker": r.worker, "finished_at": r.finished_at,
-                               "simulated": simulated}) + "\n" for r in results)
+    return "".join(
+        json.dumps(
+            {
+                "objective_id": snap.objective_id,
+                "seq": r.seq,
+                "task_id": r.task_id,
+                "task": r.task,
+                "result": r.text,
+                "worker": r.worker,
+                "finished_at": r.finished_at,
+                "simulated": simulated,
+            }
+        )
+        + "\n"
+        for r in results
+    )
 
 
 def write(root: Path, snap: Snapshot, results: Sequence[Result]) -> Path:

@@ -26,9 +26,26 @@ TEMPLATES = (
     "Summarize the findings on",
 )
 ASPECTS = (
-    "costs", "risks", "tools", "history", "schedules", "materials", "suppliers", "safety",
-    "quality checks", "training", "budgets", "regulations", "maintenance", "logistics",
-    "stakeholders", "metrics", "testing", "documentation", "accessibility", "pricing",
+    "costs",
+    "risks",
+    "tools",
+    "history",
+    "schedules",
+    "materials",
+    "suppliers",
+    "safety",
+    "quality checks",
+    "training",
+    "budgets",
+    "regulations",
+    "maintenance",
+    "logistics",
+    "stakeholders",
+    "metrics",
+    "testing",
+    "documentation",
+    "accessibility",
+    "pricing",
 )
 AUDIENCES = ("beginners", "experts", "managers", "volunteers", "students")
 STUBBORN = ("Gather requirements", "Write the plan", "Review the plan")
@@ -64,10 +81,17 @@ class Simulator:
 
     def _create(self, prompt: str) -> str:
         done = _section(prompt, "Just completed:")
-        steps = [int(m.group(1)) if (m := _STEP.search(line)) else 0
-                 for line in done.splitlines() if line.lstrip().startswith("- Task:")]
-        children = [c for k in steps for c in range(k * self.fanout + 1, k * self.fanout
-                                                     + self.fanout + 1) if c <= self.limit]
+        steps = [
+            int(m.group(1)) if (m := _STEP.search(line)) else 0
+            for line in done.splitlines()
+            if line.lstrip().startswith("- Task:")
+        ]
+        children = [
+            c
+            for k in steps
+            for c in range(k * self.fanout + 1, k * self.fanout + self.fanout + 1)
+            if c <= self.limit
+        ]
         lines = [f"{i}. {task_text(c)}" for i, c in enumerate(children, 1)]
         return "New tasks:\n" + "\n".join(lines) if lines else "No new tasks are needed."
 
@@ -79,8 +103,10 @@ class Simulator:
     def _execute(self, prompt: str) -> str:
         task = prompt.rsplit("Your task:", 1)[-1].split("\n", 1)[0].strip()
         digest = hashlib.sha256(task.encode()).hexdigest()[:8]
-        return (f"[simulated result {digest}] Completed: {task}. A real model would write the "
-                f"work here; this text stands in for it.")
+        return (
+            f"[simulated result {digest}] Completed: {task}. A real model would write the "
+            f"work here; this text stands in for it."
+        )
 
 
 def task_text(step: int) -> str:

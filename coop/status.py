@@ -35,12 +35,16 @@ def _state(snap_state: str, reason: str | None, detail: str = "") -> str:
 
 def render_list(console: Console, objectives: Sequence[Objective]) -> None:
     if not objectives:
-        console.print("no objectives on this cluster; start one with `coop start \"...\"`")
+        console.print('no objectives on this cluster; start one with `coop start "..."`')
         return
     table = Table("id", "objective", "created", "state")
     for o in objectives:
-        table.add_row(o.id, one_line(o.text, 60), _ago(o.created),
-                      _state(o.state.value, o.reason.value if o.reason else None))
+        table.add_row(
+            o.id,
+            one_line(o.text, 60),
+            _ago(o.created),
+            _state(o.state.value, o.reason.value if o.reason else None),
+        )
     console.print(table)
 
 
@@ -48,9 +52,11 @@ def _budget(snap: Snapshot) -> str:
     s = snap.settings
     tokens = sum(u.tokens for u in snap.usage.values())
     cost = sum(u.cost for u in snap.usage.values())
-    parts = [f"tasks {snap.completed}/{s.max_tasks}",
-             f"tokens {tokens}" + (f"/{s.max_tokens}" if s.max_tokens else ""),
-             f"cost ${cost:.4f}" + (f"/${s.max_cost:g}" if s.max_cost else "")]
+    parts = [
+        f"tasks {snap.completed}/{s.max_tasks}",
+        f"tokens {tokens}" + (f"/{s.max_tokens}" if s.max_tokens else ""),
+        f"cost ${cost:.4f}" + (f"/${s.max_cost:g}" if s.max_cost else ""),
+    ]
     if s.max_minutes:
         parts.append(f"time limit {s.max_minutes:g} min per planner session")
     return "budget: " + ", ".join(parts)
@@ -66,36 +72,76 @@ def status_view(snap: Snapshot, recent: Sequence[Event] = ()) -> Group:
         f"model: {escape(snap.llm_label)}   planner: {escape(snap.planner or '-')}\n"
         f"{_budget(snap)}\nprogress: stalls {p.stalls}/{C.STALL_LIMIT}, replans "
         f"{p.replans}/{C.MAX_REPLANS}, repeating batches {p.repeating}/{C.LOOP_BATCHES}, "
-        f"completion checks {p.checks}")
+        f"completion checks {p.checks}"
+    )
     parts: list[Any] = [head]
-    tasks = Table("pending", "awaiting approval", "leased", "completed", "dead-lettered",
-                  "awaiting planning", "duplicates rejected", title="tasks")
-    tasks.add_row(*map(str, (len(snap.pending), snap.awaiting, len(snap.leased), snap.completed,
-                             len(snap.dead), snap.unplanned,
-                             f"{p.exact_duplicates} exact, {p.near_duplicates} near")))
+    tasks = Table(
+        "pending",
+        "awaiting approval",
+        "leased",
+        "completed",
+        "dead-lettered",
+        "awaiting planning",
+        "duplicates rejected",
+        title="tasks",
+    )
+    tasks.add_row(
+        *map(
+            str,
+            (
+                len(snap.pending),
+                snap.awaiting,
+                len(snap.leased),
+                snap.completed,
+                len(snap.dead),
+                snap.unplanned,
+                f"{p.exact_duplicates} exact, {p.near_duplicates} near",
+            ),
+        )
+    )
     parts.append(tasks)
     if snap.workers:
-        workers = Table("instance", "completed", "failed", "in flight", "model calls", "tokens",
-                        "cost", "last seen", title="instances")
+        workers = Table(
+            "instance",
+            "completed",
+            "failed",
+            "in flight",
+            "model calls",
+            "tokens",
+            "cost",
+            "last seen",
+            title="instances",
+        )
         flying = Counter(lease.worker for lease in snap.leased)
         for w in sorted(snap.workers, key=lambda w: w.worker):
-            workers.add_row(w.worker, str(w.completed), str(w.failed), str(flying[w.worker]),
-                            str(w.usage.calls), str(w.usage.tokens), f"${w.usage.cost:.4f}",
-                            _ago(w.last_seen))
+            workers.add_row(
+                w.worker,
+                str(w.completed),
+                str(w.failed),
+                str(flying[w.worker]),
+                str(w.usage.calls),
+                str(w.usage.tokens),
+                f"${w.usage.cost:.4f}",
+                _ago(w.last_seen),
+            )
         parts.append(workers)
     usage = Table("agent", "calls", "prompt tokens", "completion tokens", "cost", title="usage")
     for kind, u in snap.usage.items():
-        usage.add_row(kind, str(u.calls), str(u.prompt_tokens), str(u.completion_tokens),
-                      f"${u.cost:.4f}")
-    total = [sum(getattr(u, a) for u in snap.usage.values())
-             for a in ("calls", "prompt_tokens", "completion_tokens", "cost")]
+        usage.add_row(
+            kind, str(u.calls), str(u.prompt_tokens), str(u.completion_tokens), f"${u.cost:.4f}"
+        )
+    total = [
+        sum(getattr(u, a) for u in snap.usage.values())
+        for a in ("calls", "prompt_tokens", "completion_tokens", "cost")
+    ]
     usage.add_row("total", *map(str, total[:3]), f"${total[3]:.4f}", style="bold")
     parts.append(usage)
     if snap.dead:
         dead = Table("task", "attempts", "last error", title="dead letters")
         for t in snap.dead:
-            dead.add_row(f"#{t.id} {one_line(t.text, 50)}", str(t.attempts),
-                         one_line(t.last_error, 80))
+            dead.add_row(
+                f"#{t.id} {one_line(t.text, 50)}", str(t.attempts), one_line(t.last_error, 80)
+            )
         parts.append(dead)
     if recent:
         parts.append(Text("recent events\n" + "\n".join(event_line(e) for e in recent)))
@@ -126,8 +172,9 @@ def event_line(e: Event) -> str:
         bits.append(f"#{task}")
     bits += [str(d[key]) for key in ("worker", "instance") if key in d]
     if e.kind == "usage":
-        bits.append(f"{d['kind']} {d['prompt']}+{d['completion']} tokens "
-                    f"{d.get('latency') or 0:.2f}s")
+        bits.append(
+            f"{d['kind']} {d['prompt']}+{d['completion']} tokens {d.get('latency') or 0:.2f}s"
+        )
     elif e.kind == "added":
         bits += [f"#{t[0]} {one_line(t[1], 50)}" for t in d["tasks"]]
     elif e.kind == "completed":
@@ -139,15 +186,24 @@ def event_line(e: Event) -> str:
     return "  ".join(bits)
 
 
-def tape(reader: Reader, *, since: int, follow: bool, as_json: bool,
-         out: Callable[[str], None] = click.echo) -> None:
+def tape(
+    reader: Reader,
+    *,
+    since: int,
+    follow: bool,
+    as_json: bool,
+    out: Callable[[str], None] = click.echo,
+) -> None:
     """`coop events`: print the tape from `since`; with `follow`, keep printing until the
     objective finishes (or Ctrl-C)."""
     while True:
         batch: list[Event] = reader.call("events", since, 1000)
         for e in batch:
-            out(json.dumps({"seq": e.seq, "at": e.at, "event": e.kind, **e.data})
-                if as_json else event_line(e))
+            out(
+                json.dumps({"seq": e.seq, "at": e.at, "event": e.kind, **e.data})
+                if as_json
+                else event_line(e)
+            )
             since = e.seq
         if batch:
             continue
@@ -175,9 +231,13 @@ def review_tasks(tasks: Sequence[Task]) -> tuple[list[int], list[int]]:
     drop: list[int] = []
     click.echo(f"{len(tasks)} new task(s) await approval:", err=True)
     for t in tasks:
-        answer = click.prompt(f"  #{t.id} {one_line(t.text, 100)}  [a]pprove / [d]rop / "
-                              "[l]ater", default="a", err=True,
-                              type=click.Choice(["a", "d", "l"]), show_choices=False)
+        answer = click.prompt(
+            f"  #{t.id} {one_line(t.text, 100)}  [a]pprove / [d]rop / [l]ater",
+            default="a",
+            err=True,
+            type=click.Choice(["a", "d", "l"]),
+            show_choices=False,
+        )
         if answer == "a":
             approve.append(t.id)
         elif answer == "d":

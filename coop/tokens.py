@@ -66,6 +66,10 @@ def for_model(model: str) -> Tokenizer:
         with _warn_lock:
             if model not in _warned:
                 _warned.add(model)
-                log.warning("no tiktoken encoding for %s (%s: %s); estimating tokens "
-                            "conservatively", model, type(exc).__name__, str(exc)[:120])
+                log.warning(
+                    "no tiktoken encoding for %s (%s: %s); estimating tokens conservatively",
+                    model,
+                    type(exc).__name__,
+                    str(exc)[:120],
+                )
         return Tokenizer(model, None)

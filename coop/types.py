@@ -41,9 +41,17 @@ class Reason(str, enum.Enum):
         return EXIT_CODES[self]
 
 
-EXIT_CODES = {Reason.DONE: 0, Reason.FAILED: 1, Reason.MAX_TASKS: 3, Reason.MAX_TOKENS: 4,
-              Reason.MAX_COST: 5, Reason.TIMEOUT: 6, Reason.STALLED: 7, Reason.LOOP: 8,
-              Reason.STOPPED: 9}
+EXIT_CODES = {
+    Reason.DONE: 0,
+    Reason.FAILED: 1,
+    Reason.MAX_TASKS: 3,
+    Reason.MAX_TOKENS: 4,
+    Reason.MAX_COST: 5,
+    Reason.TIMEOUT: 6,
+    Reason.STALLED: 7,
+    Reason.LOOP: 8,
+    Reason.STOPPED: 9,
+}
 """2 is click's for bad usage; 130 is an interrupt."""
 
 

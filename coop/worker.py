@@ -39,8 +39,15 @@ def instance_name(suffix: str = "") -> str:
     return f"{socket.gethostname()}-{os.getpid()}{suffix}"
 
 
-def ask(llm: LLM, board: Any, settings: RunSettings, name: str, kind: Kind,
-        build: Callable[[int], str], task_id: int | None = None) -> str:
+def ask(
+    llm: LLM,
+    board: Any,
+    settings: RunSettings,
+    name: str,
+    kind: Kind,
+    build: Callable[[int], str],
+    task_id: int | None = None,
+) -> str:
     """One model call with coop's discipline: the cluster-wide rate limit first, usage
     recorded on the board after, and one retry with half the context if the prompt was too
     long for the model. `build(budget)` makes the prompt for a token budget."""
@@ -60,15 +67,23 @@ def ask(llm: LLM, board: Any, settings: RunSettings, name: str, kind: Kind,
             log.warning("%s prompt too long for the model; retrying with less context", kind.value)
             retried, budget = True, budget // 2
             continue
-        board.record_usage.remote(name, kind.value, reply.prompt_tokens, reply.completion_tokens,
-                                  time.monotonic() - began, task_id)
+        board.record_usage.remote(
+            name,
+            kind.value,
+            reply.prompt_tokens,
+            reply.completion_tokens,
+            time.monotonic() - began,
+            task_id,
+        )
         return reply.text
 
 
 def metered(board: Any, name: str) -> Callable[[int], None]:
     """A recorder of embedding tokens, for memory and indexes that embed on `name`'s behalf."""
+
     def record(tokens: int) -> None:
         board.record_usage.remote(name, Kind.EMBEDDING.value, tokens, 0)
+
     return record
 
 
@@ -82,8 +97,17 @@ class WorkerReport:
 
 
 class Worker:
-    def __init__(self, board: Any, memory: Memory, llm: LLM, settings: RunSettings,
-                 objective: str, name: str, concurrency: int, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        board: Any,
+        memory: Memory,
+        llm: LLM,
+        settings: RunSettings,
+        objective: str,
+        name: str,
+        concurrency: int,
+        stop: threading.Event,
+    ) -> None:
         self.board = board
         self.memory = memory
         self.llm = llm
@@ -102,8 +126,10 @@ class Worker:
         return self.report.worker
 
     def run(self) -> WorkerReport:
-        slots = [threading.Thread(target=self._slot, name=f"{self.name}-slot{i}", daemon=True)
-                 for i in range(self.concurrency)]
+        slots = [
+            threading.Thread(target=self._slot, name=f"{self.name}-slot{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
         beat = threading.Thread(target=self._heartbeat, name=f"{self.name}-beat", daemon=True)
         for t in [*slots, beat]:
             t.start()
@@ -144,11 +170,21 @@ class Worker:
             self._held[task.id] = lease.token
         nxt: Lease | State | None = None
         try:
-            text = ask(self.llm, self.board, self.settings, self.name, Kind.EXECUTION,
-                       lambda budget: agents.execution_prompt(
-                           self.objective, task.text,
-                           self.memory.query(task.text, self.settings.context_k),
-                           self.llm.tokenizer, budget), task.id)
+            text = ask(
+                self.llm,
+                self.board,
+                self.settings,
+                self.name,
+                Kind.EXECUTION,
+                lambda budget: agents.execution_prompt(
+                    self.objective,
+                    task.text,
+                    self.memory.query(task.text, self.settings.context_k),
+                    self.llm.tokenizer,
+                    budget,
+                ),
+                task.id,
+            )
             self.memory.add(task.id, task.text, text, token=lease.token, worker=self.name)
             outcome, nxt = self._complete(lease, text)
             if outcome is Outcome.STALE:
@@ -178,16 +214,23 @@ class Worker:
         while True:
             try:
                 if self.stop.is_set():
-                    outcome: Outcome = ray.get(self.board.complete.remote(
-                        lease.task.id, lease.token, self.name, text))
+                    outcome: Outcome = ray.get(
+                        self.board.complete.remote(lease.task.id, lease.token, self.name, text)
+                    )
                     return outcome, None
                 both: tuple[Outcome, Lease | State] = ray.get(
-                    self.board.complete_and_lease.remote(lease.task.id, lease.token, self.name,
-                                                         text))
+                    self.board.complete_and_lease.remote(
+                        lease.task.id, lease.token, self.name, text
+                    )
+                )
                 return both
             except JournalError as exc:
-                log.warning("task #%d: result not recorded yet (%s); retrying in %.0fs",
-                            lease.task.id, one_line(str(exc), 160), pause)
+                log.warning(
+                    "task #%d: result not recorded yet (%s); retrying in %.0fs",
+                    lease.task.id,
+                    one_line(str(exc), 160),
+                    pause,
+                )
                 time.sleep(pause)
                 pause = min(pause * 2, COMPLETE_RETRY_MAX)
 
@@ -197,11 +240,11 @@ class Worker:
         reason = scrub(f"{type(exc).__name__}: {one_line(str(exc), 300)}")
         self.report.failed += 1
         try:
-            outcome = ray.get(self.board.fail.remote(lease.task.id, lease.token, self.name,
-                                                     reason))
+            outcome = ray.get(self.board.fail.remote(lease.task.id, lease.token, self.name, reason))
         except JournalError:
-            log.warning("task #%d failed (%s); not recorded, its lease will expire",
-                        lease.task.id, reason)
+            log.warning(
+                "task #%d failed (%s); not recorded, its lease will expire", lease.task.id, reason
+            )
             return
         log.warning("task #%d failed (%s), %s", lease.task.id, reason, outcome.value)
 

@@ -84,8 +84,9 @@ class Caller:
         done, end = 0, time.monotonic() + seconds
         got = ray.get(board.lease.remote("caller"))
         while isinstance(got, Lease) and time.monotonic() < end:
-            _, got = ray.get(board.complete_and_lease.remote(got.task.id, got.token, "caller",
-                                                             "r" * 200))
+            _, got = ray.get(
+                board.complete_and_lease.remote(got.task.id, got.token, "caller", "r" * 200)
+            )
             done += 1
         return done
 
@@ -102,8 +103,9 @@ def board_overhead(a: argparse.Namespace, state: Path, rows: list[list[str]]) ->
         ray.get(bare.ping.remote())
         bare_ms.append((time.perf_counter() - t) * 1e3)
         t = time.perf_counter()  # a worker's steady state: one call acknowledges and leases
-        _, lease = ray.get(board.complete_and_lease.remote(lease.task.id, lease.token, "w",
-                                                           "r" * 200))
+        _, lease = ray.get(
+            board.complete_and_lease.remote(lease.task.id, lease.token, "w", "r" * 200)
+        )
         cycle_ms.append((time.perf_counter() - t) * 1e3)
         t = time.perf_counter()  # the same work as two calls, as a first lease is
         ray.get(board.complete.remote(lease.task.id, lease.token, "w", "r" * 200))
@@ -113,14 +115,21 @@ def board_overhead(a: argparse.Namespace, state: Path, rows: list[list[str]]) ->
     for name, times in (("one call", cycle_ms), ("two calls", split_ms)):
         med, p99 = statistics.median(times), float(np.percentile(times, 99))
         ratio = med / bare_med
-        rows.append([f"board: lease+complete cycle ({name}), median / p99",
-                     f"{med:.2f} / {p99:.2f} ms", "≤ 2.5× a bare call",
-                     f"{ratio:.2f}× (bare call {bare_med:.2f} ms)", _verdict(ratio <= 2.5)])
+        rows.append(
+            [
+                f"board: lease+complete cycle ({name}), median / p99",
+                f"{med:.2f} / {p99:.2f} ms",
+                "≤ 2.5× a bare call",
+                f"{ratio:.2f}× (bare call {bare_med:.2f} ms)",
+                _verdict(ratio <= 2.5),
+            ]
+        )
     best = 0.0
     for n in a.callers:
         callers = [Caller.remote() for _ in range(n)]
         board = new_board(f"rate{n}", state)
         ray.get(board.add.remote([f"t{i}" for i in range(int(3000 * a.seconds))]))
+
         def run(board: Any = board, callers: list[Any] = callers) -> float:
             return sum(ray.get([c.cycles.remote(board, a.seconds) for c in callers])) / a.seconds
 
@@ -142,8 +151,9 @@ def _finished_rate(snap_results: list[Any]) -> float:
     return (hi - lo) / max(times[hi] - times[lo], 1e-9)
 
 
-def scaling(a: argparse.Namespace, coop: Coop, state: Path, rows: list[list[str]]
-            ) -> list[tuple[int, int, float, float]]:
+def scaling(
+    a: argparse.Namespace, coop: Coop, state: Path, rows: list[list[str]]
+) -> list[tuple[int, int, float, float]]:
     """Execution only: a board filled in advance, W `coop join` processes, C in flight each."""
     points = []
     for c in a.concurrency:
@@ -154,8 +164,9 @@ def scaling(a: argparse.Namespace, coop: Coop, state: Path, rows: list[list[str]
             def one_run(w: int = w, c: int = c, tasks: int = tasks) -> float:
                 settings = new_settings(llm="openai", max_tasks=10**9, lease_ttl=60)
                 oid = objective_id(f"scaling {w}x{c} {time.time_ns()}")
-                board = cluster.named_actor(Board, oid, "board", oid, oid, settings, "b",
-                                            str(state))
+                board = cluster.named_actor(
+                    Board, oid, "board", oid, oid, settings, "b", str(state)
+                )
                 ray.get(board.add.remote([f"Scaling task {i}" for i in range(tasks)]))
                 procs = [coop.spawn("join", oid, "--concurrency", str(c)) for _ in range(w)]
                 while len(ray.get(board.results.remote())) < tasks:
@@ -167,16 +178,22 @@ def scaling(a: argparse.Namespace, coop: Coop, state: Path, rows: list[list[str]
             rate = median_of(a.repeats, one_run)
             share = rate / ideal
             points.append((w, c, rate, ideal))
-            rows.append([f"scaling: {w} worker(s) × {c} in flight", f"{rate:.1f} tasks/s",
-                         f"≥ 90% of {ideal:.0f}/s" if w * c <= 32 else "",
-                         f"{share:.0%} of ideal", _verdict(share >= 0.9)])
+            rows.append(
+                [
+                    f"scaling: {w} worker(s) × {c} in flight",
+                    f"{rate:.1f} tasks/s",
+                    f"≥ 90% of {ideal:.0f}/s" if w * c <= 32 else "",
+                    f"{share:.0%} of ideal",
+                    _verdict(share >= 0.9),
+                ]
+            )
     return points
 
 
-def planner_cost(a: argparse.Namespace, coop: Coop, server: StandIn, rows: list[list[str]]
-                 ) -> None:
+def planner_cost(a: argparse.Namespace, coop: Coop, server: StandIn, rows: list[list[str]]) -> None:
     """A whole objective: the planner and 8 tasks in flight (2 workers × 4)."""
     for size in a.plan_sizes:
+
         def one_run(size: int = size) -> tuple[float, float]:
             server.simulator = Simulator(fanout=3, limit=size)
             objective = f"Planner cost {size} {time.time_ns()}"
@@ -195,18 +212,34 @@ def planner_cost(a: argparse.Namespace, coop: Coop, server: StandIn, rows: list[
         runs = [one_run() for _ in range(a.repeats)]
         calls = statistics.median(r[0] for r in runs)
         tokens = statistics.median(r[1] for r in runs)
-        rows.append([f"planner: calls per task at {size} tasks", f"{calls:.2f}", "≤ 0.5", "",
-                     _verdict(calls <= 0.5)])
-        rows.append([f"planner: tokens per task at {size} tasks", f"{tokens:.0f}", "≤ 300",
-                     "", _verdict(tokens <= 300)])
+        rows.append(
+            [
+                f"planner: calls per task at {size} tasks",
+                f"{calls:.2f}",
+                "≤ 0.5",
+                "",
+                _verdict(calls <= 0.5),
+            ]
+        )
+        rows.append(
+            [
+                f"planner: tokens per task at {size} tasks",
+                f"{tokens:.0f}",
+                "≤ 300",
+                "",
+                _verdict(tokens <= 300),
+            ]
+        )
 
 
 def rss_mb(actor: Any) -> tuple[float, float]:
     """(current, peak) resident memory of an actor's process, in MB."""
+
     def read(_self: Any) -> tuple[float, float]:
         with open("/proc/self/status") as status:
             fields = dict(line.split(":", 1) for line in status)
         return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+
     result: tuple[float, float] = ray.get(actor.__ray_call__.remote(read))
     return result
 
@@ -217,8 +250,12 @@ def memory(a: argparse.Namespace, rows: list[list[str]], footprint: list[list[st
         store = ray.remote(VectorStore).options(num_cpus=0).remote()
         vectors = rng.standard_normal((size, a.dim), dtype=np.float32)
         for start in range(0, size, 1000):  # pipelined: a thousand calls in flight at a time
-            ray.get([store.upsert.remote(i, 1, vectors[i].tolist(), f"t{i}", "r" * 200, "w")
-                     for i in range(start, min(start + 1000, size))])
+            ray.get(
+                [
+                    store.upsert.remote(i, 1, vectors[i].tolist(), f"t{i}", "r" * 200, "w")
+                    for i in range(start, min(start + 1000, size))
+                ]
+            )
         probe = rng.standard_normal((200, a.dim), dtype=np.float32)
         add_ms, query_ms = [], []
         for i, vec in enumerate(probe):
@@ -228,12 +265,19 @@ def memory(a: argparse.Namespace, rows: list[list[str]], footprint: list[list[st
             t = time.perf_counter()
             ray.get(store.query.remote(vec.tolist(), 5))
             query_ms.append((time.perf_counter() - t) * 1e3)
-        rows.append([f"memory: add / top-5 query at {size:,} results ({a.dim}-d)",
-                     f"{statistics.median(add_ms):.2f} / {statistics.median(query_ms):.2f} ms",
-                     "", "", ""])
+        rows.append(
+            [
+                f"memory: add / top-5 query at {size:,} results ({a.dim}-d)",
+                f"{statistics.median(add_ms):.2f} / {statistics.median(query_ms):.2f} ms",
+                "",
+                "",
+                "",
+            ]
+        )
         now, peak = rss_mb(store)
-        footprint.append([f"memory actor, {size:,} results ({a.dim}-d)", f"{now:.0f} MB",
-                          f"{peak:.0f} MB"])
+        footprint.append(
+            [f"memory actor, {size:,} results ({a.dim}-d)", f"{now:.0f} MB", f"{peak:.0f} MB"]
+        )
         ray.kill(store)
 
 
@@ -247,8 +291,13 @@ def board_footprint(a: argparse.Namespace, state: Path, footprint: list[list[str
             lease = ray.get(board.lease.remote("w"))
             ray.get(board.complete.remote(lease.task.id, lease.token, "w", "r" * 200))
         now, peak = rss_mb(board)
-        footprint.append([f"board actor, {size:,} tasks ({size // 10:,} completed)",
-                          f"{now:.0f} MB", f"{peak:.0f} MB"])
+        footprint.append(
+            [
+                f"board actor, {size:,} tasks ({size // 10:,} completed)",
+                f"{now:.0f} MB",
+                f"{peak:.0f} MB",
+            ]
+        )
 
 
 def plot(points: list[tuple[int, int, float, float]], path: Path) -> None:
@@ -261,8 +310,14 @@ def plot(points: list[tuple[int, int, float, float]], path: Path) -> None:
     for c in sorted({p[1] for p in points}):
         mine = [p for p in points if p[1] == c]
         ax.plot([p[0] for p in mine], [p[2] for p in mine], "o-", label=f"coop, {c} in flight")
-        ax.plot([p[0] for p in mine], [p[3] for p in mine], "--", color="grey", alpha=0.6,
-                label=f"ideal, {c} in flight")
+        ax.plot(
+            [p[0] for p in mine],
+            [p[3] for p in mine],
+            "--",
+            color="grey",
+            alpha=0.6,
+            label=f"ideal, {c} in flight",
+        )
     ax.set_xlabel("worker processes")
     ax.set_ylabel("finished tasks per second")
     ax.set_title("Scaling against the ideal (W × C / latency)")
@@ -296,8 +351,12 @@ def main() -> int:
         board_footprint(a, state, footprint)
     server.stop()
     plot(points, a.out / "scaling.png")
-    report = (table(["measure", "result", "target", "against target", "verdict"], rows)
-              + "\n\n" + table(["actor", "resident", "peak"], footprint) + "\n")
+    report = (
+        table(["measure", "result", "target", "against target", "verdict"], rows)
+        + "\n\n"
+        + table(["actor", "resident", "peak"], footprint)
+        + "\n"
+    )
     (a.out / "results.md").write_text(report)
     print(report)
     print(f"({time.monotonic() - began:.0f} s; plot: {a.out / 'scaling.png'})")

@@ -77,15 +77,30 @@ class Run:
 
     def go(self, journal: Path) -> bool:
         """Run until a planner finishes the objective; True if one did, by itself."""
-        planners = [self.spawn("start", self.objective, "--workers", "0", "--lease-ttl", "4",
-                               "--max-tasks", "100000", "--max-attempts", "4")]
+        planners = [
+            self.spawn(
+                "start",
+                self.objective,
+                "--workers",
+                "0",
+                "--lease-ttl",
+                "4",
+                "--max-tasks",
+                "100000",
+                "--max-attempts",
+                "4",
+            )
+        ]
         deadline = time.monotonic() + self.a.timeout
         while not journal.exists() and planners[0].poll() is None:
             time.sleep(0.2)
         workers = [self.worker() for _ in range(self.a.workers)]
         next_kill = time.monotonic() + self.a.kill_every
-        while time.monotonic() < deadline and all(p.poll() != 0 for p in planners) \
-                and any(p.poll() is None for p in planners):
+        while (
+            time.monotonic() < deadline
+            and all(p.poll() != 0 for p in planners)
+            and any(p.poll() is None for p in planners)
+        ):
             time.sleep(0.2)
             if time.monotonic() < next_kill:
                 continue
@@ -108,13 +123,17 @@ class Run:
 def check(run: Run, state: Path, server: StandIn) -> bool:
     path = journal_path(state, run.oid)
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        events = [(k, json.loads(d)) for k, d in db.execute(
-            "SELECT kind, data FROM events ORDER BY seq")]
+        events = [
+            (k, json.loads(d)) for k, d in db.execute("SELECT kind, data FROM events ORDER BY seq")
+        ]
     added = {t[0] for k, d in events if k == "added" for t in d["tasks"]}
     completed = [d["id"] for k, d in events if k == "completed"]
     dead = {d["id"]: d["error"] for k, d in events if k == "failed" and d["dead"]}
-    acknowledged = {int(m.group(1)) for log in run.coop.logs.glob("*.log")
-                    for m in DONE_LINE.finditer(log.read_text(errors="replace"))}
+    acknowledged = {
+        int(m.group(1))
+        for log in run.coop.logs.glob("*.log")
+        for m in DONE_LINE.finditer(log.read_text(errors="replace"))
+    }
     store = ray.get_actor(f"coop:{run.oid}:memory", namespace=C.NAMESPACE)
     in_memory = ray.get(store.task_ids.remote())
     board = ray.get_actor(f"coop:{run.oid}:board", namespace=C.NAMESPACE)
@@ -122,8 +141,10 @@ def check(run: Run, state: Path, server: StandIn) -> bool:
     lost = added - set(completed) - set(dead)
     figures = {
         "state": f"{state_now[0].value} ({state_now[1].value if state_now[1] else '-'})",
-        "tasks added": len(added), "tasks completed": len(completed),
-        "tasks lost": len(lost), "completions duplicated": len(completed) - len(set(completed)),
+        "tasks added": len(added),
+        "tasks completed": len(completed),
+        "tasks lost": len(lost),
+        "completions duplicated": len(completed) - len(set(completed)),
         "results duplicated in memory": len(in_memory) - len(set(in_memory)),
         "completed without a result in memory": len(set(completed) - set(in_memory)),
         "acknowledged results missing from the journal": len(acknowledged - set(completed)),
@@ -135,20 +156,37 @@ def check(run: Run, state: Path, server: StandIn) -> bool:
         print(f"{name:>46}: {value}")
     for tid, reason in sorted(dead.items()):
         print(f"{'dead letter':>46}: #{tid} {reason}")
-    zeros = ("tasks lost", "completions duplicated", "results duplicated in memory",
-             "completed without a result in memory",
-             "acknowledged results missing from the journal")
-    ok = state_now[1] is not None and state_now[1].value == "done" and \
-        all(figures[z] == 0 for z in zeros) and bool(completed)
+    zeros = (
+        "tasks lost",
+        "completions duplicated",
+        "results duplicated in memory",
+        "completed without a result in memory",
+        "acknowledged results missing from the journal",
+    )
+    ok = (
+        state_now[1] is not None
+        and state_now[1].value == "done"
+        and all(figures[z] == 0 for z in zeros)
+        and bool(completed)
+    )
     print("chaos check:", "PASSED" if ok else "FAILED", flush=True)
     return ok
 
 
 def main() -> int:
     a = parse()
-    server = StandIn(latency=a.latency, seed=a.seed, simulator=Simulator(fanout=3, limit=a.tasks),
-                     faults=Faults(rate_429=a.rate_429, rate_500=a.rate_500,
-                                   rate_slow=a.rate_slow, slow_seconds=2.0, retry_after=0.2))
+    server = StandIn(
+        latency=a.latency,
+        seed=a.seed,
+        simulator=Simulator(fanout=3, limit=a.tasks),
+        faults=Faults(
+            rate_429=a.rate_429,
+            rate_500=a.rate_500,
+            rate_slow=a.rate_slow,
+            slow_seconds=2.0,
+            retry_after=0.2,
+        ),
+    )
     server.start()
     with tempfile.TemporaryDirectory(prefix="coop-chaos-") as tmp, local_cluster() as cluster:
         state, logs = Path(tmp) / "state", Path(tmp) / "logs"

@@ -25,8 +25,9 @@ COOP = Path(sys.executable).with_name("coop")
 @contextmanager
 def local_cluster(cpus: int = 2) -> Iterator[Cluster]:
     """A Ray cluster of our own on 127.0.0.1, this process connected to it."""
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus,
-                                                            "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": cpus, "include_dashboard": False}
+    )
     ray.init(address=cluster.address, namespace=C.NAMESPACE, logging_level="ERROR")
     addresses = {node["NodeManagerAddress"] for node in ray.nodes()}
     if addresses != {"127.0.0.1"}:  # ray was imported before the loopback setting took hold
@@ -44,17 +45,24 @@ class Coop:
     """Runs `coop` commands against one cluster, one stand-in and one state dir."""
 
     def __init__(self, address: str, server: StandIn, state: Path, logs: Path) -> None:
-        self.env = {**os.environ, **C.LOOPBACK_ENV, "RAY_ADDRESS": address,
-                    "COOP_STATE_DIR": str(state), "OPENAI_BASE_URL": server.base_url,
-                    "OPENAI_API_KEY": "stand-in", "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            **C.LOOPBACK_ENV,
+            "RAY_ADDRESS": address,
+            "COOP_STATE_DIR": str(state),
+            "OPENAI_BASE_URL": server.base_url,
+            "OPENAI_API_KEY": "stand-in",
+            "PYTHONUNBUFFERED": "1",
+        }
         self.logs = logs
         self.spawned = 0
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
         self.spawned += 1
         log = (self.logs / f"{self.spawned:03d}-{args[0]}.log").open("wb")
-        return subprocess.Popen([str(COOP), *args], env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [str(COOP), *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
 
     def stop_all(self, procs: list[subprocess.Popen[bytes]], grace: float = 60) -> None:
         for proc in procs:

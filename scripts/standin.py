@@ -101,43 +101,66 @@ class StandIn:
     def usage(self) -> dict[str, int]:
         """Tokens this server counted for successful calls: the bill, to check coop's against."""
         ok = [c for c in self.calls if c.status == 200]
-        return {"prompt_tokens": sum(c.prompt_tokens for c in ok),
-                "completion_tokens": sum(c.completion_tokens for c in ok)}
+        return {
+            "prompt_tokens": sum(c.prompt_tokens for c in ok),
+            "completion_tokens": sum(c.completion_tokens for c in ok),
+        }
 
     # -- request handling, called from the handler's threads ------------------------------
 
-    def respond(self, path: str, headers: Any, body: dict[str, Any]) -> tuple[int, dict[str, Any],
-                                                                            dict[str, str]]:
+    def respond(
+        self, path: str, headers: Any, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         instance = headers.get(INSTANCE_HEADER, "")
         model = str(body.get("model", ""))
         prompt = _prompt(body) if path.endswith("/chat/completions") else ""
         kind = next((k for k, m in PROMPT_MARKERS.items() if prompt.startswith(m)), "other")
-        call = Call(path, 200, kind if prompt else path.rsplit("/", 1)[-1], instance, model,
-                    prompt.rsplit("Your task:", 1)[-1].split("\n", 1)[0].strip()
-                    if kind == "execution" else "")
+        call = Call(
+            path,
+            200,
+            kind if prompt else path.rsplit("/", 1)[-1],
+            instance,
+            model,
+            prompt.rsplit("Your task:", 1)[-1].split("\n", 1)[0].strip()
+            if kind == "execution"
+            else "",
+        )
         status, payload, extra = self._answer(path, headers, body, prompt, call)
         call.status = status
         self.record(call)
         return status, payload, extra
 
-    def _answer(self, path: str, headers: Any, body: dict[str, Any], prompt: str,
-                call: Call) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _answer(
+        self, path: str, headers: Any, body: dict[str, Any], prompt: str, call: Call
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         if self.api_key and headers.get("Authorization") != f"Bearer {self.api_key}":
             return 401, _error("Incorrect API key provided.", "invalid_api_key"), {}
         if path.endswith("/models"):
-            return 200, {"object": "list", "data": [{"id": m, "object": "model"}
-                                                    for m in self.models]}, {}
+            return (
+                200,
+                {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]},
+                {},
+            )
         if self.models and call.model not in self.models:
             return 404, _error(f"The model {call.model} does not exist.", "model_not_found"), {}
         if self.faults.poison and self.faults.poison in _prompt(body):
             return 500, _error("The server had an error (poisoned).", "server_error"), {}
         limit = self.faults.context_limit
         if limit and self._tokenizer.count(_prompt(body)) > limit:
-            return 400, _error(f"This model's maximum context length is {limit} tokens.",
-                               "context_length_exceeded"), {}
+            return (
+                400,
+                _error(
+                    f"This model's maximum context length is {limit} tokens.",
+                    "context_length_exceeded",
+                ),
+                {},
+            )
         if self.roll(self.faults.rate_429):
-            return 429, _error("Rate limit reached.", "rate_limit_exceeded"), {
-                "Retry-After": str(self.faults.retry_after)}
+            return (
+                429,
+                _error("Rate limit reached.", "rate_limit_exceeded"),
+                {"Retry-After": str(self.faults.retry_after)},
+            )
         if self.roll(self.faults.rate_500):
             return 500, _error("The server had an error.", "server_error"), {}
         delay = self.latency if prompt else self.embed_latency  # models think; lookups don't
@@ -156,25 +179,39 @@ class StandIn:
         call.prompt_tokens = self._tokenizer.count(prompt)
         call.completion_tokens = self._tokenizer.count(text)
         reply: dict[str, Any] = {
-            "id": f"chatcmpl-{len(self.calls)}", "object": "chat.completion",
-            "created": int(time.time()), "model": call.model,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": text}}]}
+            "id": f"chatcmpl-{len(self.calls)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": call.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": text},
+                }
+            ],
+        }
         if self.send_usage:
-            reply["usage"] = {"prompt_tokens": call.prompt_tokens,
-                              "completion_tokens": call.completion_tokens,
-                              "total_tokens": call.prompt_tokens + call.completion_tokens}
+            reply["usage"] = {
+                "prompt_tokens": call.prompt_tokens,
+                "completion_tokens": call.completion_tokens,
+                "total_tokens": call.prompt_tokens + call.completion_tokens,
+            }
         return reply
 
     def _embeddings(self, body: dict[str, Any], call: Call) -> dict[str, Any]:
         inputs = body.get("input", [])
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
         call.prompt_tokens = sum(self._tokenizer.count(t) for t in texts)
-        return {"object": "list", "model": call.model,
-                "data": [{"object": "embedding", "index": i, "embedding": lexical_embedding(t)}
-                         for i, t in enumerate(texts)],
-                "usage": {"prompt_tokens": call.prompt_tokens,
-                          "total_tokens": call.prompt_tokens}}
+        return {
+            "object": "list",
+            "model": call.model,
+            "data": [
+                {"object": "embedding", "index": i, "embedding": lexical_embedding(t)}
+                for i, t in enumerate(texts)
+            ],
+            "usage": {"prompt_tokens": call.prompt_tokens, "total_tokens": call.prompt_tokens},
+        }
 
 
 def _prompt(body: dict[str, Any]) -> str:
@@ -204,8 +241,9 @@ def _handler(server: StandIn) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path == "/_stats":
-                self._send(200, {"calls": [asdict(c) for c in server.calls],
-                                 "usage": server.usage()}, {})
+                self._send(
+                    200, {"calls": [asdict(c) for c in server.calls], "usage": server.usage()}, {}
+                )
             else:
                 self._send(*server.respond(self.path, self.headers, {}))
 
@@ -228,19 +266,28 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--latency", type=float, default=0.0, help="seconds per chat completion")
-    p.add_argument("--embed-latency", type=float, default=0.0,
-                   help="seconds per embeddings request")
+    p.add_argument(
+        "--embed-latency", type=float, default=0.0, help="seconds per embeddings request"
+    )
     for name in ("429", "500", "slow", "malformed"):
         p.add_argument(f"--rate-{name}", type=float, default=0.0)
     p.add_argument("--fanout", type=int, default=3, help="new tasks per completed task")
     p.add_argument("--limit", type=int, default=12, help="tasks in the simulated objective")
     p.add_argument("--api-key", help="accept only this key (others get 401)")
     a = p.parse_args()
-    server = StandIn(port=a.port, latency=a.latency, embed_latency=a.embed_latency,
-                     api_key=a.api_key,
-                     faults=Faults(rate_429=a.rate_429, rate_500=a.rate_500,
-                                   rate_slow=a.rate_slow, rate_malformed=a.rate_malformed),
-                     simulator=Simulator(fanout=a.fanout, limit=a.limit))
+    server = StandIn(
+        port=a.port,
+        latency=a.latency,
+        embed_latency=a.embed_latency,
+        api_key=a.api_key,
+        faults=Faults(
+            rate_429=a.rate_429,
+            rate_500=a.rate_500,
+            rate_slow=a.rate_slow,
+            rate_malformed=a.rate_malformed,
+        ),
+        simulator=Simulator(fanout=a.fanout, limit=a.limit),
+    )
     print(f"stand-in model server at {server.start()}", flush=True)
     threading.Event().wait()
 

@@ -38,8 +38,9 @@ os.environ["COOP_STATE_DIR"] = str(STATE_DIR)  # never the user's ~/.coop
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Cluster]:
     """A real two-process Ray cluster on loopback, shared by every test (a start costs ~4 s)."""
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False}
+    )
     ray.init(address=cluster.address, namespace=C.NAMESPACE)
     assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}, "not on loopback"
     yield cluster
@@ -47,12 +48,28 @@ def ray_cluster() -> Iterator[Cluster]:
     cluster.shutdown()
 
 
+MakeStandIn = Callable[..., StandIn]
+
+
 @pytest.fixture
-def standin() -> Iterator[StandIn]:
-    server = StandIn(simulator=Simulator(fanout=3, limit=12))
-    server.start()
-    yield server
-    server.stop()
+def make_standin() -> Iterator[MakeStandIn]:
+    """Stand-in model servers made to measure for a test, all stopped after it."""
+    servers: list[StandIn] = []
+
+    def make(**options: Any) -> StandIn:
+        server = StandIn(**options)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def standin(make_standin: MakeStandIn) -> StandIn:
+    return make_standin(simulator=Simulator(fanout=3, limit=12))
 
 
 def unique(text: str) -> str:
@@ -60,12 +77,13 @@ def unique(text: str) -> str:
     return f"{text} [{uuid.uuid4().hex[:6]}]"
 
 
-def coop_env(cluster: Cluster | None, standin: StandIn | None = None,
-             **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "COOP_", "RAY_ADDRESS"))}
-    env.update(C.LOOPBACK_ENV, PYTHONUNBUFFERED="1", COLUMNS="200",
-               COOP_STATE_DIR=str(STATE_DIR))
+def coop_env(
+    cluster: Cluster | None, standin: StandIn | None = None, **extra: str
+) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "COOP_", "RAY_ADDRESS"))
+    }
+    env.update(C.LOOPBACK_ENV, PYTHONUNBUFFERED="1", COLUMNS="200", COOP_STATE_DIR=str(STATE_DIR))
     if cluster is not None:
         env["RAY_ADDRESS"] = cluster.address
     if standin is not None:
@@ -74,16 +92,19 @@ def coop_env(cluster: Cluster | None, standin: StandIn | None = None,
     return env
 
 
-def run_coop(*args: str, env: dict[str, str], timeout: float = 120,
-             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(COOP), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
+def run_coop(
+    *args: str, env: dict[str, str], timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(COOP), *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
 
 
 def spawn_coop(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
     out = log.open("w")
-    return subprocess.Popen([str(COOP), *args], env=env, stdout=out, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(
+        [str(COOP), *args], env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:

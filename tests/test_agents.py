@@ -14,23 +14,42 @@ from coop.types import Result, Task
 TOK = estimating("test")
 
 
-@pytest.mark.parametrize("answer, expected", [
-    ("1. Research soil\n2) Buy seeds\n- Plant seeds\n* Water daily",
-     ["Research soil", "Buy seeds", "Plant seeds", "Water daily"]),
-    ("Here are the new tasks:\n\n1. **Research soil**\n2. Task 2: Buy seeds\n\nLet me know!",
-     ["Research soil", "Buy seeds"]),
-    ("1. Preparation:\n   - Buy seeds\n   - Buy pots\n2. Plant",
-     ["Buy seeds", "Buy pots", "Plant"]),
-    ("New tasks:\n1.  Tidy up  ", ["Tidy up"]),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (
+            "1. Research soil\n2) Buy seeds\n- Plant seeds\n* Water daily",
+            ["Research soil", "Buy seeds", "Plant seeds", "Water daily"],
+        ),
+        (
+            "Here are the new tasks:\n\n1. **Research soil**\n2. Task 2: Buy seeds\n\nLet me know!",
+            ["Research soil", "Buy seeds"],
+        ),
+        (
+            "1. Preparation:\n   - Buy seeds\n   - Buy pots\n2. Plant",
+            ["Buy seeds", "Buy pots", "Plant"],
+        ),
+        ("New tasks:\n1.  Tidy up  ", ["Tidy up"]),
+    ],
+)
 def test_parse_tasks_keeps_list_items_only(answer: str, expected: list[str]) -> None:
     assert agents.parse_tasks(answer) == expected
 
 
-@pytest.mark.parametrize("garbage", ["", "I cannot help with that.", "}{\x00~~ 12 apples",
-                                     "1.\n2.\n-", "#### \n\n", "1.5 million reasons"])
-def test_garbage_yields_zero_tasks_and_a_log_line(garbage: str,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "",
+        "I cannot help with that.",
+        "}{\x00~~ 12 apples",
+        "1.\n2.\n-",
+        "#### \n\n",
+        "1.5 million reasons",
+    ],
+)
+def test_garbage_yields_zero_tasks_and_a_log_line(
+    garbage: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, logger="coop.agents"):
         assert agents.parse_tasks(garbage) == []
     assert bool(caplog.records) == bool(garbage.strip())

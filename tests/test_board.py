@@ -43,8 +43,16 @@ def test_add_rejects_duplicates_in_every_state() -> None:
     done = leased(board)
     board.complete(done.task.id, done.token, "w", "ok")
     leased(board)  # "Write body" is now leased
-    report = board.add(["write INTRO.", "  Write   body ", "Write outro!", "Write conclusion",
-                        "Write conclusion", ""])
+    report = board.add(
+        [
+            "write INTRO.",
+            "  Write   body ",
+            "Write outro!",
+            "Write conclusion",
+            "Write conclusion",
+            "",
+        ]
+    )
     assert [t.text for t in report.added] == ["Write conclusion"]
     assert len(report.duplicates) == 5
 
@@ -184,8 +192,9 @@ def test_unapproved_tasks_are_never_leased() -> None:
 def test_token_budget_holds_under_concurrent_leases() -> None:
     """Leases reserve what a task will likely spend; the cap is never passed by more than
     the in-flight work, and the objective stops with the cap as its reason."""
-    board = make_board(max_tokens=1000, max_prompt_tokens=300, max_completion_tokens=100,
-                       max_tasks=1000)
+    board = make_board(
+        max_tokens=1000, max_prompt_tokens=300, max_completion_tokens=100, max_tasks=1000
+    )
     board.add([f"t{i}" for i in range(50)])
     first = [leased(board, f"w{i}") for i in range(5)]  # 5 x 200 estimated = the cap
     assert board.lease("w9") is State.RUNNING  # a sixth would not fit
@@ -199,8 +208,13 @@ def test_token_budget_holds_under_concurrent_leases() -> None:
 
 
 def test_cost_budget_uses_the_price_table() -> None:
-    board = make_board(max_cost=0.001, prices=(1.0, 2.0, 0.0), max_tasks=1000,
-                       max_prompt_tokens=400, max_completion_tokens=100)
+    board = make_board(
+        max_cost=0.001,
+        prices=(1.0, 2.0, 0.0),
+        max_tasks=1000,
+        max_prompt_tokens=400,
+        max_completion_tokens=100,
+    )
     board.add(["a", "b"])
     lease = leased(board)
     board.record_usage("w", "execution", 500, 300)  # 500 x $1/M + 300 x $2/M = $0.0011
@@ -369,13 +383,16 @@ def test_reorder_during_concurrent_add_lease_complete_loses_nothing(actor: objec
                 time.sleep(0.02)
                 continue
             idle = 0
-            if ray.get(actor.complete.remote(got.task.id, got.token, name, "r")) is \
-                    Outcome.ACCEPTED:  # type: ignore[attr-defined]
+            if (
+                ray.get(actor.complete.remote(got.task.id, got.token, name, "r"))
+                is Outcome.ACCEPTED
+            ):  # type: ignore[attr-defined]
                 done.append(got.task.id)
 
     done: list[int] = []
     threads = [threading.Thread(target=planner)] + [
-        threading.Thread(target=worker, args=(f"w{i}", done)) for i in range(4)]
+        threading.Thread(target=worker, args=(f"w{i}", done)) for i in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -414,4 +431,6 @@ def test_complete_and_lease_is_one_step_of_a_busy_worker() -> None:
     outcome, nxt = board.complete_and_lease(nxt.task.id, nxt.token, "w", "done")
     assert outcome is Outcome.ACCEPTED and nxt is State.RUNNING  # nothing left: the state
     assert board.complete_and_lease(first.task.id, first.token, "w", "again") == (
-        Outcome.DUPLICATE, State.RUNNING)
+        Outcome.DUPLICATE,
+        State.RUNNING,
+    )

@@ -26,22 +26,25 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
         assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["start", ""], "empty"),
-    (["start", "   \n\t "], "empty"),
-    (["start", "x" * 10_000], "limit is 4000"),
-    (["start", "ok", "--llm", "offline", "--workers", "-1"], "--workers"),
-    (["start", "ok", "--llm", "offline", "--max-tasks", "abc"], "--max-tasks"),
-    (["start", "ok", "--llm", "offline", "--max-tasks", "0"], "--max-tasks"),
-    (["start", "ok", "--llm", "offline", "--concurrency", "1.5"], "--concurrency"),
-    (["start", "ok", "--llm", "offline", "--lease-ttl", "-3"], "--lease-ttl"),
-    (["start", "ok", "--llm", "gpt"], "--llm"),
-    (["join", "x", "--concurrency", "-2"], "--concurrency"),
-    (["start", "ok"], "OPENAI_API_KEY"),
-    (["start", "ok", "--llm", "offline", "--address", "127.0.0.1:1"], "127.0.0.1:1"),
-    (["list", "--address", "not-an-address"], "bad Ray address"),
-    (["nonsense-command"], "No such command"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["start", ""], "empty"),
+        (["start", "   \n\t "], "empty"),
+        (["start", "x" * 10_000], "limit is 4000"),
+        (["start", "ok", "--llm", "offline", "--workers", "-1"], "--workers"),
+        (["start", "ok", "--llm", "offline", "--max-tasks", "abc"], "--max-tasks"),
+        (["start", "ok", "--llm", "offline", "--max-tasks", "0"], "--max-tasks"),
+        (["start", "ok", "--llm", "offline", "--concurrency", "1.5"], "--concurrency"),
+        (["start", "ok", "--llm", "offline", "--lease-ttl", "-3"], "--lease-ttl"),
+        (["start", "ok", "--llm", "gpt"], "--llm"),
+        (["join", "x", "--concurrency", "-2"], "--concurrency"),
+        (["start", "ok"], "OPENAI_API_KEY"),
+        (["start", "ok", "--llm", "offline", "--address", "127.0.0.1:1"], "127.0.0.1:1"),
+        (["list", "--address", "not-an-address"], "bad Ray address"),
+        (["nonsense-command"], "No such command"),
+    ],
+)
 def test_bad_input_is_one_line(args: list[str], needle: str) -> None:
     assert_one_line_error(run_coop(*args, env=coop_env(None), timeout=60), needle)
 
@@ -54,8 +57,10 @@ def test_env_vars_are_validated_like_flags() -> None:
 def test_unknown_objective_lists_the_known_ones(ray_cluster: Cluster) -> None:
     env = coop_env(ray_cluster)
     known = unique("Known objective")
-    assert run_coop("start", known, "--llm", "offline", "--max-tasks", "1",
-                    env=env).returncode == MAX_TASKS_EXIT
+    assert (
+        run_coop("start", known, "--llm", "offline", "--max-tasks", "1", env=env).returncode
+        == MAX_TASKS_EXIT
+    )
     for command in (["join"], ["status"], ["stop"], ["start", "--resume"]):
         proc = run_coop(*command, "no-such-objective", env=env, timeout=60)
         assert_one_line_error(proc, "no objective 'no-such-objective'", objective_id(known))
@@ -64,16 +69,24 @@ def test_unknown_objective_lists_the_known_ones(ray_cluster: Cluster) -> None:
 def test_second_start_of_a_live_objective_is_refused(ray_cluster: Cluster) -> None:
     env = coop_env(ray_cluster)
     objective = unique("Only once")
-    assert run_coop("start", objective, "--llm", "offline", "--max-tasks", "1",
-                    env=env).returncode == MAX_TASKS_EXIT
-    assert_one_line_error(run_coop("start", objective, "--llm", "offline", env=env),
-                          "already exists", "--resume")
+    assert (
+        run_coop("start", objective, "--llm", "offline", "--max-tasks", "1", env=env).returncode
+        == MAX_TASKS_EXIT
+    )
+    assert_one_line_error(
+        run_coop("start", objective, "--llm", "offline", env=env), "already exists", "--resume"
+    )
 
 
-@pytest.mark.parametrize("objective", [
-    'Write "quoted" and \'single\' text', "Compare a/b and c\\d paths ../..",
-    "Plan a 🍅 festival 🎉", "Ünïcödé — and $(rm -rf /) `backticks` {braces} %s",
-])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        "Write \"quoted\" and 'single' text",
+        "Compare a/b and c\\d paths ../..",
+        "Plan a 🍅 festival 🎉",
+        "Ünïcödé — and $(rm -rf /) `backticks` {braces} %s",
+    ],
+)
 def test_hostile_objectives_run_and_resolve_by_text(ray_cluster: Cluster, objective: str) -> None:
     objective = unique(objective)
     env = coop_env(ray_cluster)
@@ -98,5 +111,6 @@ def test_list_and_stop(ray_cluster: Cluster) -> None:
 
 def test_join_without_a_cluster_explains_how_to_point_it(tmp_path: object) -> None:
     env = coop_env(None, RAY_TMPDIR=str(tmp_path))  # no cluster file here
-    assert_one_line_error(run_coop("join", "anything", env=env, timeout=60),
-                          "--address", "RAY_ADDRESS")
+    assert_one_line_error(
+        run_coop("join", "anything", env=env, timeout=60), "--address", "RAY_ADDRESS"
+    )

@@ -14,10 +14,16 @@ from coop import cluster
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("address, loopback", [
-    ("127.0.0.1:6379", True), ("localhost:6379", True), ("ray://127.0.0.2:10001", True),
-    ("10.0.0.5:6379", False), ("no-such-host.invalid:6379", False),
-])
+@pytest.mark.parametrize(
+    "address, loopback",
+    [
+        ("127.0.0.1:6379", True),
+        ("localhost:6379", True),
+        ("ray://127.0.0.2:10001", True),
+        ("10.0.0.5:6379", False),
+        ("no-such-host.invalid:6379", False),
+    ],
+)
 def test_is_loopback(address: str, loopback: bool) -> None:
     assert cluster._is_loopback(address) is loopback
 
@@ -34,6 +40,7 @@ def test_cluster_yaml_passes_rays_validator() -> None:
     validate_config(prepare_config(config))
     commands = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in commands
-    settings = "\n".join(line.split("#", 1)[0] for line in
-                          (ROOT / "cluster.yaml").read_text().splitlines())
+    settings = "\n".join(
+        line.split("#", 1)[0] for line in (ROOT / "cluster.yaml").read_text().splitlines()
+    )
     assert "OPENAI_API_KEY" not in settings and "sk-" not in settings

@@ -55,8 +55,9 @@ def test_check_objective() -> None:
             config.check_objective(bad)
 
 
-def test_logging_filter_scrubs_secrets(monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_logging_filter_scrubs_secrets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-log-leak-987654")
     root = logging.getLogger("coop")
     saved = root.handlers[:], root.propagate, root.level
@@ -69,8 +70,7 @@ def test_logging_filter_scrubs_secrets(monkeypatch: pytest.MonkeyPatch,
     assert "calling with ***" in err and "sk-log-leak" not in err
 
 
-def test_dotenv_is_read_and_real_env_wins(tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dotenv_is_read_and_real_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = tmp_path
     (d / ".env").write_text("COOP_TEST_A=from-file\nCOOP_TEST_B=from-file\n")
     monkeypatch.chdir(d)

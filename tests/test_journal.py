@@ -36,10 +36,16 @@ def journaled(root: Path, clock: Clock | None = None, **settings: object) -> Boa
 
 def view(board: Board) -> tuple[object, ...]:
     snap = board.snapshot()
-    return ([t.id for t in snap.pending], [(r.task_id, r.text, r.worker) for r in board.results()],
-            [(t.id, t.attempts, t.last_error) for t in snap.dead], snap.state, snap.reason,
-            snap.completed - snap.unplanned, {k: vars(u) for k, u in snap.usage.items()},
-            board._next_id)
+    return (
+        [t.id for t in snap.pending],
+        [(r.task_id, r.text, r.worker) for r in board.results()],
+        [(t.id, t.attempts, t.last_error) for t in snap.dead],
+        snap.state,
+        snap.reason,
+        snap.completed - snap.unplanned,
+        {k: vars(u) for k, u in snap.usage.items()},
+        board._next_id,
+    )
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -60,7 +66,7 @@ def test_a_rebuilt_board_is_the_board_that_was(tmp_path: Path, seed: int) -> Non
     assert rest_after == rest_before
     # leases do not survive: their tasks come back first, the rest keep their order
     assert set(pending_after[: len(in_flight)]) == in_flight
-    assert pending_after[len(in_flight):] == pending_before
+    assert pending_after[len(in_flight) :] == pending_before
     if live:  # tokens keep rising after a rebuild: a pre-restart holder is fenced out
         fresh = [leased(rebuilt, "new") for _ in live]
         assert {f.task.id for f in fresh} == in_flight
@@ -76,8 +82,11 @@ def test_a_completion_is_committed_before_it_is_acknowledged(tmp_path: Path) -> 
     assert board.complete(lease.task.id, lease.token, "w", "the result") is Outcome.ACCEPTED
     other = sqlite3.connect(journal_path(tmp_path, OID))  # a second reader sees it already
     kinds = [k for (k,) in other.execute("SELECT kind FROM events ORDER BY seq")]
-    assert kinds[-1] == "completed" and "the result" in other.execute(
-        "SELECT data FROM events WHERE kind = 'completed'").fetchone()[0]
+    assert (
+        kinds[-1] == "completed"
+        and "the result"
+        in other.execute("SELECT data FROM events WHERE kind = 'completed'").fetchone()[0]
+    )
 
 
 def test_state_dir_is_private(tmp_path: Path) -> None:
@@ -173,8 +182,11 @@ def test_board_actor_restarts_from_its_journal(ray_cluster: object, tmp_path: Pa
     held = ray.get(board.lease.remote("w"))
     pid = ray.get(board.__ray_call__.remote(lambda self: os.getpid()))
     ray.kill(board, no_restart=False)  # the actor process dies; Ray restarts it
-    wait_for(lambda: ray.get(board.__ray_call__.remote(lambda self: os.getpid())) != pid, 60,
-             "the restarted board")
+    wait_for(
+        lambda: ray.get(board.__ray_call__.remote(lambda self: os.getpid())) != pid,
+        60,
+        "the restarted board",
+    )
     snap = ray.get(board.snapshot.remote())
     assert snap.completed == 1 and not snap.leased
     assert [t.id for t in snap.pending] == [held.task.id, 3]  # the lost lease came back first
@@ -198,12 +210,14 @@ def test_a_run_survives_a_whole_cluster_restart(tmp_path: Path) -> None:
     objective = unique("Survive a restart")
     oid = objective_id(objective)
     path = journal_path(STATE_DIR, oid)
-    first = Cluster(initialize_head=True, head_node_args={"num_cpus": 1,
-                                                          "include_dashboard": False})
+    first = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
     try:
         env = coop_env(None, server, RAY_ADDRESS=first.address)
-        start = spawn_coop("start", objective, "--workers", "2", env=env,
-                           log=tmp_path / "first.log")
+        start = spawn_coop(
+            "start", objective, "--workers", "2", env=env, log=tmp_path / "first.log"
+        )
         wait_for(lambda: path.exists() and len(completed_in(path)) >= 4, 90, "some results")
     finally:
         first.shutdown()  # every process of that cluster: board, memory, workers' raylets
@@ -211,8 +225,9 @@ def test_a_run_survives_a_whole_cluster_restart(tmp_path: Path) -> None:
     start.wait(30)
     before = completed_in(path)
     calls_before = len(server.calls)
-    second = Cluster(initialize_head=True, head_node_args={"num_cpus": 1,
-                                                           "include_dashboard": False})
+    second = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
     try:
         env = coop_env(None, server, RAY_ADDRESS=second.address)
         listing = run_coop("list", env=env)
@@ -228,9 +243,13 @@ def test_a_run_survives_a_whole_cluster_restart(tmp_path: Path) -> None:
     assert {tid: after[tid] for tid in before} == before  # earlier results intact
     again = {c.subject for c in server.calls[calls_before:] if c.kind == "execution"}
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        texts = dict(db.execute("SELECT json_extract(value, '$[0]'), json_extract(value, "
-                                "'$[1]') FROM events, json_each(json_extract(data, '$.tasks')) "
-                                "WHERE kind = 'added'"))
+        texts = dict(
+            db.execute(
+                "SELECT json_extract(value, '$[0]'), json_extract(value, "
+                "'$[1]') FROM events, json_each(json_extract(data, '$.tasks')) "
+                "WHERE kind = 'added'"
+            )
+        )
     assert not again & {texts[tid] for tid in before}  # none executed again
 
 
@@ -244,7 +263,8 @@ def test_list_without_a_cluster_shows_the_journals(tmp_path: Path) -> None:
 
 
 def test_resume_from_a_corrupt_journal_is_one_line_and_touches_nothing(
-        ray_cluster: Cluster, tmp_path: Path) -> None:
+    ray_cluster: Cluster, tmp_path: Path
+) -> None:
     root = state_dir(str(tmp_path))
     path = journal_path(root, "broken-objective-1234abcd")
     path.write_bytes(b"not a database at all" * 10)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import SECRET
+from conftest import SECRET, MakeStandIn
 from standin import Faults, StandIn
 
 from coop import agents
@@ -15,8 +15,9 @@ from coop.llm import LLMFatalError, OfflineLLM, OpenAILLM, make_llm
 from coop.types import CoopError
 
 
-def provider(server: StandIn, monkeypatch: pytest.MonkeyPatch, key: str = SECRET,
-             model: str = "gpt-4o-mini") -> OpenAILLM:
+def provider(
+    server: StandIn, monkeypatch: pytest.MonkeyPatch, key: str = SECRET, model: str = "gpt-4o-mini"
+) -> OpenAILLM:
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", key)
     return OpenAILLM(RunSettings(model=model), instance="test-instance")
@@ -26,70 +27,64 @@ def creation(llm: OpenAILLM) -> str:
     return agents.creation_prompt("Grow tomatoes", [], [], llm.tokenizer, 2000)
 
 
-def test_completion_usage_is_the_servers_count(standin: StandIn,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_completion_usage_is_the_servers_count(
+    standin: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     llm = provider(standin, monkeypatch)
     reply = llm.complete(creation(llm), 200)
     (call,) = standin.calls
-    assert (reply.prompt_tokens, reply.completion_tokens) == (call.prompt_tokens,
-                                                              call.completion_tokens)
+    assert (reply.prompt_tokens, reply.completion_tokens) == (
+        call.prompt_tokens,
+        call.completion_tokens,
+    )
     assert call.kind == "creation" and call.instance == "test-instance"
 
 
-def test_missing_usage_is_counted_locally(monkeypatch: pytest.MonkeyPatch) -> None:
-    server = StandIn(send_usage=False)
-    server.start()
-    try:
-        llm = provider(server, monkeypatch)
-        reply = llm.complete(creation(llm), 200)
-        assert reply.prompt_tokens >= server.calls[0].prompt_tokens > 0
-    finally:
-        server.stop()
+def test_missing_usage_is_counted_locally(
+    make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = make_standin(send_usage=False)
+    llm = provider(server, monkeypatch)
+    reply = llm.complete(creation(llm), 200)
+    assert reply.prompt_tokens >= server.calls[0].prompt_tokens > 0
 
 
-def test_embeddings_are_floats_in_input_order(standin: StandIn,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embeddings_are_floats_in_input_order(
+    standin: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     llm = provider(standin, monkeypatch)
     vectors = llm.embed(["tomato", "tax law", "tomato"]).vectors
     assert len(vectors) == 3 and vectors[0] == vectors[2] != vectors[1]
     assert all(isinstance(x, float) for x in vectors[0])
 
 
-def test_rate_limits_are_retried_by_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    server = StandIn(faults=Faults(rate_429=0.5, retry_after=0.05), seed=3)
-    server.start()
-    try:
-        llm = provider(server, monkeypatch)
-        for _ in range(5):
-            llm.complete(creation(llm), 50)
-        assert any(c.status == 429 for c in server.calls)
-        assert sum(c.status == 200 for c in server.calls) == 5
-    finally:
-        server.stop()
+def test_rate_limits_are_retried_by_the_client(
+    make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = make_standin(faults=Faults(rate_429=0.5, retry_after=0.05), seed=3)
+    llm = provider(server, monkeypatch)
+    for _ in range(5):
+        llm.complete(creation(llm), 50)
+    assert any(c.status == 429 for c in server.calls)
+    assert sum(c.status == 200 for c in server.calls) == 5
 
 
-def test_bad_key_is_fatal_and_the_message_holds_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    server = StandIn(api_key="the-right-key")
-    server.start()
-    try:
-        llm = provider(server, monkeypatch, key="sk-wrong-key-1234567")
-        with pytest.raises(LLMFatalError, match="401") as info:
-            llm.complete(creation(llm), 50)
-        assert "sk-wrong" not in str(info.value) and server.base_url in str(info.value)
-        assert len(server.calls) == 1  # no retry storm
-    finally:
-        server.stop()
+def test_bad_key_is_fatal_and_the_message_holds_no_key(
+    make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = make_standin(api_key="the-right-key")
+    llm = provider(server, monkeypatch, key="sk-wrong-key-1234567")
+    with pytest.raises(LLMFatalError, match="401") as info:
+        llm.complete(creation(llm), 50)
+    assert "sk-wrong" not in str(info.value) and server.base_url in str(info.value)
+    assert len(server.calls) == 1  # no retry storm
 
 
-def test_unknown_model_is_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
-    server = StandIn(models=("real-model",))
-    server.start()
-    try:
-        llm = provider(server, monkeypatch, model="no-such-model")
-        with pytest.raises(LLMFatalError, match="404"):
-            llm.complete(creation(llm), 50)
-    finally:
-        server.stop()
+def test_unknown_model_is_fatal(make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = make_standin(models=("real-model",))
+    llm = provider(server, monkeypatch, model="no-such-model")
+    with pytest.raises(LLMFatalError, match="404"):
+        llm.complete(creation(llm), 50)
 
 
 def test_no_key_and_no_base_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,13 +96,19 @@ def test_no_key_and_no_base_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.live
-@pytest.mark.skipif(not os.environ.get("OPENAI_API_KEY"),
-                    reason="no OPENAI_API_KEY configured: set it (with OPENAI_BASE_URL and "
-                           "COOP_MODEL for a compatible server) to test a real endpoint")
+@pytest.mark.skipif(
+    not os.environ.get("OPENAI_API_KEY"),
+    reason="no OPENAI_API_KEY configured: set it (with OPENAI_BASE_URL and "
+    "COOP_MODEL for a compatible server) to test a real endpoint",
+)
 def test_real_endpoint() -> None:
-    llm = OpenAILLM(RunSettings(model=os.environ.get("COOP_MODEL", "gpt-4o-mini"),
-                                embedding_model=os.environ.get("COOP_EMBEDDING_MODEL",
-                                                               "text-embedding-3-small")), "live")
+    llm = OpenAILLM(
+        RunSettings(
+            model=os.environ.get("COOP_MODEL", "gpt-4o-mini"),
+            embedding_model=os.environ.get("COOP_EMBEDDING_MODEL", "text-embedding-3-small"),
+        ),
+        "live",
+    )
     reply = llm.complete(creation(llm), 200)  # type: ignore[arg-type]
     assert reply.prompt_tokens > 0 and reply.text.strip()
     assert len(llm.embed(["hello"]).vectors[0]) > 10

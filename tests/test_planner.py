@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 import ray
-from conftest import COOP, SECRET, STATE_DIR, coop_env, run_coop, spawn_coop, unique, wait_for
+from conftest import (
+    COOP,
+    SECRET,
+    STATE_DIR,
+    MakeStandIn,
+    coop_env,
+    run_coop,
+    spawn_coop,
+    unique,
+    wait_for,
+)
 from ray.cluster_utils import Cluster
 from standin import StandIn
 
@@ -31,16 +41,19 @@ from coop.types import Reason, Snapshot, State
 HOST = socket.gethostname()
 
 
-def test_start_plans_and_two_joined_workers_execute(ray_cluster: Cluster, standin: StandIn,
-                                                    tmp_path: Path) -> None:
+def test_start_plans_and_two_joined_workers_execute(
+    ray_cluster: Cluster, standin: StandIn, tmp_path: Path
+) -> None:
     standin.latency = 0.05
     objective = unique("Plan a community garden")
     oid = objective_id(objective)
     env = coop_env(ray_cluster, standin)
     start = spawn_coop("start", objective, "--workers", "0", env=env, log=tmp_path / "start.log")
     wait_for(lambda: oid in registry.board_ids(), 60, "the board")
-    joins = [spawn_coop("join", oid[:-3], "--concurrency", "2", env=env,
-                        log=tmp_path / f"join{i}.log") for i in range(2)]
+    joins = [
+        spawn_coop("join", oid[:-3], "--concurrency", "2", env=env, log=tmp_path / f"join{i}.log")
+        for i in range(2)
+    ]
     assert start.wait(180) == 0, (tmp_path / "start.log").read_text()
     for j in joins:
         assert j.wait(60) == 0, "a worker did not leave when the objective finished"
@@ -81,12 +94,21 @@ def test_start_plans_and_two_joined_workers_execute(ray_cluster: Cluster, standi
     assert "planned" in (tmp_path / "start.log").read_text()
 
 
-def test_offline_run_with_local_workers_ends_by_itself(ray_cluster: Cluster,
-                                                       tmp_path: Path) -> None:
+def test_offline_run_with_local_workers_ends_by_itself(
+    ray_cluster: Cluster, tmp_path: Path
+) -> None:
     objective = unique("Write a haiku about Ray")
     env = coop_env(ray_cluster)
-    start = spawn_coop("start", objective, "--llm", "offline", "--workers", "2",
-                       env=env, log=tmp_path / "start.log")
+    start = spawn_coop(
+        "start",
+        objective,
+        "--llm",
+        "offline",
+        "--workers",
+        "2",
+        env=env,
+        log=tmp_path / "start.log",
+    )
     assert start.wait(120) == 0
     out = (tmp_path / "start.log").read_text()
     assert "simulated" in out and "finished (done)" in out
@@ -98,8 +120,16 @@ def test_offline_run_with_local_workers_ends_by_itself(ray_cluster: Cluster,
 
 def test_max_tasks_stops_the_run(ray_cluster: Cluster, tmp_path: Path) -> None:
     objective = unique("Catalogue every star")
-    start = spawn_coop("start", objective, "--llm", "offline", "--max-tasks", "4",
-                       env=coop_env(ray_cluster), log=tmp_path / "start.log")
+    start = spawn_coop(
+        "start",
+        objective,
+        "--llm",
+        "offline",
+        "--max-tasks",
+        "4",
+        env=coop_env(ray_cluster),
+        log=tmp_path / "start.log",
+    )
     assert start.wait(120) == Reason.MAX_TASKS.exit_code
     _, board = registry.find(objective)
     snap: Snapshot = ray.get(board.snapshot.remote())
@@ -107,168 +137,215 @@ def test_max_tasks_stops_the_run(ray_cluster: Cluster, tmp_path: Path) -> None:
     assert "finished (max-tasks)" in (tmp_path / "start.log").read_text()
 
 
-def test_a_rejected_key_stops_the_objective_at_once(ray_cluster: Cluster,
-                                                    tmp_path: Path) -> None:
-    server = StandIn(api_key="the-only-valid-key")
-    server.start()
-    try:
-        objective = unique("Spend money carefully")
-        start = spawn_coop("start", objective, "--workers", "2",
-                           env=coop_env(ray_cluster, server), log=tmp_path / "start.log")
-        assert start.wait(120) == 1
-        out = (tmp_path / "start.log").read_text()
-        assert "refused (401" in out and SECRET not in out and "Traceback" not in out
-        assert len(server.calls) <= 2  # one per local worker at most: no retry storm
-        _, board = registry.find(objective)
-        snap: Snapshot = ray.get(board.snapshot.remote())
-        assert snap.reason is Reason.FAILED and not snap.dead and not snap.leased
-    finally:
-        server.stop()
+def test_a_rejected_key_stops_the_objective_at_once(
+    make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    server = make_standin(api_key="the-only-valid-key")
+    objective = unique("Spend money carefully")
+    start = spawn_coop(
+        "start",
+        objective,
+        "--workers",
+        "2",
+        env=coop_env(ray_cluster, server),
+        log=tmp_path / "start.log",
+    )
+    assert start.wait(120) == 1
+    out = (tmp_path / "start.log").read_text()
+    assert "refused (401" in out and SECRET not in out and "Traceback" not in out
+    assert len(server.calls) <= 2  # one per local worker at most: no retry storm
+    _, board = registry.find(objective)
+    snap: Snapshot = ray.get(board.snapshot.remote())
+    assert snap.reason is Reason.FAILED and not snap.dead and not snap.leased
 
 
-def test_a_standby_planner_takes_over_when_the_planner_dies(ray_cluster: Cluster,
-                                                            tmp_path: Path) -> None:
-    server = StandIn(latency=0.3)
-    server.start()
-    try:
-        objective = unique("Restock the pantry")
-        oid = objective_id(objective)
-        env = coop_env(ray_cluster, server)
-        first = spawn_coop("start", objective, "--workers", "0", env=env,
-                           log=tmp_path / "first.log")
-        wait_for(lambda: oid in registry.board_ids(), 60, "the board")
-        _, board = registry.find(oid)
-        wait_for(lambda: ray.get(board.snapshot.remote()).planner, 30, "the planner claim")
-        refused = run_coop("start", "--resume", oid, env=env, timeout=60)
-        assert refused.returncode == 1 and "another planner" in refused.stderr
-        standby = spawn_coop("start", objective, "--standby", "--workers", "0", env=env,
-                             log=tmp_path / "standby.log")
-        worker = spawn_coop("join", oid, "--concurrency", "2", env=env,
-                            log=tmp_path / "join.log")
-        wait_for(lambda: len(ray.get(board.results.remote())) >= 3, 60, "some results")
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait(10)
-        assert standby.wait(120) == 0, (tmp_path / "standby.log").read_text()
-        assert worker.wait(60) == 0
-        assert "standing by" in (tmp_path / "standby.log").read_text()
-        snap: Snapshot = ray.get(board.snapshot.remote())
-        assert snap.reason is Reason.DONE and snap.completed == 13 and not snap.dead
-        ids = [r.task_id for r in ray.get(board.results.remote())]
-        assert len(ids) == len(set(ids))
-        # every batch was planned once: acknowledgements only ever move forward, in one step
-        # with the tasks they produced
-        with closing(sqlite3.connect(journal_path(STATE_DIR, oid))) as db:
-            planned = [json.loads(d)["planned"] for (d,) in db.execute(
-                "SELECT data FROM events WHERE kind = 'added' ORDER BY seq")]
-        acks = [p for p in planned if p is not None]
-        assert acks == sorted(set(acks)) and acks[-1] <= 13
-        planners = {c.instance for c in server.calls if c.kind == "creation"}
-        assert f"{HOST}-{standby.pid}" in planners
-        assert planners <= {f"{HOST}-{first.pid}", f"{HOST}-{standby.pid}"}
-    finally:
-        server.stop()
+def test_a_standby_planner_takes_over_when_the_planner_dies(
+    make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    server = make_standin(latency=0.3)
+    objective = unique("Restock the pantry")
+    oid = objective_id(objective)
+    env = coop_env(ray_cluster, server)
+    first = spawn_coop("start", objective, "--workers", "0", env=env, log=tmp_path / "first.log")
+    wait_for(lambda: oid in registry.board_ids(), 60, "the board")
+    _, board = registry.find(oid)
+    wait_for(lambda: ray.get(board.snapshot.remote()).planner, 30, "the planner claim")
+    refused = run_coop("start", "--resume", oid, env=env, timeout=60)
+    assert refused.returncode == 1 and "another planner" in refused.stderr
+    standby = spawn_coop(
+        "start", objective, "--standby", "--workers", "0", env=env, log=tmp_path / "standby.log"
+    )
+    worker = spawn_coop("join", oid, "--concurrency", "2", env=env, log=tmp_path / "join.log")
+    wait_for(lambda: len(ray.get(board.results.remote())) >= 3, 60, "some results")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    assert standby.wait(120) == 0, (tmp_path / "standby.log").read_text()
+    assert worker.wait(60) == 0
+    assert "standing by" in (tmp_path / "standby.log").read_text()
+    snap: Snapshot = ray.get(board.snapshot.remote())
+    assert snap.reason is Reason.DONE and snap.completed == 13 and not snap.dead
+    ids = [r.task_id for r in ray.get(board.results.remote())]
+    assert len(ids) == len(set(ids))
+    # every batch was planned once: acknowledgements only ever move forward, in one step
+    # with the tasks they produced
+    with closing(sqlite3.connect(journal_path(STATE_DIR, oid))) as db:
+        planned = [
+            json.loads(d)["planned"]
+            for (d,) in db.execute("SELECT data FROM events WHERE kind = 'added' ORDER BY seq")
+        ]
+    acks = [p for p in planned if p is not None]
+    assert acks == sorted(set(acks)) and acks[-1] <= 13
+    planners = {c.instance for c in server.calls if c.kind == "creation"}
+    assert f"{HOST}-{standby.pid}" in planners
+    assert planners <= {f"{HOST}-{first.pid}", f"{HOST}-{standby.pid}"}
 
 
 def test_a_model_that_repeats_itself_ends_as_a_loop_not_a_budget_hit(
-        ray_cluster: Cluster, tmp_path: Path) -> None:
-    server = StandIn(simulator=Simulator(stubborn=True))
-    server.start()
-    try:
-        objective = unique("Never quite finish")
-        start = spawn_coop("start", objective, "--workers", "2", env=coop_env(ray_cluster, server),
-                           log=tmp_path / "start.log")
-        code = start.wait(120)
-        _, board = registry.find(objective)
-        snap: Snapshot = ray.get(board.snapshot.remote())
-        assert snap.reason in (Reason.LOOP, Reason.STALLED), snap.reason
-        assert code == snap.reason.exit_code
-        assert snap.completed == 4  # the seed and the three tasks it keeps proposing
-        assert snap.progress.exact_duplicates > 0 and snap.progress.checks >= 1
-    finally:
-        server.stop()
+    make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    server = make_standin(simulator=Simulator(stubborn=True))
+    objective = unique("Never quite finish")
+    start = spawn_coop(
+        "start",
+        objective,
+        "--workers",
+        "2",
+        env=coop_env(ray_cluster, server),
+        log=tmp_path / "start.log",
+    )
+    code = start.wait(120)
+    _, board = registry.find(objective)
+    snap: Snapshot = ray.get(board.snapshot.remote())
+    assert snap.reason in (Reason.LOOP, Reason.STALLED), snap.reason
+    assert code == snap.reason.exit_code
+    assert snap.completed == 4  # the seed and the three tasks it keeps proposing
+    assert snap.progress.exact_duplicates > 0 and snap.progress.checks >= 1
 
 
 def test_near_duplicate_proposals_are_turned_away() -> None:
     index = TaskIndex(OfflineLLM(), lambda tokens: None)
     index.add(["Research the soil pH levels for tomatoes"])
-    fresh, near = index.split([
-        "Research soil pH levels for the tomatoes",  # the same words, reordered
+    fresh, near = index.split(
+        [
+            "Research soil pH levels for the tomatoes",  # the same words, reordered
+            "Build a sturdy trellis from bamboo canes for the tomatoes",
+            "Build a sturdy trellis from bamboo canes for tomatoes",  # near the one before it
+            "Plan the watering schedule",
+            "research the soil ph levels for tomatoes.",  # exact: left for the board to count
+        ]
+    )
+    assert near == [
+        "Research soil pH levels for the tomatoes",
+        "Build a sturdy trellis from bamboo canes for tomatoes",
+    ]
+    assert fresh == [
+        "research the soil ph levels for tomatoes.",
         "Build a sturdy trellis from bamboo canes for the tomatoes",
-        "Build a sturdy trellis from bamboo canes for tomatoes",  # near the one before it
         "Plan the watering schedule",
-        "research the soil ph levels for tomatoes.",  # exact: left for the board to count
-    ])
-    assert near == ["Research soil pH levels for the tomatoes",
-                    "Build a sturdy trellis from bamboo canes for tomatoes"]
-    assert fresh == ["research the soil ph levels for tomatoes.",
-                     "Build a sturdy trellis from bamboo canes for the tomatoes",
-                     "Plan the watering schedule"]
+    ]
 
 
-@pytest.mark.parametrize("flag, value, reason", [
-    ("--max-tokens", "6000", Reason.MAX_TOKENS),
-    ("--max-cost", "0.0009", Reason.MAX_COST),  # gpt-4o-mini's list price
-])
-def test_budgets_hold_across_workers(ray_cluster: Cluster, tmp_path: Path, flag: str,
-                                     value: str, reason: Reason) -> None:
+@pytest.mark.parametrize(
+    "flag, value, reason",
+    [
+        ("--max-tokens", "6000", Reason.MAX_TOKENS),
+        ("--max-cost", "0.0009", Reason.MAX_COST),  # gpt-4o-mini's list price
+    ],
+)
+def test_budgets_hold_across_workers(
+    make_standin: MakeStandIn,
+    ray_cluster: Cluster,
+    tmp_path: Path,
+    flag: str,
+    value: str,
+    reason: Reason,
+) -> None:
     """Two joined workers with two tasks in flight each: the cap is passed by at most the
     work in flight when it was reached, and the run stops with the cap as its reason."""
-    server = StandIn(latency=0.1, simulator=Simulator(limit=200))
-    server.start()
-    try:
-        objective = unique(f"Spend at most {value}")
-        oid = objective_id(objective)
-        env = coop_env(ray_cluster, server)
-        start = spawn_coop("start", objective, "--workers", "0", "--max-tasks", "500", flag,
-                           value, "--max-prompt-tokens", "1500", env=env,
-                           log=tmp_path / "start.log")
-        wait_for(lambda: oid in registry.board_ids(), 60, "the board")
-        joins = [spawn_coop("join", oid, "--concurrency", "2", env=env,
-                            log=tmp_path / f"join{i}.log") for i in range(2)]
-        assert start.wait(180) == reason.exit_code, (tmp_path / "start.log").read_text()
-        for j in joins:
-            assert j.wait(60) == 0
-        _, board = registry.find(oid)
-        snap: Snapshot = ray.get(board.snapshot.remote())
-        assert snap.reason is reason and not snap.leased
-        calls = [c for c in server.calls if c.status == 200]
-        biggest = max(c.prompt_tokens + c.completion_tokens for c in calls)
-        spent = sum(u.tokens for u in snap.usage.values())
-        cost = sum(u.cost for u in snap.usage.values())
-        in_flight = 4 + 1  # two workers x two slots, and the planner
-        if reason is Reason.MAX_TOKENS:
-            assert 6000 <= spent <= 6000 + in_flight * biggest
-        else:
-            assert 0.0009 <= cost <= 0.0009 + in_flight * biggest * 0.60 / 1e6
-        assert spent == sum(server.usage().values())  # and the count is the server's
-    finally:
-        server.stop()
+    server = make_standin(latency=0.1, simulator=Simulator(limit=200))
+    objective = unique(f"Spend at most {value}")
+    oid = objective_id(objective)
+    env = coop_env(ray_cluster, server)
+    start = spawn_coop(
+        "start",
+        objective,
+        "--workers",
+        "0",
+        "--max-tasks",
+        "500",
+        flag,
+        value,
+        "--max-prompt-tokens",
+        "1500",
+        env=env,
+        log=tmp_path / "start.log",
+    )
+    wait_for(lambda: oid in registry.board_ids(), 60, "the board")
+    joins = [
+        spawn_coop("join", oid, "--concurrency", "2", env=env, log=tmp_path / f"join{i}.log")
+        for i in range(2)
+    ]
+    assert start.wait(180) == reason.exit_code, (tmp_path / "start.log").read_text()
+    for j in joins:
+        assert j.wait(60) == 0
+    _, board = registry.find(oid)
+    snap: Snapshot = ray.get(board.snapshot.remote())
+    assert snap.reason is reason and not snap.leased
+    calls = [c for c in server.calls if c.status == 200]
+    biggest = max(c.prompt_tokens + c.completion_tokens for c in calls)
+    spent = sum(u.tokens for u in snap.usage.values())
+    cost = sum(u.cost for u in snap.usage.values())
+    in_flight = 4 + 1  # two workers x two slots, and the planner
+    if reason is Reason.MAX_TOKENS:
+        assert 6000 <= spent <= 6000 + in_flight * biggest
+    else:
+        assert 0.0009 <= cost <= 0.0009 + in_flight * biggest * 0.60 / 1e6
+    assert spent == sum(server.usage().values())  # and the count is the server's
 
 
-def test_max_minutes_stops_as_timeout(ray_cluster: Cluster, tmp_path: Path) -> None:
-    server = StandIn(latency=1.0, simulator=Simulator(limit=100))
-    server.start()
-    try:
-        objective = unique("Take forever")
-        start = spawn_coop("start", objective, "--workers", "1", "--max-minutes", "0.05",
-                           env=coop_env(ray_cluster, server), log=tmp_path / "start.log")
-        assert start.wait(120) == Reason.TIMEOUT.exit_code
-        assert "finished (timeout)" in (tmp_path / "start.log").read_text()
-    finally:
-        server.stop()
+def test_max_minutes_stops_as_timeout(
+    make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    server = make_standin(latency=1.0, simulator=Simulator(limit=100))
+    objective = unique("Take forever")
+    start = spawn_coop(
+        "start",
+        objective,
+        "--workers",
+        "1",
+        "--max-minutes",
+        "0.05",
+        env=coop_env(ray_cluster, server),
+        log=tmp_path / "start.log",
+    )
+    assert start.wait(120) == Reason.TIMEOUT.exit_code
+    assert "finished (timeout)" in (tmp_path / "start.log").read_text()
 
 
-def test_approve_holds_new_tasks_until_a_person_decides(ray_cluster: Cluster,
-                                                        tmp_path: Path) -> None:
+def test_approve_holds_new_tasks_until_a_person_decides(
+    ray_cluster: Cluster, tmp_path: Path
+) -> None:
     objective = unique("Ask before acting")
     oid = objective_id(objective)
     env = coop_env(ray_cluster)
-    start = spawn_coop("start", objective, "--llm", "offline", "--approve", "--workers", "2",
-                       env=env, log=tmp_path / "start.log")  # no terminal: `coop approve`
+    start = spawn_coop(
+        "start",
+        objective,
+        "--llm",
+        "offline",
+        "--approve",
+        "--workers",
+        "2",
+        env=env,
+        log=tmp_path / "start.log",
+    )  # no terminal: `coop approve`
     wait_for(lambda: oid in registry.board_ids(), 60, "the board")
     _, board = registry.find(oid)
-    snap = wait_for(lambda: (s := ray.get(board.snapshot.remote())).awaiting == 3 and s, 60,
-                    "tasks awaiting approval")
+    snap = wait_for(
+        lambda: (s := ray.get(board.snapshot.remote())).awaiting == 3 and s,
+        60,
+        "tasks awaiting approval",
+    )
     time.sleep(1.0)  # two idle workers, and still nothing leased
     snap = ray.get(board.snapshot.remote())
     assert snap.completed == 1 and not snap.leased and snap.awaiting == 3
@@ -283,8 +360,9 @@ def test_approve_holds_new_tasks_until_a_person_decides(ray_cluster: Cluster,
     assert first.text not in texts and len(texts) == len(set(texts))
 
 
-def test_report_and_results_list_every_completed_task_once(ray_cluster: Cluster,
-                                                           tmp_path: Path) -> None:
+def test_report_and_results_list_every_completed_task_once(
+    ray_cluster: Cluster, tmp_path: Path
+) -> None:
     objective = unique("Report on it")
     env = coop_env(ray_cluster)
     proc = run_coop("start", objective, "--llm", "offline", env=env)
@@ -303,16 +381,19 @@ def test_report_and_results_list_every_completed_task_once(ray_cluster: Cluster,
     assert all(row["simulated"] for row in rows)
 
 
-def test_approve_in_a_terminal_asks_for_each_new_task(ray_cluster: Cluster,
-                                                      tmp_path: Path) -> None:
+def test_approve_in_a_terminal_asks_for_each_new_task(ray_cluster: Cluster, tmp_path: Path) -> None:
     """`coop start --approve` on a terminal prompts for every new task; the person drops the
     first one (and so its whole subtree) and approves the rest."""
     objective = unique("Ask me first")
     master, slave = pty.openpty()
     log = (tmp_path / "start.log").open("w")
-    start = subprocess.Popen([str(COOP), "start", objective, "--llm", "offline", "--approve",
-                              "--workers", "1"], stdin=slave, stdout=log, stderr=log,
-                             env=coop_env(ray_cluster))
+    start = subprocess.Popen(
+        [str(COOP), "start", objective, "--llm", "offline", "--approve", "--workers", "1"],
+        stdin=slave,
+        stdout=log,
+        stderr=log,
+        env=coop_env(ray_cluster),
+    )
     os.write(master, b"d\n" + b"a\n" * 8)  # typed ahead: the terminal keeps it for the prompts
     try:
         assert start.wait(120) == 0, (tmp_path / "start.log").read_text()

@@ -12,12 +12,20 @@ from conftest import ROOT, coop_env
 def test_short_chaos_run_loses_nothing() -> None:
     """Workers SIGKILLed every two seconds, the planner killed and taken over by a standby,
     a model server that throws 429s, 500s and stalls: nothing lost, nothing duplicated."""
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "chaos.py"), "--short",
-                           "--kill-planner"], env=coop_env(None), capture_output=True,
-                          text=True, timeout=300, cwd=ROOT / "scripts")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "chaos.py"), "--short", "--kill-planner"],
+        env=coop_env(None),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT / "scripts",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = dict(line.strip().split(": ", 1) for line in proc.stdout.splitlines()
-                  if ": " in line and not line.startswith("chaos check"))
+    report = dict(
+        line.strip().split(": ", 1)
+        for line in proc.stdout.splitlines()
+        if ": " in line and not line.startswith("chaos check")
+    )
     assert report["tasks lost"] == "0" and report["results duplicated in memory"] == "0"
     assert report["acknowledged results missing from the journal"] == "0"
     assert int(report["workers SIGKILLed"]) >= 3 and int(report["faults injected"]) > 0
@@ -26,12 +34,23 @@ def test_short_chaos_run_loses_nothing() -> None:
 
 def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
     """Benchmarks are not tests: this only checks that the harness works end to end."""
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke",
-                           "--out", str(tmp_path)], env=coop_env(None), capture_output=True,
-                          text=True, timeout=300, cwd=ROOT / "scripts")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke", "--out", str(tmp_path)],
+        env=coop_env(None),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT / "scripts",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     table = (tmp_path / "results.md").read_text()
-    for section in ("board: lease+complete cycle", "scaling:", "planner: tokens per task",
-                    "memory: add / top-5 query", "board actor,", "memory actor,"):
+    for section in (
+        "board: lease+complete cycle",
+        "scaling:",
+        "planner: tokens per task",
+        "memory: add / top-5 query",
+        "board actor,",
+        "memory actor,",
+    ):
         assert section in table
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

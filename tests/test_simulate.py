@@ -13,8 +13,10 @@ TOK = estimating("test")
 
 def test_creation_answers_are_parsable_children() -> None:
     sim = Simulator(fanout=2, limit=6)
-    results = [Result(1, "Develop a task list", "r", "w", 0, 0.0),
-               Result(2, task_text(2), "r", "w", 1, 0.0)]
+    results = [
+        Result(1, "Develop a task list", "r", "w", 0, 0.0),
+        Result(2, task_text(2), "r", "w", 1, 0.0),
+    ]
     prompt = agents.creation_prompt("obj", results, [], TOK, 2000)
     tasks = agents.parse_tasks(sim.reply(prompt))
     assert tasks == [task_text(n) for n in (1, 2, 5, 6)]
@@ -22,8 +24,9 @@ def test_creation_answers_are_parsable_children() -> None:
 
 def test_leaf_creation_says_nothing_parsable() -> None:
     sim = Simulator(fanout=3, limit=3)
-    prompt = agents.creation_prompt("obj", [Result(4, task_text(3), "r", "w", 0, 0.0)],
-                                    [], TOK, 2000)
+    prompt = agents.creation_prompt(
+        "obj", [Result(4, task_text(3), "r", "w", 0, 0.0)], [], TOK, 2000
+    )
     assert agents.parse_tasks(sim.reply(prompt)) == []
 
 
@@ -40,8 +43,9 @@ def test_execution_answer_is_labeled_simulated() -> None:
 
 
 def test_lexical_embedding_is_deterministic_and_similarity_tracks_wording() -> None:
-    a, b, c = (lexical_embedding(t) for t in ("grow red tomatoes", "grow tomatoes red",
-                                               "tax law of Peru"))
+    a, b, c = (
+        lexical_embedding(t) for t in ("grow red tomatoes", "grow tomatoes red", "tax law of Peru")
+    )
     assert a == b
     assert sum(x * y for x, y in zip(a, c, strict=True)) < 0.5
     assert lexical_embedding("") == [0.0] * len(a)
@@ -65,6 +69,9 @@ def test_stubborn_model_repeats_itself() -> None:
 
 def test_simulated_tasks_are_not_near_duplicates_of_each_other() -> None:
     vectors = [lexical_embedding(task_text(n)) for n in range(1, 200)]
-    worst = max(sum(a * b for a, b in zip(vectors[i], vectors[j], strict=True))
-                for i in range(len(vectors)) for j in range(i))
+    worst = max(
+        sum(a * b for a, b in zip(vectors[i], vectors[j], strict=True))
+        for i in range(len(vectors))
+        for j in range(i)
+    )
     assert worst < 0.92

@@ -6,57 +6,61 @@ import json
 from pathlib import Path
 
 import ray
-from conftest import SECRET, coop_env, run_coop, spawn_coop, unique, wait_for
+from conftest import SECRET, MakeStandIn, coop_env, run_coop, spawn_coop, unique, wait_for
 from ray.cluster_utils import Cluster
-from standin import StandIn
 
 from coop import registry
 from coop.text import objective_id
 
 
-def test_events_follow_a_run_to_its_end_and_hold_no_secret(ray_cluster: Cluster,
-                                                          tmp_path: Path) -> None:
-    server = StandIn(latency=0.2)
-    server.start()
-    try:
-        objective = unique("Tape it all")
-        oid = objective_id(objective)
-        env = coop_env(ray_cluster, server)
-        start = spawn_coop("start", objective, "--workers", "2", env=env,
-                           log=tmp_path / "start.log")
-        wait_for(lambda: oid in registry.board_ids(), 60, "the board")
-        follow = spawn_coop("events", oid, "--follow", env=env, log=tmp_path / "follow.log")
-        watch = spawn_coop("status", oid, "--watch", env=env, log=tmp_path / "watch.log")
-        assert start.wait(120) == 0
-        assert follow.wait(60) == 0 and watch.wait(60) == 0  # both leave when the run ends
-        lines = (tmp_path / "follow.log").read_text().splitlines()
-        kinds = {line.split()[2] for line in lines if line[:6].strip().isdigit()}
-        assert {"added", "leased", "completed", "usage", "stopping", "planned"} <= kinds
-        assert "finished (done)" in (tmp_path / "watch.log").read_text()
-        tape = run_coop("events", oid, "--json", env=env)
-        rows = [json.loads(line) for line in tape.stdout.splitlines()]
-        assert [r["seq"] for r in rows] == sorted({r["seq"] for r in rows})
-        calls = [r for r in rows if r["event"] == "usage"]
-        assert len(calls) == len([c for c in server.calls if c.status == 200])
-        assert all(r["latency"] >= 0 and r["worker"] for r in calls)
-        executions = [r for r in calls if r["kind"] == "execution"]
-        assert executions and all(r["latency"] >= 0.2 and r["task"] for r in executions)
-        every = tape.stdout + "".join(p.read_text() for p in tmp_path.glob("*.log"))
-        assert SECRET not in every
-        since = run_coop("events", oid, "--since", str(rows[-3]["seq"]), env=env)
-        assert len(since.stdout.splitlines()) == 2
-    finally:
-        server.stop()
+def test_events_follow_a_run_to_its_end_and_hold_no_secret(
+    make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    server = make_standin(latency=0.2)
+    objective = unique("Tape it all")
+    oid = objective_id(objective)
+    env = coop_env(ray_cluster, server)
+    start = spawn_coop("start", objective, "--workers", "2", env=env, log=tmp_path / "start.log")
+    wait_for(lambda: oid in registry.board_ids(), 60, "the board")
+    follow = spawn_coop("events", oid, "--follow", env=env, log=tmp_path / "follow.log")
+    watch = spawn_coop("status", oid, "--watch", env=env, log=tmp_path / "watch.log")
+    assert start.wait(120) == 0
+    assert follow.wait(60) == 0 and watch.wait(60) == 0  # both leave when the run ends
+    lines = (tmp_path / "follow.log").read_text().splitlines()
+    kinds = {line.split()[2] for line in lines if line[:6].strip().isdigit()}
+    assert {"added", "leased", "completed", "usage", "stopping", "planner"} <= kinds
+    assert "finished (done)" in (tmp_path / "watch.log").read_text()
+    tape = run_coop("events", oid, "--json", env=env)
+    rows = [json.loads(line) for line in tape.stdout.splitlines()]
+    assert [r["seq"] for r in rows] == sorted({r["seq"] for r in rows})
+    calls = [r for r in rows if r["event"] == "usage"]
+    assert len(calls) == len([c for c in server.calls if c.status == 200])
+    assert all(r["latency"] >= 0 and r["worker"] for r in calls)
+    executions = [r for r in calls if r["kind"] == "execution"]
+    assert executions and all(r["latency"] >= 0.2 and r["task"] for r in executions)
+    every = tape.stdout + "".join(p.read_text() for p in tmp_path.glob("*.log"))
+    assert SECRET not in every
+    since = run_coop("events", oid, "--since", str(rows[-3]["seq"]), env=env)
+    assert len(since.stdout.splitlines()) == 2
 
 
 def test_status_shows_budget_progress_and_instances(ray_cluster: Cluster) -> None:
     env = coop_env(ray_cluster)
     objective = unique("Show me")
-    assert run_coop("start", objective, "--llm", "offline", "--max-cost", "1",
-                    env=env).returncode == 0
+    assert (
+        run_coop("start", objective, "--llm", "offline", "--max-cost", "1", env=env).returncode == 0
+    )
     out = run_coop("status", objective, env=env).stdout
-    for needle in ("finished (done)", "budget: tasks 13/25", "cost $0.0000/$1",
-                   "completion checks", "instances", "in flight", "total", "simulated"):
+    for needle in (
+        "finished (done)",
+        "budget: tasks 13/25",
+        "cost $0.0000/$1",
+        "completion checks",
+        "instances",
+        "in flight",
+        "total",
+        "simulated",
+    ):
         assert needle in out, needle
     _, board = registry.find(objective)
     assert ray.get(board.snapshot.remote()).completed == 13

@@ -11,10 +11,21 @@ from coop.text import normalize, objective_id
 SAFE = re.compile(r"^[a-z][a-z0-9-]{0,62}[a-z0-9]$")
 
 
-@pytest.mark.parametrize("objective", [
-    "Grow tomatoes", 'Say "hello" and \'bye\'', "a/b\\c/../../etc/passwd", "🍅🍅🍅",
-    "Ünïcödé résumé", "x" * 10_000, "   ", "123 numbers first", "tab\tnew\nline", "CON",
-])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        "Grow tomatoes",
+        "Say \"hello\" and 'bye'",
+        "a/b\\c/../../etc/passwd",
+        "🍅🍅🍅",
+        "Ünïcödé résumé",
+        "x" * 10_000,
+        "   ",
+        "123 numbers first",
+        "tab\tnew\nline",
+        "CON",
+    ],
+)
 def test_objective_id_is_safe_for_actor_file_and_tenant_names(objective: str) -> None:
     oid = objective_id(objective)
     assert SAFE.match(oid), oid

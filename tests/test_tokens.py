@@ -16,8 +16,9 @@ def byte_level_encoding() -> tiktoken.Encoding:
     ranks = {bytes([b]): b for b in range(256)}
     for i, merged in enumerate([b"th", b"he", b"the", b" t", b" the"]):
         ranks[merged] = 256 + i
-    return tiktoken.Encoding("test-bytes", pat_str=r"\s?\w+|\s?[^\w\s]+|\s+",
-                             mergeable_ranks=ranks, special_tokens={})
+    return tiktoken.Encoding(
+        "test-bytes", pat_str=r"\s?\w+|\s?[^\w\s]+|\s+", mergeable_ranks=ranks, special_tokens={}
+    )
 
 
 def test_tiktoken_path_counts_and_trims_exactly() -> None:
@@ -31,7 +32,8 @@ def test_tiktoken_path_counts_and_trims_exactly() -> None:
 
 
 def test_unknown_model_falls_back_to_an_estimate_with_one_warning(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with caplog.at_level(logging.WARNING, logger="coop.tokens"):
         tok = tokens.for_model("llama3.1-unknown-to-tiktoken")
         tokens.for_model.cache_clear()
@@ -42,8 +44,8 @@ def test_unknown_model_falls_back_to_an_estimate_with_one_warning(
 
 
 def test_download_failure_falls_back_without_crashing(
-        tmp_path: object, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """A known model whose encoding cannot be fetched: an empty cache and a dead proxy on
     loopback make the download fail at once, online or not."""
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))

@@ -56,33 +56,42 @@ class VectorStore:
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS results (task_id INTEGER PRIMARY KEY, "
-                             "token INTEGER, vector BLOB, task TEXT, result TEXT, worker TEXT)")
-            rows = self._db.execute("SELECT task_id, token, vector, task, result, worker "
-                                    "FROM results ORDER BY rowid").fetchall()
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS results (task_id INTEGER PRIMARY KEY, "
+                "token INTEGER, vector BLOB, task TEXT, result TEXT, worker TEXT)"
+            )
+            rows = self._db.execute(
+                "SELECT task_id, token, vector, task, result, worker FROM results ORDER BY rowid"
+            ).fetchall()
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{path} is not a readable coop memory file ({exc})") from None
         for tid, token, blob, task, result, worker in rows:
-            self._put(_Record(tid, task, result, worker, token),
-                      np.frombuffer(blob, dtype=np.float32))
+            self._put(
+                _Record(tid, task, result, worker, token), np.frombuffer(blob, dtype=np.float32)
+            )
 
-    def upsert(self, task_id: int, token: int, vector: list[float], task: str, result: str,
-               worker: str) -> bool:
+    def upsert(
+        self, task_id: int, token: int, vector: list[float], task: str, result: str, worker: str
+    ) -> bool:
         vec = np.asarray(vector, dtype=np.float32)
         norm = float(np.linalg.norm(vec))
         if norm:
             vec = vec / norm
         if self._records and vec.shape[0] != self._matrix.shape[1]:
-            raise ValueError(f"memory holds {self._matrix.shape[1]}-dimensional vectors, got "
-                             f"{vec.shape[0]}: was the embedding model changed mid-run?")
+            raise ValueError(
+                f"memory holds {self._matrix.shape[1]}-dimensional vectors, got "
+                f"{vec.shape[0]}: was the embedding model changed mid-run?"
+            )
         row = self._rows.get(task_id)
         if row is not None and token < self._records[row].token:
             return False
         record = _Record(task_id, task, result, worker, token)
         if self._db is not None:
             try:
-                self._db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
-                                 (task_id, token, vec.tobytes(), task, result, worker))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                    (task_id, token, vec.tobytes(), task, result, worker),
+                )
             except sqlite3.Error as exc:
                 raise JournalError(f"cannot write the memory file: {exc}") from None
         self._put(record, vec)
@@ -114,8 +123,15 @@ class VectorStore:
         scores = self._matrix[:n] @ np.asarray(vector, dtype=np.float32)
         top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [Hit(self._records[i].task_id, self._records[i].task, self._records[i].result,
-                    float(scores[i])) for i in top]
+        return [
+            Hit(
+                self._records[i].task_id,
+                self._records[i].task,
+                self._records[i].result,
+                float(scores[i]),
+            )
+            for i in top
+        ]
 
     def count(self) -> int:
         return len(self._records)
@@ -131,8 +147,13 @@ def memory_path(root: Path, objective_id: str) -> Path:
 class ClusterMemory:
     """Client side of the built-in memory: embeds locally, stores and searches in the actor."""
 
-    def __init__(self, objective_id: str, llm: LLM, state_dir: str | None = None,
-                 on_usage: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        objective_id: str,
+        llm: LLM,
+        state_dir: str | None = None,
+        on_usage: Callable[[int], None] | None = None,
+    ) -> None:
         path = str(memory_path(Path(state_dir), objective_id)) if state_dir else None
         self._store: Any = cluster.named_actor(VectorStore, objective_id, "memory", path)
         self._llm = llm
@@ -146,8 +167,9 @@ class ClusterMemory:
 
     def add(self, task_id: int, task: str, result: str, *, token: int, worker: str) -> bool:
         vector = self._embed(f"{task}\n{result}")
-        return bool(ray.get(self._store.upsert.remote(task_id, token, vector, task, result,
-                                                      worker)))
+        return bool(
+            ray.get(self._store.upsert.remote(task_id, token, vector, task, result, worker))
+        )
 
     def query(self, text: str, k: int) -> list[Hit]:
         if k <= 0:
