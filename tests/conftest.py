@@ -107,6 +107,19 @@ def spawn_coop(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[s
     )
 
 
+def spawn_start(
+    objective: str, *flags: str, env: dict[str, str], log: Path
+) -> tuple[subprocess.Popen[str], str]:
+    """`coop start` in the background, returned once its board exists (or it has exited)."""
+    from coop import registry
+    from coop.text import objective_id
+
+    proc = spawn_coop("start", objective, *flags, env=env, log=log)
+    oid = objective_id(objective)
+    wait_for(lambda: oid in registry.board_ids() or proc.poll() is not None, 60, "the board")
+    return proc, oid
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

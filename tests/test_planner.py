@@ -24,6 +24,7 @@ from conftest import (
     coop_env,
     run_coop,
     spawn_coop,
+    spawn_start,
     unique,
     wait_for,
 )
@@ -35,7 +36,6 @@ from coop.journal import journal_path
 from coop.llm import OfflineLLM
 from coop.planner import TaskIndex
 from coop.simulate import Simulator
-from coop.text import objective_id
 from coop.types import Reason, Snapshot, State
 
 HOST = socket.gethostname()
@@ -44,12 +44,10 @@ HOST = socket.gethostname()
 def test_start_plans_and_two_joined_workers_execute(
     ray_cluster: Cluster, standin: StandIn, tmp_path: Path
 ) -> None:
-    standin.latency = 0.05
+    standin.latency = 0.3  # long enough that one worker cannot drain every wave alone
     objective = unique("Plan a community garden")
-    oid = objective_id(objective)
     env = coop_env(ray_cluster, standin)
-    start = spawn_coop("start", objective, "--workers", "0", env=env, log=tmp_path / "start.log")
-    wait_for(lambda: oid in registry.board_ids(), 60, "the board")
+    start, oid = spawn_start(objective, "--workers", "0", env=env, log=tmp_path / "start.log")
     joins = [
         spawn_coop("join", oid[:-3], "--concurrency", "2", env=env, log=tmp_path / f"join{i}.log")
         for i in range(2)
@@ -164,10 +162,8 @@ def test_a_standby_planner_takes_over_when_the_planner_dies(
 ) -> None:
     server = make_standin(latency=0.3)
     objective = unique("Restock the pantry")
-    oid = objective_id(objective)
     env = coop_env(ray_cluster, server)
-    first = spawn_coop("start", objective, "--workers", "0", env=env, log=tmp_path / "first.log")
-    wait_for(lambda: oid in registry.board_ids(), 60, "the board")
+    first, oid = spawn_start(objective, "--workers", "0", env=env, log=tmp_path / "first.log")
     _, board = registry.find(oid)
     wait_for(lambda: ray.get(board.snapshot.remote()).planner, 30, "the planner claim")
     refused = run_coop("start", "--resume", oid, env=env, timeout=60)
@@ -264,23 +260,9 @@ def test_budgets_hold_across_workers(
     work in flight when it was reached, and the run stops with the cap as its reason."""
     server = make_standin(latency=0.1, simulator=Simulator(limit=200))
     objective = unique(f"Spend at most {value}")
-    oid = objective_id(objective)
     env = coop_env(ray_cluster, server)
-    start = spawn_coop(
-        "start",
-        objective,
-        "--workers",
-        "0",
-        "--max-tasks",
-        "500",
-        flag,
-        value,
-        "--max-prompt-tokens",
-        "1500",
-        env=env,
-        log=tmp_path / "start.log",
-    )
-    wait_for(lambda: oid in registry.board_ids(), 60, "the board")
+    flags = ("--workers", "0", "--max-tasks", "500", flag, value, "--max-prompt-tokens", "1500")
+    start, oid = spawn_start(objective, *flags, env=env, log=tmp_path / "start.log")
     joins = [
         spawn_coop("join", oid, "--concurrency", "2", env=env, log=tmp_path / f"join{i}.log")
         for i in range(2)
@@ -326,20 +308,9 @@ def test_approve_holds_new_tasks_until_a_person_decides(
     ray_cluster: Cluster, tmp_path: Path
 ) -> None:
     objective = unique("Ask before acting")
-    oid = objective_id(objective)
     env = coop_env(ray_cluster)
-    start = spawn_coop(
-        "start",
-        objective,
-        "--llm",
-        "offline",
-        "--approve",
-        "--workers",
-        "2",
-        env=env,
-        log=tmp_path / "start.log",
-    )  # no terminal: `coop approve`
-    wait_for(lambda: oid in registry.board_ids(), 60, "the board")
+    flags = ("--llm", "offline", "--approve", "--workers", "2")  # no terminal: `coop approve`
+    start, oid = spawn_start(objective, *flags, env=env, log=tmp_path / "start.log")
     _, board = registry.find(oid)
     snap = wait_for(
         lambda: (s := ray.get(board.snapshot.remote())).awaiting == 3 and s,

@@ -6,11 +6,18 @@ import json
 from pathlib import Path
 
 import ray
-from conftest import SECRET, MakeStandIn, coop_env, run_coop, spawn_coop, unique, wait_for
+from conftest import (
+    SECRET,
+    MakeStandIn,
+    coop_env,
+    run_coop,
+    spawn_coop,
+    spawn_start,
+    unique,
+)
 from ray.cluster_utils import Cluster
 
 from coop import registry
-from coop.text import objective_id
 
 
 def test_events_follow_a_run_to_its_end_and_hold_no_secret(
@@ -18,10 +25,8 @@ def test_events_follow_a_run_to_its_end_and_hold_no_secret(
 ) -> None:
     server = make_standin(latency=0.2)
     objective = unique("Tape it all")
-    oid = objective_id(objective)
     env = coop_env(ray_cluster, server)
-    start = spawn_coop("start", objective, "--workers", "2", env=env, log=tmp_path / "start.log")
-    wait_for(lambda: oid in registry.board_ids(), 60, "the board")
+    start, oid = spawn_start(objective, "--workers", "2", env=env, log=tmp_path / "start.log")
     follow = spawn_coop("events", oid, "--follow", env=env, log=tmp_path / "follow.log")
     watch = spawn_coop("status", oid, "--watch", env=env, log=tmp_path / "watch.log")
     assert start.wait(120) == 0

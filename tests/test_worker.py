@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import ray
-from conftest import STATE_DIR, MakeStandIn, coop_env, spawn_coop, unique, wait_for
+from conftest import STATE_DIR, MakeStandIn, coop_env, spawn_coop, spawn_start, unique, wait_for
 from ray.cluster_utils import Cluster
 from standin import Faults
 
@@ -21,7 +21,6 @@ from coop.llm import Completion, LLMContextError, OfflineLLM, OpenAILLM
 from coop.memory import Hit
 from coop.memory.cluster import ClusterMemory
 from coop.simulate import Simulator
-from coop.text import objective_id
 from coop.types import Kind, Lease, Reason, Snapshot, State
 from coop.worker import Worker, ask
 
@@ -36,19 +35,9 @@ def test_sigkilled_worker_loses_nothing(
 ) -> None:
     server = make_standin(latency=1.0, simulator=Simulator(fanout=3, limit=3))
     objective = unique("Sort the seed library")
-    oid = objective_id(objective)
     env = coop_env(ray_cluster, server)
-    start = spawn_coop(
-        "start",
-        objective,
-        "--workers",
-        "0",
-        "--lease-ttl",
-        "3",
-        env=env,
-        log=tmp_path / "start.log",
-    )
-    wait_for(lambda: oid in registry.board_ids(), 60, "the board")
+    flags = ("--workers", "0", "--lease-ttl", "3")
+    start, oid = spawn_start(objective, *flags, env=env, log=tmp_path / "start.log")
     _, board = registry.find(oid)
     victim = spawn_coop("join", oid, env=env, log=tmp_path / "victim.log")
     (task_id,) = wait_for(lambda: held_by(board, victim.pid), 60, "a lease")
