@@ -29,6 +29,7 @@ from coop import constants as C
 from coop import journal
 from coop.config import RunSettings
 from coop.journal import Event, Journal, JournalError, journal_path
+from coop.metrics import BoardMetrics
 from coop.text import normalize
 from coop.types import (
     AddReport,
@@ -107,6 +108,7 @@ class Board:
         self._unapproved: set[int] = set()  # pending tasks a person has not approved yet
         self._dropped: list[int] = []
         self._journal_ok = True
+        self._metrics = BoardMetrics(objective_id)
         self._journal: Journal | None = None
         self.state_dir = state_dir
         if state_dir is not None:
@@ -231,6 +233,7 @@ class Board:
         cost = self.settings.cost(d["kind"], d["prompt"], d["completion"])
         self._usage[d["kind"]].add(d["prompt"], d["completion"], cost)
         self._stats(d["worker"]).usage.add(d["prompt"], d["completion"], cost)
+        self._metrics.call(d["kind"], d["prompt"] + d["completion"], cost, d.get("latency") or 0)
 
     def _on_approved(self, d: dict[str, Any]) -> None:
         self._unapproved.difference_update(d["ids"])
@@ -256,8 +259,39 @@ class Board:
         expired = sorted(tid for tid, h in self._held.items() if h.expires <= now)
         if expired:
             self._emit("expired", ids=expired)
-        if self._state is State.STOPPING and not self._held:
+        finishing = self._state is State.STOPPING and not self._held
+        if finishing:
             self._state = State.FINISHED
+        if self._metrics.due(force=finishing):
+            self._export()
+
+    def _export(self) -> None:
+        now = self._clock()
+        tokens, cost = self._spent()
+        left: dict[str, float] = {}
+        if self.settings.max_tokens:
+            left["tokens"] = self.settings.max_tokens - tokens
+        if self.settings.max_cost:
+            left["usd"] = self.settings.max_cost - cost
+        left["tasks"] = self.settings.max_tasks - len(self._results)
+        queue = sum(
+            1
+            for t in self._pending
+            if t not in self._unapproved and self._not_before.get(t, 0.0) <= now
+        )
+        self._metrics.state(
+            {
+                "pending": len(self._pending),
+                "awaiting_approval": len(self._unapproved),
+                "leased": len(self._held),
+                "completed": len(self._results),
+                "dead": len(self._dead),
+            },
+            queue,
+            len(self._held),
+            left,
+            self._progress.stalls,
+        )
 
     def _stats(self, worker: str) -> WorkerStats:
         stats = self._workers.get(worker)
