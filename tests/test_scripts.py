@@ -9,17 +9,21 @@ from pathlib import Path
 from conftest import ROOT, coop_env
 
 
-def test_short_chaos_run_loses_nothing() -> None:
-    """Workers SIGKILLed every two seconds, the planner killed and taken over by a standby,
-    a model server that throws 429s, 500s and stalls: nothing lost, nothing duplicated."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "chaos.py"), "--short", "--kill-planner"],
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args],
         env=coop_env(None),
         capture_output=True,
         text=True,
         timeout=300,
         cwd=ROOT / "scripts",
     )
+
+
+def test_short_chaos_run_loses_nothing() -> None:
+    """Workers SIGKILLed every two seconds, the planner killed and taken over by a standby,
+    a model server that throws 429s, 500s and stalls: nothing lost, nothing duplicated."""
+    proc = run_script("chaos.py", "--short", "--kill-planner")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = dict(
         line.strip().split(": ", 1)
@@ -34,14 +38,7 @@ def test_short_chaos_run_loses_nothing() -> None:
 
 def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
     """Benchmarks are not tests: this only checks that the harness works end to end."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke", "--out", str(tmp_path)],
-        env=coop_env(None),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT / "scripts",
-    )
+    proc = run_script("bench.py", "--smoke", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     table = (tmp_path / "results.md").read_text()
     for section in (
