@@ -104,6 +104,7 @@ class Board:
         self._usage: dict[str, Usage] = {k.value: Usage() for k in Kind}
         self._bucket = (0.0, 0.0, clock())  # requests, tokens, refilled at
         self._reserved: dict[int, tuple[int, float]] = {}  # budget held by in-flight tasks
+        self._idle: dict[str, float] = {}  # workers turned away empty-handed, and when
         self._progress = Progress()
         self._unapproved: set[int] = set()  # pending tasks a person has not approved yet
         self._dropped: list[int] = []
@@ -571,7 +572,9 @@ class Board:
         now = self._clock()
         tid = self._next_eligible(now)
         if tid is None:
+            self._idle[worker] = now
             return self._state
+        self._idle.pop(worker, None)
         estimate = self._estimate()
         if (cap := self._over_budget(estimate)) is not None:
             if not self._held:  # nothing in flight could free budget: this is the end
@@ -641,8 +644,14 @@ class Board:
         self, task_id: int, token: int, worker: str, text: str
     ) -> tuple[Outcome, Lease | State]:
         """`complete`, then `lease` for the same worker, in one round trip: a busy worker's
-        steady state costs one actor call per task instead of two."""
-        return self.complete(task_id, token, worker, text), self.lease(worker)
+        steady state costs one actor call per task instead of two. While another worker has
+        recently found nothing to do, the next task is left for it instead, so a fast worker
+        cannot starve idle ones."""
+        outcome = self.complete(task_id, token, worker, text)
+        recently = self._clock() - C.POLL_MAX * 2
+        if any(w != worker and at > recently for w, at in self._idle.items()):
+            return outcome, self._state
+        return outcome, self.lease(worker)
 
     def fail(self, task_id: int, token: int, worker: str, error: str) -> Outcome:
         """Count a failed attempt: requeue at the back after a growing delay, or dead-letter

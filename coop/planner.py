@@ -157,6 +157,8 @@ class Planner:
 
     def _loop(self) -> None:
         snap: Snapshot = ray.get(self.board.snapshot.remote())
+        if snap.state is State.FINISHED:
+            return  # a resumed run that had already ended: nothing to plan, nothing to embed
         self.progress = snap.progress
         self.index.add([text for _, text in ray.get(self.board.task_texts.remote())])
         cursor = snap.completed - snap.unplanned

@@ -434,3 +434,20 @@ def test_complete_and_lease_is_one_step_of_a_busy_worker() -> None:
         Outcome.DUPLICATE,
         State.RUNNING,
     )
+
+
+def test_a_busy_worker_does_not_starve_an_idle_one() -> None:
+    clock = Clock()
+    board = make_board(clock)
+    board.add(["first"])
+    busy = leased(board, "busy")
+    assert board.lease("idle") is State.RUNNING  # turned away: nothing to do right now
+    board.add(["second"])
+    outcome, nxt = board.complete_and_lease(busy.task.id, busy.token, "busy", "done")
+    assert outcome is Outcome.ACCEPTED and nxt is State.RUNNING  # left for the idle worker
+    assert leased(board, "idle").task.text == "second"
+    board.add(["third", "fourth"])
+    clock.now += 5  # nobody has been turned away lately: chaining is back
+    again = leased(board, "idle")
+    _, nxt = board.complete_and_lease(again.task.id, again.token, "idle", "done")
+    assert isinstance(nxt, Lease) and nxt.task.text == "fourth"
