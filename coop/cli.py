@@ -252,6 +252,9 @@ def main() -> None:
         code = cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare `coop`: the help, not an error
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        code = 0
     except click.ClickException as exc:
         click.echo(f"coop: error: {exc.format_message()}", err=True)
         code = exc.exit_code

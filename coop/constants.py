@@ -3,7 +3,6 @@
 NAMESPACE = "coop"
 """Ray namespace holding every coop actor."""
 
-ENV_PREFIX = "COOP_"
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 """Keeps a Ray cluster that coop starts itself bound to 127.0.0.1."""
 

@@ -155,13 +155,6 @@ class Journal:
         ).fetchall()
         return [Event(seq, at, kind, json.loads(data)) for seq, at, kind, data in reversed(rows)]
 
-    def last(self, kind: str) -> Event | None:
-        row = self._db.execute(
-            "SELECT seq, at, kind, data FROM events WHERE kind = ? ORDER BY seq DESC LIMIT 1",
-            (kind,),
-        ).fetchone()
-        return Event(row[0], row[1], row[2], json.loads(row[3])) if row else None
-
     def close(self) -> None:
         self._db.close()
 

@@ -114,3 +114,8 @@ def test_join_without_a_cluster_explains_how_to_point_it(tmp_path: object) -> No
     assert_one_line_error(
         run_coop("join", "anything", env=env, timeout=60), "--address", "RAY_ADDRESS"
     )
+
+
+def test_bare_coop_shows_the_commands() -> None:
+    proc = run_coop(env=coop_env(None))
+    assert proc.returncode == 0 and "Commands:" in proc.stdout and "coop: error" not in proc.stderr
