@@ -107,7 +107,6 @@ class Board:
         self._idle: dict[str, float] = {}  # workers turned away empty-handed, and when
         self._progress = Progress()
         self._unapproved: set[int] = set()  # pending tasks a person has not approved yet
-        self._dropped: list[int] = []
         self._journal_ok = True
         self._metrics = BoardMetrics(objective_id)
         self._journal: Journal | None = None
@@ -242,8 +241,7 @@ class Board:
     def _on_dropped(self, d: dict[str, Any]) -> None:
         for tid in d["ids"]:
             self._unapproved.discard(tid)
-            self._pending.remove(tid)
-            self._dropped.append(tid)
+            self._pending.remove(tid)  # a person's decision, kept in the journal
         self._version += 1
 
     def _on_progress(self, d: dict[str, Any]) -> None:
