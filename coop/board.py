@@ -273,11 +273,7 @@ class Board:
         if self.settings.max_cost:
             left["usd"] = self.settings.max_cost - cost
         left["tasks"] = self.settings.max_tasks - len(self._results)
-        queue = sum(
-            1
-            for t in self._pending
-            if t not in self._unapproved and self._not_before.get(t, 0.0) <= now
-        )
+        queue = sum(1 for t in self._pending if self._eligible(t, now))
         self._metrics.state(
             {
                 "pending": len(self._pending),
@@ -516,17 +512,16 @@ class Board:
 
     # -- the workers' side ----------------------------------------------------------------
 
+    def _eligible(self, tid: int, now: float) -> bool:
+        """A pending task a worker may take now: approved, and past any retry delay."""
+        return tid not in self._unapproved and self._not_before.get(tid, 0.0) <= now
+
     def _next_eligible(self, now: float) -> int | None:
-        for tid in self._pending:
-            if self._not_before.get(tid, 0.0) <= now and tid not in self._unapproved:
-                return tid
-        return None
+        return next((tid for tid in self._pending if self._eligible(tid, now)), None)
 
     def _spent(self) -> tuple[int, float]:
-        return (
-            sum(u.tokens for u in self._usage.values()),
-            sum(u.cost for u in self._usage.values()),
-        )
+        total = Usage.total(self._usage.values())
+        return total.tokens, total.cost
 
     def _estimate(self) -> tuple[int, float]:
         """What one more execution will likely spend: the mean so far, or half the most a
@@ -540,6 +535,8 @@ class Board:
     def _over_budget(self, extra: tuple[int, float] | None) -> Reason | None:
         """With `extra`: the cap that one more task (on top of what is spent and reserved by
         in-flight tasks) would break. Without: the cap already reached by what is spent."""
+        if not (self.settings.max_tokens or self.settings.max_cost):
+            return None  # the common case, on every lease: nothing to add up
         tokens, cost = self._spent()
         if extra is not None:
             tokens += sum(r[0] for r in self._reserved.values()) + extra[0]

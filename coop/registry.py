@@ -99,20 +99,24 @@ def find_or_revive(ref: str, root: Path) -> tuple[str, Any]:
     try:
         return find(ref)
     except ObjectiveNotFound:
-        journals, problems = list_journals(root)
-        by_id = {j.objective_id: j for j in journals}
-        matches = _match(ref, list(by_id))
-        broken = _match(ref, list(problems))
-        if not matches and len(broken) == 1:
-            raise JournalError(problems[broken[0]]) from None
-        if len(matches) != 1:
-            known = ", ".join(sorted(set(board_ids()) | set(by_id))) or "none"
-            raise ObjectiveNotFound(
-                f"no objective {ref!r} on this cluster or in {root}; known: {known}"
-            ) from None
-    info = by_id[matches[0]]
+        info = _journal_for(ref, root, board_ids())
     handle, _ = _spawn(info.objective_id, info.objective, _settings(info), "revived", root)
     return info.objective_id, handle
+
+
+def _journal_for(ref: str, root: Path, live: Sequence[str]) -> JournalInfo:
+    """The journal `ref` names under `root`. A match that cannot be read is reported as such;
+    no match lists what is known, live boards included."""
+    journals, problems = list_journals(root)
+    by_id = {j.objective_id: j for j in journals}
+    matches = _match(ref, list(by_id))
+    if len(matches) == 1:
+        return by_id[matches[0]]
+    broken = _match(ref, list(problems))
+    if not matches and len(broken) == 1:
+        raise JournalError(problems[broken[0]])
+    known = ", ".join(sorted(set(live) | set(by_id))) or "none"
+    raise ObjectiveNotFound(f"no objective {ref!r} on this cluster or in {root}; known: {known}")
 
 
 class Reader:
@@ -137,19 +141,10 @@ def reader(ref: str, root: Path, address: str | None) -> Reader:
     try:
         cluster.connect(address, start_local=False)
         return Reader(handle=find(ref)[1])
-    except (cluster.Unreachable, ObjectiveNotFound):
-        journals, problems = list_journals(root)
-        by_id = {j.objective_id: j for j in journals}
-        matches = _match(ref, list(by_id))
-        if len(matches) != 1:
-            broken = _match(ref, list(problems))
-            if len(broken) == 1:
-                raise JournalError(problems[broken[0]]) from None
-            raise ObjectiveNotFound(
-                f"no objective {ref!r} on this cluster or in {root}; known: "
-                f"{', '.join(sorted(by_id)) or 'none'}"
-            ) from None
-    info = by_id[matches[0]]
+    except cluster.Unreachable:
+        info = _journal_for(ref, root, [])
+    except ObjectiveNotFound:
+        info = _journal_for(ref, root, board_ids())
     return Reader(
         local=Board(
             info.objective_id, info.objective, _settings(info), "reader", str(root), readonly=True

@@ -16,8 +16,7 @@ def _when(t: float) -> str:
 
 def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
     reason = snap.reason.value if snap.reason else snap.state.value
-    total_tokens = sum(u.tokens for u in snap.usage.values())
-    total_cost = sum(u.cost for u in snap.usage.values())
+    total_tokens, total_cost = snap.total.tokens, snap.total.cost
     lines = [
         f"# {snap.objective}",
         "",

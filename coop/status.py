@@ -50,8 +50,7 @@ def render_list(console: Console, objectives: Sequence[Objective]) -> None:
 
 def _budget(snap: Snapshot) -> str:
     s = snap.settings
-    tokens = sum(u.tokens for u in snap.usage.values())
-    cost = sum(u.cost for u in snap.usage.values())
+    tokens, cost = snap.total.tokens, snap.total.cost
     parts = [
         f"tasks {snap.completed}/{s.max_tasks}",
         f"tokens {tokens}" + (f"/{s.max_tokens}" if s.max_tokens else ""),
@@ -130,11 +129,15 @@ def status_view(snap: Snapshot, recent: Sequence[Event] = ()) -> Group:
         usage.add_row(
             kind, str(u.calls), str(u.prompt_tokens), str(u.completion_tokens), f"${u.cost:.4f}"
         )
-    total = [
-        sum(getattr(u, a) for u in snap.usage.values())
-        for a in ("calls", "prompt_tokens", "completion_tokens", "cost")
-    ]
-    usage.add_row("total", *map(str, total[:3]), f"${total[3]:.4f}", style="bold")
+    total = snap.total
+    usage.add_row(
+        "total",
+        str(total.calls),
+        str(total.prompt_tokens),
+        str(total.completion_tokens),
+        f"${total.cost:.4f}",
+        style="bold",
+    )
     parts.append(usage)
     if snap.dead:
         dead = Table("task", "attempts", "last error", title="dead letters")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -122,6 +123,16 @@ class Usage:
         self.completion_tokens += completion_tokens
         self.cost += cost
 
+    @classmethod
+    def total(cls, parts: Iterable[Usage]) -> Usage:
+        out = cls()
+        for u in parts:
+            out.calls += u.calls
+            out.prompt_tokens += u.prompt_tokens
+            out.completion_tokens += u.completion_tokens
+            out.cost += u.cost
+        return out
+
 
 @dataclass
 class WorkerStats:
@@ -190,3 +201,7 @@ class Snapshot:
     progress: Progress
     settings: RunSettings
     awaiting: int  # pending tasks waiting for a person's approval
+
+    @property
+    def total(self) -> Usage:
+        return Usage.total(self.usage.values())

@@ -170,6 +170,7 @@ class Worker:
             self._held[task.id] = lease.token
         nxt: Lease | State | None = None
         try:
+            context = self.memory.query(task.text, self.settings.context_k)  # once, not per try
             text = ask(
                 self.llm,
                 self.board,
@@ -177,11 +178,7 @@ class Worker:
                 self.name,
                 Kind.EXECUTION,
                 lambda budget: agents.execution_prompt(
-                    self.objective,
-                    task.text,
-                    self.memory.query(task.text, self.settings.context_k),
-                    self.llm.tokenizer,
-                    budget,
+                    self.objective, task.text, context, self.llm.tokenizer, budget
                 ),
                 task.id,
             )
