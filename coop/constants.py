@@ -39,6 +39,8 @@ STALL_LIMIT = 3
 """Batches without progress before the planner replans from scratch."""
 MAX_REPLANS = 2
 """Replans without progress before the objective stops as stalled."""
+REPLAN_HISTORY = 200
+"""Most completed tasks fetched for a fresh plan (the prompt keeps the newest that fit)."""
 LOOP_BATCHES = 3
 """Batches in a row that only re-propose completed work before the objective stops as a loop."""
 TASK_SIMILARITY = 0.92

@@ -288,7 +288,7 @@ class Planner:
             p.repeating += 1
         elif progress:
             p.repeating = 0
-        ray.get(self.board.record_progress.remote(self.name, replace(p)))
+        self._record()
         if p.repeating >= C.LOOP_BATCHES:
             ray.get(
                 self.board.stop.remote(
@@ -310,6 +310,7 @@ class Planner:
         )
         met, why = agents.parse_completion(answer)
         self.progress.checks += 1
+        self._record()
         log.info(
             "completion check after %d task(s): %s%s",
             completed,
@@ -317,23 +318,26 @@ class Planner:
             f" ({why})" if why else "",
         )
         if met:
-            ray.get(self.board.record_progress.remote(self.name, replace(self.progress)))
             ray.get(self.board.stop.remote(Reason.DONE, why))
         elif dry:
             self._replan()
-        else:
-            ray.get(self.board.record_progress.remote(self.name, replace(self.progress)))
+
+    def _record(self) -> None:
+        ray.get(self.board.record_progress.remote(self.name, replace(self.progress)))
 
     def _replan(self) -> None:
+        """A fresh plan from the objective and the work done; called with the ledger already
+        recorded, so a stop here needs no new record."""
         p = self.progress
         if p.replans >= C.MAX_REPLANS:
-            ray.get(self.board.record_progress.remote(self.name, replace(p)))
             ray.get(
                 self.board.stop.remote(Reason.STALLED, f"no progress after {p.replans} fresh plans")
             )
             return
         p.replans, p.stalls = p.replans + 1, 0
-        done = [r.task for r in ray.get(self.board.results.remote())]
+        completed = ray.get(self.board.counts.remote())[0]
+        since = max(0, completed - C.REPLAN_HISTORY)  # the prompt keeps the newest that fit
+        done = [r.task for r in ray.get(self.board.results.remote(since))]
         answer = self._ask(
             Kind.CREATION,
             lambda budget: agents.replan_prompt(self.objective, done, self.llm.tokenizer, budget),
