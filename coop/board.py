@@ -369,6 +369,7 @@ class Board:
         if not self._planner or self._planner[0] != instance:
             self._emit("planner", instance=instance, action="claimed")
         self._planner = (instance, now + C.PLANNER_TTL)
+        self._seen_now(instance)
         return None
 
     def release_planner(self, instance: str) -> None:
@@ -690,6 +691,7 @@ class Board:
         """Settle a model call (its event is the call's line on the tape). Spending past a
         cap stops the objective (in-flight work finishes and is kept)."""
         self._settle()
+        self._seen_now(worker)
         self._emit(
             "usage",
             worker=worker,

@@ -138,11 +138,17 @@ def start(
 
 @cli.command()
 @click.argument("objective")
-@_int("--concurrency", C.DEFAULT_CONCURRENCY, 1, "Tasks in flight in this process.")
+@_int("--concurrency", C.DEFAULT_CONCURRENCY, 1, "Tasks in flight in this worker.")
+@click.option(
+    "--node",
+    metavar="NODE_ID",
+    help="Run the worker on this Ray node (id or unique prefix, see `ray list nodes`); "
+    "default: the node this command runs on.",
+)
 @address_option
-def join(objective: str, concurrency: int, address: str | None) -> int:
+def join(objective: str, concurrency: int, node: str | None, address: str | None) -> int:
     """Work on OBJECTIVE (id, id prefix or exact text) until it finishes."""
-    done = worker.join(objective, address, concurrency)
+    done = worker.join(objective, address, concurrency, node)
     console.print(
         f"{done.worker}: {done.completed} completed, {done.failed} failed; "
         f"objective {done.final_state.value}",

@@ -6,20 +6,25 @@ import ipaddress
 import logging
 import os
 import socket
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import ray
 import ray._private.ray_constants as ray_constants
 from ray._raylet import Config  # type: ignore[attr-defined]
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from coop import constants as C
 from coop.types import CoopError
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 3.0
+GCS_PROBE = "/ray.rpc.NodeInfoGcsService/GetClusterId"
+"""A GCS method any client may call: it answers, or refuses for want of a token."""
 
 
 class ClusterError(CoopError):
@@ -56,14 +61,32 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def _use_token_if_available() -> None:
-    """Ray enables token auth for an explicit address only when told to: do so whenever this
-    machine has a token, as a node of a token-auth cluster does."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
+def _requires_token(address: str) -> bool:
+    """Whether the cluster at `address` has Ray's token authentication on (it refuses an
+    unauthenticated call), asked with one small gRPC call to its GCS."""
+    channel = grpc.insecure_channel(address.removeprefix("ray://"))
+    try:
+        channel.unary_unary(GCS_PROBE)(b"", timeout=CONNECT_TIMEOUT)
+    except grpc.RpcError as exc:
+        return exc.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[no-any-return]
+    finally:
+        channel.close()
+    return False
+
+
+def _match_auth_mode(address: str) -> None:
+    """Ray uses token auth for an explicit address only when told to, and a client in the
+    wrong mode fails obscurely (a token-mode client's actors never start on a cluster without
+    auth). So ask the cluster, and set the mode to match."""
+    wanted = "token" if _requires_token(address) else "disabled"
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if wanted == "token" and not (os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
+        raise ClusterError(
+            f"the Ray cluster at {address} requires an authentication token: copy the head's "
+            "~/.ray/auth_token to this machine or set RAY_AUTH_TOKEN"
+        )
+    if os.environ.get("RAY_AUTH_MODE", "disabled") != wanted:
+        os.environ["RAY_AUTH_MODE"] = wanted
         Config.initialize("")  # Ray caches its config at import: make it read the mode again
 
 
@@ -86,15 +109,18 @@ class Connection:
     started_here: bool  # a cluster of our own: it ends when this process does
 
 
-def connect(address: str | None, *, start_local: bool) -> Connection:
+def connect(address: str | None, *, start_local: bool, stream_logs: bool = False) -> Connection:
     """Join the cluster at `address` (or RAY_ADDRESS, or one running on this machine); failing
-    that, start a local one on loopback if allowed."""
+    that, start a local one on loopback if allowed. `stream_logs`: print the log lines of the
+    worker actors this process starts, prefixed with their names."""
     address = address or os.environ.get("RAY_ADDRESS") or _local_cluster_address()
     kwargs: dict[str, Any] = {
         "namespace": C.NAMESPACE,
         "logging_level": logging.WARNING,
-        "log_to_driver": False,
+        "log_to_driver": stream_logs,
     }
+    if not sys.stderr.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no colour codes in log files
     if address is None or _is_loopback(address):
         # Ray otherwise announces this machine's external address; a loopback cluster must
         # stay on 127.0.0.1, in this process and in every process Ray starts from it.
@@ -111,7 +137,7 @@ def connect(address: str | None, *, start_local: bool) -> Connection:
         kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
     else:
         _check_reachable(address)
-        _use_token_if_available()
+        _match_auth_mode(address)
     try:
         ctx = ray.init(address=address, **kwargs)
     except ray.exceptions.AuthenticationError:
@@ -158,6 +184,41 @@ def named_actor(cls: type[T], objective_id: str, role: str, *args: Any) -> Any:
         )
         .remote(*args)
     )
+
+
+def resolve_node(ref: str | None) -> tuple[str, str]:
+    """(node id, host name) of the live node whose id starts with `ref`; default: this
+    process's node."""
+    alive = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+    if ref is None:
+        ref = ray.get_runtime_context().get_node_id()
+    found = [n for n in alive if n["NodeID"].startswith(ref.strip().lower())] if ref else []
+    if len(found) != 1:
+        ids = ", ".join(n["NodeID"][:12] for n in alive)
+        what = "matches no live node" if not found else "matches several nodes"
+        raise ClusterError(f"--node {ref!r} {what}; live nodes: {ids}")
+    return found[0]["NodeID"], found[0].get("NodeManagerHostname") or found[0]["NodeManagerAddress"]
+
+
+def pinned_actor(
+    cls: type[T], name: str, node_id: str, *, concurrency: int, args: tuple[Any, ...]
+) -> Any | None:
+    """A named actor on `node_id`, owned by this process (it dies with it); None if the name
+    is taken."""
+    try:
+        return (
+            ray.remote(cls)
+            .options(
+                name=name,
+                namespace=C.NAMESPACE,
+                num_cpus=0,
+                max_concurrency=concurrency,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            )
+            .remote(*args)
+        )
+    except ValueError:  # Ray: "The name ... is already taken"
+        return None
 
 
 def existing_actor(objective_id: str, role: str) -> Any | None:

@@ -157,11 +157,20 @@ def local_endpoint(settings: RunSettings) -> Endpoint:
 _KEY_PATTERN = re.compile(r"\b(sk|key|token)-[A-Za-z0-9_*\-]{6,}", re.IGNORECASE)
 
 
+_secrets: set[str] = set()
+
+
+def keep_secret(value: str) -> None:
+    """Scrub `value` too: a key this process was handed rather than read from its environment."""
+    if len(value) >= 4:
+        _secrets.add(value)
+
+
 def scrub(text: str) -> str:
-    """Remove this process's API key, and anything shaped like one, from text bound for output."""
-    key = os.environ.get("OPENAI_API_KEY")
-    if key and len(key) >= 4:
-        text = text.replace(key, "***")
+    """Remove this process's API keys, and anything shaped like one, from text bound for output."""
+    for key in (os.environ.get("OPENAI_API_KEY"), *_secrets):
+        if key and len(key) >= 4:
+            text = text.replace(key, "***")
     return _KEY_PATTERN.sub("***", text)
 
 

@@ -38,7 +38,7 @@ from coop.memory import Memory
 from coop.memory.cluster import ClusterMemory
 from coop.text import normalize
 from coop.types import CoopError, Kind, Progress, Reason, Result, Snapshot, State, Task
-from coop.worker import Worker, ask, instance_name, metered, stop_on_signals
+from coop.worker import ask, instance_name, metered, start_crew, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ def start(
     root = journal.state_dir()
     if not (resume or standby):
         make_llm(settings, name)  # a missing key fails here, before anything is created
-    conn = cluster.connect(address, start_local=True)
+    conn = cluster.connect(address, start_local=True, stream_logs=True)
     oid, board, objective, settings, new = _open(
         objective, settings, root, resume=resume, standby=standby
     )
@@ -413,22 +413,7 @@ def start(
     planner.claim(wait=standby)
     if new:
         ray.get(board.add.remote([settings.initial_task], planner=name))
-    crew = [
-        Worker(
-            board,
-            ClusterMemory(oid, llm, str(root), metered(board, f"{name}-w{i}")),
-            llm,
-            settings,
-            objective,
-            f"{name}-w{i}",
-            concurrency,
-            stop,
-        )
-        for i in range(workers)
-    ]
-    threads = [threading.Thread(target=w.run, name=w.name, daemon=True) for w in crew]
-    for t in threads:
-        t.start()
+    crew = start_crew(board, settings, count=workers, concurrency=concurrency)
     try:
         planner.run()
     except LLMFatalError as exc:
@@ -436,8 +421,7 @@ def start(
         raise
     finally:
         ray.get(board.release_planner.remote(name))
-        for t in threads:
-            t.join(C.SHUTDOWN_GRACE)
+        crew.wait(stop)
     snapshot: Snapshot = ray.get(board.snapshot.remote())
     path = report.write(root, snapshot, ray.get(board.results.remote()))
     return snapshot, path

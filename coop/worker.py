@@ -20,13 +20,13 @@ import ray
 
 from coop import agents, cluster, registry
 from coop import constants as C
-from coop.config import RunSettings, scrub
+from coop.config import Endpoint, RunSettings, configure_logging, keep_secret, local_endpoint, scrub
 from coop.journal import JournalError
 from coop.llm import LLM, LLMContextError, LLMFatalError, make_llm
 from coop.memory import Memory
 from coop.memory.cluster import ClusterMemory
 from coop.text import one_line
-from coop.types import Kind, Lease, Outcome, Reason, State
+from coop.types import Kind, Lease, Objective, Outcome, Reason, State
 
 log = logging.getLogger(__name__)
 
@@ -266,18 +266,113 @@ class Worker:
             log.info("task #%d released unfinished", tid)
 
 
-def join(ref: str, address: str | None, concurrency: int) -> WorkerReport:
+class WorkerActor:
+    """A Worker as a Ray actor named `coop:<objective>:worker:<host>:<n>` and pinned to a node,
+    so the dashboard's Actors view shows who works where. It is owned by the `coop` process
+    that made it and dies with it: its leases then expire and go to someone else."""
+
+    def __init__(
+        self,
+        board: Any,
+        objective: Objective,
+        name: str,
+        settings: RunSettings,
+        endpoint: Endpoint | None,
+        concurrency: int,
+        quiet: bool,
+    ) -> None:
+        configure_logging(quiet)  # a fresh process: coop's log format and secret filter
+        if endpoint is not None:
+            keep_secret(endpoint.api_key)
+        self.name = name
+        self._stop = threading.Event()
+        llm = make_llm(settings, name, endpoint)
+        where = ray.get(board.storage.remote())
+        memory = ClusterMemory(objective.id, llm, where, metered(board, name))
+        self._worker = Worker(
+            board, memory, llm, settings, objective.text, name, concurrency, self._stop
+        )
+
+    def run(self) -> WorkerReport:
+        return self._worker.run()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def __repr__(self) -> str:  # Ray prefixes this actor's log lines with it
+        return self.name
+
+
+@dataclass
+class Crew:
+    """Worker actors started by one `coop` process, and the runs they are doing."""
+
+    runs: dict[Any, tuple[str, Any]]  # run ref -> (worker name, actor)
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.runs.values()]
+
+    def wait(self, stop: threading.Event) -> list[WorkerReport]:
+        """Until every worker has finished; `stop` (a signal) is passed on to them."""
+        pending, reports, told = list(self.runs), [], False
+        while pending:
+            if stop.is_set() and not told:
+                for _, actor in self.runs.values():
+                    actor.stop.remote()
+                told = True
+            done, pending = ray.wait(pending, num_returns=1, timeout=C.POLL_MAX)
+            for ref in done:
+                reports.append(self._report(ref))
+        return reports
+
+    def _report(self, ref: Any) -> WorkerReport:
+        try:
+            report: WorkerReport = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            name = self.runs[ref][0]
+            log.error("worker %s died: %s", name, one_line(str(exc), 400))
+            return WorkerReport(name, fatal=f"worker process died ({type(exc).__name__})")
+        return report
+
+
+def start_crew(
+    board: Any, settings: RunSettings, *, count: int, concurrency: int, node: str | None = None
+) -> Crew:
+    """`count` worker actors on `node` (default: this process's node), each running."""
+    if count == 0:
+        return Crew({})
+    info = ray.get(board.describe.remote())
+    endpoint = None if settings.simulated else local_endpoint(settings)  # a missing key fails here
+    node_id, host = cluster.resolve_node(node)
+    quiet = not log.isEnabledFor(logging.INFO)
+    runs: dict[Any, tuple[str, Any]] = {}
+    index = 0
+    while len(runs) < count:
+        name = f"{host}:{index}"
+        index += 1
+        actor = cluster.pinned_actor(
+            WorkerActor,
+            cluster.actor_name(info.id, f"worker:{name}"),
+            node_id,
+            concurrency=2,  # run() and stop()
+            args=(board, info, name, settings, endpoint, concurrency, quiet),
+        )
+        if actor is not None:  # else the name is taken by another `coop` on this host
+            runs[actor.run.remote()] = (name, actor)
+    crew = Crew(runs)
+    log.info("workers %s on node %s", ", ".join(crew.names()), node_id[:8])
+    return crew
+
+
+def join(ref: str, address: str | None, concurrency: int, node: str | None) -> WorkerReport:
     """`coop join`: work on an existing objective until it finishes or we are told to stop."""
-    cluster.connect(address, start_local=False)
+    cluster.connect(address, start_local=False, stream_logs=True)
     stop = stop_on_signals()  # after connecting: ray.init installs a SIGTERM handler of its own
     oid, board = registry.find(ref)
-    info = ray.get(board.describe.remote())
     settings: RunSettings = ray.get(board.run_settings.remote())
-    name = instance_name()
-    llm = make_llm(settings, name)
-    log.info("joined %s as %s (%s, %d in flight)", oid, name, llm.label, concurrency)
-    memory = ClusterMemory(oid, llm, ray.get(board.storage.remote()), metered(board, name))
-    return Worker(board, memory, llm, settings, info.text, name, concurrency, stop).run()
+    crew = start_crew(board, settings, count=1, concurrency=concurrency, node=node)
+    log.info("joined %s as %s (%s)", oid, crew.names()[0], settings.label)
+    return crew.wait(stop)[0]
 
 
 def stop_on_signals() -> threading.Event:

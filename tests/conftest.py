@@ -8,6 +8,7 @@ import os
 # Before anything imports ray: keep every Ray process of the tests on 127.0.0.1.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
+import re
 import subprocess
 import sys
 import tempfile
@@ -128,3 +129,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+JOINED = re.compile(r"joined \S+ as (\S+)")
+
+
+def worker_name(log: Path, timeout: float = 60) -> str:
+    """The name of the worker a `coop join` process started (it says so in its log)."""
+
+    def named() -> str | None:
+        found = JOINED.search(log.read_text()) if log.exists() else None
+        return found.group(1) if found else None
+
+    name: str = wait_for(named, timeout, f"the worker of {log.name}")
+    return name

@@ -27,6 +27,7 @@ from conftest import (
     spawn_start,
     unique,
     wait_for,
+    worker_name,
 )
 from ray.cluster_utils import Cluster
 from standin import StandIn
@@ -68,9 +69,9 @@ def test_start_plans_and_two_joined_workers_execute(
     assert len({r.task_id for r in results}) == len(results)
 
     # more than one worker process executed tasks; the planner executed none
-    join_names = {f"-{j.pid}" for j in joins}
+    join_names = {worker_name(tmp_path / f"join{i}.log") for i in range(2)}
     executors = {r.worker for r in results}
-    assert len(executors) == 2 and all(any(w.endswith(n) for n in join_names) for w in executors)
+    assert len(join_names) == 2 and executors == join_names
 
     # only the start process planned (created, prioritized, checked completion); workers
     # only executed

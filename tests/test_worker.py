@@ -11,11 +11,20 @@ from typing import Any
 
 import pytest
 import ray
-from conftest import STATE_DIR, MakeStandIn, coop_env, spawn_coop, spawn_start, unique, wait_for
+from conftest import (
+    STATE_DIR,
+    MakeStandIn,
+    coop_env,
+    spawn_coop,
+    spawn_start,
+    unique,
+    wait_for,
+    worker_name,
+)
 from ray.cluster_utils import Cluster
 from standin import Faults
 
-from coop import agents, registry
+from coop import agents, cluster, registry
 from coop.config import RunSettings
 from coop.llm import Completion, LLMContextError, OfflineLLM, OpenAILLM
 from coop.memory import Hit
@@ -25,9 +34,9 @@ from coop.types import Kind, Lease, Reason, Snapshot, State
 from coop.worker import Worker, ask
 
 
-def held_by(board: object, pid: int) -> list[int]:
+def held_by(board: object, worker: str) -> list[int]:
     snap: Snapshot = ray.get(board.snapshot.remote())  # type: ignore[attr-defined]
-    return [lease.task.id for lease in snap.leased if lease.worker.endswith(f"-{pid}")]
+    return [lease.task.id for lease in snap.leased if lease.worker == worker]
 
 
 def test_sigkilled_worker_loses_nothing(
@@ -40,16 +49,20 @@ def test_sigkilled_worker_loses_nothing(
     start, oid = spawn_start(objective, *flags, env=env, log=tmp_path / "start.log")
     _, board = registry.find(oid)
     victim = spawn_coop("join", oid, env=env, log=tmp_path / "victim.log")
-    (task_id,) = wait_for(lambda: held_by(board, victim.pid), 60, "a lease")
+    name = worker_name(tmp_path / "victim.log")
+    (task_id,) = wait_for(lambda: held_by(board, name), 60, "a lease")
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
+    # the worker actor shares the fate of the process that made it
+    actor = cluster.actor_name(oid, f"worker:{name}")
+    wait_for(lambda: actor not in cluster.actor_names(), 30, "the worker actor to die")
     rescuer = spawn_coop("join", oid, "--concurrency", "2", env=env, log=tmp_path / "rescuer.log")
     assert start.wait(120) == 0, (tmp_path / "start.log").read_text()
     assert rescuer.wait(60) == 0
     snap: Snapshot = ray.get(board.snapshot.remote())
     assert snap.reason is Reason.DONE and snap.completed == 4 and not snap.dead
     results = {r.task_id: r for r in ray.get(board.results.remote())}
-    assert results[task_id].worker.endswith(f"-{rescuer.pid}")
+    assert results[task_id].worker == worker_name(tmp_path / "rescuer.log")
 
 
 def test_worker_waits_for_work_and_sigterm_finishes_in_flight(
@@ -61,16 +74,15 @@ def test_worker_waits_for_work_and_sigterm_finishes_in_flight(
     worker = spawn_coop(
         "join", objective, env=coop_env(ray_cluster, server), log=tmp_path / "join.log"
     )
+    name = worker_name(tmp_path / "join.log")
     wait_for(
-        lambda: any(
-            w.worker.endswith(f"-{worker.pid}") for w in ray.get(board.snapshot.remote()).workers
-        ),
+        lambda: any(w.worker == name for w in ray.get(board.snapshot.remote()).workers),
         60,
         "the worker",
     )
     assert worker.poll() is None  # nothing to do yet, and it waits
     ray.get(board.add.remote(["Buy nails", "Buy planks"]))
-    (task_id,) = wait_for(lambda: held_by(board, worker.pid), 30, "a lease")
+    (task_id,) = wait_for(lambda: held_by(board, name), 30, "a lease")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(60) == 0
     results = ray.get(board.results.remote())
