@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from coop import cluster, journal
 from coop import constants as C
-from coop import journal
 from coop.config import RunSettings
 from coop.journal import Event, Journal, JournalError, journal_path
 from coop.metrics import BoardMetrics
@@ -122,6 +122,9 @@ class Board:
             self._replay()
 
     # -- events: the only way state changes ----------------------------------------------
+
+    def __repr__(self) -> str:  # the dashboard's and the log prefix's name for this actor
+        return cluster.actor_name(self.objective_id, "board")
 
     def _emit(self, event: str, /, **data: Any) -> None:
         if self._journal is not None:

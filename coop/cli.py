@@ -12,6 +12,7 @@ from rich.console import Console
 
 from coop import cluster, config, journal, planner, registry, report, status, worker
 from coop import constants as C
+from coop.text import one_line
 from coop.types import CoopError, Reason
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,6 +62,22 @@ def cli(quiet: bool) -> None:
 )
 @click.option(
     "--initial-task", envvar="COOP_INITIAL_TASK", default=C.DEFAULT_INITIAL_TASK, show_default=True
+)
+@click.option(
+    "--memory",
+    type=click.Choice(C.MEMORY_CHOICES),
+    default="cluster",
+    show_default=True,
+    envvar="COOP_MEMORY",
+    help="Where results are shared: coop's in-cluster store, a Weaviate server "
+    "(WEAVIATE_URL, WEAVIATE_API_KEY) or embedded Weaviate.",
+)
+@click.option(
+    "--weaviate-collection",
+    envvar="COOP_WEAVIATE_COLLECTION",
+    default=C.DEFAULT_COLLECTION,
+    show_default=True,
+    help="Weaviate collection holding every objective's results, one tenant each.",
 )
 @click.option(
     "--resume",
@@ -248,6 +265,25 @@ def stop(objective: str, address: str | None) -> int:
     oid, board = registry.find(objective)
     state = ray.get(board.stop.remote(Reason.STOPPED))
     console.print(f"{oid}: {state.value}", highlight=False)
+    return 0
+
+
+@cli.command()
+@click.argument("objective")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@address_option
+def delete(objective: str, yes: bool, address: str | None) -> int:
+    """Remove OBJECTIVE for good: its results in memory, its journal and its finished actors."""
+    root = journal.state_dir()
+    target = registry.doomed(objective, root, address)
+    question = (
+        f"Delete {target.objective.id} ({one_line(target.objective.text, 60)}) and all its results?"
+    )
+    if not (yes or click.confirm(question)):
+        console.print("nothing deleted", highlight=False)
+        return 1
+    for line in registry.delete(target, root):
+        console.print(f"removed {line}", highlight=False)
     return 0
 
 

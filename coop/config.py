@@ -59,6 +59,9 @@ class RunSettings:
     max_minutes: float = 0.0
     approve: bool = False  # new tasks wait for a person's approval before anyone leases them
     prices: tuple[float, float, float] = (0.0, 0.0, 0.0)  # USD per 1M: in, out, embedding
+    memory: str = "cluster"  # one of C.MEMORY_CHOICES
+    weaviate_url: str | None = None  # WEAVIATE_URL when the objective was created, redacted
+    weaviate_collection: str = C.DEFAULT_COLLECTION
 
     def cost(self, kind: str, prompt_tokens: int, completion_tokens: int) -> float:
         p_in, p_out, p_embed = self.prices
@@ -80,6 +83,15 @@ class RunSettings:
     def validate(self) -> RunSettings:
         if self.llm not in LLM_CHOICES:
             raise CoopError(f"unknown --llm {self.llm!r}: choose one of {', '.join(LLM_CHOICES)}")
+        if self.memory not in C.MEMORY_CHOICES:
+            raise CoopError(
+                f"unknown --memory {self.memory!r}: choose one of {', '.join(C.MEMORY_CHOICES)}"
+            )
+        if not _COLLECTION.fullmatch(self.weaviate_collection):
+            raise CoopError(
+                f"bad Weaviate collection name {self.weaviate_collection!r}: a capital letter "
+                "first, then letters, digits or _ (e.g. CoopResult)"
+            )
         if self.simulated:
             return replace(
                 self, model=C.OFFLINE_MODEL, embedding_model=C.OFFLINE_MODEL, base_url=None
@@ -92,10 +104,31 @@ class RunSettings:
         return self
 
 
+_COLLECTION = re.compile(r"[A-Z][A-Za-z0-9_]{0,254}")
+
+
+def weaviate_url(settings: RunSettings) -> str | None:
+    """This node's WEAVIATE_URL wins over the one the objective was created with."""
+    return os.environ.get("WEAVIATE_URL") or settings.weaviate_url
+
+
+def weaviate_key() -> str:
+    return os.environ.get("WEAVIATE_API_KEY", "")
+
+
+def forwarded_env() -> dict[str, str]:
+    """The part of this process's environment a worker actor it starts must see."""
+    return {k: os.environ[k] for k in C.FORWARDED_ENV if os.environ.get(k)}
+
+
 def new_settings(**options: Any) -> RunSettings:
     """Settings for a new objective: flags (already merged with `COOP_*` env) over defaults."""
-    base = os.environ.get("OPENAI_BASE_URL")
-    settings = RunSettings(base_url=redact_url(base) if base else None, **options).validate()
+    base, store = os.environ.get("OPENAI_BASE_URL"), os.environ.get("WEAVIATE_URL")
+    settings = RunSettings(
+        base_url=redact_url(base) if base else None,
+        weaviate_url=redact_url(store) if store and options.get("memory") == "weaviate" else None,
+        **options,
+    ).validate()
     table = price_table()
     chat, embed = _price(table, settings.model), _price(table, settings.embedding_model)
     if settings.max_cost and chat is None:
@@ -157,18 +190,10 @@ def local_endpoint(settings: RunSettings) -> Endpoint:
 _KEY_PATTERN = re.compile(r"\b(sk|key|token)-[A-Za-z0-9_*\-]{6,}", re.IGNORECASE)
 
 
-_secrets: set[str] = set()
-
-
-def keep_secret(value: str) -> None:
-    """Scrub `value` too: a key this process was handed rather than read from its environment."""
-    if len(value) >= 4:
-        _secrets.add(value)
-
-
 def scrub(text: str) -> str:
     """Remove this process's API keys, and anything shaped like one, from text bound for output."""
-    for key in (os.environ.get("OPENAI_API_KEY"), *_secrets):
+    for name in C.SECRET_ENV:
+        key = os.environ.get(name)
         if key and len(key) >= 4:
             text = text.replace(key, "***")
     return _KEY_PATTERN.sub("***", text)

@@ -6,6 +6,18 @@ NAMESPACE = "coop"
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 """Keeps a Ray cluster that coop starts itself bound to 127.0.0.1."""
 
+SECRET_ENV = ("OPENAI_API_KEY", "WEAVIATE_API_KEY")
+"""Secrets coop reads from the environment: scrubbed from every line it writes."""
+FORWARDED_ENV = (
+    *SECRET_ENV,
+    "OPENAI_BASE_URL",
+    "WEAVIATE_URL",
+    "WEAVIATE_GRPC_HOST",
+    "WEAVIATE_GRPC_PORT",
+)
+"""What a `coop` process hands the worker actors it starts: they run in processes Ray
+started, whose environment is the node's, not the user's shell."""
+
 INSTANCE_HEADER = "X-Coop-Instance"
 """Sent with every model request so a server's logs can tell coop instances apart."""
 
@@ -13,6 +25,14 @@ DEFAULT_INITIAL_TASK = "Develop a task list"
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
 OFFLINE_MODEL = "coop-simulated"
+
+MEMORY_CHOICES = ("cluster", "weaviate", "weaviate-embedded")
+DEFAULT_COLLECTION = "CoopResult"
+WEAVIATE_HTTP_PORT = 8080
+WEAVIATE_GRPC_PORT = 50051
+"""Weaviate's own defaults: a URL without a port means these."""
+WEAVIATE_EMBEDDED_PORTS = (8079, 50050)
+"""The client's defaults for embedded Weaviate (HTTP, gRPC), on 127.0.0.1."""
 
 DEFAULT_MAX_TASKS = 25
 """A safe finite default: no run is unbounded unless a user asks for more."""

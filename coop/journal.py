@@ -52,6 +52,12 @@ def journal_path(root: Path, objective_id: str) -> Path:
     return root / "journal" / f"{objective_id}.db"
 
 
+def remove_db(path: Path) -> None:
+    """A SQLite file of coop's (journal or memory) with its WAL side files."""
+    for extra in ("", "-wal", "-shm"):
+        path.with_name(path.name + extra).unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class Event:
     seq: int

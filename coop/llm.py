@@ -9,7 +9,7 @@ import openai
 
 from coop import constants as C
 from coop import tokens
-from coop.config import Endpoint, RunSettings, local_endpoint, scrub
+from coop.config import RunSettings, local_endpoint, scrub
 from coop.simulate import Simulator, lexical_embedding
 from coop.types import CoopError
 
@@ -80,10 +80,8 @@ _FATAL = (
 class OpenAILLM:
     """The official openai client, against api.openai.com or any compatible server."""
 
-    def __init__(
-        self, settings: RunSettings, instance: str, endpoint: Endpoint | None = None
-    ) -> None:
-        endpoint = endpoint or local_endpoint(settings)
+    def __init__(self, settings: RunSettings, instance: str) -> None:
+        endpoint = local_endpoint(settings)
         self.where = endpoint.base_url or "api.openai.com"
         self.model = settings.model
         self.embedding_model = settings.embedding_model
@@ -150,8 +148,7 @@ def _is_context_error(exc: openai.BadRequestError) -> bool:
     )
 
 
-def make_llm(settings: RunSettings, instance: str, endpoint: Endpoint | None = None) -> LLM:
-    """The model for `settings`; `endpoint` (default: this process's environment) says where."""
+def make_llm(settings: RunSettings, instance: str) -> LLM:
     if settings.simulated:
         return OfflineLLM()
-    return OpenAILLM(settings, instance, endpoint)
+    return OpenAILLM(settings, instance)

@@ -31,11 +31,11 @@ import ray
 
 from coop import agents, cluster, journal, registry, report
 from coop import constants as C
+from coop import memory as memories
 from coop.board import PlannerLost
 from coop.config import RunSettings
 from coop.llm import LLM, LLMContextError, LLMFatalError, make_llm
 from coop.memory import Memory
-from coop.memory.cluster import ClusterMemory
 from coop.text import normalize
 from coop.types import CoopError, Kind, Progress, Reason, Result, Snapshot, State, Task
 from coop.worker import ask, instance_name, metered, start_crew, stop_on_signals
@@ -390,12 +390,14 @@ def start(
     Returns the final snapshot and the path of the report written about it."""
     name = instance_name()
     root = journal.state_dir()
-    if not (resume or standby):
-        make_llm(settings, name)  # a missing key fails here, before anything is created
+    if not (resume or standby):  # a missing key or memory fails here, before anything exists
+        make_llm(settings, name)
+        memories.check(settings, root)
     conn = cluster.connect(address, start_local=True, stream_logs=True)
     oid, board, objective, settings, new = _open(
         objective, settings, root, resume=resume, standby=standby
     )
+    memories.check(settings, root)
     llm = make_llm(settings, name)
     stop = stop_on_signals()
     log.info("objective %s — model: %s — journal in %s", oid, llm.label, root)
@@ -407,7 +409,7 @@ def start(
         oid,
         conn.address,
     )
-    memory = ClusterMemory(oid, llm, str(root), metered(board, name))
+    memory = memories.open_memory(settings, oid, llm, root, metered(board, name))
     planner = Planner(board, llm, memory, settings, objective, name, stop)
     planner.interactive = settings.approve and sys.stdin.isatty()
     planner.claim(wait=standby)

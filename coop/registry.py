@@ -10,16 +10,17 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import ray
 
 from coop import cluster
+from coop import memory as memories
 from coop.board import Board
 from coop.config import RunSettings
-from coop.journal import JournalError, JournalInfo, journal_path, list_journals
+from coop.journal import JournalError, JournalInfo, journal_path, list_journals, remove_db
 from coop.text import objective_id, one_line
 from coop.types import CoopError, Objective, State
 
@@ -196,3 +197,39 @@ def list_objectives(root: Path, address: str | None) -> list[Objective]:
         if j.objective_id not in live
     ]
     return sorted(found, key=lambda o: o.created)
+
+
+@dataclass(frozen=True)
+class Doomed:
+    """An objective `coop delete` was asked to remove, found before anything is touched."""
+
+    objective: Objective
+    settings: RunSettings
+    live: bool
+
+
+def doomed(ref: str, root: Path, address: str | None) -> Doomed:
+    board = reader(ref, root, address)
+    info: Objective = board.call("describe")
+    if board.live and info.state is State.RUNNING:
+        raise CoopError(
+            f"{info.id} is running: stop it first (`coop stop {info.id}`), then delete it"
+        )
+    return Doomed(info, board.call("run_settings"), board.live)
+
+
+def delete(target: Doomed, root: Path) -> list[str]:
+    """Remove the objective's live actors, results and journal; says what was removed."""
+    oid = target.objective.id
+    removed = []
+    if target.live:
+        for role in ("board", "memory"):
+            handle = cluster.existing_actor(oid, role)
+            if handle is not None:
+                ray.kill(handle, no_restart=True)
+                removed.append(f"actor {cluster.actor_name(oid, role)}")
+    removed.append(memories.delete(target.settings, oid, root))
+    path = journal_path(root, oid)
+    remove_db(path)
+    removed.append(f"journal {path}")
+    return removed

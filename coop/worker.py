@@ -14,17 +14,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
 
 from coop import agents, cluster, registry
 from coop import constants as C
-from coop.config import Endpoint, RunSettings, configure_logging, keep_secret, local_endpoint, scrub
+from coop.config import RunSettings, configure_logging, forwarded_env, local_endpoint, scrub
 from coop.journal import JournalError
 from coop.llm import LLM, LLMContextError, LLMFatalError, make_llm
-from coop.memory import Memory
-from coop.memory.cluster import ClusterMemory
+from coop.memory import Memory, open_memory
 from coop.text import one_line
 from coop.types import Kind, Lease, Objective, Outcome, Reason, State
 
@@ -277,18 +277,17 @@ class WorkerActor:
         objective: Objective,
         name: str,
         settings: RunSettings,
-        endpoint: Endpoint | None,
+        env: dict[str, str],
         concurrency: int,
         quiet: bool,
     ) -> None:
-        configure_logging(quiet)  # a fresh process: coop's log format and secret filter
-        if endpoint is not None:
-            keep_secret(endpoint.api_key)
+        os.environ.update(env)  # this process is the actor's own: keys, model and memory URLs
+        configure_logging(quiet)  # coop's log format and secret filter
         self.name = name
         self._stop = threading.Event()
-        llm = make_llm(settings, name, endpoint)
-        where = ray.get(board.storage.remote())
-        memory = ClusterMemory(objective.id, llm, where, metered(board, name))
+        llm = make_llm(settings, name)
+        root = Path(ray.get(board.storage.remote()))
+        memory = open_memory(settings, objective.id, llm, root, metered(board, name))
         self._worker = Worker(
             board, memory, llm, settings, objective.text, name, concurrency, self._stop
         )
@@ -342,7 +341,8 @@ def start_crew(
     if count == 0:
         return Crew({})
     info = ray.get(board.describe.remote())
-    endpoint = None if settings.simulated else local_endpoint(settings)  # a missing key fails here
+    if not settings.simulated:
+        local_endpoint(settings)  # a missing key fails here, not in the actors
     node_id, host = cluster.resolve_node(node)
     quiet = not log.isEnabledFor(logging.INFO)
     runs: dict[Any, tuple[str, Any]] = {}
@@ -355,7 +355,7 @@ def start_crew(
             cluster.actor_name(info.id, f"worker:{name}"),
             node_id,
             concurrency=2,  # run() and stop()
-            args=(board, info, name, settings, endpoint, concurrency, quiet),
+            args=(board, info, name, settings, forwarded_env(), concurrency, quiet),
         )
         if actor is not None:  # else the name is taken by another `coop` on this host
             runs[actor.run.remote()] = (name, actor)

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from standin import StandIn  # noqa: E402
+from weaviate_standin import WeaviateStandIn  # noqa: E402
 
 from coop import constants as C  # noqa: E402
 from coop.simulate import Simulator  # noqa: E402
@@ -73,6 +74,20 @@ def standin(make_standin: MakeStandIn) -> StandIn:
     return make_standin(simulator=Simulator(fanout=3, limit=12))
 
 
+@pytest.fixture(scope="module")
+def weaviate_standin() -> Iterator[WeaviateStandIn]:
+    """A Weaviate stand-in (REST + gRPC on loopback) for the module's tests."""
+    server = WeaviateStandIn()
+    server.start()
+    yield server
+    server.stop()
+
+
+def weaviate_env(server: WeaviateStandIn) -> dict[str, str]:
+    """How a coop process finds the stand-in: as it would find a self-hosted Weaviate."""
+    return {"WEAVIATE_URL": server.url, "WEAVIATE_GRPC_PORT": str(server.grpc_port)}
+
+
 def unique(text: str) -> str:
     """An objective no other test uses: boards are detached and outlive a test."""
     return f"{text} [{uuid.uuid4().hex[:6]}]"
@@ -94,10 +109,21 @@ def coop_env(
 
 
 def run_coop(
-    *args: str, env: dict[str, str], timeout: float = 120, cwd: Path | None = None
+    *args: str,
+    env: dict[str, str],
+    timeout: float = 120,
+    cwd: Path | None = None,
+    input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(COOP), *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd
+        [str(COOP), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        input=input_text,
+        stdin=None if input_text is not None else subprocess.DEVNULL,
     )
 
 

@@ -7,10 +7,13 @@ import subprocess
 
 import pytest
 import ray
-from conftest import coop_env, run_coop, unique
+from conftest import STATE_DIR, coop_env, run_coop, unique
 from ray.cluster_utils import Cluster
 
-from coop import registry
+from coop import cluster, registry
+from coop.config import RunSettings
+from coop.journal import journal_path
+from coop.memory.cluster import memory_path
 from coop.text import objective_id
 from coop.types import Reason
 
@@ -107,6 +110,28 @@ def test_list_and_stop(ray_cluster: Cluster) -> None:
     assert "finished" in listing.stdout
     stopped = run_coop("stop", objective_id(objective)[:-2], env=env)
     assert stopped.returncode == 0 and "finished" in stopped.stdout
+
+
+def test_delete_refuses_a_running_objective_and_removes_a_finished_one(
+    ray_cluster: Cluster,
+) -> None:
+    env = coop_env(ray_cluster)
+    running = unique("Still running")
+    oid, _ = registry.create_board(running, RunSettings(llm="offline").validate(), STATE_DIR)
+    assert_one_line_error(run_coop("delete", oid, "--yes", env=env), "is running", "coop stop")
+    assert journal_path(STATE_DIR, oid).exists()
+
+    finished = unique("Finished and deleted")
+    fid = objective_id(finished)
+    run_coop("start", finished, "--llm", "offline", "--max-tasks", "2", env=env)
+    assert journal_path(STATE_DIR, fid).exists() and memory_path(STATE_DIR, fid).exists()
+    gone = run_coop("delete", fid, "--yes", env=env)
+    assert gone.returncode == 0, gone.stderr
+    assert not journal_path(STATE_DIR, fid).exists() and not memory_path(STATE_DIR, fid).exists()
+    assert not {cluster.actor_name(fid, r) for r in ("board", "memory")} & set(
+        cluster.actor_names()
+    )
+    assert_one_line_error(run_coop("delete", fid, "--yes", env=env), "no objective")
 
 
 def test_join_without_a_cluster_explains_how_to_point_it(tmp_path: object) -> None:

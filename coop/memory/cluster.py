@@ -17,12 +17,9 @@ import numpy as np
 import ray
 
 from coop import cluster
-from coop.journal import JournalError
+from coop.journal import JournalError, remove_db
 from coop.llm import LLM
-from coop.memory import Hit
-
-EMBED_INPUT_TOKENS = 6000
-"""Embedding models take about 8k tokens; keep well inside."""
+from coop.memory import Embedder, Hit
 
 
 @dataclass
@@ -41,7 +38,8 @@ class VectorStore:
     it on start: vectors cost money to make, so a cluster restart must not lose them.
     """
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None, objective_id: str = "") -> None:
+        self._name = cluster.actor_name(objective_id, "memory")
         self._rows: dict[int, int] = {}  # task id -> row
         self._records: list[_Record] = []
         self._matrix = np.zeros((0, 0), dtype=np.float32)
@@ -69,6 +67,9 @@ class VectorStore:
             self._put(
                 _Record(tid, task, result, worker, token), np.frombuffer(blob, dtype=np.float32)
             )
+
+    def __repr__(self) -> str:  # the dashboard's and the log prefix's name for this actor
+        return self._name
 
     def upsert(
         self, task_id: int, token: int, vector: list[float], task: str, result: str, worker: str
@@ -155,18 +156,14 @@ class ClusterMemory:
         on_usage: Callable[[int], None] | None = None,
     ) -> None:
         path = str(memory_path(Path(state_dir), objective_id)) if state_dir else None
-        self._store: Any = cluster.named_actor(VectorStore, objective_id, "memory", path)
-        self._llm = llm
-        self._on_usage = on_usage  # told the tokens of every embedding call, for accounting
-
-    def _embed(self, text: str) -> list[float]:
-        out = self._llm.embed([self._llm.tokenizer.trim(text, EMBED_INPUT_TOKENS)])
-        if self._on_usage is not None:
-            self._on_usage(out.tokens)
-        return out.vectors[0]
+        self._path = path
+        self._store: Any = cluster.named_actor(
+            VectorStore, objective_id, "memory", path, objective_id
+        )
+        self._embed = Embedder(llm, on_usage)
 
     def add(self, task_id: int, task: str, result: str, *, token: int, worker: str) -> bool:
-        vector = self._embed(f"{task}\n{result}")
+        (vector,) = self._embed.vectors([f"{task}\n{result}"])
         return bool(
             ray.get(self._store.upsert.remote(task_id, token, vector, task, result, worker))
         )
@@ -174,8 +171,14 @@ class ClusterMemory:
     def query(self, text: str, k: int) -> list[Hit]:
         if k <= 0:
             return []
-        hits: list[Hit] = ray.get(self._store.query.remote(self._embed(text), k))
+        (vector,) = self._embed.vectors([text])
+        hits: list[Hit] = ray.get(self._store.query.remote(vector, k))
         return hits
 
     def count(self) -> int:
         return int(ray.get(self._store.count.remote()))
+
+    def drop(self) -> None:
+        ray.kill(self._store, no_restart=True)
+        if self._path is not None:
+            remove_db(Path(self._path))
