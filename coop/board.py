@@ -39,6 +39,7 @@ from coop.types import (
     Objective,
     Outcome,
     Progress,
+    Pulse,
     Reason,
     ReorderReport,
     Result,
@@ -458,6 +459,20 @@ class Board:
 
     def recent_events(self, count: int) -> list[Event]:
         return self._journal.tail(count) if self._journal is not None else []
+
+    def pulse(self) -> Pulse:
+        self._settle()
+        total = Usage.total(self._usage.values())
+        return Pulse(
+            self._state,
+            len(self._results),
+            len(self._pending),
+            len(self._held),
+            len(self._dead),
+            self.settings.max_tasks,
+            total.tokens,
+            total.cost,
+        )
 
     def counts(self) -> tuple[int, int, int]:
         """(completed, pending, leased): cheap, for a planner's completion check."""

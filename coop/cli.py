@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -147,9 +148,10 @@ def start(
         standby=standby,
         workers=workers,
         concurrency=concurrency,
+        live=sys.stderr.isatty() and logging.getLogger("coop").isEnabledFor(logging.INFO),
     )
     status.render_status(console, snap)
-    console.print(f"report: {path}", highlight=False)
+    console.print(f"report: {path}", highlight=False, soft_wrap=True)
     return snap.reason.exit_code if snap.reason else 0
 
 

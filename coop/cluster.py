@@ -83,11 +83,15 @@ def _match_auth_mode(address: str) -> None:
     if wanted == "token" and not (os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
         raise ClusterError(
             f"the Ray cluster at {address} requires an authentication token: copy the head's "
-            "~/.ray/auth_token to this machine or set RAY_AUTH_TOKEN"
+            "~/.ray/auth_token to this machine, or set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
         )
     if os.environ.get("RAY_AUTH_MODE", "disabled") != wanted:
-        os.environ["RAY_AUTH_MODE"] = wanted
-        Config.initialize("")  # Ray caches its config at import: make it read the mode again
+        _set_auth_mode(wanted)
+
+
+def _set_auth_mode(mode: str) -> None:
+    os.environ["RAY_AUTH_MODE"] = mode
+    Config.initialize("")  # Ray caches its config at import: make it read the mode again
 
 
 def _local_cluster_address() -> str | None:
@@ -135,6 +139,8 @@ def connect(address: str | None, *, start_local: bool, stream_logs: bool = False
                 "RAY_ADDRESS (on the head, `ray start --head` prints the address)"
             )
         kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
+        if "RAY_AUTH_MODE" not in os.environ:
+            _set_auth_mode("token")  # Ray's default for a new local cluster, minus its warning
     else:
         _check_reachable(address)
         _match_auth_mode(address)
@@ -143,9 +149,9 @@ def connect(address: str | None, *, start_local: bool, stream_logs: bool = False
     except ray.exceptions.AuthenticationError:
         raise ClusterError(
             "Ray refused coop's authentication token: copy the head's ~/.ray/auth_token to this "
-            "node or set RAY_AUTH_TOKEN"
+            "node, or set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
         ) from None
-    except (ConnectionError, RuntimeError) as exc:
+    except (OSError, RuntimeError) as exc:  # ConnectionError; a Ray temp dir path too long
         raise ClusterError(
             f"cannot connect to Ray at {address or 'a new local cluster'}: "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"

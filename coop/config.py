@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -218,9 +219,18 @@ class _Scrubbed(logging.Filter):
         return True
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time, so that a live display which redirects
+    it keeps log lines scrolling above itself."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure_logging(quiet: bool) -> None:
     """Plain lines on stderr, with secrets scrubbed from every record whoever logs it."""
-    handler = logging.StreamHandler()
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     handler.addFilter(_Scrubbed())
     root = logging.getLogger("coop")

@@ -16,6 +16,7 @@ Planning is a lease on the board, renewed by a heartbeat thread: a second planne
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -28,8 +29,9 @@ from typing import Any
 import numpy as np
 import openai
 import ray
+from rich.console import Console
 
-from coop import agents, cluster, journal, registry, report
+from coop import agents, cluster, journal, registry, report, status
 from coop import constants as C
 from coop import memory as memories
 from coop.board import PlannerLost
@@ -385,9 +387,11 @@ def start(
     standby: bool,
     workers: int,
     concurrency: int,
+    live: bool = False,
 ) -> tuple[Snapshot, Path]:
     """`coop start`: open the objective, seed it, plan it (with local workers) to the end.
-    Returns the final snapshot and the path of the report written about it."""
+    Returns the final snapshot and the path of the report written about it. `live`: a
+    progress line on the terminal while it runs (not with an approval prompt there)."""
     name = instance_name()
     root = journal.state_dir()
     if not (resume or standby):  # a missing key or memory fails here, before anything exists
@@ -416,14 +420,20 @@ def start(
     if new:
         ray.get(board.add.remote([settings.initial_task], planner=name))
     crew = start_crew(board, settings, count=workers, concurrency=concurrency)
-    try:
-        planner.run()
-    except LLMFatalError as exc:
-        ray.get(board.stop.remote(Reason.FAILED, str(exc)))
-        raise
-    finally:
-        ray.get(board.release_planner.remote(name))
-        crew.wait(stop)
+    showing = (
+        status.progress_line(Console(stderr=True), board)
+        if live and not planner.interactive
+        else contextlib.nullcontext()
+    )
+    with showing:
+        try:
+            planner.run()
+        except LLMFatalError as exc:
+            ray.get(board.stop.remote(Reason.FAILED, str(exc)))
+            raise
+        finally:
+            ray.get(board.release_planner.remote(name))
+            crew.wait(stop)
     snapshot: Snapshot = ray.get(board.snapshot.remote())
     path = report.write(root, snapshot, ray.get(board.results.remote()))
     return snapshot, path

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import click
@@ -13,6 +15,7 @@ import ray
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
+from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
@@ -20,7 +23,7 @@ from coop import constants as C
 from coop.journal import Event
 from coop.registry import Reader
 from coop.text import one_line
-from coop.types import Objective, Snapshot, State, Task
+from coop.types import Objective, Pulse, Snapshot, State, Task
 
 
 def _ago(t: float) -> str:
@@ -164,6 +167,40 @@ def watch(console: Console, reader: Reader, interval: float = 1.0) -> Snapshot:
             if snap.state is State.FINISHED or not reader.live:
                 return snap
             time.sleep(interval)
+
+
+def pulse_line(p: Pulse, elapsed: float) -> str:
+    line = (
+        f"{p.completed}/{p.max_tasks} done · {p.pending} pending · {p.leased} in flight"
+        f"{f' · {p.dead} dead' if p.dead else ''} · {p.tokens:,} tokens · ${p.cost:.4f}"
+        f" · {int(elapsed // 60)}:{int(elapsed % 60):02d}"
+    )
+    return line if p.state is State.RUNNING else f"{line} · {p.state.value}"
+
+
+@contextlib.contextmanager
+def progress_line(console: Console, board: Any, interval: float = 1.0) -> Iterator[None]:
+    """A live line at the bottom of the terminal while `coop start` runs; log lines (which
+    follow sys.stderr) scroll above it."""
+    began, done = time.monotonic(), threading.Event()
+    spinner = Spinner("dots", "starting…")
+
+    def refresh() -> None:
+        while not done.wait(interval):
+            try:
+                pulse: Pulse = ray.get(board.pulse.remote(), timeout=interval * 5)
+            except ray.exceptions.RayError:
+                continue  # the board is restarting: keep the last line
+            spinner.update(text=pulse_line(pulse, time.monotonic() - began))
+
+    with Live(spinner, console=console, refresh_per_second=4, transient=True):
+        thread = threading.Thread(target=refresh, name="progress-line", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(interval * 6)
 
 
 def event_line(e: Event) -> str:

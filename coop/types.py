@@ -180,6 +180,20 @@ class Objective:
 
 
 @dataclass(frozen=True)
+class Pulse:
+    """The few numbers of `coop start`'s progress line: cheap enough to ask every second."""
+
+    state: State
+    completed: int
+    pending: int
+    leased: int
+    dead: int
+    max_tasks: int
+    tokens: int
+    cost: float
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything `coop status` shows, read in one actor call so the numbers agree."""
 

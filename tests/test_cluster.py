@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import coop_env, run_coop, spawn_coop, unique, wait_for
 from ray.autoscaler._private.util import prepare_config, validate_config
+from standin import StandIn
+from test_cli import assert_one_line_error
 
 from coop import cluster
 
@@ -38,9 +44,66 @@ def test_unreachable_address_fails_in_seconds() -> None:
 def test_cluster_yaml_passes_rays_validator() -> None:
     config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     validate_config(prepare_config(config))
-    commands = " ".join(config["head_start_ray_commands"])
-    assert "--dashboard-host=127.0.0.1" in commands
+    head = " ".join(config["head_start_ray_commands"])
+    workers = " ".join(config["worker_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
+    assert "RAY_AUTH_MODE=token" in head and "RAY_AUTH_MODE=token" in workers
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # token to nodes
+    assert ". ./.env" in head and ". ./.env" in workers  # keys from the operator's .env
     settings = "\n".join(
         line.split("#", 1)[0] for line in (ROOT / "cluster.yaml").read_text().splitlines()
     )
-    assert "OPENAI_API_KEY" not in settings and "sk-" not in settings
+    for secret in ("OPENAI_API_KEY", "WEAVIATE_API_KEY", "sk-"):
+        assert secret not in settings
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, set[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+            ppid = int(rest.rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, set()).add(int(pid))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo += children.get(pid, set()) - found
+    return found
+
+
+def _listening(pids: set[int]) -> list[str]:
+    """Addresses the given processes listen on (TCP), from `ss`."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    return [
+        line.split()[3] for line in out.splitlines() if any(f"pid={pid}," in line for pid in pids)
+    ]
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs `ss` to list listening sockets")
+def test_local_mode_listens_on_loopback_only(standin: StandIn, tmp_path: Path) -> None:
+    """`coop start` with no cluster starts its own: GCS, raylet, dashboard, agents and workers
+    must all listen on 127.0.0.1, never on 0.0.0.0 or the machine's own address."""
+    standin.latency = 0.5
+    ray_tmp = tempfile.mkdtemp(prefix="coop-")  # short: Ray's socket paths must fit 107 bytes
+    env = coop_env(None, standin, RAY_TMPDIR=ray_tmp)  # no cluster to find here
+    proc = spawn_coop("start", unique("Listen locally"), env=env, log=tmp_path / "start.log")
+    try:
+        wait_for(lambda: len(_listening(_descendants(proc.pid))) >= 5, 90, "the local cluster")
+        time.sleep(3)  # the dashboard and agents come up a little later
+        addresses = _listening(_descendants(proc.pid))
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    hosts = {a.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:") for a in addresses}
+    assert hosts == {"127.0.0.1"}, addresses
+
+
+def test_a_ray_temp_dir_too_long_for_sockets_is_one_line(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60)
+    deep.mkdir()
+    proc = run_coop("start", "ok", "--llm", "offline", env=coop_env(None, RAY_TMPDIR=str(deep)))
+    assert_one_line_error(proc, "cannot connect to Ray", "107 bytes")

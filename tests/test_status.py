@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import subprocess
 from pathlib import Path
 
+import pytest
 import ray
 from conftest import (
+    COOP,
     SECRET,
     MakeStandIn,
     coop_env,
@@ -69,3 +75,42 @@ def test_status_shows_budget_progress_and_instances(ray_cluster: Cluster) -> Non
         assert needle in out, needle
     _, board = registry.find(objective)
     assert ray.get(board.snapshot.remote()).completed == 13
+
+
+def on_terminal(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    """Run `coop` with its output on a pseudo-terminal, as a person at a shell would."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [str(COOP), *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's last writer has gone
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(60), b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_start_shows_a_live_progress_line_on_a_terminal_only(
+    make_standin: MakeStandIn, ray_cluster: Cluster, quiet: bool
+) -> None:
+    server = make_standin(latency=0.3)
+    env = coop_env(ray_cluster, server)
+    args = ["start", unique("Line it up"), "--workers", "2"]
+    code, out = on_terminal(*(["--quiet"] if quiet else []), *args, env=env)
+    assert code == 0, out
+    line = re.compile(r"\d+/25 done · \d+ pending · \d+ in flight · [\d,]+ tokens · \$")
+    assert bool(line.search(out)) is not quiet, out[-2000:]
+    assert ("task #1 done by" in out) is not quiet  # log lines scroll above the live line
+
+    if not quiet:  # output that is not a terminal: plain log lines only
+        piped = run_coop("start", unique("Line it up"), *args[2:], env=env)
+        assert piped.returncode == 0 and not line.search(piped.stdout + piped.stderr)
+        assert "task #1 done by" in piped.stderr

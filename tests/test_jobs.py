@@ -1,0 +1,245 @@
+"""Ray Jobs: `coop start` as the entrypoint of a job on a multi-node cluster of real raylets
+(scripts/local_cluster.py: a head and worker nodes on 127.0.0.1, token authentication on)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import local_cluster
+import pytest
+from conftest import ROOT, wait_for
+from local_cluster import LocalCluster
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from coop.text import objective_id
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    """A head and one worker node (a start costs several seconds), stopped after the module.
+    Its dir is short: Ray's socket paths under it must fit in 107 bytes."""
+    root = Path(tempfile.mkdtemp(prefix="coop-lc-"))
+    try:
+        with local_cluster.running(workers=1, root=root) as running:
+            yield running
+        assert local_cluster.processes(root) == [], "down left processes of the cluster"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="coop-job-state-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def ray(
+    cluster: LocalCluster, *args: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """The real `ray` command, as a user with the cluster's `env` exported would run it."""
+    return subprocess.run(
+        [str(RAY), *args],
+        env=cluster.client_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def submit(
+    cluster: LocalCluster, state: Path, objective: str, *flags: str, wait: bool = True
+) -> tuple[str, subprocess.CompletedProcess[str]]:
+    """`ray job submit ... -- coop start <objective> --llm offline <flags>`; the state dir
+    reaches the entrypoint through the job's runtime env."""
+    job_id = f"coop-{uuid.uuid4().hex[:8]}"
+    runtime_env = {"env_vars": {"COOP_STATE_DIR": str(state), "COLUMNS": "200"}}
+    proc = ray(
+        cluster,
+        "job",
+        "submit",
+        "--address",
+        cluster.dashboard,
+        "--submission-id",
+        job_id,
+        "--runtime-env-json",
+        json.dumps(runtime_env),
+        *([] if wait else ["--no-wait"]),
+        "--",
+        "coop",
+        "start",
+        objective,
+        "--llm",
+        "offline",
+        *flags,
+    )
+    return job_id, proc
+
+
+def jobs_api(cluster: LocalCluster) -> JobSubmissionClient:
+    """The Jobs API, with the cluster's token sent explicitly (Ray keeps its auth settings per
+    process, and this process may be a driver of the suite's other cluster)."""
+    return JobSubmissionClient(
+        cluster.dashboard, headers={"Authorization": f"Bearer {cluster.token()}"}
+    )
+
+
+def test_up_starts_real_raylets_on_loopback_and_down_stops_them() -> None:
+    """The command line as documented: N+1 live nodes, each its own raylet on 127.0.0.1 with
+    its own port, nothing listening beyond loopback, `env` for a shell; `down` leaves none of
+    its processes and never touches the machine-wide /tmp/ray/ray_current_cluster."""
+    root = Path(tempfile.mkdtemp(prefix="coop-lc-"))
+    script = [sys.executable, str(ROOT / "scripts" / "local_cluster.py")]
+    shared = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    try:
+        up = subprocess.run(
+            [*script, "up", "--workers", "2", "--dir", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert up.returncode == 0, up.stdout + up.stderr
+        cluster = LocalCluster.load(root)
+        assert f"address:   {cluster.address}" in up.stdout
+        assert f"dashboard: {cluster.dashboard}" in up.stdout
+        for node in cluster.nodes:
+            assert f"{node.node_id}  {node.name}" in up.stdout
+
+        nodes = json.loads(ray(cluster, "list", "nodes", "--format", "json").stdout)
+        assert sorted(n["node_id"] for n in nodes) == sorted(n.node_id for n in cluster.nodes)
+        assert all(n["state"] == "ALIVE" and n["node_ip"] == "127.0.0.1" for n in nodes)
+        by_id = {n["node_id"]: n for n in nodes}
+        assert by_id[cluster.head.node_id]["is_head_node"]
+        for index, worker in enumerate(cluster.workers, start=1):
+            assert worker.name == worker.resource == f"coop-node-{index}"
+            assert by_id[worker.node_id]["resources_total"][worker.resource] == 1
+        raylet_ports = [n.raylet_port for n in cluster.nodes]
+        assert len(set(raylet_ports)) == 3, raylet_ports
+        raylets = [p for p in local_cluster.processes(root) if local_cluster._is_raylet(p)]
+        assert len(raylets) == 3, "one raylet process per node"
+        sockets = local_cluster.listening(root)
+        assert {port for _, _, port in sockets} >= set(raylet_ports)
+        assert {host for _, host, _ in sockets} == {"127.0.0.1"}, sockets
+
+        env = subprocess.run(
+            [*script, "env", "--dir", str(root)], capture_output=True, text=True, check=True
+        ).stdout
+        assert f"export RAY_ADDRESS={cluster.address}\n" in env
+        assert f"export RAY_AUTH_TOKEN_PATH={cluster.token_path}\n" in env
+        assert cluster.token_path.stat().st_mode & 0o777 == 0o600
+        assert (root / "ray" / "n0" / "ray_current_cluster").read_text() == cluster.address
+        assert not shared.exists() or shared.read_text().strip() != cluster.address
+
+        down = subprocess.run(
+            [*script, "down", "--dir", str(root)], capture_output=True, text=True, timeout=120
+        )
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert local_cluster.processes(root) == []
+        assert not any(pid_alive(pid) for pid in cluster.pids)
+        assert not (root / "cluster.json").exists() and not cluster.token_path.exists()
+    finally:
+        local_cluster.down(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_token_auth_is_on(cluster: LocalCluster) -> None:
+    """Without the cluster's token the Jobs API and the GCS refuse; with it they answer. The
+    token is the cluster's own, not ~/.ray/auth_token."""
+    base = cluster.client_env()
+    no_token = {k: v for k, v in base.items() if not k.startswith("RAY_AUTH_")}
+    refused = ray(cluster, "job", "list", "--address", cluster.dashboard, env=no_token)
+    assert refused.returncode != 0 and "Missing authentication token" in refused.stderr
+    wrong = ray(
+        cluster, "job", "list", "--address", cluster.dashboard, env={**base, "RAY_AUTH_TOKEN": "x"}
+    )
+    assert wrong.returncode != 0 and "Invalid authentication token" in wrong.stderr
+    gcs = ray(cluster, "status", "--address", cluster.address, env=no_token)
+    assert gcs.returncode != 0 and "uthenticat" in gcs.stdout + gcs.stderr
+    assert ray(cluster, "job", "list", "--address", cluster.dashboard).returncode == 0
+    home_token = Path.home() / ".ray" / "auth_token"
+    assert not home_token.exists() or home_token.read_text().strip() != cluster.token()
+
+
+def test_coop_start_runs_as_a_ray_job(cluster: LocalCluster, state_dir: Path) -> None:
+    """`ray job submit -- coop start ...` succeeds: the entrypoint attaches to this cluster
+    (the address the job supervisor gives it, with the token the cluster's processes have),
+    runs the objective to its end and its output is in the job's logs."""
+    objective = f"Write a short guide to growing tomatoes [{uuid.uuid4().hex[:6]}]"
+    oid = objective_id(objective)
+    job_id, proc = submit(cluster, state_dir, objective, "--workers", "2", "--max-tasks", "25")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"Job '{job_id}' succeeded" in proc.stdout + proc.stderr
+
+    listed = ray(cluster, "job", "list", "--address", cluster.dashboard)
+    assert listed.returncode == 0, listed.stderr
+    assert f"submission_id='{job_id}'" in listed.stdout
+    assert "status=<JobStatus.SUCCEEDED: 'SUCCEEDED'>" in listed.stdout
+
+    logs = ray(cluster, "job", "logs", "--address", cluster.dashboard, job_id)
+    assert logs.returncode == 0, logs.stderr
+    report = state_dir / "reports" / f"{oid}.md"
+    assert f"Ray cluster {cluster.address};" in logs.stdout  # attached, not a new cluster
+    assert "finished (done)" in logs.stdout
+    assert f"report: {report}" in logs.stdout
+    assert report.is_file() and (state_dir / "journal" / f"{oid}.db").is_file()
+
+    api = jobs_api(cluster)
+    assert api.get_job_status(job_id) == JobStatus.SUCCEEDED
+    info = next(job for job in api.list_jobs() if job.submission_id == job_id)
+    assert info.entrypoint.startswith("coop start ") and "--llm offline" in info.entrypoint
+    assert info.driver_node_id == cluster.head.node_id  # the supervisor runs on the head
+    assert info.driver_exit_code == 0
+    assert "finished (done)" in api.get_job_logs(job_id)
+
+    actors = ray(
+        cluster, "list", "actors", "--format", "json", "--filter", f"name=coop:{oid}:board"
+    )
+    boards = json.loads(actors.stdout)
+    assert [b["node_id"] for b in boards] == [cluster.head.node_id], actors.stderr
+
+
+def test_a_run_ended_by_a_cap_is_a_failed_job(cluster: LocalCluster, state_dir: Path) -> None:
+    """coop exits non-zero when a budget ends the run (`max-tasks` is 3), and Ray reports
+    the job FAILED with that exit code: a failed run cannot pass for a successful job."""
+    objective = f"Write a short guide to growing tomatoes [{uuid.uuid4().hex[:6]}]"
+    job_id, proc = submit(cluster, state_dir, objective, "--workers", "1", "--max-tasks", "1")
+    assert proc.returncode != 0
+    info = jobs_api(cluster).get_job_info(job_id)
+    assert info.status == JobStatus.FAILED
+    assert info.driver_exit_code == 3 and "exit code 3" in (info.message or "")
+    assert "finished (max-tasks)" in jobs_api(cluster).get_job_logs(job_id)
+
+
+def test_ray_job_stop_stops_the_run_cleanly(cluster: LocalCluster, state_dir: Path) -> None:
+    """`ray job stop` sends SIGTERM to the entrypoint: coop ends the run as stopped by the
+    user, writes its report, and the job is STOPPED."""
+    objective = f"Plan a community garden [{uuid.uuid4().hex[:6]}]"
+    oid = objective_id(objective)
+    # --approve without a terminal: the run waits for `coop approve` after its first plan
+    job_id, proc = submit(cluster, state_dir, objective, "--workers", "1", "--approve", wait=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    api = jobs_api(cluster)
+    wait_for(lambda: "planned 1 result(s)" in api.get_job_logs(job_id), 90, "the first plan")
+    stop = ray(cluster, "job", "stop", "--address", cluster.dashboard, job_id)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert api.get_job_status(job_id) == JobStatus.STOPPED
+    logs = api.get_job_logs(job_id)
+    assert "finished (stopped by user)" in logs
+    assert f"report: {state_dir / 'reports' / f'{oid}.md'}" in logs
