@@ -169,8 +169,8 @@ def join(objective: str, concurrency: int, node: str | None, address: str | None
     """Work on OBJECTIVE (id, id prefix or exact text) until it finishes."""
     done = worker.join(objective, address, concurrency, node)
     console.print(
-        f"{done.worker}: {done.completed} completed, {done.failed} failed; "
-        f"objective {done.final_state.value}",
+        f"{done.worker} on node {done.node[:8] or '?'}: {done.completed} completed, "
+        f"{done.failed} failed; objective {done.final_state.value}",
         highlight=False,
     )
     return 1 if done.fatal else 0

@@ -94,6 +94,7 @@ class WorkerReport:
     failed: int = 0
     final_state: State = State.RUNNING
     fatal: str = ""
+    node: str = ""  # the Ray node it ran on, as the node itself reports it
 
 
 class Worker:
@@ -291,6 +292,7 @@ class WorkerActor:
         self._worker = Worker(
             board, memory, llm, settings, objective.text, name, concurrency, self._stop
         )
+        self._worker.report.node = ray.get_runtime_context().get_node_id()
 
     def run(self) -> WorkerReport:
         return self._worker.run()

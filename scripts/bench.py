@@ -29,11 +29,20 @@ import numpy as np
 import ray
 from harness import Coop, local_cluster
 from standin import StandIn
+from weaviate.classes.data import DataObject
 
 from coop import cluster
 from coop.board import Board
 from coop.config import RunSettings, new_settings
 from coop.memory.cluster import VectorStore
+from coop.memory.weaviate import client as weaviate_client
+from coop.memory.weaviate import (
+    close_all,
+    drop_tenant,
+    ensure_tenant,
+    result_uuid,
+)
+from coop.memory.weaviate import where as weaviate_where
 from coop.simulate import Simulator
 from coop.text import objective_id
 from coop.types import Lease, Snapshot
@@ -281,6 +290,54 @@ def memory(a: argparse.Namespace, rows: list[list[str]], footprint: list[list[st
         ray.kill(store)
 
 
+def weaviate_memory(a: argparse.Namespace, state: Path, rows: list[list[str]]) -> None:
+    """The same add / top-5 query against a real Weaviate server, when WEAVIATE_URL names one
+    (the loopback stand-in of the tests would only measure itself)."""
+    if not os.environ.get("WEAVIATE_URL"):
+        print("memory: Weaviate rows skipped (WEAVIATE_URL is not set)")
+        return
+    settings = RunSettings(memory="weaviate", weaviate_collection="CoopBench")
+    db = weaviate_client(weaviate_where(settings, state))
+    rng = np.random.default_rng(0)
+    for size in a.memory_sizes:
+        tenant_name = f"bench-{size}-{os.getpid()}"
+        ensure_tenant(db, settings.weaviate_collection, tenant_name)
+        tenant = db.collections.use(settings.weaviate_collection).with_tenant(tenant_name)
+        vectors = rng.standard_normal((size + 200, a.dim), dtype=np.float32)
+
+        for start in range(0, size, 1000):
+            tenant.data.insert_many(
+                [_result(tenant_name, i, vectors[i]) for i in range(start, min(start + 1000, size))]
+            )
+        add_ms, query_ms = [], []
+        for i in range(size, size + 200):
+            t = time.perf_counter()
+            tenant.data.insert_many([_result(tenant_name, i, vectors[i])])
+            add_ms.append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
+            tenant.query.near_vector(near_vector=vectors[i].tolist(), limit=5)
+            query_ms.append((time.perf_counter() - t) * 1e3)
+        rows.append(
+            [
+                f"memory (Weaviate): add / top-5 query at {size:,} results ({a.dim}-d)",
+                f"{statistics.median(add_ms):.2f} / {statistics.median(query_ms):.2f} ms",
+                "",
+                "",
+                "",
+            ]
+        )
+        drop_tenant(db, settings.weaviate_collection, tenant_name)
+    close_all()
+
+
+def _result(tenant: str, i: int, vector: np.ndarray) -> DataObject[Any, Any]:
+    return DataObject(
+        uuid=result_uuid(tenant, i),
+        vector=vector.tolist(),
+        properties={"task_id": i, "task": f"t{i}", "result": "r" * 200},
+    )
+
+
 def board_footprint(a: argparse.Namespace, state: Path, footprint: list[list[str]]) -> None:
     """A board with N tasks added, a tenth of them completed with 200-character results."""
     for size in a.footprint_sizes:
@@ -348,6 +405,7 @@ def main() -> int:
         points = scaling(a, coop, state, rows)
         planner_cost(a, coop, server, rows)
         memory(a, rows, footprint)
+        weaviate_memory(a, state, rows)
         board_footprint(a, state, footprint)
     server.stop()
     plot(points, a.out / "scaling.png")

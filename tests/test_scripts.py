@@ -51,3 +51,15 @@ def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
     ):
         assert section in table
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_multinode_demo_spreads_work_over_every_worker_node() -> None:
+    """A head and two worker nodes (real raylets on 127.0.0.1): each pinned `coop join`
+    executed tasks on its own node, and no task ran twice."""
+    proc = run_script("multinode_demo.py", "--workers", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = dict(
+        line.split()[:2] for line in proc.stdout.splitlines() if line.startswith("coop-node-")
+    )
+    assert set(rows) == {"coop-node-1", "coop-node-2"} and all(int(n) > 0 for n in rows.values())
+    assert "multi-node demo: PASSED" in proc.stdout
