@@ -299,7 +299,9 @@ class Board:
         return stats
 
     def _seen_now(self, worker: str) -> None:
-        self._stats(worker).last_seen = self._clock()
+        stats = self._stats(worker)
+        stats.last_seen = self._clock()
+        stats.first_seen = stats.first_seen or stats.last_seen
 
     def _stop(self, reason: Reason, detail: str = "") -> None:
         if self._state is State.RUNNING:

@@ -65,6 +65,10 @@ class Event:
     kind: str
     data: dict[str, Any]
 
+    def to_json(self) -> str:
+        """One line of the exported tape (`coop events --json`, the report's events file)."""
+        return json.dumps({"seq": self.seq, "at": self.at, "event": self.kind, **self.data})
+
 
 @dataclass(frozen=True)
 class JournalInfo:

@@ -21,7 +21,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from coop import constants as C
 from coop import memory as memories
 from coop.board import PlannerLost
 from coop.config import RunSettings
+from coop.journal import Event
 from coop.llm import LLM, LLMContextError, LLMFatalError, make_llm
 from coop.memory import Memory
 from coop.text import normalize
@@ -431,9 +432,19 @@ def start(
         except LLMFatalError as exc:
             ray.get(board.stop.remote(Reason.FAILED, str(exc)))
             raise
+        except BaseException:
+            stop.set()  # leaving early (Ctrl-C, lost claim): our workers stop with us
+            raise
         finally:
             ray.get(board.release_planner.remote(name))
             crew.wait(stop)
     snapshot: Snapshot = ray.get(board.snapshot.remote())
-    path = report.write(root, snapshot, ray.get(board.results.remote()))
+    path = report.write(root, snapshot, ray.get(board.results.remote()), _tape(board))
     return snapshot, path
+
+
+def _tape(board: Any) -> Iterator[Event]:
+    since = 0
+    while batch := ray.get(board.events.remote(since, 1000)):
+        yield from batch
+        since = batch[-1].seq

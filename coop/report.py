@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from coop.journal import Event
 from coop.types import Result, Snapshot
 
 
@@ -79,11 +80,16 @@ def jsonl(snap: Snapshot, results: Sequence[Result]) -> str:
     )
 
 
-def write(root: Path, snap: Snapshot, results: Sequence[Result]) -> Path:
-    """The report, under the state dir; readable only by its owner, like the journal."""
+def write(root: Path, snap: Snapshot, results: Sequence[Result], events: Iterable[Event]) -> Path:
+    """The report, and beside it the whole event tape as JSON lines (`<id>.events.jsonl`),
+    under the state dir; readable only by their owner, like the journal."""
     folder = root / "reports"
     folder.mkdir(mode=0o700, exist_ok=True)
     path = folder / f"{snap.objective_id}.md"
     path.touch(mode=0o600)
     path.write_text(markdown(snap, results))
+    tape = folder / f"{snap.objective_id}.events.jsonl"
+    tape.touch(mode=0o600)
+    with tape.open("w", encoding="utf-8") as out:
+        out.writelines(e.to_json() + "\n" for e in events)
     return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections import Counter
@@ -106,6 +105,7 @@ def status_view(snap: Snapshot, recent: Sequence[Event] = ()) -> Group:
         workers = Table(
             "instance",
             "completed",
+            "per min",
             "failed",
             "in flight",
             "model calls",
@@ -119,6 +119,7 @@ def status_view(snap: Snapshot, recent: Sequence[Event] = ()) -> Group:
             workers.add_row(
                 w.worker,
                 str(w.completed),
+                f"{w.per_minute:.1f}",
                 str(w.failed),
                 str(flying[w.worker]),
                 str(w.usage.calls),
@@ -239,11 +240,7 @@ def tape(
     while True:
         batch: list[Event] = reader.call("events", since, 1000)
         for e in batch:
-            out(
-                json.dumps({"seq": e.seq, "at": e.at, "event": e.kind, **e.data})
-                if as_json
-                else event_line(e)
-            )
+            out(e.to_json() if as_json else event_line(e))
             since = e.seq
         if batch:
             continue

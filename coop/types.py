@@ -139,8 +139,14 @@ class WorkerStats:
     worker: str
     completed: int = 0
     failed: int = 0
+    first_seen: float = 0.0  # this board's first sight of it (a rebuilt board starts again)
     last_seen: float = 0.0
     usage: Usage = field(default_factory=Usage)
+
+    @property
+    def per_minute(self) -> float:
+        """Completions per minute while it has been seen working."""
+        return self.completed * 60 / max(self.last_seen - self.first_seen, 1.0)
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,15 @@ def test_coop_start_runs_as_a_ray_job(cluster: LocalCluster, state_dir: Path) ->
     boards = json.loads(actors.stdout)
     assert [b["node_id"] for b in boards] == [cluster.head.node_id], actors.stderr
 
+    # the dashboard's Actors view: every coop actor of the run by its readable name and repr,
+    # the two workers included (dead now: they ended with the run)
+    listed = ray(cluster, "list", "actors", "--format", "json", "--detail", "--limit", "1000")
+    mine = {a["name"]: a for a in json.loads(listed.stdout) if a["name"].startswith(f"coop:{oid}:")}
+    workers = sorted(n for n in mine if n.startswith(f"coop:{oid}:worker:"))
+    assert {f"coop:{oid}:board", f"coop:{oid}:memory"} <= set(mine) and len(workers) == 2
+    assert all(mine[n]["repr_name"] == n.split(":worker:")[-1] for n in workers)
+    assert mine[f"coop:{oid}:board"]["repr_name"] == f"coop:{oid}:board"
+
 
 def test_a_run_ended_by_a_cap_is_a_failed_job(cluster: LocalCluster, state_dir: Path) -> None:
     """coop exits non-zero when a budget ends the run (`max-tasks` is 3), and Ray reports

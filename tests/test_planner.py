@@ -87,9 +87,13 @@ def test_start_plans_and_two_joined_workers_execute(
     board_tokens = sum(u.tokens for u in snap.usage.values())
     assert board_tokens == sum(standin.usage().values())
 
-    # the key appears nowhere: not in any output, the board or the results
+    # the key appears nowhere: not in any output, the board or the results, nor in any file
+    # Ray keeps for the cluster (its logs, the worker actors' logs included)
     logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert SECRET not in logs and SECRET not in repr(snap) and SECRET not in repr(results)
+    session = Path(ray_cluster.head_node.get_session_dir_path())
+    leaked = [f for f in session.rglob("*") if f.is_file() and SECRET.encode() in f.read_bytes()]
+    assert not leaked, leaked
     assert "planned" in (tmp_path / "start.log").read_text()
 
 
@@ -351,6 +355,15 @@ def test_report_and_results_list_every_completed_task_once(
     rows = [json.loads(line) for line in lines]
     assert [row["task_id"] for row in rows] == [r.task_id for r in results]
     assert all(row["simulated"] for row in rows)
+
+    # the tape is exported beside the report: every event, in order, as `coop events --json`
+    tape = path.with_name(path.name.replace(".md", ".events.jsonl"))
+    exported = tape.read_text().splitlines()
+    events = run_coop("events", objective, "--json", env=env).stdout.splitlines()
+    assert exported and exported == events[: len(exported)]
+    assert [json.loads(e)["seq"] for e in exported] == list(range(1, len(exported) + 1))
+    assert sum(json.loads(e)["event"] == "completed" for e in exported) == len(results)
+    assert (tape.stat().st_mode & 0o777) == 0o600
 
 
 def test_approve_in_a_terminal_asks_for_each_new_task(ray_cluster: Cluster, tmp_path: Path) -> None:

@@ -117,11 +117,10 @@ def client(spot: Where) -> weaviate.WeaviateClient:
         found = _clients.get(spot)
         if found is None:
             found = _clients[spot] = _connect(spot)
-            if len(_clients) == 1:
-                atexit.register(close_all)
         return found
 
 
+@atexit.register
 def close_all() -> None:
     with _clients_lock:
         for c in _clients.values():
