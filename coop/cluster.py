@@ -227,6 +227,13 @@ def pinned_actor(
         return None
 
 
+def death_cause(exc: ray.exceptions.RayError) -> str:
+    """The one line that says why an actor died: the last of Ray's report, which ends with the
+    actor's own exception (`WeaviateError: cannot reach ...`), not Ray's framing."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(exc).__name__
+
+
 def existing_actor(objective_id: str, role: str) -> Any | None:
     try:
         return ray.get_actor(actor_name(objective_id, role), namespace=C.NAMESPACE)

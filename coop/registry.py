@@ -21,7 +21,7 @@ from coop import memory as memories
 from coop.board import Board
 from coop.config import RunSettings
 from coop.journal import JournalError, JournalInfo, journal_path, list_journals, remove_db
-from coop.text import objective_id, one_line
+from coop.text import objective_id
 from coop.types import CoopError, Objective, State
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,7 @@ def _spawn(
     try:
         info: Objective = ray.get(handle.describe.remote())
     except ray.exceptions.ActorDiedError as exc:  # the board could not open its journal
-        last = [line for line in str(exc).splitlines() if line.strip()][-1]
-        raise CoopError(f"the board of {oid} could not start: {one_line(last, 300)}") from None
+        raise CoopError(f"the board of {oid} could not start: {cluster.death_cause(exc)}") from None
     return handle, info
 
 

@@ -21,6 +21,7 @@ import ray
 
 from coop import agents, cluster, registry
 from coop import constants as C
+from coop import memory as memories
 from coop.config import RunSettings, configure_logging, forwarded_env, local_endpoint, scrub
 from coop.journal import JournalError
 from coop.llm import LLM, LLMContextError, LLMFatalError, make_llm
@@ -330,9 +331,9 @@ class Crew:
         try:
             report: WorkerReport = ray.get(ref)
         except ray.exceptions.RayError as exc:
-            name = self.runs[ref][0]
-            log.error("worker %s died: %s", name, one_line(str(exc), 400))
-            return WorkerReport(name, fatal=f"worker process died ({type(exc).__name__})")
+            name, cause = self.runs[ref][0], cluster.death_cause(exc)
+            log.error("worker %s died: %s", name, cause)
+            return WorkerReport(name, fatal=cause)
         return report
 
 
@@ -343,8 +344,9 @@ def start_crew(
     if count == 0:
         return Crew({})
     info = ray.get(board.describe.remote())
-    if not settings.simulated:
-        local_endpoint(settings)  # a missing key fails here, not in the actors
+    if not settings.simulated:  # a missing key or an unreachable memory fails here, in one line
+        local_endpoint(settings)
+    memories.check(settings, Path(ray.get(board.storage.remote())))
     node_id, host = cluster.resolve_node(node)
     quiet = not log.isEnabledFor(logging.INFO)
     runs: dict[Any, tuple[str, Any]] = {}

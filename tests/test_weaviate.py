@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SECRET, coop_env, run_coop, unique, weaviate_env
+from conftest import SECRET, STATE_DIR, coop_env, run_coop, unique, weaviate_env
 from ray.cluster_utils import Cluster
 from test_cli import assert_one_line_error
 from weaviate_standin import WeaviateStandIn
 
+from coop import registry
 from coop.config import RunSettings
 from coop.journal import journal_path, state_dir
 from coop.llm import Embeddings, OfflineLLM
@@ -211,3 +212,15 @@ def test_start_refuses_to_begin_when_weaviate_is_unreachable(ray_cluster: Cluste
     proc = run_coop("start", objective, "--llm", "offline", "--memory", "weaviate", env=env)
     assert_one_line_error(proc, "cannot reach Weaviate", f"127.0.0.1:{port}")
     assert not journal_path(state_dir(), objective_id(objective)).exists()
+
+
+def test_join_checks_the_objectives_weaviate_before_starting_a_worker(
+    ray_cluster: Cluster,
+) -> None:
+    """A worker node finds Weaviate through the objective's settings (its own WEAVIATE_URL
+    would win); when that does not answer, `coop join` says so in one line."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = RunSettings(llm="offline", memory="weaviate", weaviate_url=dead).validate()
+    oid, _ = registry.create_board(unique("Sift the compost"), settings, STATE_DIR)
+    proc = run_coop("join", oid, env=coop_env(ray_cluster))
+    assert_one_line_error(proc, "cannot reach Weaviate", dead)
