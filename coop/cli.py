@@ -285,7 +285,10 @@ def delete(objective: str, yes: bool, address: str | None) -> int:
         console.print("nothing deleted", highlight=False)
         return 1
     for line in registry.delete(target, root):
-        console.print(f"removed {line}", highlight=False)
+        console.print(f"removed {line}", highlight=False, soft_wrap=True)
+    kept = report.path(root, target.objective.id)
+    if kept.exists():
+        console.print(f"kept the report {kept} (and its events file)", soft_wrap=True)
     return 0
 
 

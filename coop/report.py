@@ -80,16 +80,19 @@ def jsonl(snap: Snapshot, results: Sequence[Result]) -> str:
     )
 
 
+def path(root: Path, objective_id: str) -> Path:
+    return root / "reports" / f"{objective_id}.md"
+
+
 def write(root: Path, snap: Snapshot, results: Sequence[Result], events: Iterable[Event]) -> Path:
     """The report, and beside it the whole event tape as JSON lines (`<id>.events.jsonl`),
     under the state dir; readable only by their owner, like the journal."""
-    folder = root / "reports"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / f"{snap.objective_id}.md"
-    path.touch(mode=0o600)
-    path.write_text(markdown(snap, results))
-    tape = folder / f"{snap.objective_id}.events.jsonl"
+    report = path(root, snap.objective_id)
+    report.parent.mkdir(mode=0o700, exist_ok=True)
+    report.touch(mode=0o600)
+    report.write_text(markdown(snap, results))
+    tape = report.with_suffix(".events.jsonl")
     tape.touch(mode=0o600)
     with tape.open("w", encoding="utf-8") as out:
         out.writelines(e.to_json() + "\n" for e in events)
-    return path
+    return report

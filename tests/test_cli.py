@@ -128,6 +128,7 @@ def test_delete_refuses_a_running_objective_and_removes_a_finished_one(
     gone = run_coop("delete", fid, "--yes", env=env)
     assert gone.returncode == 0, gone.stderr
     assert not journal_path(STATE_DIR, fid).exists() and not memory_path(STATE_DIR, fid).exists()
+    assert f"kept the report {STATE_DIR / 'reports' / fid}.md" in gone.stdout  # the user's
     assert not {cluster.actor_name(fid, r) for r in ("board", "memory")} & set(
         cluster.actor_names()
     )
