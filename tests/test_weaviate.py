@@ -149,12 +149,20 @@ def test_connection_failures_are_one_clear_line(
 
 
 @pytest.mark.parametrize(
-    "url, needle",
-    [(None, "needs WEAVIATE_URL"), ("http://127.0.0.1:80x", "bad WEAVIATE_URL")],
+    "url, grpc_port, needle",
+    [
+        (None, None, "needs WEAVIATE_URL"),
+        ("http://127.0.0.1:80x", None, "bad WEAVIATE_URL"),
+        ("http://127.0.0.1:8080", "fifty", "WEAVIATE_GRPC_PORT must be a port number"),
+    ],
 )
-def test_missing_or_bad_url(env: pytest.MonkeyPatch, url: str | None, needle: str) -> None:
+def test_missing_or_bad_address(
+    env: pytest.MonkeyPatch, url: str | None, grpc_port: str | None, needle: str
+) -> None:
     if url:
         env.setenv("WEAVIATE_URL", url)
+    if grpc_port:
+        env.setenv("WEAVIATE_GRPC_PORT", grpc_port)
     with pytest.raises(WeaviateError, match=needle):
         memory("fails-2").count()
 

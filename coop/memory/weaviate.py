@@ -94,15 +94,15 @@ def where(settings: RunSettings, state_dir: Path) -> Where:
     host = parts.hostname or "127.0.0.1"
     cloud = host.endswith(CLOUD_SUFFIXES)
     grpc_host = os.environ.get("WEAVIATE_GRPC_HOST") or (f"grpc-{host}" if cloud else host)
-    grpc_port = int(
-        os.environ.get("WEAVIATE_GRPC_PORT") or (443 if secure else C.WEAVIATE_GRPC_PORT)
-    )
+    grpc_text = os.environ.get("WEAVIATE_GRPC_PORT") or str(443 if secure else C.WEAVIATE_GRPC_PORT)
+    if not grpc_text.isdigit():
+        raise WeaviateError(f"WEAVIATE_GRPC_PORT must be a port number, not {grpc_text!r}")
     http_port = parts.port or (443 if secure else C.WEAVIATE_HTTP_PORT)
     return Where(
         settings.memory,
         f"{parts.scheme}://{host}:{http_port}",
         grpc_host,
-        int(grpc_port),
+        int(grpc_text),
         api_key=weaviate_key(),
     )
 
