@@ -476,11 +476,6 @@ class Board:
             total.cost,
         )
 
-    def counts(self) -> tuple[int, int, int]:
-        """(completed, pending, leased): cheap, for a planner's completion check."""
-        self._settle()
-        return len(self._results), len(self._pending), len(self._held)
-
     def record_progress(self, planner: str, progress: Progress) -> None:
         self._check_planner(planner)
         self._emit(

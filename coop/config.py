@@ -113,10 +113,6 @@ def weaviate_url(settings: RunSettings) -> str | None:
     return os.environ.get("WEAVIATE_URL") or settings.weaviate_url
 
 
-def weaviate_key() -> str:
-    return os.environ.get("WEAVIATE_API_KEY", "")
-
-
 def forwarded_env() -> dict[str, str]:
     """The part of this process's environment a worker actor it starts must see."""
     return {k: os.environ[k] for k in C.FORWARDED_ENV if os.environ.get(k)}

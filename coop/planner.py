@@ -21,7 +21,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,20 @@ from coop import constants as C
 from coop import memory as memories
 from coop.board import PlannerLost
 from coop.config import RunSettings
-from coop.journal import Event
 from coop.llm import LLM, LLMContextError, LLMFatalError, make_llm
 from coop.memory import Memory
 from coop.text import normalize
-from coop.types import CoopError, Kind, Progress, Reason, Result, Snapshot, State, Task
+from coop.types import (
+    CoopError,
+    Kind,
+    Progress,
+    Pulse,
+    Reason,
+    Result,
+    Snapshot,
+    State,
+    Task,
+)
 from coop.worker import ask, instance_name, metered, start_crew, stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -304,11 +313,16 @@ class Planner:
     def _review(self, completed: int, dry: bool) -> None:
         """Ask whether the objective is met; a dry list that is not done gets a fresh plan."""
         recent = ray.get(self.board.results.remote(max(0, completed - 5)))
-        _, pending, leased = ray.get(self.board.counts.remote())
+        pulse: Pulse = ray.get(self.board.pulse.remote())
         answer = self._ask(
             Kind.COMPLETION_CHECK,
             lambda budget: agents.completion_prompt(
-                self.objective, recent, completed, pending + leased, self.llm.tokenizer, budget
+                self.objective,
+                recent,
+                completed,
+                pulse.pending + pulse.leased,
+                self.llm.tokenizer,
+                budget,
             ),
         )
         met, why = agents.parse_completion(answer)
@@ -338,7 +352,7 @@ class Planner:
             )
             return
         p.replans, p.stalls = p.replans + 1, 0
-        completed = ray.get(self.board.counts.remote())[0]
+        completed = ray.get(self.board.pulse.remote()).completed
         since = max(0, completed - C.REPLAN_HISTORY)  # the prompt keeps the newest that fit
         done = [r.task for r in ray.get(self.board.results.remote(since))]
         answer = self._ask(
@@ -402,7 +416,8 @@ def start(
     oid, board, objective, settings, new = _open(
         objective, settings, root, resume=resume, standby=standby
     )
-    memories.check(settings, root)
+    if resume or standby:  # settings from the board: its memory is checked now
+        memories.check(settings, root)
     llm = make_llm(settings, name)
     stop = stop_on_signals()
     log.info("objective %s — model: %s — journal in %s", oid, llm.label, root)
@@ -439,12 +454,6 @@ def start(
             ray.get(board.release_planner.remote(name))
             crew.wait(stop)
     snapshot: Snapshot = ray.get(board.snapshot.remote())
-    path = report.write(root, snapshot, ray.get(board.results.remote()), _tape(board))
+    tape = status.events(registry.Reader(handle=board))
+    path = report.write(root, snapshot, ray.get(board.results.remote()), tape)
     return snapshot, path
-
-
-def _tape(board: Any) -> Iterator[Event]:
-    since = 0
-    while batch := ray.get(board.events.remote(since, 1000)):
-        yield from batch
-        since = batch[-1].seq

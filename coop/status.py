@@ -238,15 +238,19 @@ def tape(
     """`coop events`: print the tape from `since`; with `follow`, keep printing until the
     objective finishes (or Ctrl-C)."""
     while True:
-        batch: list[Event] = reader.call("events", since, 1000)
-        for e in batch:
+        for e in events(reader, since):
             out(e.to_json() if as_json else event_line(e))
             since = e.seq
-        if batch:
-            continue
         if not (follow and reader.live) or reader.call("state")[0] is State.FINISHED:
             return
         time.sleep(0.5)
+
+
+def events(reader: Reader, since: int = 0) -> Iterator[Event]:
+    """Every event after `since`, fetched a thousand at a time."""
+    while batch := reader.call("events", since, 1000):
+        yield from batch
+        since = batch[-1].seq
 
 
 def review(board: Any, *, approve_all: bool, drop: Sequence[int]) -> tuple[int, int]:

@@ -187,7 +187,8 @@ class Objective:
 
 @dataclass(frozen=True)
 class Pulse:
-    """The few numbers of `coop start`'s progress line: cheap enough to ask every second."""
+    """The few numbers of a progress line or a completion check: cheap enough to ask every
+    second."""
 
     state: State
     completed: int

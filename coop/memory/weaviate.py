@@ -30,7 +30,7 @@ from weaviate.classes.tenants import Tenant
 from weaviate.collections import Collection
 
 from coop import constants as C
-from coop.config import RunSettings, weaviate_key, weaviate_url
+from coop.config import RunSettings, weaviate_url
 from coop.llm import LLM
 from coop.memory import Embedder, Hit
 from coop.types import CoopError
@@ -103,7 +103,7 @@ def where(settings: RunSettings, state_dir: Path) -> Where:
         f"{parts.scheme}://{host}:{http_port}",
         grpc_host,
         int(grpc_text),
-        api_key=weaviate_key(),
+        api_key=os.environ.get("WEAVIATE_API_KEY", ""),
     )
 
 
