@@ -59,9 +59,11 @@ CREATION = (
     "Just completed:\n{done}\n\n"
     "Already planned (do not repeat these):\n{planned}\n\n"
     "Based on these results, list the new tasks still needed to reach the objective "
-    "that do not repeat planned or completed work. Return them as a numbered list, one "
-    "task per line, and nothing else. Return no list if nothing is needed."
+    "that do not repeat planned or completed work.{wanted} Return them as a numbered list, "
+    "one task per line, and nothing else. Return no list if nothing is needed."
 )
+WANTED = " The team has idle workers: propose up to {count} new tasks."
+"""Said in a creation prompt when the queue is short (models honour "up to N")."""
 PRIORITIZATION = (
     C.PROMPT_MARKERS["prioritization"] + "\n"
     "You order a team's pending tasks.\n\n"
@@ -107,8 +109,13 @@ def creation_prompt(
     planned: Sequence[str],
     tokenizer: Tokenizer,
     budget: int,
+    wanted: int | None = None,
 ) -> str:
-    room = budget - tokenizer.count(CREATION.format(objective=objective, done="", planned=""))
+    """`wanted`: how many tasks the swarm can use now, when its queue is short."""
+    ask = WANTED.format(count=wanted) if wanted else ""
+    room = budget - tokenizer.count(
+        CREATION.format(objective=objective, done="", planned="", wanted=ask)
+    )
     done = [
         f"- Task: {r.task}\n  Result: {one_line(r.text, C.RESULT_SNIPPET_CHARS)}" for r in results
     ]
@@ -118,6 +125,7 @@ def creation_prompt(
         objective=objective,
         done="\n".join(done_kept),
         planned="\n".join(planned_kept) or "- (nothing)",
+        wanted=ask,
     )
 
 

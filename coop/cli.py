@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import Callable
@@ -11,10 +12,11 @@ import click
 import ray
 from rich.console import Console
 
-from coop import cluster, config, journal, planner, registry, report, status, worker
+from coop import cluster, config, crew, journal, planner, registry, report, status
 from coop import constants as C
+from coop.errors import CoopError
 from coop.text import one_line
-from coop.types import CoopError, Reason
+from coop.types import Reason
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -37,6 +39,18 @@ def _int(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]:
     )
 
 
+def _choice(name: str, choices: tuple[str, ...], help: str) -> Callable[[F], F]:
+    """An option with a closed set of values, the first the default, with its COOP_ variable."""
+    return click.option(
+        name,
+        type=click.Choice(choices),
+        default=choices[0],
+        show_default=True,
+        envvar=f"COOP_{name[2:].upper().replace('-', '_')}",
+        help=help,
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def cli(quiet: bool) -> None:
@@ -46,13 +60,10 @@ def cli(quiet: bool) -> None:
 
 @cli.command()
 @click.argument("objective")
-@click.option(
+@_choice(
     "--llm",
-    type=click.Choice(config.LLM_CHOICES),
-    default="openai",
-    show_default=True,
-    envvar="COOP_LLM",
-    help="openai: any OpenAI-compatible server; offline: the simulated model.",
+    config.LLM_CHOICES,
+    "openai: any OpenAI-compatible server; offline: the simulated model.",
 )
 @click.option("--model", envvar="COOP_MODEL", default=C.DEFAULT_MODEL, show_default=True)
 @click.option(
@@ -64,13 +75,10 @@ def cli(quiet: bool) -> None:
 @click.option(
     "--initial-task", envvar="COOP_INITIAL_TASK", default=C.DEFAULT_INITIAL_TASK, show_default=True
 )
-@click.option(
+@_choice(
     "--memory",
-    type=click.Choice(C.MEMORY_CHOICES),
-    default="cluster",
-    show_default=True,
-    envvar="COOP_MEMORY",
-    help="Where results are shared: coop's in-cluster store, a Weaviate server "
+    C.MEMORY_CHOICES,
+    "Where results are shared: coop's in-cluster store, a Weaviate server "
     "(WEAVIATE_URL, WEAVIATE_API_KEY) or embedded Weaviate.",
 )
 @click.option(
@@ -96,6 +104,12 @@ def cli(quiet: bool) -> None:
 @_int("--max-attempts", C.DEFAULT_MAX_ATTEMPTS, 1, "Attempts before a task is dead-lettered.")
 @_int("--context-k", C.DEFAULT_CONTEXT_K, 0, "Results from memory given to each execution.")
 @_int("--max-prompt-tokens", C.DEFAULT_MAX_PROMPT_TOKENS, 1, "Token budget of one prompt.")
+@_int(
+    "--planner-calls",
+    C.DEFAULT_PLANNER_CALLS,
+    1,
+    "Most task-creation calls in flight at once; demand decides how many are made.",
+)
 @_int("--rpm", 0, 0, "Model requests per minute across the cluster (0: no limit).")
 @_int("--tpm", 0, 0, "Model tokens per minute across the cluster (0: no limit).")
 @_int("--max-tokens", 0, 0, "Stop when the objective has used this many tokens (0: no cap).")
@@ -121,6 +135,14 @@ def cli(quiet: bool) -> None:
     help="New tasks wait for a person: `coop approve`, or a prompt in this terminal.",
 )
 @click.option(
+    "--model-timeout",
+    type=click.FloatRange(min=1.0),
+    default=C.DEFAULT_MODEL_TIMEOUT,
+    show_default=True,
+    envvar="COOP_MODEL_TIMEOUT",
+    help="Seconds to wait for one answer from the model server before retrying.",
+)
+@click.option(
     "--lease-ttl",
     type=click.FloatRange(min=1.0),
     default=C.DEFAULT_LEASE_TTL,
@@ -140,15 +162,19 @@ def start(
 ) -> int:
     """Create OBJECTIVE and plan it to the end: the only instance that creates tasks."""
     text = objective.strip() if resume else config.check_objective(objective)
+    live = sys.stderr.isatty() and logging.getLogger("coop").isEnabledFor(logging.INFO)
+    hooks = planner.Hooks(
+        workers=functools.partial(crew.start_crew, count=workers, concurrency=concurrency),
+        progress=functools.partial(status.progress_line, Console(stderr=True)) if live else None,
+        review=status.review_tasks,
+    )
     snap, path = planner.start(
         text,
         config.new_settings(**settings),
+        hooks,
         address=address,
         resume=resume,
         standby=standby,
-        workers=workers,
-        concurrency=concurrency,
-        live=sys.stderr.isatty() and logging.getLogger("coop").isEnabledFor(logging.INFO),
     )
     status.render_status(console, snap)
     console.print(f"report: {path}", highlight=False, soft_wrap=True)
@@ -167,7 +193,7 @@ def start(
 @address_option
 def join(objective: str, concurrency: int, node: str | None, address: str | None) -> int:
     """Work on OBJECTIVE (id, id prefix or exact text) until it finishes."""
-    done = worker.join(objective, address, concurrency, node)
+    done = crew.join(objective, address, concurrency, node)
     console.print(
         f"{done.worker} on node {done.node[:8] or '?'}: {done.completed} completed, "
         f"{done.failed} failed; objective {done.final_state.value}",
@@ -194,7 +220,7 @@ def status_(objective: str, watch: bool, address: str | None) -> int:
     if watch:
         status.watch(console, board)
     else:
-        status.render_status(console, board.call("snapshot"))
+        status.render_status(console, board.snapshot())
     return 0
 
 
@@ -223,9 +249,9 @@ def events(objective: str, follow: bool, as_json: bool, since: int, address: str
 def approve(objective: str, approve_all: bool, drop: tuple[int, ...], address: str | None) -> int:
     """Approve or drop the tasks of OBJECTIVE that wait for a person (`start --approve`)."""
     cluster.connect(address, start_local=False)
-    oid, board = registry.find(objective)
+    board = registry.find(objective)
     approved, dropped = status.review(board, approve_all=approve_all, drop=drop)
-    console.print(f"{oid}: {approved} approved, {dropped} dropped", highlight=False)
+    console.print(f"{board.objective_id}: {approved} approved, {dropped} dropped", highlight=False)
     return 0
 
 
@@ -248,7 +274,7 @@ def approve(objective: str, approve_all: bool, drop: tuple[int, ...], address: s
 def results(objective: str, fmt: str, output: str | None, address: str | None) -> int:
     """The results of OBJECTIVE, live or from its journal, as Markdown or JSON lines."""
     board = registry.reader(objective, journal.state_dir(), address)
-    snap, done = board.call("snapshot"), board.call("results")
+    snap, done = board.snapshot(), board.results()
     text = report.markdown(snap, done) if fmt == "markdown" else report.jsonl(snap, done)
     if output:
         with open(output, "w", encoding="utf-8") as f:
@@ -264,9 +290,9 @@ def results(objective: str, fmt: str, output: str | None, address: str | None) -
 def stop(objective: str, address: str | None) -> int:
     """Ask every instance of OBJECTIVE to stop: no new leases, in-flight work is kept."""
     cluster.connect(address, start_local=False)
-    oid, board = registry.find(objective)
-    state = ray.get(board.stop.remote(Reason.STOPPED))
-    console.print(f"{oid}: {state.value}", highlight=False)
+    board = registry.find(objective)
+    state = board.stop(Reason.STOPPED)
+    console.print(f"{board.objective_id}: {state.value}", highlight=False)
     return 0
 
 

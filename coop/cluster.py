@@ -1,13 +1,16 @@
-"""Connecting to Ray, or starting a local cluster on loopback, and naming coop's actors."""
+"""Connecting to Ray, or starting a local cluster on loopback, naming and placing coop's
+actors, and the process helpers every `coop` process needs (its name, its signals)."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,9 +22,10 @@ from ray._raylet import Config  # type: ignore[attr-defined]
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from coop import constants as C
-from coop.types import CoopError
+from coop.errors import CoopError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 3.0
 GCS_PROBE = "/ray.rpc.NodeInfoGcsService/GetClusterId"
 """A GCS method any client may call: it answers, or refuses for want of a token."""
@@ -234,6 +238,17 @@ def death_cause(exc: ray.exceptions.RayError) -> str:
     return lines[-1][:300] if lines else type(exc).__name__
 
 
+def get(ref: Any, timeout: float | None = None) -> Any:
+    """`ray.get`, with an actor method's own exception (a board's `JournalError`, a memory's
+    dimension mismatch) raised as itself rather than inside Ray's wrapper and its traceback."""
+    try:
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, Exception):
+            raise exc.cause from None
+        raise
+
+
 def existing_actor(objective_id: str, role: str) -> Any | None:
     try:
         return ray.get_actor(actor_name(objective_id, role), namespace=C.NAMESPACE)
@@ -246,3 +261,26 @@ def actor_names() -> list[str]:
         a["name"] if isinstance(a, dict) else a
         for a in ray.util.list_named_actors(all_namespaces=False)
     ]
+
+
+def instance_name(suffix: str = "") -> str:
+    """`host-pid[-suffix]`: unique in a cluster, and says where the process runs."""
+    return f"{socket.gethostname()}-{os.getpid()}{suffix}"
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by the first SIGINT/SIGTERM; a second SIGINT interrupts at once.
+
+    Call it after `connect`: ray.init replaces the SIGTERM handler with one that exits.
+    """
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.warning("stopping: finishing in-flight tasks (Ctrl-C again to abort)")
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from dotenv import find_dotenv, load_dotenv
 
 from coop import constants as C
-from coop.types import CoopError
+from coop.errors import CoopError
 
 LLM_CHOICES = ("openai", "offline")
 
@@ -53,6 +53,8 @@ class RunSettings:
     context_k: int = C.DEFAULT_CONTEXT_K
     max_prompt_tokens: int = C.DEFAULT_MAX_PROMPT_TOKENS
     max_completion_tokens: int = C.DEFAULT_MAX_COMPLETION_TOKENS
+    model_timeout: float = C.DEFAULT_MODEL_TIMEOUT  # seconds the client waits for one answer
+    planner_calls: int = C.DEFAULT_PLANNER_CALLS  # most creation calls in flight at once
     rpm: int = 0  # cluster-wide model requests per minute, 0 for no limit
     tpm: int = 0  # cluster-wide model tokens per minute, 0 for no limit
     max_tokens: int = 0  # budgets for the whole objective; 0 for none
@@ -93,6 +95,9 @@ class RunSettings:
                 f"bad Weaviate collection name {self.weaviate_collection!r}: a capital letter "
                 "first, then letters, digits or _ (e.g. CoopResult)"
             )
+        for flag, name in (("--model", self.model), ("--embedding-model", self.embedding_model)):
+            if not name.strip():
+                raise CoopError(f"{flag} is empty: name the model the server should use")
         if self.simulated:
             return replace(
                 self, model=C.OFFLINE_MODEL, embedding_model=C.OFFLINE_MODEL, base_url=None

@@ -1,4 +1,7 @@
-"""Every default and fixed name in one place, so a reader can tune coop from one file."""
+"""What several modules share: the defaults behind `coop start`'s flags, fixed names (the Ray
+namespace, the header, the prompt markers), limits on what is stored, and the planner's and
+the board's tuning. A constant only one module uses lives in that module, with its docstring
+(`RETRY_MAX` in planner/loop.py, `CLIENT_TIMEOUT` in llm.py…), as rq keeps its own."""
 
 NAMESPACE = "coop"
 """Ray namespace holding every coop actor."""
@@ -22,12 +25,16 @@ INSTANCE_HEADER = "X-Coop-Instance"
 """Sent with every model request so a server's logs can tell coop instances apart."""
 
 DEFAULT_INITIAL_TASK = "Develop a task list"
+"""BabyAGI's first task: the seed the planner's first creation call grows from."""
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
 OFFLINE_MODEL = "coop-simulated"
+"""The simulated model's name, in settings, usage and the price table (free)."""
 
 MEMORY_CHOICES = ("cluster", "weaviate", "weaviate-embedded")
+"""`--memory`: coop's in-cluster store, a Weaviate server, or embedded Weaviate."""
 DEFAULT_COLLECTION = "CoopResult"
+"""The Weaviate collection every objective shares, one tenant each."""
 WEAVIATE_HTTP_PORT = 8080
 WEAVIATE_GRPC_PORT = 50051
 """Weaviate's own defaults: a URL without a port means these."""
@@ -37,12 +44,25 @@ WEAVIATE_EMBEDDED_PORTS = (8079, 50050)
 DEFAULT_MAX_TASKS = 25
 """A safe finite default: no run is unbounded unless a user asks for more."""
 DEFAULT_WORKERS = 2
+"""Worker actors `coop start` runs beside the planner."""
 DEFAULT_CONCURRENCY = 1
+"""Tasks in flight per worker."""
 DEFAULT_LEASE_TTL = 30.0
+"""Seconds a silent worker keeps a task; heartbeats renew it every third of that."""
 DEFAULT_MAX_ATTEMPTS = 3
+"""Attempts before a task is dead-lettered."""
 DEFAULT_CONTEXT_K = 5
+"""Results from memory given to each execution."""
 DEFAULT_MAX_PROMPT_TOKENS = 3000
+"""Token budget of one prompt, its answer included."""
 DEFAULT_MAX_COMPLETION_TOKENS = 700
+"""Most tokens one answer may take."""
+DEFAULT_PLANNER_CALLS = 16
+"""Most creation calls the planner has in flight at once. Demand sets how many it really makes:
+a few workers need one; 32 tasks in flight at half a second each, with three tasks a call,
+need about eleven."""
+DEFAULT_MODEL_TIMEOUT = 120.0
+"""Seconds the model client waits for one answer before it retries (three times)."""
 
 PLANNER_TTL = 15.0
 """Seconds a planner claim lives without a heartbeat."""
@@ -69,6 +89,8 @@ RESULT_SIMILARITY = 0.97
 """Cosine similarity at which a result brings no new information over an earlier one."""
 POLL_MIN = 0.05
 POLL_MAX = 0.5
+"""Seconds between two looks at the board while there is nothing to do: from POLL_MIN,
+doubling up to POLL_MAX."""
 ACTOR_RESTARTS = 3
 """How often Ray restarts a crashed board or memory actor (each rebuilds from its files)."""
 RETRY_DELAY = 2.0
@@ -79,9 +101,12 @@ SHUTDOWN_GRACE = 30.0
 MAX_OBJECTIVE_CHARS = 4000
 """An objective is sent with every prompt; longer text belongs in the initial task."""
 MAX_TASK_CHARS = 500
+"""A task's text is cut here: tasks are one line of work, and go into many prompts."""
 MAX_RESULT_CHARS = 20000
+"""A result is cut here on the board and in the journal."""
 
 OFFLINE_EMBEDDING_DIM = 256
+"""Dimensions of the simulated model's embeddings."""
 RESULT_SNIPPET_CHARS = 600
 """Characters of a result quoted back into prompts as context."""
 
@@ -93,7 +118,7 @@ PROMPT_MARKERS = {
     "replan": "# coop replanning agent",
 }
 """First line of each agent prompt: lets the simulated model and the stand-in tell them apart."""
-PRICES: dict[str, tuple[float, float]] = {
+PRICES: dict[str, tuple[float, float]] = {  # see the comment below
     # USD per million tokens (input, output): OpenAI's list prices when this table was written.
     # Override or extend with COOP_PRICES='{"model": [input, output]}'.
     "gpt-4o-mini": (0.15, 0.60),
@@ -106,3 +131,4 @@ PRICES: dict[str, tuple[float, float]] = {
     "coop-simulated": (0.0, 0.0),
 }
 SIMULATED_LABEL = "offline simulated model (no real LLM)"
+"""How the simulated model is named in banners, status and results: never taken for real."""

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coop.types import CoopError
+from coop.errors import CoopError
+from coop.types import EventKind
 
 FORMAT = "coop-journal/1"
 STATE_DIR_ENV = "COOP_STATE_DIR"
@@ -60,22 +61,27 @@ def remove_db(path: Path) -> None:
 
 @dataclass(frozen=True)
 class Event:
+    """One change of a board, as journaled: its place on the tape, when, what, and the data
+    its `_on_<kind>` handler applies."""
+
     seq: int
     at: float
-    kind: str
+    kind: EventKind
     data: dict[str, Any]
 
     def to_json(self) -> str:
         """One line of the exported tape (`coop events --json`, the report's events file)."""
-        return json.dumps({"seq": self.seq, "at": self.at, "event": self.kind, **self.data})
+        return json.dumps({"seq": self.seq, "at": self.at, "event": self.kind.value, **self.data})
 
 
 @dataclass(frozen=True)
 class JournalInfo:
+    """A journal's header: whose it is, and the settings its objective was created with."""
+
     objective_id: str
     objective: str
     created: float
-    settings: dict[str, Any]
+    settings: dict[str, Any]  # as stored: fields this version does not know are kept
     path: Path
 
 
@@ -136,15 +142,17 @@ class Journal:
                 "INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
             )
 
-    def append(self, kind: str, data: dict[str, Any], *, durable: bool) -> None:
+    def append(self, kind: EventKind, data: dict[str, Any]) -> None:
+        """Write one event; durable kinds (`EventKind.durable`) with a full sync."""
         if self.readonly:
             raise JournalError(f"{self.path} was opened read-only")
+        durable = kind.durable
         try:
             if durable:
                 self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(
                 "INSERT INTO events (at, kind, data) VALUES (?, ?, ?)",
-                (time.time(), kind, json.dumps(data, separators=(",", ":"))),
+                (time.time(), kind.value, json.dumps(data, separators=(",", ":"))),
             )
         except sqlite3.Error as exc:
             raise JournalError(f"cannot write the journal {self.path}: {exc}") from None
@@ -157,13 +165,16 @@ class Journal:
             "SELECT seq, at, kind, data FROM events WHERE seq > ? ORDER BY seq", (since,)
         )
         for seq, at, kind, data in rows:
-            yield Event(seq, at, kind, json.loads(data))
+            yield Event(seq, at, EventKind(kind), json.loads(data))
 
     def tail(self, count: int) -> list[Event]:
         rows = self._db.execute(
             "SELECT seq, at, kind, data FROM events ORDER BY seq DESC LIMIT ?", (count,)
         ).fetchall()
-        return [Event(seq, at, kind, json.loads(data)) for seq, at, kind, data in reversed(rows)]
+        return [
+            Event(seq, at, EventKind(kind), json.loads(data))
+            for seq, at, kind, data in reversed(rows)
+        ]
 
     def close(self) -> None:
         self._db.close()

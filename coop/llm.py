@@ -1,23 +1,43 @@
-"""Model providers behind one Protocol: any OpenAI-compatible server, or the offline simulator."""
+"""Model providers behind one Protocol: any OpenAI-compatible server, or the offline simulator.
+
+Every way a model call can go wrong ends here as one of three errors, each one line that
+names the server and the fault, so no role ever sees the client's own exceptions:
+`LLMFatalError` (no retry can fix it: stop the objective), `LLMContextError` (retry once with
+less context) and `LLMError` (a later try may succeed: a worker's attempt fails and its task
+is requeued, the planner tries again).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import openai
+from openai.types import CreateEmbeddingResponse
+from openai.types.chat import ChatCompletion
 
 from coop import constants as C
 from coop import tokens
 from coop.config import RunSettings, local_endpoint, scrub
+from coop.errors import CoopError
 from coop.simulate import Simulator, lexical_embedding
-from coop.types import CoopError
 
 CLIENT_MAX_RETRIES = 3
 """The openai client's own retries: exponential backoff that honours Retry-After."""
-CLIENT_TIMEOUT = 120.0
+CHECK_TIMEOUT = 15.0
+"""Seconds the check before a run gives the model server to list its models."""
 EMBED_BATCH = 256
 """Texts per embeddings request (OpenAI accepts up to 2,048)."""
+
+
+T = TypeVar("T")
+
+
+class LLMError(CoopError):
+    """A model call failed in a way a later try may fix: the server unreachable or too slow,
+    429/5xx after the client's own retries, a reply that is not what the API promises. The
+    message starts with the kind of fault (`APIConnectionError: model server …`)."""
 
 
 class LLMFatalError(CoopError):
@@ -46,6 +66,11 @@ class LLM(Protocol):
     label: str
     tokenizer: tokens.Tokenizer
 
+    def check(self) -> None:
+        """Before a run: the server answers, accepts the key and knows the models; else
+        LLMFatalError, in one line."""
+        ...
+
     def complete(self, prompt: str, max_tokens: int) -> Completion: ...
 
     def embed(self, texts: list[str]) -> Embeddings: ...
@@ -58,6 +83,9 @@ class OfflineLLM:
         self.simulator = simulator or Simulator()
         self.tokenizer = tokens.estimating(C.OFFLINE_MODEL)
         self.label = C.SIMULATED_LABEL
+
+    def check(self) -> None:
+        """The simulator is always there."""
 
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         text = self.tokenizer.trim(self.simulator.reply(prompt), max_tokens)
@@ -85,58 +113,148 @@ class OpenAILLM:
         self.where = endpoint.base_url or "api.openai.com"
         self.model = settings.model
         self.embedding_model = settings.embedding_model
+        self.timeout = settings.model_timeout
         self.tokenizer = tokens.for_model(settings.model)
         self.label = settings.label
         self.client = openai.OpenAI(
             api_key=endpoint.api_key,
             base_url=endpoint.base_url,
             max_retries=CLIENT_MAX_RETRIES,
-            timeout=CLIENT_TIMEOUT,
+            timeout=settings.model_timeout,
             default_headers={C.INSTANCE_HEADER: instance},
         )
 
-    def complete(self, prompt: str, max_tokens: int) -> Completion:
+    def check(self) -> None:
         try:
-            resp = self.client.chat.completions.create(
+            client = self.client.with_options(max_retries=1, timeout=CHECK_TIMEOUT)
+            listed = [m.id for m in client.models.list().data]
+        except (openai.NotFoundError, openai.UnprocessableEntityError):
+            return  # no model listing on this server: the first real call will tell
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise self._fatal(exc) from None
+        except openai.APIError as exc:
+            raise LLMFatalError(str(self._fault(exc, "a model listing"))) from None
+        except (AttributeError, TypeError):
+            return  # an answer that is not a listing: nothing to check against
+        for model in {self.model, self.embedding_model}:
+            if listed and not any(m == model or m.startswith(f"{model}:") for m in listed):
+                shown = ", ".join(sorted(listed)[:8]) + (" …" if len(listed) > 8 else "")
+                raise LLMFatalError(
+                    f"model server {self.where} does not know the model {model!r} "
+                    f"(it serves: {shown}); pass --model / --embedding-model"
+                )
+
+    def complete(self, prompt: str, max_tokens: int) -> Completion:
+        resp = self._request(
+            "a chat completion",
+            lambda: self.client.chat.completions.create(
                 model=self.model,
                 messages=[{"role": "user", "content": prompt}],
                 max_tokens=max_tokens,
                 temperature=0.2,
-            )
-        except openai.BadRequestError as exc:
-            if _is_context_error(exc):
-                raise LLMContextError(str(exc.message)) from None
-            raise self._fatal(exc) from None
-        except _FATAL as exc:
-            raise self._fatal(exc) from None
-        text = (resp.choices[0].message.content or "") if resp.choices else ""
-        usage = resp.usage
-        if usage is None:  # some compatible servers omit it: count ourselves
-            return Completion(text, self.tokenizer.count(prompt), self.tokenizer.count(text))
-        return Completion(text, usage.prompt_tokens, usage.completion_tokens)
+            ),
+        )
+        try:
+            _need(isinstance(resp, ChatCompletion), f"a {type(resp).__name__}")
+            _need(bool(resp.choices), "no choices")
+            text = resp.choices[0].message.content
+            if text is None:
+                raise _Malformed("a message with no content")
+            usage = resp.usage
+            if usage is None:  # some compatible servers omit it: count ourselves
+                return Completion(text, self.tokenizer.count(prompt), self.tokenizer.count(text))
+            return Completion(text, int(usage.prompt_tokens), int(usage.completion_tokens))
+        except (_Malformed, AttributeError, TypeError, ValueError, IndexError) as exc:
+            raise self._malformed("a chat completion", exc, resp) from None
 
     def embed(self, texts: list[str]) -> Embeddings:
         vectors: list[list[float]] = []
         used = 0
         for start in range(0, len(texts), EMBED_BATCH):  # APIs cap the inputs per request
             chunk = texts[start : start + EMBED_BATCH]
-            try:
-                resp = self.client.embeddings.create(
+            resp = self._request(
+                "embeddings",
+                lambda chunk=chunk: self.client.embeddings.create(  # type: ignore[misc]
                     model=self.embedding_model, input=chunk, encoding_format="float"
-                )
-            except _FATAL as exc:
-                raise self._fatal(exc) from None
-            used += (
-                resp.usage.prompt_tokens if resp.usage else sum(map(self.tokenizer.count, chunk))
+                ),
             )
-            vectors += [list(d.embedding) for d in sorted(resp.data, key=lambda d: d.index)]
+            try:
+                _need(isinstance(resp, CreateEmbeddingResponse), f"a {type(resp).__name__}")
+                data = sorted(resp.data, key=lambda d: d.index)
+                _need(len(data) == len(chunk), f"{len(data)} embeddings for {len(chunk)} inputs")
+                vectors += [[float(x) for x in d.embedding] for d in data]
+                used += (
+                    int(resp.usage.prompt_tokens)
+                    if resp.usage
+                    else sum(map(self.tokenizer.count, chunk))
+                )
+            except (_Malformed, AttributeError, TypeError, ValueError) as exc:
+                raise self._malformed("embeddings", exc, resp) from None
         return Embeddings(vectors, used)
 
-    def _fatal(self, exc: openai.APIStatusError) -> LLMFatalError:
-        detail = " ".join(scrub(str(exc.message)).split())[:200]
-        return LLMFatalError(
-            f"model server {self.where} refused ({exc.status_code} {type(exc).__name__}): {detail}"
+    def _request(self, what: str, send: Callable[[], T]) -> T:
+        """`send()`, with every client error turned into one of this module's."""
+        try:
+            return send()
+        except openai.BadRequestError as exc:
+            if _is_context_error(exc):
+                raise LLMContextError(str(exc.message)) from None
+            raise self._fatal(exc) from None
+        except _FATAL as exc:
+            raise self._fatal(exc) from None
+        except openai.APIError as exc:
+            raise self._fault(exc, what) from None
+
+    def _fault(self, exc: openai.APIError, what: str) -> LLMError:
+        kind = type(exc).__name__
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMError(
+                f"{kind}: model server {self.where} did not answer {what} within "
+                f"{self.timeout:g}s ({CLIENT_MAX_RETRIES} retries)"
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            cause = _root_cause(exc)
+            return LLMError(f"{kind}: model server {self.where} unreachable ({cause})")
+        if isinstance(exc, openai.APIStatusError):
+            return LLMError(
+                f"{kind}: model server {self.where} answered {exc.status_code} to {what}: "
+                f"{_line(str(exc.message))}"
+            )
+        return LLMError(f"{kind}: model server {self.where}: {_line(str(exc))}")
+
+    def _malformed(self, what: str, exc: Exception, resp: object) -> LLMError:
+        return LLMError(
+            f"MalformedReply: model server {self.where} answered {what} with "
+            f"{_line(str(exc)) or type(exc).__name__}: {_line(repr(resp), 120)}"
         )
+
+    def _fatal(self, exc: openai.APIStatusError) -> LLMFatalError:
+        return LLMFatalError(
+            f"model server {self.where} refused ({exc.status_code} {type(exc).__name__}): "
+            f"{_line(str(exc.message))}"
+        )
+
+
+class _Malformed(Exception):
+    """A reply that is not what the API promises (caught here, raised as LLMError)."""
+
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise _Malformed(what)
+
+
+def _line(text: str, limit: int = 200) -> str:
+    """One line of a server's words, with anything key-shaped taken out."""
+    return " ".join(scrub(text).split())[:limit]
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason of a connection error (`[Errno 111] Connection refused`)."""
+    seen: Any = exc
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__
+    return _line(str(seen) or type(seen).__name__, 120)
 
 
 def _is_context_error(exc: openai.BadRequestError) -> bool:

@@ -12,17 +12,18 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import ray
 
 from coop import cluster
 from coop import memory as memories
-from coop.board import Board
+from coop.board import Board, BoardClient, BoardUnavailable
+from coop.board.client import describe_all
 from coop.config import RunSettings
+from coop.errors import CoopError
 from coop.journal import JournalError, JournalInfo, journal_path, list_journals, remove_db
 from coop.text import objective_id
-from coop.types import CoopError, Objective, State
+from coop.types import Objective, State
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ INFO_TIMEOUT = 10.0
 
 
 class ObjectiveNotFound(CoopError):
-    pass
+    """No objective by that id, prefix or text, live or journaled (the message lists those
+    that exist)."""
 
 
 def board_ids() -> list[str]:
@@ -53,16 +55,17 @@ def _match(ref: str, known: Sequence[str]) -> list[str]:
 
 def _spawn(
     oid: str, objective: str, settings: RunSettings, nonce: str, root: Path
-) -> tuple[Any, Objective]:
+) -> tuple[BoardClient, Objective]:
     handle = cluster.named_actor(Board, oid, "board", oid, objective, settings, nonce, str(root))
-    try:
-        info: Objective = ray.get(handle.describe.remote())
-    except ray.exceptions.ActorDiedError as exc:  # the board could not open its journal
-        raise CoopError(f"the board of {oid} could not start: {cluster.death_cause(exc)}") from None
-    return handle, info
+    board = BoardClient.of_actor(oid, handle)
+    try:  # the board's first answer: whether it could open its journal
+        info = board.describe()
+    except BoardUnavailable as exc:
+        raise CoopError(f"the board of {oid} could not start: {exc.cause}") from None
+    return board, info
 
 
-def create_board(objective: str, settings: RunSettings, root: Path) -> tuple[str, Any]:
+def create_board(objective: str, settings: RunSettings, root: Path) -> BoardClient:
     """A new board for `objective`; an existing one is an error, not silently reused."""
     oid = objective_id(objective)
     if journal_path(root, oid).exists():
@@ -71,37 +74,37 @@ def create_board(objective: str, settings: RunSettings, root: Path) -> tuple[str
             f"with `coop start --resume {oid}`"
         )
     nonce = uuid.uuid4().hex
-    handle, info = _spawn(oid, objective, settings, nonce, root)
+    board, info = _spawn(oid, objective, settings, nonce, root)
     if info.nonce != nonce:
         raise CoopError(
             f"objective {oid} already exists ({info.state.value}); use "
             f"`coop start --resume {oid}` to continue it, or `coop status {oid}`"
         )
-    return oid, handle
+    return board
 
 
-def find(ref: str) -> tuple[str, Any]:
+def find(ref: str) -> BoardClient:
     """A live board by id, unique id prefix, or the objective's exact text."""
     known = board_ids()
     matches = _match(ref, known)
     if len(matches) == 1:
         handle = cluster.existing_actor(matches[0], "board")
         if handle is not None:
-            return matches[0], handle
+            return BoardClient.of_actor(matches[0], handle)
     if len(matches) > 1:
         raise ObjectiveNotFound(f"{ref!r} matches several objectives: {', '.join(matches)}")
     listing = ", ".join(known) if known else "none yet (start one with `coop start`)"
     raise ObjectiveNotFound(f"no objective {ref!r} on this cluster; known: {listing}")
 
 
-def find_or_revive(ref: str, root: Path) -> tuple[str, Any]:
+def find_or_revive(ref: str, root: Path) -> BoardClient:
     """A live board, or one rebuilt from its journal after the cluster lost it."""
     try:
         return find(ref)
     except ObjectiveNotFound:
         info = _journal_for(ref, root, board_ids())
-    handle, _ = _spawn(info.objective_id, info.objective, _settings(info), "revived", root)
-    return info.objective_id, handle
+    board, _ = _spawn(info.objective_id, info.objective, _settings(info), "revived", root)
+    return board
 
 
 def _journal_for(ref: str, root: Path, live: Sequence[str]) -> JournalInfo:
@@ -119,34 +122,18 @@ def _journal_for(ref: str, root: Path, live: Sequence[str]) -> JournalInfo:
     raise ObjectiveNotFound(f"no objective {ref!r} on this cluster or in {root}; known: {known}")
 
 
-class Reader:
-    """One objective's board, to read from: live through Ray, or rebuilt from its journal
-    (no cluster needed, nothing written)."""
-
-    def __init__(self, handle: Any = None, local: Board | None = None) -> None:
-        self.handle = handle
-        self.local = local
-
-    @property
-    def live(self) -> bool:
-        return self.handle is not None
-
-    def call(self, method: str, *args: Any) -> Any:
-        if self.handle is not None:
-            return ray.get(getattr(self.handle, method).remote(*args))
-        return getattr(self.local, method)(*args)
-
-
-def reader(ref: str, root: Path, address: str | None) -> Reader:
+def reader(ref: str, root: Path, address: str | None) -> BoardClient:
+    """The objective's board to read: live on its cluster, else rebuilt read-only from its
+    journal (`live` is False), with no cluster needed and nothing written."""
     try:
         cluster.connect(address, start_local=False)
-        return Reader(handle=find(ref)[1])
+        return find(ref)
     except cluster.Unreachable:
         info = _journal_for(ref, root, [])
     except ObjectiveNotFound:
         info = _journal_for(ref, root, board_ids())
-    return Reader(
-        local=Board(
+    return BoardClient.in_process(
+        Board(
             info.objective_id, info.objective, _settings(info), "reader", str(root), readonly=True
         )
     )
@@ -162,18 +149,9 @@ def _settings(info: JournalInfo) -> RunSettings:
 
 
 def _live_objectives() -> list[Objective]:
-    handles = [cluster.existing_actor(i, "board") for i in board_ids()]
-    refs = [h.describe.remote() for h in handles if h is not None]
-    if not refs:
-        return []
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=INFO_TIMEOUT)
-    found: list[Objective] = []
-    for ref in ready:
-        try:
-            found.append(ray.get(ref))
-        except ray.exceptions.RayError:
-            continue  # a board that died between listing and asking
-    return found
+    handles = [(i, cluster.existing_actor(i, "board")) for i in board_ids()]
+    boards = [BoardClient.of_actor(i, h) for i, h in handles if h is not None]
+    return describe_all(boards, INFO_TIMEOUT)
 
 
 def list_objectives(root: Path, address: str | None) -> list[Objective]:
@@ -209,12 +187,12 @@ class Doomed:
 
 def doomed(ref: str, root: Path, address: str | None) -> Doomed:
     board = reader(ref, root, address)
-    info: Objective = board.call("describe")
+    info = board.describe()
     if board.live and info.state is State.RUNNING:
         raise CoopError(
             f"{info.id} is running: stop it first (`coop stop {info.id}`), then delete it"
         )
-    return Doomed(info, board.call("run_settings"), board.live)
+    return Doomed(info, board.run_settings(), board.live)
 
 
 def delete(target: Doomed, root: Path) -> list[str]:

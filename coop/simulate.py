@@ -1,17 +1,22 @@
 """A deterministic stand-in for a language model, for runs and tests with no network and no key.
 
-It answers each of coop's agent prompts in its format. Tasks form a finite tree — task `Step k`
-begets `Step k*fanout+1 … k*fanout+fanout`, up to `limit` — so a simulated objective always
-terminates, with a predictable number of tasks and no duplicates of its own making. The same
-answers back the offline provider in-process and the HTTP stand-in in `scripts/`.
+It answers each of coop's agent prompts in its format. By default tasks form a finite tree —
+task `Step k` begets `Step k*fanout+1 … k*fanout+fanout`, up to `limit` — so a simulated
+objective always terminates, with a predictable number of tasks and no duplicates of its own
+making. Two other ways of proposing tasks stand in for the models a benchmark wants: a fixed
+number of new tasks per creation call (`per_call`), or as many as the prompt asks for
+(`as_asked`). The same answers back the offline provider in-process and the HTTP stand-in
+(tests/support/standin.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,20 +53,64 @@ ASPECTS = (
     "pricing",
 )
 AUDIENCES = ("beginners", "experts", "managers", "volunteers", "students")
+MORE_TEMPLATES = (
+    "Estimate the effort for",
+    "Interview people about",
+    "Compare options for",
+    "Test assumptions about",
+    "Map dependencies of",
+    "Write guidance on",
+)
+MORE_ASPECTS = (
+    "irrigation",
+    "lighting",
+    "ventilation",
+    "storage",
+    "transport",
+    "packaging",
+    "insurance",
+    "licensing",
+    "hiring",
+    "scheduling software",
+    "waste",
+    "energy use",
+    "noise",
+    "security",
+    "parking",
+    "signage",
+    "catering",
+    "translation",
+    "outreach",
+    "feedback",
+)
+MORE_AUDIENCES = ("newcomers", "specialists", "directors", "neighbours", "apprentices")
+VOCABULARIES = list(
+    itertools.product(
+        (TEMPLATES, MORE_TEMPLATES), (ASPECTS, MORE_ASPECTS), (AUDIENCES, MORE_AUDIENCES)
+    )
+)
+"""Blocks of 600 distinct wordings each (the first is the original one): 4,800 in all."""
 STUBBORN = ("Gather requirements", "Write the plan", "Review the plan")
 _STEP = re.compile(r"\bStep (\d+)\b")
 _WORD = re.compile(r"\w+", re.UNICODE)
+_ASKED = re.compile(r"\bup to (\d+) new tasks\b")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Simulator:
-    """`fanout` new tasks per completed task, `limit` tasks in all. A `stubborn` simulator
+    """`fanout` new tasks per completed task, `limit` tasks in all. With `per_call`, each
+    creation call proposes that many fresh tasks whatever it was shown (and with `as_asked`,
+    as many as the prompt asks for, `per_call` when it does not say). A `stubborn` simulator
     instead proposes the same three tasks forever and never agrees the objective is met: the
     model that loop and stall detection exist for."""
 
     fanout: int = 3
     limit: int = 12
     stubborn: bool = False
+    per_call: int = 0
+    as_asked: bool = False
+    _next: itertools.count[int] = field(default_factory=lambda: itertools.count(1), repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def reply(self, prompt: str) -> str:
         kind = next((k for k, m in PROMPT_MARKERS.items() if prompt.startswith(m)), "execution")
@@ -80,6 +129,8 @@ class Simulator:
         return self._execute(prompt)
 
     def _create(self, prompt: str) -> str:
+        if self.per_call or self.as_asked:
+            return self._supply(prompt)
         done = _section(prompt, "Just completed:")
         steps = [
             int(m.group(1)) if (m := _STEP.search(line)) else 0
@@ -93,6 +144,14 @@ class Simulator:
             if c <= self.limit
         ]
         lines = [f"{i}. {task_text(c)}" for i, c in enumerate(children, 1)]
+        return "New tasks:\n" + "\n".join(lines) if lines else "No new tasks are needed."
+
+    def _supply(self, prompt: str) -> str:
+        asked = _ASKED.search(prompt) if self.as_asked else None
+        count = int(asked.group(1)) if asked else self.per_call or self.fanout
+        with self._lock:
+            steps = [n for n in itertools.islice(self._next, count) if n <= self.limit]
+        lines = [f"{i}. {task_text(n)}" for i, n in enumerate(steps, 1)]
         return "New tasks:\n" + "\n".join(lines) if lines else "No new tasks are needed."
 
     def _prioritize(self, prompt: str) -> str:
@@ -112,9 +171,11 @@ class Simulator:
 def task_text(step: int) -> str:
     """Distinct wording per step (template, aspect, audience), so that near-duplicate
     detection, which compares meaning, does not take one simulated task for another."""
-    template = TEMPLATES[step % len(TEMPLATES)]
-    aspect = ASPECTS[step // len(TEMPLATES) % len(ASPECTS)]
-    audience = AUDIENCES[step // (len(TEMPLATES) * len(ASPECTS)) % len(AUDIENCES)]
+    block, i = divmod(step, len(TEMPLATES) * len(ASPECTS) * len(AUDIENCES))
+    templates, aspects, audiences = VOCABULARIES[block % len(VOCABULARIES)]
+    template = templates[i % len(templates)]
+    aspect = aspects[i // len(templates) % len(aspects)]
+    audience = audiences[i // (len(templates) * len(aspects)) % len(audiences)]
     return f"Step {step}: {template} {aspect} for {audience}"
 
 

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import click
-import ray
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
@@ -19,10 +18,10 @@ from rich.table import Table
 from rich.text import Text
 
 from coop import constants as C
+from coop.board import BoardClient, BoardUnavailable
 from coop.journal import Event
-from coop.registry import Reader
 from coop.text import one_line
-from coop.types import Objective, Pulse, Snapshot, State, Task
+from coop.types import EventKind, Objective, Pulse, Snapshot, State, Task
 
 
 def _ago(t: float) -> str:
@@ -159,13 +158,13 @@ def render_status(console: Console, snap: Snapshot) -> None:
     console.print(status_view(snap), highlight=False)
 
 
-def watch(console: Console, reader: Reader, interval: float = 1.0) -> Snapshot:
+def watch(console: Console, board: BoardClient, interval: float = 1.0) -> Snapshot:
     """`coop status --watch`: redraw until the objective finishes (or Ctrl-C)."""
     with Live(console=console, auto_refresh=False) as live:
         while True:
-            snap: Snapshot = reader.call("snapshot")
-            live.update(status_view(snap, reader.call("recent_events", 8)), refresh=True)
-            if snap.state is State.FINISHED or not reader.live:
+            snap = board.snapshot()
+            live.update(status_view(snap, board.recent_events(8)), refresh=True)
+            if snap.state is State.FINISHED or not board.live:
                 return snap
             time.sleep(interval)
 
@@ -180,7 +179,7 @@ def pulse_line(p: Pulse, elapsed: float) -> str:
 
 
 @contextlib.contextmanager
-def progress_line(console: Console, board: Any, interval: float = 1.0) -> Iterator[None]:
+def progress_line(console: Console, board: BoardClient, interval: float = 1.0) -> Iterator[None]:
     """A live line at the bottom of the terminal while `coop start` runs; log lines (which
     follow sys.stderr) scroll above it."""
     began, done = time.monotonic(), threading.Event()
@@ -189,8 +188,8 @@ def progress_line(console: Console, board: Any, interval: float = 1.0) -> Iterat
     def refresh() -> None:
         while not done.wait(interval):
             try:
-                pulse: Pulse = ray.get(board.pulse.remote(), timeout=interval * 5)
-            except ray.exceptions.RayError:
+                pulse = board.pulse(timeout=interval * 5)
+            except BoardUnavailable:
                 continue  # the board is restarting: keep the last line
             spinner.update(text=pulse_line(pulse, time.monotonic() - began))
 
@@ -207,28 +206,28 @@ def progress_line(console: Console, board: Any, interval: float = 1.0) -> Iterat
 def event_line(e: Event) -> str:
     """One line of the tape: sequence, time, kind, then what matters for that kind."""
     d = e.data
-    bits = [f"{e.seq:>6}", time.strftime("%H:%M:%S", time.localtime(e.at)), f"{e.kind:<10}"]
+    bits = [f"{e.seq:>6}", time.strftime("%H:%M:%S", time.localtime(e.at)), f"{e.kind.value:<10}"]
     task = d.get("id", d.get("task"))
     if task is not None:
         bits.append(f"#{task}")
     bits += [str(d[key]) for key in ("worker", "instance") if key in d]
-    if e.kind == "usage":
+    if e.kind is EventKind.USAGE:
         bits.append(
             f"{d['kind']} {d['prompt']}+{d['completion']} tokens {d.get('latency') or 0:.2f}s"
         )
-    elif e.kind == "added":
+    elif e.kind is EventKind.ADDED:
         bits += [f"#{t[0]} {one_line(t[1], 50)}" for t in d["tasks"]]
-    elif e.kind == "completed":
+    elif e.kind is EventKind.COMPLETED:
         bits.append(one_line(d["text"], 60))
-    elif e.kind == "failed":
+    elif e.kind is EventKind.FAILED:
         bits.append(("dead: " if d["dead"] else "") + one_line(d["error"], 80))
-    elif e.kind == "stopping":
+    elif e.kind is EventKind.STOPPING:
         bits.append(d["reason"] + (f": {one_line(d['detail'], 80)}" if d["detail"] else ""))
     return "  ".join(bits)
 
 
 def tape(
-    reader: Reader,
+    board: BoardClient,
     *,
     since: int,
     follow: bool,
@@ -238,31 +237,24 @@ def tape(
     """`coop events`: print the tape from `since`; with `follow`, keep printing until the
     objective finishes (or Ctrl-C)."""
     while True:
-        for e in events(reader, since):
+        for e in board.all_events(since):
             out(e.to_json() if as_json else event_line(e))
             since = e.seq
-        if not (follow and reader.live) or reader.call("state")[0] is State.FINISHED:
+        if not (follow and board.live) or board.state()[0] is State.FINISHED:
             return
         time.sleep(0.5)
 
 
-def events(reader: Reader, since: int = 0) -> Iterator[Event]:
-    """Every event after `since`, fetched a thousand at a time."""
-    while batch := reader.call("events", since, 1000):
-        yield from batch
-        since = batch[-1].seq
-
-
-def review(board: Any, *, approve_all: bool, drop: Sequence[int]) -> tuple[int, int]:
+def review(board: BoardClient, *, approve_all: bool, drop: Sequence[int]) -> tuple[int, int]:
     """`coop approve`: decide the waiting tasks from flags, or by asking. Returns how many
     were approved and dropped."""
-    waiting: list[Task] = ray.get(board.awaiting_approval.remote())
+    waiting = board.awaiting_approval()
     if approve_all or drop:
         yes = [t.id for t in waiting if t.id not in drop] if approve_all else []
         no = list(drop)
     else:
         yes, no = review_tasks(waiting) if waiting else ([], [])
-    return ray.get(board.approve.remote(yes)), ray.get(board.drop.remote(no))
+    return board.approve(yes), board.drop(no)
 
 
 def review_tasks(tasks: Sequence[Task]) -> tuple[list[int], list[int]]:

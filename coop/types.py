@@ -1,18 +1,13 @@
-"""The records that cross process boundaries: plain dataclasses, cheap to pickle through Ray."""
+"""The records that cross process boundaries: plain dataclasses and enums, cheap to pickle
+through Ray."""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from coop.config import RunSettings
-
-
-class CoopError(Exception):
-    """A failure the user can act on: the CLI prints it as one line, with no traceback."""
+from coop.config import RunSettings
 
 
 class State(str, enum.Enum):
@@ -64,6 +59,45 @@ class Outcome(str, enum.Enum):
     STALE = "stale"  # the lease was lost and the task belongs to someone else now
     REQUEUED = "requeued"
     DEAD = "dead-lettered"
+
+
+class EventKind(str, enum.Enum):
+    """Every kind of change a board journals: one `_on_<value>` handler each in the actor,
+    one line each on the tape. The values are what the journal stores."""
+
+    ADDED = "added"
+    LEASED = "leased"
+    EXPIRED = "expired"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RELEASED = "released"
+    REORDERED = "reordered"
+    PLANNED = "planned"
+    STOPPING = "stopping"
+    USAGE = "usage"
+    APPROVED = "approved"
+    DROPPED = "dropped"
+    PROGRESS = "progress"
+    PLANNER = "planner"
+
+    @property
+    def durable(self) -> bool:
+        """Events acknowledging paid work or a person's decision: committed with a full sync
+        before anyone is told."""
+        return self in _DURABLE
+
+
+_DURABLE = frozenset(
+    {
+        EventKind.ADDED,
+        EventKind.COMPLETED,
+        EventKind.FAILED,
+        EventKind.STOPPING,
+        EventKind.PLANNED,
+        EventKind.APPROVED,
+        EventKind.DROPPED,
+    }
+)
 
 
 class Kind(str, enum.Enum):
@@ -142,6 +176,7 @@ class WorkerStats:
     first_seen: float = 0.0  # this board's first sight of it (a rebuilt board starts again)
     last_seen: float = 0.0
     usage: Usage = field(default_factory=Usage)
+    slots: int = 0  # tasks it may hold at once, as its heartbeat says (0: the planner)
 
     @property
     def per_minute(self) -> float:
@@ -166,6 +201,24 @@ class Progress:
     exact_duplicates: int = 0
     near_duplicates: int = 0
     checks: int = 0  # completion checks asked
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """What the planner needs each turn, read in one call so the numbers agree: the state,
+    completions nobody has planned from yet, and the demand for new tasks."""
+
+    state: State
+    results: list[Result]  # unacknowledged completions from the asked-for one on, in order
+    completed: int
+    unplanned: int  # completions not yet acknowledged, those above included
+    pending: int
+    ready: int  # pending tasks a worker may take now (approved, past any retry delay)
+    leased: int
+    slots: int  # tasks the live workers may hold at once
+    room: int  # tasks that may still be added before pending + leased + done reach the cap
+    head: list[int]  # the first pending ids: what workers take next, and prioritization sees
+    dry: bool  # nothing pending, leased or unplanned: time to ask whether the objective is met
 
 
 @dataclass(frozen=True)

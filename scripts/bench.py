@@ -3,8 +3,8 @@
 memory at scale, and the actors' footprint — side by side in one run, medians over repeats.
 
     pip install -e ".[dev]"
-    cd scripts && python bench.py                 # the full run (about 15 minutes on 2 cores)
-    cd scripts && python bench.py --smoke         # seconds: checks the harness works (CI)
+    python -m scripts.bench                 # the full run (about 15 minutes on 2 cores)
+    python -m scripts.bench --smoke         # seconds: checks the harness works (CI)
 
 Everything runs here: a private Ray cluster on 127.0.0.1 and the HTTP stand-in model server
 (`--latency` seconds per chat completion). Prints a Markdown table, writes it and a plot of
@@ -27,8 +27,6 @@ from typing import Any
 
 import numpy as np
 import ray
-from harness import Coop, local_cluster
-from standin import StandIn
 from weaviate.classes.data import DataObject
 
 from coop import cluster
@@ -46,6 +44,8 @@ from coop.memory.weaviate import where as weaviate_where
 from coop.simulate import Simulator
 from coop.text import objective_id
 from coop.types import Lease, Snapshot
+from tests.support.cluster import Coop, local_cluster
+from tests.support.standin import StandIn
 
 PLANNER_KINDS = ("creation", "prioritization", "completion-check")
 

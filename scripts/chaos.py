@@ -2,9 +2,9 @@
 """Chaos run: an objective worked by `coop join` processes that keep getting SIGKILLed, against
 a model server that rate-limits, errs and stalls — then a check that nothing was lost.
 
-    python scripts/chaos.py --kill-planner         # the documented run (about a minute)
-    python scripts/chaos.py --short                # the short run the tests use (~40 s)
-    python scripts/chaos.py --tasks 300            # longer: more tasks, more kills
+    python -m scripts.chaos --kill-planner         # the documented run (about a minute)
+    python -m scripts.chaos --short                # the short run the tests use (~40 s)
+    python -m scripts.chaos --tasks 300            # longer: more tasks, more kills
 
 Everything runs on this machine: a private Ray cluster on 127.0.0.1, the HTTP stand-in on
 127.0.0.1, a temporary state dir. Exit status 0 only if every check passes.
@@ -30,13 +30,13 @@ from contextlib import closing
 from pathlib import Path
 
 import ray
-from harness import Coop, local_cluster
-from standin import Faults, StandIn
 
 from coop import constants as C
 from coop.journal import journal_path
 from coop.simulate import Simulator
 from coop.text import objective_id
+from tests.support.cluster import Coop, local_cluster
+from tests.support.standin import Faults, StandIn
 
 DONE_LINE = re.compile(r"task #(\d+) done by")
 

@@ -3,11 +3,11 @@
 cluster, one `coop join` is pinned to each worker node, and the demo shows which node
 executed which tasks.
 
-    python scripts/multinode_demo.py            # a head and 2 worker nodes, ~30 s
-    python scripts/multinode_demo.py --workers 3 --tasks 18
+    python -m scripts.multinode_demo            # a head and 2 worker nodes, ~30 s
+    python -m scripts.multinode_demo --workers 3 --tasks 18
 
-The nodes are real raylets started with `ray start` on 127.0.0.1 (scripts/local_cluster.py),
-with token authentication on; the model is the stand-in server (scripts/standin.py) with a
+The nodes are real raylets started with `ray start` on 127.0.0.1 (tests/support/raylets.py),
+with token authentication on; the model is the stand-in server (tests/support/standin.py) with a
 little latency, so that the work spreads. Exits 1 unless every worker node executed tasks
 and every task was executed exactly once.
 """
@@ -29,12 +29,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import local_cluster
-from harness import COOP
-from standin import StandIn
-
 from coop.simulate import Simulator
 from coop.text import objective_id
+from tests.support import raylets as local_cluster
+from tests.support.procs import COOP
+from tests.support.standin import StandIn
 
 OBJECTIVE = "Compare three ways to compost in a small garden"
 PLACED = re.compile(r"^(\S+) on node ([0-9a-f]+): \d+ completed", re.MULTILINE)

@@ -13,28 +13,10 @@ import pytest
 import ray
 
 from coop import cluster
-from coop.board import Board
+from coop.board import Board, BoardClient
 from coop.config import RunSettings
 from coop.types import Lease, Outcome, Reason, State
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make_board(clock: Clock | None = None, **settings: object) -> Board:
-    run = RunSettings(llm="offline", **settings).validate()  # type: ignore[arg-type]
-    return Board("obj-12345678", "objective", run, "nonce", clock=clock or Clock())
-
-
-def leased(board: Board, worker: str = "w") -> Lease:
-    got = board.lease(worker)
-    assert isinstance(got, Lease), got
-    return got
+from tests.support.board import Clock, drive, leased, make_board
 
 
 def test_add_rejects_duplicates_in_every_state() -> None:
@@ -170,10 +152,15 @@ def test_list_runs_dry_only_after_planner_acknowledges_every_completion() -> Non
     board = make_board()
     board.add(["only"])
     lease = leased(board)
-    assert board.ack_planned(0) == (State.RUNNING, False)  # a task is leased
+    assert not board.plan_view(0, 10).dry  # a task is leased
     board.complete(lease.task.id, lease.token, "w", "ok")
-    assert board.ack_planned(0) == (State.RUNNING, False)  # its result is not planned yet
-    assert board.ack_planned(1) == (State.RUNNING, True)  # dry: the planner decides what next
+    view = board.plan_view(0, 10)
+    assert not view.dry and view.unplanned == 1  # its result is not planned yet
+    assert [r.task for r in view.results] == ["only"]
+    board.add([], planned=[0])
+    view = board.plan_view(0, 10)
+    assert view.state is State.RUNNING and view.dry  # dry: the planner decides what next
+    assert view.results == [] and view.unplanned == 0
     board.stop(Reason.DONE, "met")
     assert board.state() == (State.FINISHED, Reason.DONE, "met")
 
@@ -186,7 +173,7 @@ def test_unapproved_tasks_are_never_leased() -> None:
     assert board.approve([held[1].id]) == 1 and board.drop([held[0].id]) == 1
     assert leased(board).task.text == "also"
     assert board.awaiting_approval() == [] and board.lease("w") is State.RUNNING
-    assert board.ack_planned(0)[1] is False  # "also" is leased
+    assert board.plan_view(0, 10).dry is False  # "also" is leased
 
 
 def test_token_budget_holds_under_concurrent_leases() -> None:
@@ -234,46 +221,6 @@ def test_planner_claim_is_exclusive_until_it_expires() -> None:
     assert board.claim_planner("p2") is None
 
 
-def drive(board: Board, clock: Clock, rng: random.Random, steps: int) -> None:
-    """Random add, lease, expiry, complete, fail, release, reorder from stale views, usage
-    and planner acknowledgements: the interleavings real workers and planners produce."""
-    held: list[Lease] = []
-    snapshot: tuple[int, list[int]] | None = None
-    for step in range(steps):
-        op = rng.choice("aallccfrxoeup")
-        if op == "a":
-            board.add([f"task {rng.randrange(60)}" for _ in range(rng.randrange(1, 4))])
-        elif op == "l" and isinstance(got := board.lease(f"w{rng.randrange(4)}"), Lease):
-            held.append(got)
-        elif op in "cfr" and held:
-            lease = held.pop(rng.randrange(len(held)))
-            tid, token = lease.task.id, lease.token
-            if op == "c":
-                board.complete(tid, token, lease.worker, f"result {step}")
-            elif op == "f":
-                board.fail(tid, token, lease.worker, "Err: x")
-            else:
-                board.release(tid, token, lease.worker)
-        elif op == "x":
-            clock.now += rng.choice([1, 3, 6])
-        elif op == "o":
-            if snapshot is None:
-                version, window = board.pending_window(20)
-                snapshot = (version, [t.id for t in window])
-            else:  # reorder with an old view, as a slow model call would
-                version, ids = snapshot
-                rng.shuffle(ids)
-                board.reorder(version, [*ids[: rng.randrange(len(ids) + 1)], 10_000 + step])
-                snapshot = None
-        elif op == "e":
-            ids = [t.id for t in board.pending_window(1000)[1]]
-            assert len(ids) == len(set(ids))
-        elif op == "u":
-            board.record_usage(f"w{rng.randrange(4)}", "execution", rng.randrange(99), 7)
-        elif op == "p":
-            board.ack_planned(rng.randrange(len(board.results()) + 1))
-
-
 @pytest.mark.parametrize("seed", range(40))
 def test_random_interleavings_lose_and_duplicate_nothing(seed: int) -> None:
     """Property: whatever the order of operations, every task ends exactly once as completed
@@ -293,7 +240,7 @@ def test_random_interleavings_lose_and_duplicate_nothing(seed: int) -> None:
     snap = board.snapshot()
     done_ids = [r.task_id for r in board.results()]
     dead_ids = [t.id for t in snap.dead]
-    all_ids = set(board._tasks)
+    all_ids = set(board._tasks.tasks)
     assert len(done_ids) == len(set(done_ids)), "a task completed twice"
     assert not set(done_ids) & set(dead_ids)
     assert set(done_ids) | set(dead_ids) == all_ids, "a task was lost"
@@ -304,10 +251,12 @@ def test_random_interleavings_lose_and_duplicate_nothing(seed: int) -> None:
 
 
 @pytest.fixture
-def actor(ray_cluster: object) -> object:
+def actor(ray_cluster: object) -> BoardClient:
+    """A real board actor, through the typed client every role uses."""
     oid = f"test-{uuid.uuid4().hex[:8]}"
     run = RunSettings(llm="offline", lease_ttl=2, max_tasks=10_000).validate()
-    return cluster.named_actor(Board, oid, "board", oid, "objective", run, "n")
+    handle = cluster.named_actor(Board, oid, "board", oid, "objective", run, "n")
+    return BoardClient.of_actor(oid, handle)
 
 
 def test_named_actor_is_created_once_under_concurrent_openers(ray_cluster: object) -> None:
@@ -327,15 +276,15 @@ def test_named_actor_is_created_once_under_concurrent_openers(ray_cluster: objec
     assert len(nonces) == 1
 
 
-def test_concurrent_lessees_never_share_a_task(actor: object) -> None:
-    ray.get(actor.add.remote([f"task {i}" for i in range(300)]))  # type: ignore[attr-defined]
+def test_concurrent_lessees_never_share_a_task(actor: BoardClient) -> None:
+    actor.add([f"task {i}" for i in range(300)])
 
     @ray.remote(num_cpus=0)
-    def lessee(board: object, name: str) -> list[int]:
+    def lessee(board: BoardClient, name: str) -> list[int]:
         mine = []
-        while isinstance(got := ray.get(board.lease.remote(name)), Lease):
+        while isinstance(got := board.lease(name), Lease):
             mine.append(got.task.id)
-            ray.get(board.complete.remote(got.task.id, got.token, name, "ok"))
+            board.complete(got.task.id, got.token, name, "ok")
         return mine
 
     per_worker = ray.get([lessee.remote(actor, f"w{i}") for i in range(6)])
@@ -344,49 +293,45 @@ def test_concurrent_lessees_never_share_a_task(actor: object) -> None:
     assert Counter(every).most_common(1)[0][1] == 1
 
 
-def test_expired_lease_is_requeued_in_real_time(actor: object) -> None:
-    ray.get(actor.add.remote(["only task"]))  # type: ignore[attr-defined]
-    first = ray.get(actor.lease.remote("dies"))  # type: ignore[attr-defined]
-    assert ray.get(actor.lease.remote("other")) is State.RUNNING  # type: ignore[attr-defined]
+def test_expired_lease_is_requeued_in_real_time(actor: BoardClient) -> None:
+    actor.add(["only task"])
+    first = actor.lease("dies")
+    assert actor.lease("other") is State.RUNNING
     time.sleep(2.5)  # ttl is 2 s
-    second = ray.get(actor.lease.remote("other"))  # type: ignore[attr-defined]
+    second = actor.lease("other")
     assert isinstance(second, Lease) and second.task.id == first.task.id
-    stale = actor.complete.remote(first.task.id, first.token, "dies", "x")  # type: ignore
-    assert ray.get(stale) is Outcome.STALE
+    assert actor.complete(first.task.id, first.token, "dies", "x") is Outcome.STALE
 
 
-def test_reorder_during_concurrent_add_lease_complete_loses_nothing(actor: object) -> None:
+def test_reorder_during_concurrent_add_lease_complete_loses_nothing(actor: BoardClient) -> None:
     """A planner reorders from stale views while workers lease and complete and tasks are
     added: at the end every added task was completed exactly once."""
     stop = threading.Event()
-    ray.get(actor.add.remote([f"seed {i}" for i in range(50)]))  # type: ignore[attr-defined]
+    actor.add([f"seed {i}" for i in range(50)])
 
     def planner() -> None:
         rng = random.Random(7)
         n = 0
         while not stop.is_set():
-            version, window = ray.get(actor.pending_window.remote(20))  # type: ignore
+            version, window = actor.pending_window(20)
             ids = [t.id for t in window]
             rng.shuffle(ids)
-            ray.get(actor.add.remote([f"new {n}", f"new {n + 1}"]))  # type: ignore
+            actor.add([f"new {n}", f"new {n + 1}"])
             n += 2
-            ray.get(actor.reorder.remote(version, [*ids[:15], 999_999]))  # type: ignore
+            actor.reorder(version, [*ids[:15], 999_999])
             if n >= 200:
                 return
 
     def worker(name: str, done: list[int]) -> None:
         idle = 0
         while idle < 30:
-            got = ray.get(actor.lease.remote(name))  # type: ignore[attr-defined]
+            got = actor.lease(name)
             if not isinstance(got, Lease):
                 idle += 1
                 time.sleep(0.02)
                 continue
             idle = 0
-            if (
-                ray.get(actor.complete.remote(got.task.id, got.token, name, "r"))
-                is Outcome.ACCEPTED
-            ):  # type: ignore[attr-defined]
+            if actor.complete(got.task.id, got.token, name, "r") is Outcome.ACCEPTED:
                 done.append(got.task.id)
 
     done: list[int] = []
@@ -399,27 +344,6 @@ def test_reorder_during_concurrent_add_lease_complete_loses_nothing(actor: objec
         t.join(120)
     stop.set()
     assert sorted(done) == list(range(1, 251))  # 50 seeds + 200 added, each exactly once
-
-
-def test_rate_limit_spreads_requests_across_the_cluster() -> None:
-    clock = Clock()
-    board = make_board(clock, rpm=60, tpm=0)
-    assert all(board.acquire(100) == 0.0 for _ in range(60))  # a minute's worth at once
-    wait = board.acquire(100)
-    assert 0.9 <= wait <= 1.1  # then one a second
-    clock.now += wait
-    assert board.acquire(100) == 0.0 and board.acquire(100) > 0
-
-
-def test_token_rate_limit_counts_the_reserved_tokens() -> None:
-    clock = Clock()
-    board = make_board(clock, rpm=0, tpm=6000)
-    assert board.acquire(5000) == 0.0
-    wait = board.acquire(2000)
-    assert wait == pytest.approx(10.0)  # 1000 tokens over the limit at 100 tokens/s
-    clock.now += 10
-    assert board.acquire(2000) == 0.0
-    assert make_board(clock).acquire(10**9) == 0.0  # no limits configured: never waits
 
 
 def test_complete_and_lease_is_one_step_of_a_busy_worker() -> None:

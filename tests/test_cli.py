@@ -3,11 +3,7 @@ and hostile but valid objectives simply work."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
-import ray
-from conftest import STATE_DIR, coop_env, run_coop, unique
 from ray.cluster_utils import Cluster
 
 from coop import cluster, registry
@@ -16,17 +12,9 @@ from coop.journal import journal_path
 from coop.memory.cluster import memory_path
 from coop.text import objective_id
 from coop.types import Reason
+from tests.support.procs import STATE_DIR, assert_one_line_error, coop_env, run_coop, unique
 
 MAX_TASKS_EXIT = Reason.MAX_TASKS.exit_code
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr + proc.stdout
-    assert len(lines) == 1 and lines[0].startswith("coop: error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.mark.parametrize(
@@ -97,8 +85,8 @@ def test_hostile_objectives_run_and_resolve_by_text(ray_cluster: Cluster, object
     assert proc.returncode == MAX_TASKS_EXIT, proc.stderr
     status = run_coop("status", objective, env=env)
     assert status.returncode == 0 and objective_id(objective) in status.stdout
-    _, board = registry.find(objective)
-    assert ray.get(board.describe.remote()).text == objective
+    board = registry.find(objective)
+    assert board.describe().text == objective
 
 
 def test_list_and_stop(ray_cluster: Cluster) -> None:
@@ -117,7 +105,9 @@ def test_delete_refuses_a_running_objective_and_removes_a_finished_one(
 ) -> None:
     env = coop_env(ray_cluster)
     running = unique("Still running")
-    oid, _ = registry.create_board(running, RunSettings(llm="offline").validate(), STATE_DIR)
+    oid = registry.create_board(
+        running, RunSettings(llm="offline").validate(), STATE_DIR
+    ).objective_id
     assert_one_line_error(run_coop("delete", oid, "--yes", env=env), "is running", "coop stop")
     assert journal_path(STATE_DIR, oid).exists()
 

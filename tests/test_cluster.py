@@ -10,12 +10,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import coop_env, run_coop, spawn_coop, unique, wait_for
 from ray.autoscaler._private.util import prepare_config, validate_config
-from standin import StandIn
-from test_cli import assert_one_line_error
 
 from coop import cluster
+from tests.support.procs import (
+    assert_one_line_error,
+    coop_env,
+    run_coop,
+    spawn_coop,
+    unique,
+    wait_for,
+)
+from tests.support.standin import StandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 

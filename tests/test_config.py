@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from coop import config
-from coop.types import CoopError
+from coop.errors import CoopError
 
 
 def test_redact_url_drops_credentials_and_query() -> None:

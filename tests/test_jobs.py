@@ -12,13 +12,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import local_cluster
 import pytest
-from conftest import ROOT, wait_for
-from local_cluster import LocalCluster
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from coop.text import objective_id
+from tests.support import raylets as local_cluster
+from tests.support.procs import ROOT, wait_for
+from tests.support.raylets import LocalCluster
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -98,7 +98,7 @@ def test_up_starts_real_raylets_on_loopback_and_down_stops_them() -> None:
     its own port, nothing listening beyond loopback, `env` for a shell; `down` leaves none of
     its processes and never touches the machine-wide /tmp/ray/ray_current_cluster."""
     root = Path(tempfile.mkdtemp(prefix="coop-lc-"))
-    script = [sys.executable, str(ROOT / "scripts" / "local_cluster.py")]
+    script = [sys.executable, "-m", "scripts.local_cluster"]
     shared = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
     try:
         up = subprocess.run(
@@ -106,6 +106,7 @@ def test_up_starts_real_raylets_on_loopback_and_down_stops_them() -> None:
             capture_output=True,
             text=True,
             timeout=180,
+            cwd=ROOT,
         )
         assert up.returncode == 0, up.stdout + up.stderr
         cluster = LocalCluster.load(root)
@@ -131,7 +132,11 @@ def test_up_starts_real_raylets_on_loopback_and_down_stops_them() -> None:
         assert {host for _, host, _ in sockets} == {"127.0.0.1"}, sockets
 
         env = subprocess.run(
-            [*script, "env", "--dir", str(root)], capture_output=True, text=True, check=True
+            [*script, "env", "--dir", str(root)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
         ).stdout
         assert f"export RAY_ADDRESS={cluster.address}\n" in env
         assert f"export RAY_AUTH_TOKEN_PATH={cluster.token_path}\n" in env
@@ -140,7 +145,11 @@ def test_up_starts_real_raylets_on_loopback_and_down_stops_them() -> None:
         assert not shared.exists() or shared.read_text().strip() != cluster.address
 
         down = subprocess.run(
-            [*script, "down", "--dir", str(root)], capture_output=True, text=True, timeout=120
+            [*script, "down", "--dir", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
         )
         assert down.returncode == 0, down.stdout + down.stderr
         assert local_cluster.processes(root) == []

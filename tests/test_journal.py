@@ -12,19 +12,19 @@ from pathlib import Path
 
 import pytest
 import ray
-from conftest import STATE_DIR, coop_env, run_coop, spawn_coop, unique, wait_for
 from ray.cluster_utils import Cluster
-from standin import StandIn
-from test_board import Clock, drive, leased
 
 from coop import cluster
-from coop.board import Board
+from coop.board import Board, BoardClient
 from coop.config import RunSettings
 from coop.journal import Journal, JournalError, journal_path, list_journals, state_dir
 from coop.memory.cluster import VectorStore
 from coop.simulate import lexical_embedding
 from coop.text import objective_id
 from coop.types import Lease, Outcome, Reason, State
+from tests.support.board import Clock, drive, leased
+from tests.support.procs import STATE_DIR, coop_env, run_coop, spawn_coop, unique, wait_for
+from tests.support.standin import StandIn
 
 OID = "journal-test-0a1b2c3d"
 
@@ -44,7 +44,7 @@ def view(board: Board) -> tuple[object, ...]:
         snap.reason,
         snap.completed - snap.unplanned,
         {k: vars(u) for k, u in snap.usage.items()},
-        board._next_id,
+        board._tasks.next_id,
     )
 
 
@@ -56,7 +56,7 @@ def test_a_rebuilt_board_is_the_board_that_was(tmp_path: Path, seed: int) -> Non
     before = view(board)
     live = board.snapshot().leased
     in_flight = {lease.task.id for lease in live}
-    max_token = board._next_token - 1
+    max_token = board._leases.next_token - 1
     board._journal.close()  # type: ignore[union-attr]
 
     rebuilt = journaled(tmp_path, Clock())
@@ -175,22 +175,25 @@ def test_vector_store_reloads_its_file(tmp_path: Path) -> None:
 def test_board_actor_restarts_from_its_journal(ray_cluster: object, tmp_path: Path) -> None:
     oid = f"restart-{uuid.uuid4().hex[:8]}"
     run = RunSettings(llm="offline", lease_ttl=30).validate()
-    board = cluster.named_actor(Board, oid, "board", oid, "o", run, "n", str(tmp_path))
-    ray.get(board.add.remote(["a", "b", "c"]))
-    lease = ray.get(board.lease.remote("w"))
-    ray.get(board.complete.remote(lease.task.id, lease.token, "w", "done before the crash"))
-    held = ray.get(board.lease.remote("w"))
-    pid = ray.get(board.__ray_call__.remote(lambda self: os.getpid()))
-    ray.kill(board, no_restart=False)  # the actor process dies; Ray restarts it
+    handle = cluster.named_actor(Board, oid, "board", oid, "o", run, "n", str(tmp_path))
+    board = BoardClient.of_actor(oid, handle)
+    board.add(["a", "b", "c"])
+    lease = board.lease("w")
+    assert isinstance(lease, Lease)
+    board.complete(lease.task.id, lease.token, "w", "done before the crash")
+    held = board.lease("w")
+    assert isinstance(held, Lease)
+    pid = ray.get(handle.__ray_call__.remote(lambda self: os.getpid()))
+    ray.kill(handle, no_restart=False)  # the actor process dies; Ray restarts it
     wait_for(
-        lambda: ray.get(board.__ray_call__.remote(lambda self: os.getpid())) != pid,
+        lambda: ray.get(handle.__ray_call__.remote(lambda self: os.getpid())) != pid,
         60,
         "the restarted board",
     )
-    snap = ray.get(board.snapshot.remote())
+    snap = board.snapshot()
     assert snap.completed == 1 and not snap.leased
     assert [t.id for t in snap.pending] == [held.task.id, 3]  # the lost lease came back first
-    assert ray.get(board.results.remote())[0].text == "done before the crash"
+    assert board.results()[0].text == "done before the crash"
 
 
 def completed_in(path: Path) -> dict[int, str]:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import SECRET, MakeStandIn
-from standin import Faults, StandIn
 
 from coop import agents
 from coop.config import RunSettings
+from coop.errors import CoopError
 from coop.llm import LLMFatalError, OfflineLLM, OpenAILLM, make_llm
-from coop.types import CoopError
+from tests.support.procs import SECRET
+from tests.support.standin import Faults, MakeStandIn, StandIn
 
 
 def provider(

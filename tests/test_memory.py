@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 import ray
-from conftest import weaviate_env
-from weaviate_standin import WeaviateStandIn
 
 from coop.config import RunSettings
 from coop.journal import state_dir
@@ -21,6 +19,7 @@ from coop.memory import Memory, open_memory
 from coop.memory.cluster import ClusterMemory, VectorStore
 from coop.memory.weaviate import close_all
 from coop.simulate import lexical_embedding
+from tests.support.weaviate import WeaviateStandIn, weaviate_env
 
 MakeMemory = Callable[[str], Memory]
 LIVE_URL = os.environ.get("WEAVIATE_URL")

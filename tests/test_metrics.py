@@ -6,12 +6,12 @@ import re
 import urllib.request
 
 import ray
-from conftest import coop_env, run_coop, unique, wait_for
 from ray.cluster_utils import Cluster
 
 from coop.board import Board
 from coop.config import RunSettings
 from coop.text import objective_id
+from tests.support.procs import coop_env, run_coop, unique, wait_for
 
 
 def scrape() -> str:

@@ -6,24 +6,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, coop_env
+from tests.support.procs import ROOT, coop_env
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m scripts.<name>` from the repository's root, as the README says."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / name), *args],
+        [sys.executable, "-m", f"scripts.{name}", *args],
         env=coop_env(None),
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=ROOT / "scripts",
+        cwd=ROOT,
     )
 
 
 def test_short_chaos_run_loses_nothing() -> None:
     """Workers SIGKILLed every two seconds, the planner killed and taken over by a standby,
     a model server that throws 429s, 500s and stalls: nothing lost, nothing duplicated."""
-    proc = run_script("chaos.py", "--short", "--kill-planner")
+    proc = run_script("chaos", "--short", "--kill-planner")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = dict(
         line.strip().split(": ", 1)
@@ -38,7 +39,7 @@ def test_short_chaos_run_loses_nothing() -> None:
 
 def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
     """Benchmarks are not tests: this only checks that the harness works end to end."""
-    proc = run_script("bench.py", "--smoke", "--out", str(tmp_path))
+    proc = run_script("bench", "--smoke", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     table = (tmp_path / "results.md").read_text()
     for section in (
@@ -56,7 +57,7 @@ def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
 def test_multinode_demo_spreads_work_over_every_worker_node() -> None:
     """A head and two worker nodes (real raylets on 127.0.0.1): each pinned `coop join`
     executed tasks on its own node, and no task ran twice."""
-    proc = run_script("multinode_demo.py", "--workers", "2")
+    proc = run_script("multinode_demo", "--workers", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = dict(
         line.split()[:2] for line in proc.stdout.splitlines() if line.startswith("coop-node-")

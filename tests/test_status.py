@@ -10,20 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import ray
-from conftest import (
-    COOP,
-    SECRET,
-    MakeStandIn,
-    coop_env,
-    run_coop,
-    spawn_coop,
-    spawn_start,
-    unique,
-)
 from ray.cluster_utils import Cluster
 
 from coop import registry
+from tests.support.procs import COOP, SECRET, coop_env, run_coop, spawn_coop, spawn_start, unique
+from tests.support.standin import MakeStandIn
 
 
 def test_events_follow_a_run_to_its_end_and_hold_no_secret(
@@ -73,8 +64,8 @@ def test_status_shows_budget_progress_and_instances(ray_cluster: Cluster) -> Non
         "simulated",
     ):
         assert needle in out, needle
-    _, board = registry.find(objective)
-    assert ray.get(board.snapshot.remote()).completed == 13
+    board = registry.find(objective)
+    assert board.snapshot().completed == 13
 
 
 def on_terminal(*args: str, env: dict[str, str]) -> tuple[int, str]:

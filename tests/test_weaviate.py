@@ -11,10 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SECRET, STATE_DIR, coop_env, run_coop, unique, weaviate_env
 from ray.cluster_utils import Cluster
-from test_cli import assert_one_line_error
-from weaviate_standin import WeaviateStandIn
 
 from coop import registry
 from coop.config import RunSettings
@@ -22,6 +19,8 @@ from coop.journal import journal_path, state_dir
 from coop.llm import Embeddings, OfflineLLM
 from coop.memory.weaviate import WeaviateError, WeaviateMemory, close_all, result_uuid
 from coop.text import objective_id
+from tests.support.procs import SECRET, STATE_DIR, assert_one_line_error, coop_env, run_coop, unique
+from tests.support.weaviate import WeaviateStandIn, weaviate_env
 
 WEAVIATE_KEY = "wv-key-DO-NOT-LEAK-91c3e7"
 
@@ -229,6 +228,6 @@ def test_join_checks_the_objectives_weaviate_before_starting_a_worker(
     would win); when that does not answer, `coop join` says so in one line."""
     dead = f"http://127.0.0.1:{free_port()}"
     settings = RunSettings(llm="offline", memory="weaviate", weaviate_url=dead).validate()
-    oid, _ = registry.create_board(unique("Sift the compost"), settings, STATE_DIR)
+    oid = registry.create_board(unique("Sift the compost"), settings, STATE_DIR).objective_id
     proc = run_coop("join", oid, env=coop_env(ray_cluster))
     assert_one_line_error(proc, "cannot reach Weaviate", dead)

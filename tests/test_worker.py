@@ -1,194 +1,226 @@
-"""Workers as real `coop join` processes: waiting for work, SIGKILL mid-task, SIGTERM."""
+"""The worker's logic in one process, against an in-process board and memory, no Ray: its
+slots, failures, a fatal model error, shutdown, a lost lease, a journal that refuses a result.
+(The worker as a Ray actor behind `coop join` is tested in test_crew.py.)"""
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-import ray
-from conftest import (
-    STATE_DIR,
-    MakeStandIn,
-    coop_env,
-    spawn_coop,
-    spawn_start,
-    unique,
-    wait_for,
-    worker_name,
-)
-from ray.cluster_utils import Cluster
-from standin import Faults
 
-from coop import agents, cluster, registry
+from coop import constants as C
+from coop.board import Board, BoardClient
+from coop.calls import Context
 from coop.config import RunSettings
-from coop.llm import Completion, LLMContextError, OfflineLLM, OpenAILLM
-from coop.memory import Hit
-from coop.memory.cluster import ClusterMemory
-from coop.simulate import Simulator
-from coop.types import Kind, Lease, Reason, Snapshot, State
-from coop.worker import Worker, ask
+from coop.llm import Completion, LLMFatalError, OfflineLLM
+from coop.types import Lease, Outcome, Reason, State
+from coop.worker import Worker, WorkerReport
+from tests.support.board import Clock, in_process
+from tests.support.memory import InProcessMemory
+from tests.support.procs import wait_for
 
 
-def held_by(board: object, worker: str) -> list[int]:
-    snap: Snapshot = ray.get(board.snapshot.remote())  # type: ignore[attr-defined]
-    return [lease.task.id for lease in snap.leased if lease.worker == worker]
+def worker(
+    board: BoardClient, llm: OfflineLLM | None = None, concurrency: int = 1, name: str = "w"
+) -> tuple[Worker, threading.Event, InProcessMemory]:
+    llm = llm or OfflineLLM()
+    memory = InProcessMemory(llm)
+    stop = threading.Event()
+    ctx = Context(board, llm, memory, board.run_settings(), "objective", name)
+    return Worker(ctx, concurrency, stop), stop, memory
 
 
-def test_sigkilled_worker_loses_nothing(
-    make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
+def run(w: Worker) -> tuple[threading.Thread, list[WorkerReport]]:
+    out: list[WorkerReport] = []
+    thread = threading.Thread(target=lambda: out.append(w.run()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+class Gate(OfflineLLM):
+    """A model that holds every execution until released, counting how many wait at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = threading.Event()
+        self.waiting = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def complete(self, prompt: str, max_tokens: int) -> Completion:
+        with self._lock:
+            self.waiting += 1
+            self.most = max(self.most, self.waiting)
+        self.open.wait(30)
+        with self._lock:
+            self.waiting -= 1
+        return super().complete(prompt, max_tokens)
+
+
+def test_it_executes_remembers_and_leaves_when_the_objective_finishes() -> None:
+    board = in_process("Paint the shed")
+    board.add(["Buy paint", "Sand the walls", "Paint the walls"])
+    w, _, memory = worker(board, concurrency=2)
+    thread, out = run(w)
+    wait_for(lambda: len(board.results()) == 3, 10, "three results")
+    board.stop(Reason.DONE)
+    thread.join(10)
+    (report,) = out
+    assert report.completed == 3 and report.final_state is State.FINISHED
+    assert sorted(r.task for r in board.results()) == [
+        "Buy paint",
+        "Paint the walls",
+        "Sand the walls",
+    ]
+    assert sorted(memory.store.task_ids()) == [1, 2, 3]
+    assert board.snapshot().usage["execution"].calls == 3
+
+
+def test_it_keeps_concurrency_tasks_in_flight() -> None:
+    board = in_process("Dig the beds")
+    board.add([f"Dig bed {i}" for i in range(6)])
+    llm = Gate()
+    w, _, _ = worker(board, llm, concurrency=3)
+    thread, _ = run(w)
+    wait_for(lambda: llm.waiting == 3, 10, "three executions at once")
+    assert len(board.snapshot().leased) == 3
+    llm.open.set()
+    wait_for(lambda: len(board.results()) == 6, 10, "every result")
+    board.stop(Reason.DONE)
+    thread.join(10)
+    assert llm.most == 3
+
+
+def test_a_failing_task_is_requeued_then_dead_lettered_with_its_error(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    server = make_standin(latency=1.0, simulator=Simulator(fanout=3, limit=3))
-    objective = unique("Sort the seed library")
-    env = coop_env(ray_cluster, server)
-    flags = ("--workers", "0", "--lease-ttl", "3")
-    start, oid = spawn_start(objective, *flags, env=env, log=tmp_path / "start.log")
-    _, board = registry.find(oid)
-    victim = spawn_coop("join", oid, env=env, log=tmp_path / "victim.log")
-    name = worker_name(tmp_path / "victim.log")
-    (task_id,) = wait_for(lambda: held_by(board, name), 60, "a lease")
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait(10)
-    # the worker actor shares the fate of the process that made it
-    actor = cluster.actor_name(oid, f"worker:{name}")
-    wait_for(lambda: actor not in cluster.actor_names(), 30, "the worker actor to die")
-    rescuer = spawn_coop("join", oid, "--concurrency", "2", env=env, log=tmp_path / "rescuer.log")
-    assert start.wait(120) == 0, (tmp_path / "start.log").read_text()
-    assert rescuer.wait(60) == 0
-    snap: Snapshot = ray.get(board.snapshot.remote())
-    assert snap.reason is Reason.DONE and snap.completed == 4 and not snap.dead
-    results = {r.task_id: r for r in ray.get(board.results.remote())}
-    assert results[task_id].worker == worker_name(tmp_path / "rescuer.log")
+    monkeypatch.setattr(C, "RETRY_DELAY", 0.05)
+
+    class Flaky(OfflineLLM):
+        def complete(self, prompt: str, max_tokens: int) -> Completion:
+            if "Your task: Fix the roof" in prompt:
+                raise ConnectionError("the roof model is down")
+            return super().complete(prompt, max_tokens)
+
+    board = in_process("Repair the barn", max_attempts=3)
+    board.add(["Fix the roof", "Fix the door"])
+    w, _, _ = worker(board, Flaky())
+    thread, out = run(w)
+    wait_for(lambda: board.snapshot().dead, 10, "a dead letter")
+    board.stop(Reason.DONE)
+    thread.join(10)
+    (dead,) = board.snapshot().dead
+    assert dead.text == "Fix the roof" and dead.attempts == 3
+    assert dead.last_error == "ConnectionError: the roof model is down"
+    assert [r.task for r in board.results()] == ["Fix the door"]
+    assert out[0].failed == 3 and out[0].completed == 1
 
 
-def test_worker_waits_for_work_and_sigterm_finishes_in_flight(
-    make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
+def test_a_fatal_model_error_stops_the_objective_and_gives_the_task_back() -> None:
+    class Refused(OfflineLLM):
+        def complete(self, prompt: str, max_tokens: int) -> Completion:
+            raise LLMFatalError("model server refused (401 AuthenticationError): bad key")
+
+    board = in_process("Spend nothing")
+    board.add(["Call the model"])
+    w, _, _ = worker(board, Refused())
+    thread, out = run(w)
+    thread.join(10)
+    snap = board.snapshot()
+    assert snap.state is State.FINISHED and snap.reason is Reason.FAILED
+    assert "401" in snap.detail and [t.text for t in snap.pending] == ["Call the model"]
+    assert out[0].fatal and out[0].completed == 0
+
+
+def test_stop_finishes_what_is_in_flight_and_leases_no_more() -> None:
+    board = in_process("Stack the wood")
+    board.add(["Stack row 1", "Stack row 2", "Stack row 3"])
+    llm = Gate()
+    w, stop, _ = worker(board, llm, concurrency=2)
+    thread, out = run(w)
+    wait_for(lambda: llm.waiting == 2, 10, "two executions")
+    stop.set()
+    llm.open.set()
+    thread.join(10)
+    assert not thread.is_alive() and out[0].completed == 2
+    snap = board.snapshot()
+    assert snap.completed == 2 and not snap.leased and len(snap.pending) == 1
+    assert snap.state is State.RUNNING  # a worker leaving does not end the objective
+
+
+def test_a_task_still_running_after_the_grace_period_is_released(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    server = make_standin(latency=2.0)
-    objective = unique("Mend the fence")
-    _, board = registry.create_board(objective, RunSettings(lease_ttl=5), STATE_DIR)
-    worker = spawn_coop(
-        "join", objective, env=coop_env(ray_cluster, server), log=tmp_path / "join.log"
-    )
-    name = worker_name(tmp_path / "join.log")
-    wait_for(
-        lambda: any(w.worker == name for w in ray.get(board.snapshot.remote()).workers),
-        60,
-        "the worker",
-    )
-    assert worker.poll() is None  # nothing to do yet, and it waits
-    ray.get(board.add.remote(["Buy nails", "Buy planks"]))
-    (task_id,) = wait_for(lambda: held_by(board, name), 30, "a lease")
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(60) == 0
-    results = ray.get(board.results.remote())
-    assert [r.task_id for r in results] == [task_id]  # finished in flight, leased no more
-    snap: Snapshot = ray.get(board.snapshot.remote())
-    assert [t.text for t in snap.pending] == ["Buy planks"] and not snap.leased
-    assert snap.state is State.RUNNING
+    monkeypatch.setattr(C, "SHUTDOWN_GRACE", 0.3)
+    board = in_process("Wait forever")
+    board.add(["Never finish", "Next"])
+    llm = Gate()
+    w, stop, _ = worker(board, llm)
+    thread, _ = run(w)
+    wait_for(lambda: llm.waiting == 1, 10, "an execution")
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    snap = board.snapshot()
+    assert not snap.leased and [t.text for t in snap.pending] == ["Never finish", "Next"]
+    llm.open.set()  # a late answer, while nobody else took the task, is still good work
+    wait_for(lambda: board.results(), 10, "the late result")
+    assert [r.task for r in board.results()] == ["Never finish"]
+    assert [t.text for t in board.snapshot().pending] == ["Next"]
 
 
-def test_worker_leaves_when_the_objective_is_stopped(ray_cluster: Cluster, tmp_path: Path) -> None:
-    objective = unique("Count the bees")
-    oid, board = registry.create_board(objective, RunSettings(llm="offline").validate(), STATE_DIR)
-    worker = spawn_coop("join", oid, env=coop_env(ray_cluster), log=tmp_path / "join.log")
-    wait_for(lambda: ray.get(board.snapshot.remote()).workers, 60, "the worker")
-    ray.get(board.stop.remote(Reason.STOPPED))
-    assert worker.wait(60) == 0
-    assert "objective finished" in (tmp_path / "join.log").read_text()
+def test_a_result_under_a_lost_lease_is_discarded() -> None:
+    clock = Clock()
+    settings = RunSettings(llm="offline", lease_ttl=10).validate()
+    board = BoardClient.in_process(Board("lost-lease", "o", settings, "n", clock=clock))
+    board.add(["Slow task"])
+
+    class Slow(OfflineLLM):
+        """While it thinks, its lease expires and another worker finishes the task."""
+
+        def complete(self, prompt: str, max_tokens: int) -> Completion:
+            clock.now += 11
+            rival = board.lease("rival")
+            assert isinstance(rival, Lease)
+            board.complete(rival.task.id, rival.token, "rival", "the rival's result")
+            return super().complete(prompt, max_tokens)
+
+    w, _, _ = worker(board, Slow())
+    lease = board.lease("w")
+    assert isinstance(lease, Lease)
+    w._work(lease)
+    assert [(r.worker, r.text) for r in board.results()] == [("rival", "the rival's result")]
+    assert w.report.completed == 0
+    assert board.complete(lease.task.id, lease.token, "w", "late") is Outcome.STALE
 
 
-def test_a_task_that_keeps_failing_is_dead_lettered_with_its_error(
-    make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
-) -> None:
-    server = make_standin(faults=Faults(poison="Your task: Step 2:"))
-    objective = unique("Bake bread")
-    start = spawn_coop(
-        "start",
-        objective,
-        "--workers",
-        "2",
-        "--max-attempts",
-        "3",
-        env=coop_env(ray_cluster, server),
-        log=tmp_path / "start.log",
-    )
-    assert start.wait(180) == 0, (tmp_path / "start.log").read_text()
-    _, board = registry.find(objective)
-    snap: Snapshot = ray.get(board.snapshot.remote())
-    (dead,) = snap.dead
-    assert dead.text.startswith("Step 2:") and dead.attempts == 3
-    assert dead.last_error.startswith("InternalServerError")
-    assert snap.reason is Reason.DONE and snap.completed == 9  # 13 less Step 2's subtree
-    poisoned = [c for c in server.calls if c.subject.startswith("Step 2:")]
-    assert len(poisoned) == 3 * 4  # three attempts, each the first try and 3 client retries
-
-
-def test_a_prompt_too_long_for_the_model_is_retried_once_with_less_context(
-    make_standin: MakeStandIn, ray_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    server = make_standin(faults=Faults(context_limit=700))
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", "k")
-    settings = RunSettings(max_prompt_tokens=1200, max_completion_tokens=100)
-    llm = OpenAILLM(settings, "w")
-    _, board = registry.create_board(unique("Context"), settings, STATE_DIR)
-    context = [Hit(i, f"earlier task {i}", "a long result " * 200, 1.0) for i in range(8)]
-
-    def build(budget: int) -> str:
-        return agents.execution_prompt("o", "Write the summary", context, llm.tokenizer, budget)
-
-    assert ask(llm, board, settings, "w", Kind.EXECUTION, build)
-    assert [c.status for c in server.calls] == [400, 200]
-    server.faults.context_limit = 100  # now even half the context cannot fit
-    with pytest.raises(LLMContextError):
-        ask(llm, board, settings, "w", Kind.EXECUTION, build)
-
-
-def test_a_result_the_journal_cannot_take_is_kept_and_retried(ray_cluster: Cluster) -> None:
+def test_a_result_the_journal_cannot_take_is_kept_and_retried(tmp_path: Path) -> None:
     """The disk fills while a worker holds a result: it keeps the task, retries, and the
     result lands once there is space; no new lease is handed out meanwhile."""
-    objective = unique("Fill the disk")
     settings = RunSettings(llm="offline", lease_ttl=30).validate()
-    oid, board = registry.create_board(objective, settings, STATE_DIR)
-    ray.get(board.add.remote(["only task", "second task"]))
+    plain = Board("fill-the-disk", "Fill the disk", settings, "n", str(tmp_path))
+    board = BoardClient.in_process(plain)
+    board.add(["only task", "second task"])
 
     class Verbose(OfflineLLM):  # a long answer: it needs pages the full journal lacks
         def complete(self, prompt: str, max_tokens: int) -> Completion:
             return Completion("a long result " * 1500, 10, 10)
 
-    llm = Verbose()
-    stop = threading.Event()
-    worker = Worker(
-        board, ClusterMemory(oid, llm, str(STATE_DIR)), llm, settings, objective, "w-full", 1, stop
-    )
-
-    def cap(pages: int | None) -> None:
-        def set_cap(self: Any) -> None:
-            db = self._journal._db
-            limit = pages or 1_073_741_823
-            db.execute(f"PRAGMA max_page_count = {limit}")
-
-        ray.get(board.__ray_call__.remote(set_cap))
-
-    pages = ray.get(
-        board.__ray_call__.remote(
-            lambda self: self._journal._db.execute("PRAGMA page_count").fetchone()[0]
-        )
-    )
-    cap(pages)  # full: the next journal write fails with SQLITE_FULL
-    lease = ray.get(board.lease.remote("w-full"))  # a lease needs no new page yet...
+    w, _, _ = worker(board, Verbose(), name="w-full")
+    assert plain._journal is not None
+    db = plain._journal._db
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")  # full: the next write fails SQLITE_FULL
+    lease = board.lease("w-full")  # a lease needs no new page yet...
     assert isinstance(lease, Lease)
-    runner = threading.Thread(target=worker._work, args=(lease,))
+    runner = threading.Thread(target=w._work, args=(lease,))
     runner.start()
-    time.sleep(2.0)  # ...but the result does: the worker is retrying it
-    assert runner.is_alive() and ray.get(board.results.remote()) == []
-    assert ray.get(board.lease.remote("someone")) is State.RUNNING  # no new work meanwhile
-    cap(None)
+    time.sleep(1.5)  # ...but the result does: the worker is retrying it
+    assert runner.is_alive() and board.results() == []
+    assert board.lease("someone") is State.RUNNING  # no new work meanwhile
+    db.execute("PRAGMA max_page_count = 1073741823")
     runner.join(60)
-    assert [r.task for r in ray.get(board.results.remote())] == ["only task"]
-    assert worker.report.completed == 1
+    assert [r.task for r in board.results()] == ["only task"]
+    assert w.report.completed == 1

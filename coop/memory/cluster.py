@@ -165,18 +165,18 @@ class ClusterMemory:
     def add(self, task_id: int, task: str, result: str, *, token: int, worker: str) -> bool:
         (vector,) = self._embed.vectors([f"{task}\n{result}"])
         return bool(
-            ray.get(self._store.upsert.remote(task_id, token, vector, task, result, worker))
+            cluster.get(self._store.upsert.remote(task_id, token, vector, task, result, worker))
         )
 
     def query(self, text: str, k: int) -> list[Hit]:
         if k <= 0:
             return []
         (vector,) = self._embed.vectors([text])
-        hits: list[Hit] = ray.get(self._store.query.remote(vector, k))
+        hits: list[Hit] = cluster.get(self._store.query.remote(vector, k))
         return hits
 
     def count(self) -> int:
-        return int(ray.get(self._store.count.remote()))
+        return int(cluster.get(self._store.count.remote()))
 
     def drop(self) -> None:
         ray.kill(self._store, no_restart=True)

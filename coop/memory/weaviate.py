@@ -31,9 +31,9 @@ from weaviate.collections import Collection
 
 from coop import constants as C
 from coop.config import RunSettings, weaviate_url
+from coop.errors import CoopError
 from coop.llm import LLM
 from coop.memory import Embedder, Hit
-from coop.types import CoopError
 
 BATCH_LINGER = 0.02
 """Seconds the first of several concurrent writes waits for the others to join its batch."""

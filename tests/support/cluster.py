@@ -1,5 +1,5 @@
-"""What the scripts share: a private Ray cluster on loopback, the stand-in model server, and
-`coop` processes pointed at both."""
+"""A private Ray cluster on loopback (one per test session, or per script run), and `coop`
+processes pointed at it, a stand-in model and a state dir."""
 
 from __future__ import annotations
 
@@ -8,27 +8,25 @@ import os
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported: loopback only
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import ray
 from ray.cluster_utils import Cluster
-from standin import StandIn
 
 from coop import constants as C
-
-COOP = Path(sys.executable).with_name("coop")
+from tests.support.procs import COOP
+from tests.support.standin import StandIn
 
 
 @contextmanager
-def local_cluster(cpus: int = 2) -> Iterator[Cluster]:
+def local_cluster(cpus: int = 2, logging_level: str = "ERROR") -> Iterator[Cluster]:
     """A Ray cluster of our own on 127.0.0.1, this process connected to it."""
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": cpus, "include_dashboard": False}
     )
-    ray.init(address=cluster.address, namespace=C.NAMESPACE, logging_level="ERROR")
+    ray.init(address=cluster.address, namespace=C.NAMESPACE, logging_level=logging_level)
     addresses = {node["NodeManagerAddress"] for node in ray.nodes()}
     if addresses != {"127.0.0.1"}:  # ray was imported before the loopback setting took hold
         ray.shutdown()

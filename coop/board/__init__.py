@@ -1,0 +1,7 @@
+"""One objective's board: the actor (`actor.Board`) made of parts (`tasks`, `leases`,
+`budget`, `ratelimit`), and the typed client every role talks to it through (`client`)."""
+
+from coop.board.actor import Board, PlannerLost
+from coop.board.client import BoardClient, BoardUnavailable
+
+__all__ = ["Board", "BoardClient", "BoardUnavailable", "PlannerLost"]

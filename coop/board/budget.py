@@ -1,0 +1,77 @@
+"""The objective's budget: what has been spent, per kind of call, and what in-flight tasks have
+reserved, against the caps on tokens and cost.
+
+Its invariant: a cap is passed by at most the work in flight. A lease reserves what its task
+will likely spend (`estimate`), every call settles with what the server reported, and no new
+task starts when spent + reserved + one more estimate would break a cap.
+"""
+
+from __future__ import annotations
+
+from coop.config import RunSettings
+from coop.types import Kind, Reason, Usage
+
+
+class Budget:
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self.usage: dict[str, Usage] = {k.value: Usage() for k in Kind}
+        self._reserved: dict[int, tuple[int, float]] = {}  # task id -> (tokens, cost)
+
+    def reserve(self, tid: int, tokens: int, cost: float) -> None:
+        self._reserved[tid] = (tokens, cost)
+
+    def unreserve(self, tid: int) -> None:
+        self._reserved.pop(tid, None)
+
+    def settle(self, kind: str, prompt: int, completion: int) -> float:
+        """Count one call; returns its cost."""
+        cost = self.settings.cost(kind, prompt, completion)
+        self.usage[kind].add(prompt, completion, cost)
+        return cost
+
+    def spent(self) -> tuple[int, float]:
+        total = Usage.total(self.usage.values())
+        return total.tokens, total.cost
+
+    def estimate(self) -> tuple[int, float]:
+        """What one more execution will likely spend: the mean so far, or half the most a
+        prompt and its answer may take before there is any."""
+        done = self.usage[Kind.EXECUTION.value]
+        if done.calls:
+            return done.tokens // done.calls + 1, done.cost / done.calls
+        s = self.settings
+        tokens = (s.max_prompt_tokens + s.max_completion_tokens) // 2
+        return tokens, s.cost(Kind.EXECUTION.value, tokens, 0)
+
+    def over(self, extra: tuple[int, float] | None) -> Reason | None:
+        """With `extra`: the cap that one more task (on top of what is spent and reserved by
+        in-flight tasks) would break. Without: the cap already reached by what is spent."""
+        s = self.settings
+        if not (s.max_tokens or s.max_cost):
+            return None  # the common case, on every lease: nothing to add up
+        tokens, cost = self.spent()
+        if extra is not None:
+            tokens += sum(r[0] for r in self._reserved.values()) + extra[0]
+            cost += sum(r[1] for r in self._reserved.values()) + extra[1]
+
+        def breaks(value: float, cap: float) -> bool:  # a plan may fill a cap; spending ends it
+            return bool(cap) and (value > cap if extra is not None else value >= cap)
+
+        if breaks(tokens, s.max_tokens):
+            return Reason.MAX_TOKENS
+        if breaks(cost, s.max_cost):
+            return Reason.MAX_COST
+        return None
+
+    def left(self, completed: int) -> dict[str, float]:
+        """What is left of each cap set (tasks always), for the metrics."""
+        s = self.settings
+        tokens, cost = self.spent()
+        left: dict[str, float] = {}
+        if s.max_tokens:
+            left["tokens"] = s.max_tokens - tokens
+        if s.max_cost:
+            left["usd"] = s.max_cost - cost
+        left["tasks"] = s.max_tasks - completed
+        return left

@@ -1,0 +1,212 @@
+"""The one door to a board: a typed client, and the only code in coop that calls the actor.
+
+Modelled on Ray's own `ray.util.queue.Queue` (a public class over a private actor): every
+`ray.get(handle.method.remote(...))` is here, behind methods named as the board's and typed
+by the board's own signatures (`lease = _waited(Board.lease)`: mypy checks every call of
+`client.lease(...)` against `Board.lease`), returning the dataclasses of `coop.types`.
+
+The same client runs over three targets:
+
+* a live board actor (`BoardClient.of_actor`): what every role uses on a cluster;
+* a plain `Board` in this process (`BoardClient.in_process`): the planner and the worker run
+  against it in unit tests with no Ray at all. A lock makes each call atomic, as an actor's
+  single thread does, and results are copied as if they had crossed a process boundary;
+* a `Board` rebuilt read-only from its journal (`registry.reader` makes it): status, events
+  and results of an objective with no cluster, through the same interface (`live` is False).
+
+Errors behave the same over each target: the board's own exceptions (`JournalError`,
+`PlannerLost`…) are raised as themselves, not inside Ray's wrapper; a board that cannot be
+reached is `BoardUnavailable`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import ray
+
+from coop import cluster
+from coop.board.actor import Board
+from coop.errors import CoopError
+from coop.journal import Event
+from coop.types import Objective, Pulse
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EVENTS_PAGE = 1000
+"""Events fetched per call when reading the whole tape."""
+
+
+class BoardUnavailable(CoopError):
+    """The board actor cannot be reached: dead for good, its cluster gone, or not answering
+    within the time asked. `cause` is the one line that says why."""
+
+    def __init__(self, objective_id: str, cause: str) -> None:
+        super().__init__(f"the board of {objective_id} is unavailable: {cause}")
+        self.cause = cause
+
+
+def _waited(fn: Callable[Concatenate[Board, P], R]) -> Callable[Concatenate[BoardClient, P], R]:
+    """A client method that calls the board's `fn` and returns its answer."""
+
+    def method(self: BoardClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._within(None, fn, *args, **kwargs)
+
+    method.__name__, method.__doc__ = fn.__name__, fn.__doc__
+    return method
+
+
+def _sent(
+    fn: Callable[Concatenate[Board, P], object],
+) -> Callable[Concatenate[BoardClient, P], None]:
+    """A client method that sends the call to the board and does not wait."""
+
+    def method(self: BoardClient, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        self._send(fn, *args, **kwargs)
+
+    method.__name__, method.__doc__ = fn.__name__, fn.__doc__
+    return method
+
+
+class BoardClient:
+    """Typed access to one objective's board; see the module's docstring."""
+
+    def __init__(self, objective_id: str, *, handle: Any = None, board: Board | None = None):
+        assert (handle is None) != (board is None), "a client needs exactly one target"
+        self.objective_id = objective_id
+        self._handle = handle
+        self._board = board
+        self._lock = threading.Lock() if board is not None else None
+
+    @classmethod
+    def of_actor(cls, objective_id: str, handle: Any) -> BoardClient:
+        return cls(objective_id, handle=handle)
+
+    @classmethod
+    def in_process(cls, board: Board) -> BoardClient:
+        return cls(board.objective_id, board=board)
+
+    @property
+    def live(self) -> bool:
+        """True unless this is a read-only view of a journal: the objective can still move."""
+        return self._board is None or not self._board.readonly
+
+    def __getstate__(self) -> dict[str, Any]:  # a client travels to worker actors
+        if self._board is not None:
+            raise TypeError("an in-process board cannot be sent to another process")
+        return {"objective_id": self.objective_id, "handle": self._handle}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["objective_id"], handle=state["handle"])  # type: ignore[misc]
+
+    # -- transport --------------------------------------------------------------------------
+
+    def _within(
+        self,
+        timeout: float | None,
+        fn: Callable[Concatenate[Board, P], R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        if self._board is not None:
+            assert self._lock is not None
+            with self._lock:
+                out = fn(self._board, *_copy(args), **_copy(kwargs))
+            return _copy(out)
+        try:
+            ref = getattr(self._handle, fn.__name__).remote(*args, **kwargs)
+            result: R = cluster.get(ref, timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise BoardUnavailable(self.objective_id, f"no answer within {timeout:g}s") from None
+        except ray.exceptions.RayError as exc:
+            raise BoardUnavailable(self.objective_id, cluster.death_cause(exc)) from None
+        return result
+
+    def _send(
+        self, fn: Callable[Concatenate[Board, P], object], *args: P.args, **kwargs: P.kwargs
+    ) -> None:
+        """Fire and forget: the actor runs calls from one caller in the order they were sent,
+        so a later call from the same process sees this one's effect."""
+        if self._board is not None:
+            self._within(None, fn, *args, **kwargs)
+            return
+        try:
+            getattr(self._handle, fn.__name__).remote(*args, **kwargs)
+        except ray.exceptions.RayError as exc:
+            raise BoardUnavailable(self.objective_id, cluster.death_cause(exc)) from None
+
+    # -- the board's methods, typed by the board's own signatures --------------------------------
+
+    describe = _waited(Board.describe)
+    run_settings = _waited(Board.run_settings)
+    state = _waited(Board.state)
+    results = _waited(Board.results)
+    pending_window = _waited(Board.pending_window)
+    snapshot = _waited(Board.snapshot)
+    events = _waited(Board.events)
+    recent_events = _waited(Board.recent_events)
+    task_texts = _waited(Board.task_texts)
+    awaiting_approval = _waited(Board.awaiting_approval)
+    claim_planner = _waited(Board.claim_planner)
+    release_planner = _waited(Board.release_planner)
+    add = _waited(Board.add)
+    approve = _waited(Board.approve)
+    drop = _waited(Board.drop)
+    record_progress = _waited(Board.record_progress)
+    reorder = _waited(Board.reorder)
+    plan_view = _waited(Board.plan_view)
+    stop = _waited(Board.stop)
+    lease = _waited(Board.lease)
+    heartbeat = _waited(Board.heartbeat)
+    complete = _waited(Board.complete)
+    complete_and_lease = _waited(Board.complete_and_lease)
+    fail = _waited(Board.fail)
+    release = _waited(Board.release)
+    acquire = _waited(Board.acquire)
+    record_usage = _sent(Board.record_usage)
+    """Settles a model call without waiting for the board (calls from one process keep
+    their order)."""
+
+    # -- conveniences over them -------------------------------------------------------------------
+
+    def storage(self) -> Path:
+        """The state dir on the head node (where the journal and the built-in memory live)."""
+        where = self._within(None, Board.storage)
+        if where is None:
+            raise CoopError(f"the board of {self.objective_id} keeps no files")
+        return Path(where)
+
+    def pulse(self, timeout: float | None = None) -> Pulse:
+        return self._within(timeout, Board.pulse)
+
+    def all_events(self, since: int = 0) -> Iterator[Event]:
+        """Every event after `since`, fetched a page at a time."""
+        while batch := self.events(since, EVENTS_PAGE):
+            yield from batch
+            since = batch[-1].seq
+
+
+def describe_all(boards: Sequence[BoardClient], timeout: float) -> list[Objective]:
+    """Every board's description, asked all at once; boards that do not answer in `timeout`
+    (or died meanwhile) are left out."""
+    found = [b.describe() for b in boards if b._board is not None]
+    refs = [b._handle.describe.remote() for b in boards if b._handle is not None]
+    if refs:
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        for ref in ready:
+            try:
+                found.append(ray.get(ref))
+            except ray.exceptions.RayError:
+                continue  # a board that died between listing and asking
+    return found
+
+
+def _copy(value: R) -> R:
+    """What crossing a process boundary does to a value: the receiver gets its own copy."""
+    copied: R = pickle.loads(pickle.dumps(value))
+    return copied

@@ -1,0 +1,142 @@
+"""The worker role on a cluster: Worker loops as named Ray actors pinned to a node, owned by
+the `coop` process that starts them (`coop join`, or `coop start --workers N`).
+
+Kept apart from worker.py so that the worker's logic runs, and is tested, without Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from coop import cluster, registry
+from coop import constants as C
+from coop import memory as memories
+from coop.board import BoardClient
+from coop.calls import Context, metered
+from coop.config import RunSettings, configure_logging, forwarded_env, local_endpoint
+from coop.llm import make_llm
+from coop.memory import open_memory
+from coop.types import Objective
+from coop.worker import Worker, WorkerReport
+
+log = logging.getLogger(__name__)
+
+
+class WorkerActor:
+    """A Worker as a Ray actor named `coop:<objective>:worker:<host>:<n>` and pinned to a node,
+    so the dashboard's Actors view shows who works where. It is owned by the `coop` process
+    that made it and dies with it: its leases then expire and go to someone else."""
+
+    def __init__(
+        self,
+        board: BoardClient,
+        objective: Objective,
+        name: str,
+        settings: RunSettings,
+        env: dict[str, str],
+        concurrency: int,
+        quiet: bool,
+    ) -> None:
+        os.environ.update(env)  # this process is the actor's own: keys, model and memory URLs
+        configure_logging(quiet)  # coop's log format and secret filter
+        self.name = name
+        self._stop = threading.Event()
+        llm = make_llm(settings, name)
+        memory = open_memory(settings, objective.id, llm, board.storage(), metered(board, name))
+        ctx = Context(board, llm, memory, settings, objective.text, name)
+        self._worker = Worker(ctx, concurrency, self._stop)
+        self._worker.report.node = ray.get_runtime_context().get_node_id()
+
+    def run(self) -> WorkerReport:
+        return self._worker.run()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def __repr__(self) -> str:  # Ray prefixes this actor's log lines with it
+        return self.name
+
+
+@dataclass
+class Crew:
+    """Worker actors started by one `coop` process, and the runs they are doing."""
+
+    runs: dict[Any, tuple[str, Any]]  # run ref -> (worker name, actor)
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.runs.values()]
+
+    def wait(self, stop: threading.Event) -> list[WorkerReport]:
+        """Until every worker has finished; `stop` (a signal) is passed on to them."""
+        pending, reports, told = list(self.runs), [], False
+        while pending:
+            if stop.is_set() and not told:
+                for _, actor in self.runs.values():
+                    actor.stop.remote()
+                told = True
+            done, pending = ray.wait(pending, num_returns=1, timeout=C.POLL_MAX)
+            for ref in done:
+                reports.append(self._report(ref))
+        return reports
+
+    def _report(self, ref: Any) -> WorkerReport:
+        try:
+            report: WorkerReport = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            name, cause = self.runs[ref][0], cluster.death_cause(exc)
+            log.error("worker %s died: %s", name, cause)
+            return WorkerReport(name, fatal=cause)
+        return report
+
+
+def start_crew(
+    board: BoardClient,
+    settings: RunSettings,
+    *,
+    count: int,
+    concurrency: int,
+    node: str | None = None,
+) -> Crew:
+    """`count` worker actors on `node` (default: this process's node), each running."""
+    if count == 0:
+        return Crew({})
+    info = board.describe()
+    if not settings.simulated:  # a missing key or an unreachable memory fails here, in one line
+        local_endpoint(settings)
+    memories.check(settings, board.storage())
+    node_id, host = cluster.resolve_node(node)
+    quiet = not log.isEnabledFor(logging.INFO)
+    runs: dict[Any, tuple[str, Any]] = {}
+    index = 0
+    while len(runs) < count:
+        name = f"{host}:{index}"
+        index += 1
+        actor = cluster.pinned_actor(
+            WorkerActor,
+            cluster.actor_name(info.id, f"worker:{name}"),
+            node_id,
+            concurrency=2,  # run() and stop()
+            args=(board, info, name, settings, forwarded_env(), concurrency, quiet),
+        )
+        if actor is not None:  # else the name is taken by another `coop` on this host
+            runs[actor.run.remote()] = (name, actor)
+    crew = Crew(runs)
+    log.info("workers %s on node %s", ", ".join(crew.names()), node_id[:8])
+    return crew
+
+
+def join(ref: str, address: str | None, concurrency: int, node: str | None) -> WorkerReport:
+    """`coop join`: work on an existing objective until it finishes or we are told to stop."""
+    cluster.connect(address, start_local=False, stream_logs=True)
+    stop = cluster.stop_on_signals()  # after connecting: ray.init has its own SIGTERM handler
+    board = registry.find(ref)
+    settings = board.run_settings()
+    crew = start_crew(board, settings, count=1, concurrency=concurrency, node=node)
+    log.info("joined %s as %s (%s)", board.objective_id, crew.names()[0], settings.label)
+    return crew.wait(stop)[0]

@@ -1,0 +1,56 @@
+"""The planner's near-duplicate index: embeddings of every task on the board, to turn away
+proposals that only reword one. Exact repeats are left to the board, which counts them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from coop import constants as C
+from coop.llm import LLM
+from coop.text import normalize
+
+
+class TaskIndex:
+    """Unit vectors of known tasks, in one matrix."""
+
+    def __init__(self, llm: LLM, on_usage: Callable[[int], None]) -> None:
+        self.llm = llm
+        self.on_usage = on_usage
+        self.vectors = np.zeros((0, 0), dtype=np.float32)
+        self.known: set[str] = set()
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = self.llm.embed(list(texts))
+        self.on_usage(out.tokens)
+        m = np.asarray(out.vectors, dtype=np.float32)
+        norms = np.linalg.norm(m, axis=1, keepdims=True)
+        return m / np.where(norms == 0, 1, norms)
+
+    def add(self, texts: Sequence[str]) -> None:
+        if texts:
+            new = self._embed(texts)
+            self.vectors = new if not self.vectors.size else np.vstack([self.vectors, new])
+            self.known.update(normalize(t) for t in texts)
+
+    def split(self, proposals: Sequence[str]) -> tuple[list[str], list[str]]:
+        """(to add, near-duplicates): a proposal too close to a known task, or to an earlier
+        proposal of the same batch, is a near-duplicate."""
+        exact = [p for p in proposals if normalize(p) in self.known]
+        others = [p for p in proposals if normalize(p) not in self.known]
+        if not others:
+            return exact, []
+        vecs = self._embed(others)
+        known = (self.vectors @ vecs.T).max(axis=0) if self.vectors.size else np.zeros(len(vecs))
+        fresh: list[str] = exact
+        near: list[str] = []
+        kept: list[int] = []  # rows of `vecs` accepted so far in this batch
+        for i, text in enumerate(others):
+            within = float((vecs[kept] @ vecs[i]).max()) if kept else 0.0
+            if max(float(known[i]), within) >= C.TASK_SIMILARITY:
+                near.append(text)
+            else:
+                fresh.append(text)
+                kept.append(i)
+        return fresh, near

@@ -1,0 +1,279 @@
+"""The main instance's planner: the only one that creates and prioritizes tasks, and decides
+when to stop — with as many model calls in flight as the swarm needs.
+
+A coordinator (this module) reads the board each turn (`Board.plan_view`: new completions
+and the demand for tasks) and schedules jobs (jobs.py) on a pool of threads:
+
+* **creation**: the completions nobody has planned from are split into batches, as many calls
+  at once as demand calls for (idle worker slots plus about one queued task per slot, less
+  the tasks ready and those the calls in flight will bring), up to `--planner-calls`; each
+  prompt says how many tasks are wanted when the queue is short. With the demand met, one
+  call plans a fuller batch in the background. At the task cap no call is made: completions
+  are acknowledged as they are. A batch's tasks and its acknowledgement land in one journal
+  event, so a completion is never planned twice or skipped, across a planner's death too;
+* **prioritization**, off the critical path: one call at a time, whenever the head of the
+  queue holds tasks it has not ordered; the board merges a late order into the current list;
+* **the completion check**, every `CHECK_EVERY` completions and whenever the list runs dry,
+  and **a fresh plan** when progress stalls.
+
+It keeps a progress ledger in the spirit of Magentic-One's, applied here in the coordinator
+as jobs finish: a batch that adds no task and whose results say nothing new is a stall; at
+`STALL_LIMIT` stalls it replans from scratch, and after `MAX_REPLANS` fruitless replans the
+objective stops as stalled. Batches that only re-propose finished work stop it as a loop.
+
+A model call that fails is tried again after a pause that doubles (its batch goes back to
+the queue, unacknowledged); after `MAX_FAILURES` failures in a row the objective stops as
+`failed` with the fault's one line. Planning is a lease on the board, renewed by a heartbeat
+thread: a second planner is refused (or waits, with `--standby`), and one whose claim lapsed
+is fenced out of adding tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
+
+from coop import constants as C
+from coop.board import BoardUnavailable, PlannerLost
+from coop.calls import Context, metered
+from coop.errors import CoopError
+from coop.llm import LLMError
+from coop.planner.index import TaskIndex
+from coop.planner.jobs import Job, Jobs, Outcome, Review
+from coop.types import PlanView, Progress, Reason, Result, State
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_ERROR = 2.0
+"""Seconds before planning is tried again after a model call failed (after the client's own
+retries); the pause doubles with each failure in a row, up to RETRY_MAX."""
+RETRY_MAX = 60.0
+MAX_FAILURES = 6
+"""Failed planning calls in a row (about two minutes of pauses) before the objective stops as
+`failed`: a model server that long gone will not plan this objective."""
+ASK_MAX = 10
+"""Most tasks one creation prompt asks for when the queue is short."""
+YIELD_START = 3.0
+"""Tasks a creation call is expected to bring before any has returned; then the running mean."""
+TICK = C.POLL_MIN
+"""Seconds the coordinator waits for a job to finish before it looks at the board again."""
+
+
+class Planner:
+    def __init__(self, ctx: Context, stop: threading.Event, review: Review | None = None) -> None:
+        self.ctx = ctx
+        self.board = ctx.board
+        self.settings = ctx.settings
+        self.name = ctx.name
+        self.stop = stop
+        self.index = TaskIndex(ctx.llm, metered(ctx.board, ctx.name))
+        self.jobs = Jobs(ctx, self.index, review)
+        self.progress = Progress()
+        self._lost: str | None = None
+        self._done = threading.Event()
+        self._queue: deque[Result] = deque()  # claimed completions, waiting for a creation
+        self._cursor = 0  # the next completion this planner has not claimed
+        self._running: dict[Future[Outcome], Job] = {}
+        self._yield = YIELD_START
+        self._ordered: set[int] = set()  # task ids the last prioritization saw
+        self._checked = -1  # completions at the last completion check (-1: none yet)
+        self._milestone = 0  # completions // CHECK_EVERY at the last periodic check
+        self._failures = 0
+        self._resume_at = 0.0  # no new calls before this (after a failure)
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- the planner lease ----------------------------------------------------------------
+
+    def claim(self, *, wait: bool) -> None:
+        """Become the planner, or fail (or, with `wait`, stand by) while another one is."""
+        announced = False
+        while (holder := self.board.claim_planner(self.name)) is not None:
+            if not wait:
+                raise CoopError(
+                    f"another planner ({holder}) is running this objective; run "
+                    "`coop join` to add workers, or `coop start --standby` to wait"
+                )
+            if not announced:
+                log.info("standing by: %s plans this objective; taking over if it stops", holder)
+                announced = True
+            if self.stop.wait(C.PLANNER_TTL / 3):
+                raise CoopError("stopped while standing by")
+        threading.Thread(target=self._keep_claim, name="planner-claim", daemon=True).start()
+
+    def _keep_claim(self) -> None:
+        while not self._done.wait(C.PLANNER_TTL / 3):
+            try:
+                holder = self.board.claim_planner(self.name)
+            except BoardUnavailable:
+                continue
+            if holder is not None:
+                self._lost = holder
+                return
+
+    # -- the coordinator --------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Plan until the board says the objective is finished."""
+        self._pool = ThreadPoolExecutor(
+            self.settings.planner_calls + 3, thread_name_prefix="planner"
+        )
+        try:
+            self._coordinate()
+        finally:
+            self._done.set()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _coordinate(self) -> None:
+        snap = self.board.snapshot()
+        if snap.state is State.FINISHED:
+            return  # a resumed run that had already ended: nothing to plan, nothing to embed
+        self.progress = snap.progress
+        self._milestone = snap.completed // C.CHECK_EVERY
+        indexed = False
+        deadline = (
+            time.monotonic() + self.settings.max_minutes * 60 if self.settings.max_minutes else None
+        )
+        while True:
+            if self._lost:
+                raise PlannerLost(f"{self._lost} took over planning; this planner stops")
+            if self.stop.is_set():
+                self.board.stop(Reason.STOPPED)
+            if deadline is not None and time.monotonic() > deadline:
+                self.board.stop(
+                    Reason.TIMEOUT, f"ran for --max-minutes {self.settings.max_minutes:g}"
+                )
+            view = self.board.plan_view(self._cursor, self._room_in_queue())
+            self._queue.extend(view.results)
+            if view.results:
+                self._cursor = view.results[-1].seq + 1
+            if view.state is State.FINISHED and not self._running:
+                return
+            if view.state is State.RUNNING and time.monotonic() >= self._resume_at:
+                try:
+                    if not indexed:  # every task's embedding: once, and inside the retries
+                        self.index.add([text for _, text in self.board.task_texts()])
+                        indexed = True
+                    self._schedule(view)
+                except LLMError as exc:
+                    self._failed(exc)
+            done, _ = wait(list(self._running), timeout=TICK, return_when=FIRST_COMPLETED)
+            for future in done:
+                self._finish(future, self._running.pop(future))
+
+    def _room_in_queue(self) -> int:
+        """Completions worth claiming now: enough for every creation call that may start."""
+        return max(0, C.PLANNER_BATCH * self.settings.planner_calls - len(self._queue))
+
+    def _schedule(self, view: PlanView) -> None:
+        creating = sum(1 for job in self._running.values() if job is Job.CREATE)
+        if self._queue and view.room <= 0:  # the task cap: nothing more may be added
+            batch = list(self._queue)
+            self._queue.clear()
+            self.jobs.acknowledge(batch)
+        coming = creating * self._yield
+        buffer = max(view.slots, 1)  # about one queued task per slot, so none waits on a call
+        want = min(max(0, view.slots - view.leased) + buffer - view.ready, view.room) - coming
+        while self._queue and creating < self.settings.planner_calls:
+            urgent = want > 0
+            background = not creating and (
+                len(self._queue) >= C.PLANNER_BATCH or view.ready < buffer or not view.leased
+            )
+            if not (urgent or background):
+                break
+            free = self.settings.planner_calls - creating
+            calls = min(free, max(1, math.ceil(want / self._yield))) if urgent else 1
+            size = min(C.PLANNER_BATCH, max(1, math.ceil(len(self._queue) / calls)))
+            batch = [self._queue.popleft() for _ in range(min(size, len(self._queue)))]
+            wanted = min(ASK_MAX, max(1, math.ceil(want / calls))) if urgent else None
+            self._submit(Job.CREATE, self.jobs.create, batch, wanted)
+            creating += 1
+            want -= self._yield
+        busy = set(self._running.values())
+        fresh = [tid for tid in view.head if tid not in self._ordered]
+        if Job.PRIORITIZE not in busy and len(view.head) >= 2 and len(fresh) >= 2:
+            self._ordered = set(view.head)
+            self._submit(Job.PRIORITIZE, self.jobs.prioritize)
+        due = view.completed // C.CHECK_EVERY > self._milestone
+        dry = view.dry and not self._queue and not creating and Job.REPLAN not in busy
+        if Job.CHECK not in busy and (due or (dry and view.completed != self._checked)):
+            self._milestone, self._checked = view.completed // C.CHECK_EVERY, view.completed
+            self._submit(Job.CHECK, self.jobs.check, view.completed)
+        elif dry and Job.CHECK not in busy and view.completed == self._checked:
+            self._replan()  # checked at this count already, and still dry: plan afresh
+
+    def _submit(self, job: Job, fn: Callable[..., Outcome], *args: object) -> None:
+        assert self._pool is not None
+        self._running[self._pool.submit(fn, *args)] = job
+
+    # -- what finished jobs mean ---------------------------------------------------------------
+
+    def _finish(self, future: Future[Outcome], job: Job) -> None:
+        try:
+            out = future.result()
+        except LLMError as exc:
+            self._failed(exc)
+            return
+        self._failures = 0
+        if job is Job.CREATE:
+            self._yield += (len(out.added) - self._yield) / 4  # a running mean of what calls bring
+            self._ledger(out.added != [] or out.novel, out.proposed, out.repeats)
+        elif job is Job.REPLAN:
+            log.info(
+                "replanned (%d of %d): %d new task(s)",
+                self.progress.replans,
+                C.MAX_REPLANS,
+                len(out.added),
+            )
+            self._ledger(out.added != [], out.proposed, out.repeats)
+        elif job is Job.CHECK:
+            self.progress.checks += 1
+            self._record()
+            if out.met:
+                self.board.stop(Reason.DONE, out.why)
+
+    def _failed(self, exc: LLMError) -> None:
+        """A planning call failed after the client's retries: pause, then try again."""
+        self._failures += 1
+        if self._failures >= MAX_FAILURES:
+            log.error("%s", exc)
+            self.board.stop(Reason.FAILED, f"planning failed {self._failures} times: {exc}")
+            return
+        pause = min(RETRY_AFTER_ERROR * 2 ** (self._failures - 1), RETRY_MAX)
+        log.warning("planning call failed (%s); retrying in %.0fs", exc, pause)
+        self._resume_at = time.monotonic() + pause
+
+    def _ledger(self, progress: bool, proposed: int, repeats: int) -> None:
+        p = self.progress
+        p.stalls = max(0, p.stalls - 1) if progress else p.stalls + 1
+        if proposed and not progress and 2 * repeats >= proposed:
+            p.repeating += 1
+        elif progress:
+            p.repeating = 0
+        self._record()
+        if p.repeating >= C.LOOP_BATCHES:
+            self.board.stop(
+                Reason.LOOP, f"the model re-proposed finished work {p.repeating} times in a row"
+            )
+        elif p.stalls >= C.STALL_LIMIT:
+            self._replan()
+
+    def _replan(self) -> None:
+        """A fresh plan, or the end as stalled after MAX_REPLANS of them."""
+        p = self.progress
+        if p.replans >= C.MAX_REPLANS:
+            self.board.stop(Reason.STALLED, f"no progress after {p.replans} fresh plans")
+            return
+        if Job.REPLAN in self._running.values():
+            return
+        p.replans, p.stalls = p.replans + 1, 0
+        self._record()
+        self._submit(Job.REPLAN, self.jobs.replan)
+
+    def _record(self) -> None:
+        self.board.record_progress(self.name, replace(self.progress))

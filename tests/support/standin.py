@@ -1,0 +1,341 @@
+"""An OpenAI-compatible HTTP stand-in model server, on loopback, for tests and benchmarks.
+
+Serves /v1/chat/completions, /v1/embeddings and /v1/models with answers from coop's simulator
+(so coop's agents get well-formed replies), configurable latency, and injectable faults: 429
+with Retry-After, 500, slow replies, malformed text, and replies that break the API's promises
+(an HTML page with status 200, no choices, no embeddings, a null message, no usage). Every
+request is recorded with its agent kind and the X-Coop-Instance header, so tests can tell which
+coop process made which call.
+
+It is an asyncio server (aiohttp): a reply's latency is a sleep that holds no thread, so one
+process serves hundreds of requests in flight; `capacity()` measures how many a second it
+answers when nothing sleeps, to tell a benchmark whether the stand-in could be its limit.
+
+    python -m scripts.standin --port 8000 --latency 0.5 --rate-429 0.1
+    OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=anything coop start "..."
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from coop import tokens
+from coop.constants import INSTANCE_HEADER, PROMPT_MARKERS
+from coop.simulate import Simulator, lexical_embedding
+
+MALFORMED = "Sorry!! I cannot <<format>> that ~~ as a list ~~ \x00 }{"
+BROKEN = ("html", "no-choices", "no-data", "null-content", "no-usage")
+"""Ways `Faults.broken` breaks every successful reply: an HTML page with status 200 (a proxy's
+error page), no `choices`, no embeddings `data`, a `null` message, no `usage`."""
+HTML_PAGE = "<html><body><h1>502 Bad Gateway</h1><p>upstream unavailable</p></body></html>"
+
+
+@dataclass
+class Faults:
+    rate_429: float = 0.0
+    rate_500: float = 0.0
+    rate_slow: float = 0.0
+    rate_malformed: float = 0.0
+    slow_seconds: float = 3.0  # before any byte of the answer: headers too
+    retry_after: float = 0.2
+    poison: str | None = None  # prompts containing this text always get a 500
+    context_limit: int = 0  # prompts over this many tokens get a 400 context_length_exceeded
+    broken: str = ""  # one of BROKEN: every successful reply broken that way
+
+
+@dataclass
+class Call:
+    path: str
+    status: int
+    kind: str
+    instance: str
+    model: str
+    subject: str = ""  # the task of an execution prompt
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class StandIn:
+    """The server; `start()` runs it in a background thread and returns its base URL."""
+
+    port: int = 0
+    latency: float = 0.0  # seconds per chat completion
+    embed_latency: float = 0.0  # seconds per embeddings request
+    faults: Faults = field(default_factory=Faults)
+    simulator: Simulator = field(default_factory=Simulator)
+    api_key: str | None = None  # when set, other keys get 401
+    models: tuple[str, ...] = ()  # when set, other models get 404, and /models lists them
+    seed: int = 0
+    send_usage: bool = True  # some compatible servers omit `usage`
+    calls: list[Call] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+        self._tokenizer = tokens.estimating("standin")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._bound = 0
+
+    @property
+    def base_url(self) -> str:
+        assert self._bound, "the stand-in is not started"
+        return f"http://127.0.0.1:{self._bound}/v1"
+
+    def start(self) -> str:
+        ready = threading.Event()
+        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
+        if not ready.wait(30) or not self._bound:
+            raise RuntimeError("the stand-in model server did not start")
+        return self.base_url
+
+    def _serve(self, ready: threading.Event) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        app = web.Application(client_max_size=64 * 1024**2)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
+        loop.run_until_complete(site.start())
+        server = site._server
+        assert server is not None
+        self._bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(self._runner.cleanup())
+        loop.close()
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def record(self, call: Call) -> None:
+        with self._lock:
+            self.calls.append(call)
+
+    def roll(self, rate: float) -> bool:
+        with self._lock:
+            return self._rng.random() < rate
+
+    def usage(self) -> dict[str, int]:
+        """Tokens this server counted for successful calls: the bill, to check coop's against."""
+        ok = [c for c in self.calls if c.status == 200]
+        return {
+            "prompt_tokens": sum(c.prompt_tokens for c in ok),
+            "completion_tokens": sum(c.completion_tokens for c in ok),
+        }
+
+    def capacity(self, seconds: float = 3.0, clients: int = 32) -> float:
+        """Requests a second this server answers when its replies do not sleep: embeddings of
+        a short task (the commonest request of a run), from `clients` threads over keep-alive
+        connections. Latency is lifted meanwhile, and those calls are not recorded."""
+        saved, self.latency, self.embed_latency = (self.latency, self.embed_latency), 0.0, 0.0
+        body = json.dumps({"model": "m", "input": ["Step 17: Draft a section on costs"]}).encode()
+        url = f"{self.base_url}/embeddings"
+        deadline = time.monotonic() + seconds
+        before = len(self.calls)
+
+        def client() -> int:
+            done = 0
+            while time.monotonic() < deadline:
+                req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    resp.read()
+                done += 1
+            return done
+
+        try:
+            with ThreadPoolExecutor(clients) as pool:
+                total = sum(pool.map(lambda _: client(), range(clients)))
+        finally:
+            self.latency, self.embed_latency = saved
+            with self._lock:
+                del self.calls[before:]
+        return total / seconds
+
+    # -- request handling, on the server's event loop -------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "GET" and request.path == "/_stats":
+            return web.json_response(
+                {"calls": [asdict(c) for c in self.calls], "usage": self.usage()}
+            )
+        body: dict[str, Any] = {}
+        if request.method == "POST":
+            try:
+                body = json.loads(await request.read() or b"{}")
+            except json.JSONDecodeError:
+                return web.json_response(_error("body is not JSON", "invalid_json"), status=400)
+        status, payload, extra, delay = self.respond(request.path, request.headers, body)
+        if delay:
+            await asyncio.sleep(delay)
+        if isinstance(payload, str):  # a proxy's error page
+            return web.Response(status=status, text=payload, content_type="text/html")
+        return web.Response(
+            status=status, text=json.dumps(payload), content_type="application/json", headers=extra
+        )
+
+    def respond(
+        self, path: str, headers: Any, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any] | str, dict[str, str], float]:
+        """(status, JSON payload or an HTML page, extra headers, seconds to wait first)."""
+        instance = headers.get(INSTANCE_HEADER, "")
+        model = str(body.get("model", ""))
+        prompt = _prompt(body) if path.endswith("/chat/completions") else ""
+        kind = next((k for k, m in PROMPT_MARKERS.items() if prompt.startswith(m)), "other")
+        call = Call(
+            path,
+            200,
+            kind if prompt else path.rsplit("/", 1)[-1],
+            instance,
+            model,
+            prompt.rsplit("Your task:", 1)[-1].split("\n", 1)[0].strip()
+            if kind == "execution"
+            else "",
+        )
+        status, payload, extra, delay = self._answer(path, headers, body, prompt, call)
+        call.status = status
+        self.record(call)
+        return status, payload, extra, delay
+
+    def _answer(
+        self, path: str, headers: Any, body: dict[str, Any], prompt: str, call: Call
+    ) -> tuple[int, dict[str, Any] | str, dict[str, str], float]:
+        if self.api_key and headers.get("Authorization") != f"Bearer {self.api_key}":
+            return 401, _error("Incorrect API key provided.", "invalid_api_key"), {}, 0.0
+        if path.endswith("/models"):
+            listing = [{"id": m, "object": "model"} for m in self.models]
+            return 200, {"object": "list", "data": listing}, {}, 0.0
+        if self.models and call.model not in self.models:
+            message = f"The model {call.model} does not exist."
+            return 404, _error(message, "model_not_found"), {}, 0.0
+        if self.faults.poison and self.faults.poison in prompt:
+            return 500, _error("The server had an error (poisoned).", "server_error"), {}, 0.0
+        limit = self.faults.context_limit
+        if limit and self._tokenizer.count(prompt) > limit:
+            message = f"This model's maximum context length is {limit} tokens."
+            return 400, _error(message, "context_length_exceeded"), {}, 0.0
+        if self.roll(self.faults.rate_429):
+            retry = {"Retry-After": str(self.faults.retry_after)}
+            return 429, _error("Rate limit reached.", "rate_limit_exceeded"), retry, 0.0
+        if self.roll(self.faults.rate_500):
+            return 500, _error("The server had an error.", "server_error"), {}, 0.0
+        delay = self.latency if prompt else self.embed_latency  # models think; lookups don't
+        if self.roll(self.faults.rate_slow):
+            delay += self.faults.slow_seconds
+        if self.faults.broken == "html":
+            return 200, HTML_PAGE, {}, delay
+        if path.endswith("/embeddings"):
+            return 200, self._embeddings(body, call), {}, delay
+        if path.endswith("/chat/completions"):
+            return 200, self._chat(prompt, body, call), {}, delay
+        return 404, _error(f"no route {path}", "not_found"), {}, 0.0
+
+    def _chat(self, prompt: str, body: dict[str, Any], call: Call) -> dict[str, Any]:
+        text = MALFORMED if self.roll(self.faults.rate_malformed) else self.simulator.reply(prompt)
+        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        if limit:
+            text = self._tokenizer.trim(text, int(limit))
+        call.prompt_tokens = self._tokenizer.count(prompt)
+        call.completion_tokens = self._tokenizer.count(text)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if self.faults.broken == "null-content":
+            message["content"] = None
+        reply: dict[str, Any] = {
+            "id": f"chatcmpl-{len(self.calls)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": call.model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+        }
+        if self.faults.broken == "no-choices":
+            reply["choices"] = []
+        if self.send_usage and self.faults.broken != "no-usage":
+            reply["usage"] = {
+                "prompt_tokens": call.prompt_tokens,
+                "completion_tokens": call.completion_tokens,
+                "total_tokens": call.prompt_tokens + call.completion_tokens,
+            }
+        return reply
+
+    def _embeddings(self, body: dict[str, Any], call: Call) -> dict[str, Any]:
+        inputs = body.get("input", [])
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        call.prompt_tokens = sum(self._tokenizer.count(t) for t in texts)
+        data = [
+            {"object": "embedding", "index": i, "embedding": lexical_embedding(t)}
+            for i, t in enumerate(texts)
+        ]
+        reply: dict[str, Any] = {
+            "object": "list",
+            "model": call.model,
+            "data": [] if self.faults.broken == "no-data" else data,
+        }
+        if self.faults.broken != "no-usage":
+            reply["usage"] = {
+                "prompt_tokens": call.prompt_tokens,
+                "total_tokens": call.prompt_tokens,
+            }
+        return reply
+
+
+MakeStandIn = Callable[..., StandIn]
+"""The `make_standin` fixture: a server made to measure for one test."""
+
+
+def _prompt(body: dict[str, Any]) -> str:
+    messages = body.get("messages") or []
+    return "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+
+
+def _error(message: str, code: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--latency", type=float, default=0.0, help="seconds per chat completion")
+    p.add_argument(
+        "--embed-latency", type=float, default=0.0, help="seconds per embeddings request"
+    )
+    for name in ("429", "500", "slow", "malformed"):
+        p.add_argument(f"--rate-{name}", type=float, default=0.0)
+    p.add_argument("--broken", choices=BROKEN, default="", help="break every reply this way")
+    p.add_argument("--fanout", type=int, default=3, help="new tasks per completed task")
+    p.add_argument("--limit", type=int, default=12, help="tasks in the simulated objective")
+    p.add_argument("--api-key", help="accept only this key (others get 401)")
+    a = p.parse_args()
+    server = StandIn(
+        port=a.port,
+        latency=a.latency,
+        embed_latency=a.embed_latency,
+        api_key=a.api_key,
+        faults=Faults(
+            rate_429=a.rate_429,
+            rate_500=a.rate_500,
+            rate_slow=a.rate_slow,
+            rate_malformed=a.rate_malformed,
+            broken=a.broken,
+        ),
+        simulator=Simulator(fanout=a.fanout, limit=a.limit),
+    )
+    print(f"stand-in model server at {server.start()}", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The budget on its own: reserve, settle, and the caps."""
+
+from __future__ import annotations
+
+import pytest
+
+from coop.board.budget import Budget
+from coop.config import RunSettings
+from coop.types import Reason
+
+
+def budget(**settings: object) -> Budget:
+    return Budget(RunSettings(llm="offline", **settings).validate())  # type: ignore[arg-type]
+
+
+def test_before_any_execution_the_estimate_is_half_a_full_call() -> None:
+    b = budget(max_prompt_tokens=300, max_completion_tokens=100)
+    assert b.estimate() == (200, 0.0)
+
+
+def test_the_estimate_follows_the_mean_execution() -> None:
+    b = budget(prices=(1.0, 2.0, 0.0))
+    b.settle("execution", 100, 50)
+    b.settle("execution", 300, 150)
+    tokens, cost = b.estimate()
+    assert tokens == 301 and cost == pytest.approx((200 + 600) / 2 / 1e6)
+
+
+def test_reservations_count_toward_a_cap_until_released() -> None:
+    b = budget(max_tokens=1000, max_prompt_tokens=300, max_completion_tokens=100)
+    for tid in range(5):
+        assert b.over(b.estimate()) is None
+        b.reserve(tid, *b.estimate())
+    assert b.over(b.estimate()) is Reason.MAX_TOKENS  # a sixth would not fit
+    b.unreserve(0)
+    assert b.over(b.estimate()) is None
+
+
+def test_spending_reaches_a_cap_and_cost_needs_prices() -> None:
+    b = budget(max_tokens=100, max_cost=0.001, prices=(1.0, 2.0, 0.5))
+    b.settle("embedding", 1000, 0)  # embeddings: the embedding price, prompt tokens only
+    assert b.spent() == (1000, pytest.approx(0.0005)) and b.over(None) is Reason.MAX_TOKENS
+    assert budget(max_cost=0.001, prices=(1.0, 2.0, 0.0)).over(None) is None
+
+
+def test_what_is_left_of_each_cap() -> None:
+    b = budget(max_tokens=1000, max_tasks=10)
+    b.settle("creation", 300, 100)
+    assert b.left(completed=4) == {"tokens": 600, "tasks": 6}
+
+
+def test_no_caps_never_stop_anything() -> None:
+    b = budget()
+    b.settle("execution", 10**9, 10**9)
+    assert b.over(None) is None and b.over((10**9, 1.0)) is None

@@ -1,0 +1,121 @@
+"""Worker actors started by real `coop join` processes: waiting for work, SIGKILL mid-task,
+SIGTERM, leaving when the objective stops, dead-lettering."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from ray.cluster_utils import Cluster
+
+from coop import cluster, registry
+from coop.board import BoardClient
+from coop.config import RunSettings
+from coop.simulate import Simulator
+from coop.types import Reason, Snapshot, State
+from tests.support.procs import (
+    STATE_DIR,
+    coop_env,
+    spawn_coop,
+    spawn_start,
+    unique,
+    wait_for,
+    worker_name,
+)
+from tests.support.standin import Faults, MakeStandIn
+
+
+def held_by(board: BoardClient, worker: str) -> list[int]:
+    snap = board.snapshot()
+    return [lease.task.id for lease in snap.leased if lease.worker == worker]
+
+
+def test_sigkilled_worker_loses_nothing(
+    make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    server = make_standin(latency=1.0, simulator=Simulator(fanout=3, limit=3))
+    objective = unique("Sort the seed library")
+    env = coop_env(ray_cluster, server)
+    flags = ("--workers", "0", "--lease-ttl", "3")
+    start, oid = spawn_start(objective, *flags, env=env, log=tmp_path / "start.log")
+    board = registry.find(oid)
+    victim = spawn_coop("join", oid, env=env, log=tmp_path / "victim.log")
+    name = worker_name(tmp_path / "victim.log")
+    (task_id,) = wait_for(lambda: held_by(board, name), 60, "a lease")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    # the worker actor shares the fate of the process that made it
+    actor = cluster.actor_name(oid, f"worker:{name}")
+    wait_for(lambda: actor not in cluster.actor_names(), 30, "the worker actor to die")
+    rescuer = spawn_coop("join", oid, "--concurrency", "2", env=env, log=tmp_path / "rescuer.log")
+    assert start.wait(120) == 0, (tmp_path / "start.log").read_text()
+    assert rescuer.wait(60) == 0
+    snap: Snapshot = board.snapshot()
+    assert snap.reason is Reason.DONE and snap.completed == 4 and not snap.dead
+    results = {r.task_id: r for r in board.results()}
+    assert results[task_id].worker == worker_name(tmp_path / "rescuer.log")
+
+
+def test_worker_waits_for_work_and_sigterm_finishes_in_flight(
+    make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    server = make_standin(latency=2.0)
+    objective = unique("Mend the fence")
+    board = registry.create_board(objective, RunSettings(lease_ttl=5), STATE_DIR)
+    worker = spawn_coop(
+        "join", objective, env=coop_env(ray_cluster, server), log=tmp_path / "join.log"
+    )
+    name = worker_name(tmp_path / "join.log")
+    wait_for(
+        lambda: any(w.worker == name for w in board.snapshot().workers),
+        60,
+        "the worker",
+    )
+    assert worker.poll() is None  # nothing to do yet, and it waits
+    board.add(["Buy nails", "Buy planks"])
+    (task_id,) = wait_for(lambda: held_by(board, name), 30, "a lease")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    results = board.results()
+    assert [r.task_id for r in results] == [task_id]  # finished in flight, leased no more
+    snap: Snapshot = board.snapshot()
+    assert [t.text for t in snap.pending] == ["Buy planks"] and not snap.leased
+    assert snap.state is State.RUNNING
+
+
+def test_worker_leaves_when_the_objective_is_stopped(ray_cluster: Cluster, tmp_path: Path) -> None:
+    objective = unique("Count the bees")
+    board = registry.create_board(objective, RunSettings(llm="offline").validate(), STATE_DIR)
+    oid = board.objective_id
+    worker = spawn_coop("join", oid, env=coop_env(ray_cluster), log=tmp_path / "join.log")
+    wait_for(lambda: board.snapshot().workers, 60, "the worker")
+    board.stop(Reason.STOPPED)
+    assert worker.wait(60) == 0
+    assert "objective finished" in (tmp_path / "join.log").read_text()
+
+
+def test_a_task_that_keeps_failing_is_dead_lettered_with_its_error(
+    make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    server = make_standin(faults=Faults(poison="Your task: Step 2:"))
+    objective = unique("Bake bread")
+    start = spawn_coop(
+        "start",
+        objective,
+        "--workers",
+        "2",
+        "--max-attempts",
+        "3",
+        env=coop_env(ray_cluster, server),
+        log=tmp_path / "start.log",
+    )
+    assert start.wait(180) == 0, (tmp_path / "start.log").read_text()
+    board = registry.find(objective)
+    snap: Snapshot = board.snapshot()
+    (dead,) = snap.dead
+    assert dead.text.startswith("Step 2:") and dead.attempts == 3
+    assert dead.last_error.startswith("InternalServerError")
+    assert snap.reason is Reason.DONE and snap.completed == 9  # 13 less Step 2's subtree
+    poisoned = [c for c in server.calls if c.subject.startswith("Step 2:")]
+    assert len(poisoned) == 3 * 4  # three attempts, each the first try and 3 client retries
