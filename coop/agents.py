@@ -1,4 +1,5 @@
-"""BabyAGI's three agents — execution, task creation, prioritization — as prompts and parsers.
+"""BabyAGI's three agents — execution, task creation, prioritization — and coop's completion
+check, fresh plan and synthesis of the answer, as prompts and parsers.
 
 Prompts are fitted to a token budget by dropping and trimming context, never the objective or
 the task. Parsers take whatever a model says and keep only list items: a header, chatter or
@@ -13,6 +14,7 @@ import re
 from collections.abc import Sequence
 
 from coop import constants as C
+from coop.llm import Message, ToolCall
 from coop.memory import Hit
 from coop.text import normalize, one_line
 from coop.tokens import Tokenizer
@@ -52,18 +54,35 @@ EXECUTION = (
     "Context from completed tasks:\n{context}\n\n"
     "Your task: {task}\nResponse:"
 )
+EXECUTION_WITH_TOOLS = (
+    C.PROMPT_MARKERS["execution"] + "\n"
+    "Perform one task toward the objective. Use the context of the team's completed "
+    "work where it helps, and the tools you are offered where they help; when you have what "
+    "the task needs, answer with its result.\n\n"
+    "Objective: {objective}\n\n"
+    "Context from completed tasks:\n{context}\n\n"
+    "Your task: {task}\nResponse:"
+)
 CREATION = (
     C.PROMPT_MARKERS["creation"] + "\n"
     "You plan the work of a team of agents toward an objective.\n\n"
     "Objective: {objective}\n\n"
     "Just completed:\n{done}\n\n"
-    "Already planned (do not repeat these):\n{planned}\n\n"
+    "Already planned (do not repeat these):\n{planned}\n\n{abilities}"
     "Based on these results, list the new tasks still needed to reach the objective "
     "that do not repeat planned or completed work.{wanted} Return them as a numbered list, "
     "one task per line, and nothing else. Return no list if nothing is needed."
 )
 WANTED = " The team has idle workers: propose up to {count} new tasks."
 """Said in a creation prompt when the queue is short (models honour "up to N")."""
+ABILITIES = (
+    "The team's workers can use: {names}. End the line of a task that needs one of these "
+    "with [needs: name] (several: [needs: a, b]); only a worker that has them will do it.\n\n"
+)
+"""Said in a creation prompt when the live workers have tools or capabilities."""
+CUT = " [cut to fit the prompt]"
+"""Ends a tool output cut short so that a task's conversation fits its prompt."""
+_NEEDS = re.compile(r"\s*\[needs?:\s*([^\]]*)\]\s*$", re.IGNORECASE)
 PRIORITIZATION = (
     C.PROMPT_MARKERS["prioritization"] + "\n"
     "You order a team's pending tasks.\n\n"
@@ -89,6 +108,26 @@ REPLAN = (
     "List the tasks that would still move the objective forward, as a numbered list, "
     "one task per line, and nothing else. Return no list if nothing is left to do."
 )
+SYNTHESIS = (
+    C.PROMPT_MARKERS["synthesis"] + "\n"
+    "A team of agents worked toward an objective. Write the objective's answer from their "
+    "results.\n\n"
+    "Objective: {objective}\n\n"
+    "How the run ended: {ended}\n\n"
+    "Results, each marked with the id of its task:\n{results}\n\n"
+    "Write what the objective asks for (the guide, the plan, the comparison…) in Markdown, "
+    "drawing only on these results, and cite the tasks you use as [#id]. End with one line: "
+    "'Objective met: yes' or 'Objective met: no'."
+)
+NOTES = (
+    C.PROMPT_MARKERS["synthesis"] + " (notes, part {part})\n"
+    "A team of agents worked toward an objective. Condense these results of theirs into notes "
+    "for the objective's answer.\n\n"
+    "Objective: {objective}\n\n"
+    "Results, each marked with the id of its task:\n{results}\n\n"
+    "Keep every fact the answer may need, and the citations as [#id]. Return only the notes."
+)
+_MET = re.compile(r"^\W*objective met\W*(yes|no)\b.*$", re.IGNORECASE | re.MULTILINE)
 # str.format substitutes values without re-reading them, so braces in an objective are safe.
 
 
@@ -110,22 +149,23 @@ def creation_prompt(
     tokenizer: Tokenizer,
     budget: int,
     wanted: int | None = None,
+    abilities: Sequence[str] = (),
 ) -> str:
-    """`wanted`: how many tasks the swarm can use now, when its queue is short."""
-    ask = WANTED.format(count=wanted) if wanted else ""
-    room = budget - tokenizer.count(
-        CREATION.format(objective=objective, done="", planned="", wanted=ask)
-    )
+    """`wanted`: how many tasks the swarm can use now, when its queue is short;
+    `abilities`: what the live workers can do, for tasks that need it."""
+    fields = {
+        "objective": objective,
+        "wanted": WANTED.format(count=wanted) if wanted else "",
+        "abilities": ABILITIES.format(names=", ".join(abilities)) if abilities else "",
+    }
+    room = budget - tokenizer.count(CREATION.format(done="", planned="", **fields))
     done = [
         f"- Task: {r.task}\n  Result: {one_line(r.text, C.RESULT_SNIPPET_CHARS)}" for r in results
     ]
     done_kept, used = _fit(tokenizer, done, room)
     planned_kept, _ = _fit(tokenizer, [f"- {p}" for p in planned], room - used)
     return CREATION.format(
-        objective=objective,
-        done="\n".join(done_kept),
-        planned="\n".join(planned_kept) or "- (nothing)",
-        wanted=ask,
+        done="\n".join(done_kept), planned="\n".join(planned_kept) or "- (nothing)", **fields
     )
 
 
@@ -169,6 +209,35 @@ def replan_prompt(
     return REPLAN.format(objective=objective, done="\n".join(done) or "- (nothing yet)")
 
 
+def cited(task_id: int, task: str, text: str) -> str:
+    """A result as a synthesis prompt shows it: marked with its task id, to be cited so."""
+    return f"[#{task_id}] {task}\n{text.strip()}"
+
+
+def synthesis_prompt(
+    objective: str,
+    items: Sequence[str],
+    part: int,
+    tokenizer: Tokenizer,
+    budget: int,
+    ended: str = "",
+) -> str:
+    """The answer from cited results or notes (`part` 0; `ended` says how the run ended), or
+    the notes of group `part`."""
+    template = SYNTHESIS if part == 0 else NOTES
+    fields = {"objective": objective, "part": part, "ended": ended}
+    fixed = tokenizer.count(template.format(results="", **fields))
+    kept, _ = _fit(tokenizer, list(items), budget - fixed)
+    return template.format(results="\n\n".join(kept), **fields)
+
+
+def parse_synthesis(text: str) -> tuple[str, bool | None]:
+    """(the answer, whether the model judged the objective met: None when it did not say)."""
+    verdicts = _MET.findall(text)
+    body = _MET.sub("", text).strip()
+    return body, (verdicts[-1].lower() == "yes") if verdicts else None
+
+
 _JSON_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
 
 
@@ -204,6 +273,65 @@ def parse_tasks(text: str) -> list[str]:
     if not tasks and text.strip():
         log.info("creation answer held no list items; no tasks added: %r", one_line(text, 120))
     return tasks
+
+
+def parse_needs(task: str) -> tuple[str, list[str]]:
+    """A proposed task's text, and the capabilities its `[needs: …]` ending names."""
+    found = _NEEDS.search(task)
+    if found is None:
+        return task, []
+    names = [n.strip().lower() for n in found.group(1).split(",") if n.strip()]
+    return task[: found.start()].strip(), names
+
+
+def execution_messages(
+    objective: str,
+    task: str,
+    context: Sequence[Hit],
+    history: Sequence[Message],
+    tokenizer: Tokenizer,
+    budget: int,
+) -> list[Message]:
+    """A task's conversation so far: the prompt, then the model's tool calls and what they
+    gave. What does not fit the budget is trimmed: memory's context first, then the longest
+    tool outputs (the model sees that they were cut)."""
+    turns = [dict(m) for m in history]
+    size = [tokenizer.count(str(m.get("content") or "")) for m in turns]
+    fixed = tokenizer.count(EXECUTION_WITH_TOOLS.format(objective=objective, task=task, context=""))
+    room = budget - fixed - sum(8 for _ in turns)  # a little for each message's framing
+    while sum(size) > room:
+        outputs = [i for i, m in enumerate(turns) if m.get("role") == "tool"]
+        longest = max(outputs, key=lambda i: size[i], default=None)
+        if longest is None or size[longest] <= 2 * MIN_ITEM_TOKENS:
+            break  # nothing left worth cutting: the model's context error retry takes over
+        keep = max(MIN_ITEM_TOKENS, size[longest] - (sum(size) - room), size[longest] // 4)
+        cut = tokenizer.trim(str(turns[longest]["content"]), min(keep, size[longest] // 2))
+        turns[longest]["content"] = cut + CUT
+        size[longest] = tokenizer.count(cut + CUT)
+    spent = sum(size)
+    items = [f"- {h.task}: {one_line(h.result, C.RESULT_SNIPPET_CHARS)}" for h in context]
+    kept, _ = _fit(tokenizer, items, budget - fixed - spent)
+    first = EXECUTION_WITH_TOOLS.format(
+        objective=objective, task=task, context="\n".join(kept) or "- (none yet)"
+    )
+    return [{"role": "user", "content": first}, *turns]
+
+
+def assistant_turn(text: str, calls: Sequence[ToolCall]) -> Message:
+    """The model's turn that asked for tools, as the API wants it back in the history."""
+    return {
+        "role": "assistant",
+        "content": text or None,
+        "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ],
+    }
+
+
+def tool_turn(call_id: str, text: str) -> Message:
+    """What a tool gave, answering the model's call `call_id`."""
+    return {"role": "tool", "tool_call_id": call_id, "content": text}
 
 
 def parse_order(text: str, tasks: Sequence[Task]) -> tuple[list[int], int]:

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import ray
 from rich.console import Console
 
-from coop import cluster, config, crew, journal, planner, registry, report, status
+from coop import cluster, config, crew, journal, planner, registry, report, status, tables
 from coop import constants as C
 from coop.errors import CoopError
 from coop.text import one_line
+from coop.tools.kit import Kit, mcp_file, read_caps
 from coop.types import Reason
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console()
+console = tables.wide_console()
 address_option = click.option(
     "--address",
     envvar="RAY_ADDRESS",
@@ -32,6 +35,71 @@ def _int(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]:
     return click.option(
         name,
         type=click.IntRange(min=minimum),
+        default=default,
+        show_default=True,
+        envvar=f"COOP_{name[2:].upper().replace('-', '_')}",
+        help=help,
+    )
+
+
+mcp_option = click.option(
+    "--mcp",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="MCP servers for this node's workers: an mcpServers JSON file (stdio or url).",
+)
+cap_option = click.option(
+    "--cap",
+    multiple=True,
+    metavar="NAME",
+    help="A capability this node's workers have, e.g. gpu or browser (repeatable).",
+)
+
+
+def _tools(help: str) -> Callable[[F], F]:
+    """`--tools a,b`, checked against the built-in tools."""
+    return click.option(
+        "--tools",
+        callback=lambda ctx, param, value: _names(value),
+        default="",
+        envvar="COOP_TOOLS",
+        metavar="A,B",
+        help=help,
+    )
+
+
+def _names(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    """`a,b c` as ("a", "b", "c"): tools given with commas, spaces or both."""
+    text = value if isinstance(value, str) else ",".join(value)
+    names = {n.strip().lower() for n in text.replace(" ", ",").split(",") if n.strip()}
+    unknown = sorted(names - set(config.TOOL_CHOICES))
+    if unknown:
+        choices = ", ".join(config.TOOL_CHOICES)
+        raise click.BadParameter(f"unknown tool {unknown[0]!r}: choose from {choices}")
+    return tuple(sorted(names))
+
+
+def _resources(raw: str | None) -> dict[str, float]:
+    """`--resources '{"GPU": 1}'` as a dict, or one line."""
+    if not raw:
+        return {}
+    bad = click.BadParameter(
+        """a JSON object of positive numbers, like '{"GPU": 1}'""", param_hint="--resources"
+    )
+    try:
+        value = json.loads(raw)
+        amounts = {str(k): float(v) for k, v in value.items()} if isinstance(value, dict) else {}
+    except (ValueError, TypeError):
+        raise bad from None
+    if not amounts or min(amounts.values()) <= 0:
+        raise bad
+    return amounts
+
+
+def _float(name: str, default: float, kind: click.FloatRange, help: str) -> Callable[[F], F]:
+    return click.option(
+        name,
+        type=kind,
         default=default,
         show_default=True,
         envvar=f"COOP_{name[2:].upper().replace('-', '_')}",
@@ -128,28 +196,46 @@ def cli(quiet: bool) -> None:
     envvar="COOP_MAX_MINUTES",
     help="Stop after this many minutes of planning.",
 )
+@_float(
+    "--synthesis-reserve",
+    C.DEFAULT_SYNTHESIS_RESERVE,
+    click.FloatRange(min=0.0, max=1.0, max_open=True),
+    "Share of --max-tokens and --max-cost no task may use: kept for writing the answer.",
+)
 @click.option(
     "--approve",
     is_flag=True,
     envvar="COOP_APPROVE",
     help="New tasks wait for a person: `coop approve`, or a prompt in this terminal.",
 )
-@click.option(
+@_float(
     "--model-timeout",
-    type=click.FloatRange(min=1.0),
-    default=C.DEFAULT_MODEL_TIMEOUT,
-    show_default=True,
-    envvar="COOP_MODEL_TIMEOUT",
-    help="Seconds to wait for one answer from the model server before retrying.",
+    C.DEFAULT_MODEL_TIMEOUT,
+    click.FloatRange(min=1.0),
+    "Seconds to wait for one answer from the model server before retrying.",
+)
+@_float(
+    "--lease-ttl",
+    C.DEFAULT_LEASE_TTL,
+    click.FloatRange(min=1.0),
+    "Seconds a silent worker keeps a task before it is requeued.",
+)
+@_tools(f"Built-in tools every worker offers the model: {', '.join(config.TOOL_CHOICES)}.")
+@_int("--max-steps", C.DEFAULT_MAX_STEPS, 1, "Model and tool calls one task may take.")
+@_choice(
+    "--sandbox",
+    config.SANDBOX_CHOICES,
+    "Isolation for the python tool: the strongest the node has, or exactly the one named.",
 )
 @click.option(
-    "--lease-ttl",
-    type=click.FloatRange(min=1.0),
-    default=C.DEFAULT_LEASE_TTL,
-    show_default=True,
-    envvar="COOP_LEASE_TTL",
-    help="Seconds a silent worker keeps a task before it is requeued.",
+    "--fetch-allow",
+    multiple=True,
+    envvar="COOP_FETCH_ALLOW",
+    metavar="CIDR",
+    help="A network the fetch tool may reach though not public (repeatable).",
 )
+@mcp_option
+@cap_option
 @address_option
 def start(
     objective: str,
@@ -158,27 +244,39 @@ def start(
     workers: int,
     concurrency: int,
     address: str | None,
+    mcp: str | None,
+    cap: tuple[str, ...],
     **settings: Any,
 ) -> int:
     """Create OBJECTIVE and plan it to the end: the only instance that creates tasks."""
     text = objective.strip() if resume else config.check_objective(objective)
     live = sys.stderr.isatty() and logging.getLogger("coop").isEnabledFor(logging.INFO)
+    kit = Kit(mcp=mcp_file(mcp), caps=read_caps(cap))  # for this process's own workers
+    settings["fetch_allow"] = tuple(settings["fetch_allow"])
     hooks = planner.Hooks(
-        workers=functools.partial(crew.start_crew, count=workers, concurrency=concurrency),
+        workers=functools.partial(crew.start_crew, count=workers, concurrency=concurrency, kit=kit),
         progress=functools.partial(status.progress_line, Console(stderr=True)) if live else None,
         review=status.review_tasks,
     )
-    snap, path = planner.start(
+    ctx = click.get_current_context()
+    changes = {  # caps given on the command line: a resumed objective takes them
+        name: settings[name]
+        for name in config.RunSettings.REOPENABLE
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    }
+    done = planner.start(
         text,
         config.new_settings(**settings),
         hooks,
         address=address,
         resume=resume,
         standby=standby,
+        changes=changes if resume or standby else None,
     )
-    status.render_status(console, snap)
-    console.print(f"report: {path}", highlight=False, soft_wrap=True)
-    return snap.reason.exit_code if snap.reason else 0
+    status.render_status(console, done.snapshot)
+    status.render_answer(console, done.snapshot.answer, done.answer)
+    console.print(f"report: {done.report}", highlight=False, soft_wrap=True)
+    return done.snapshot.reason.exit_code if done.snapshot.reason else 0
 
 
 @cli.command()
@@ -190,10 +288,34 @@ def start(
     help="Run the worker on this Ray node (id or unique prefix, see `ray list nodes`); "
     "default: the node this command runs on.",
 )
+@_tools("Built-in tools this worker offers besides the run's.")
+@mcp_option
+@cap_option
+@click.option(
+    "--resources",
+    metavar="JSON",
+    help="Ray resources the worker needs, e.g. '{\"GPU\": 1}': it runs where they are.",
+)
+@click.option(
+    "--sandbox",
+    type=click.Choice(config.SANDBOX_CHOICES),
+    help="Isolation for this worker's python tool (default: the run's).",
+)
 @address_option
-def join(objective: str, concurrency: int, node: str | None, address: str | None) -> int:
+def join(
+    objective: str,
+    concurrency: int,
+    node: str | None,
+    address: str | None,
+    tools: tuple[str, ...],
+    mcp: str | None,
+    cap: tuple[str, ...],
+    resources: str | None,
+    sandbox: str | None,
+) -> int:
     """Work on OBJECTIVE (id, id prefix or exact text) until it finishes."""
-    done = crew.join(objective, address, concurrency, node)
+    kit = Kit(tools, mcp_file(mcp), read_caps(cap), sandbox or "", _resources(resources))
+    done = crew.join(objective, address, concurrency, node, kit)
     console.print(
         f"{done.worker} on node {done.node[:8] or '?'}: {done.completed} completed, "
         f"{done.failed} failed; objective {done.final_state.value}",
@@ -264,21 +386,26 @@ def approve(objective: str, approve_all: bool, drop: tuple[int, ...], address: s
     default="markdown",
     show_default=True,
 )
+@click.option("--final", is_flag=True, help="Only the objective's answer, as Markdown.")
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, writable=True),
+    type=click.Path(dir_okay=False),
     help="Write to this file instead of standard output.",
 )
 @address_option
-def results(objective: str, fmt: str, output: str | None, address: str | None) -> int:
-    """The results of OBJECTIVE, live or from its journal, as Markdown or JSON lines."""
+def results(objective: str, fmt: str, final: bool, output: str | None, address: str | None) -> int:
+    """The results of OBJECTIVE, live or from its journal, as Markdown or JSON lines; with
+    --final, its answer alone."""
     board = registry.reader(objective, journal.state_dir(), address)
-    snap, done = board.snapshot(), board.results()
-    text = report.markdown(snap, done) if fmt == "markdown" else report.jsonl(snap, done)
+    snap = board.snapshot()
+    if final:
+        text = report.final(snap)
+    else:
+        done = board.results()
+        text = report.markdown(snap, done) if fmt == "markdown" else report.jsonl(snap, done)
     if output:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(text)
+        report.save(Path(output), text)
     else:
         click.echo(text, nl=False)
     return 0

@@ -3,6 +3,8 @@ actors, and the process helpers every `coop` process needs (its name, its signal
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ipaddress
 import logging
 import os
@@ -23,6 +25,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from coop import constants as C
 from coop.errors import CoopError
+from coop.journal import state_dir
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -98,16 +101,40 @@ def _set_auth_mode(mode: str) -> None:
     Config.initialize("")  # Ray caches its config at import: make it read the mode again
 
 
+ANNOUNCED = "ray-cluster"
+"""The file in the state dir where a `coop start` that started a private cluster writes its
+address, so that `coop status`, `events`, `join`… in another terminal find it by themselves."""
+
+
 def _local_cluster_address() -> str | None:
-    """The address of a cluster `ray start --head` left on this machine, if it still answers."""
+    """The address of a cluster running on this machine, if it still answers: the one
+    `ray start --head` left, else the one a `coop start` announced."""
     tmp = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
-    path = Path(tmp) / "ray" / "ray_current_cluster"
+    for path in (Path(tmp) / "ray" / "ray_current_cluster", state_dir() / ANNOUNCED):
+        try:
+            address = path.read_text().strip()
+            _check_reachable(address)
+        except (OSError, ClusterError):
+            continue
+        if address:
+            return address
+    return None
+
+
+def _announce(address: str) -> None:
+    """Say where this process's private cluster is, for as long as it lives."""
+    path = state_dir() / ANNOUNCED
     try:
-        address = path.read_text().strip()
-        _check_reachable(address)
-    except (OSError, ClusterError):
-        return None
-    return address or None
+        path.write_text(address)
+    except OSError:
+        return  # other commands then need --address: the banner prints it
+
+    def withdraw() -> None:
+        with contextlib.suppress(OSError):
+            if path.read_text() == address:
+                path.unlink()
+
+    atexit.register(withdraw)
 
 
 @dataclass(frozen=True)
@@ -162,8 +189,11 @@ def connect(address: str | None, *, start_local: bool, stream_logs: bool = False
         ) from None
     dashboard = ctx.dashboard_url or None
     info: dict[str, Any] = getattr(ctx, "address_info", {})  # a RayContext, typed loosely
+    gcs = info.get("gcs_address") or address or "?"
+    if address is None:
+        _announce(gcs)
     return Connection(
-        info.get("gcs_address") or address or "?",
+        gcs,
         f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard,
         started_here=address is None,
     )
@@ -211,10 +241,22 @@ def resolve_node(ref: str | None) -> tuple[str, str]:
 
 
 def pinned_actor(
-    cls: type[T], name: str, node_id: str, *, concurrency: int, args: tuple[Any, ...]
+    cls: type[T],
+    name: str,
+    node_id: str,
+    *,
+    concurrency: int,
+    args: tuple[Any, ...],
+    resources: dict[str, float] | None = None,
 ) -> Any | None:
-    """A named actor on `node_id`, owned by this process (it dies with it); None if the name
-    is taken."""
+    """A named actor on `node_id` (or, with "", wherever `resources` are), owned by this
+    process (it dies with it); None if the name is taken."""
+    custom = dict(resources or {})
+    placement: dict[str, Any] = {"num_gpus": custom.pop("GPU")} if "GPU" in custom else {}
+    if custom:  # Ray takes GPUs by their own keyword, everything else as resources
+        placement["resources"] = custom
+    if node_id:
+        placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
     try:
         return (
             ray.remote(cls)
@@ -223,7 +265,7 @@ def pinned_actor(
                 namespace=C.NAMESPACE,
                 num_cpus=0,
                 max_concurrency=concurrency,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                **placement,
             )
             .remote(*args)
         )

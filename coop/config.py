@@ -7,6 +7,7 @@ process, at the moment its model client is built, and is never stored or printed
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -22,6 +23,9 @@ from coop import constants as C
 from coop.errors import CoopError
 
 LLM_CHOICES = ("openai", "offline")
+TOOL_CHOICES = ("workspace", "python", "fetch")
+"""The built-in tools (`--tools`): each off unless enabled."""
+SANDBOX_CHOICES = ("auto", "bubblewrap", "namespaces", "process")
 
 
 def load_env() -> None:
@@ -55,16 +59,25 @@ class RunSettings:
     max_completion_tokens: int = C.DEFAULT_MAX_COMPLETION_TOKENS
     model_timeout: float = C.DEFAULT_MODEL_TIMEOUT  # seconds the client waits for one answer
     planner_calls: int = C.DEFAULT_PLANNER_CALLS  # most creation calls in flight at once
+    exact_tokens: bool = True  # False: the planner had no tiktoken encoding; all estimate
+    tools: tuple[str, ...] = ()  # built-in tools every worker offers (TOOL_CHOICES)
+    max_steps: int = C.DEFAULT_MAX_STEPS  # model and tool calls one task may take
+    sandbox: str = "auto"  # the isolation the `python` tool asks for
+    fetch_allow: tuple[str, ...] = ()  # networks `fetch` may reach though not public
     rpm: int = 0  # cluster-wide model requests per minute, 0 for no limit
     tpm: int = 0  # cluster-wide model tokens per minute, 0 for no limit
     max_tokens: int = 0  # budgets for the whole objective; 0 for none
     max_cost: float = 0.0
     max_minutes: float = 0.0
+    synthesis_reserve: float = C.DEFAULT_SYNTHESIS_RESERVE  # share of a cap kept for the answer
     approve: bool = False  # new tasks wait for a person's approval before anyone leases them
     prices: tuple[float, float, float] = (0.0, 0.0, 0.0)  # USD per 1M: in, out, embedding
     memory: str = "cluster"  # one of C.MEMORY_CHOICES
     weaviate_url: str | None = None  # WEAVIATE_URL when the objective was created, redacted
     weaviate_collection: str = C.DEFAULT_COLLECTION
+
+    REOPENABLE = ("max_tasks", "max_tokens", "max_cost", "max_minutes")
+    """Settings `coop start --resume` may change: the caps, to continue a finished objective."""
 
     def cost(self, kind: str, prompt_tokens: int, completion_tokens: int) -> float:
         p_in, p_out, p_embed = self.prices
@@ -98,6 +111,20 @@ class RunSettings:
         for flag, name in (("--model", self.model), ("--embedding-model", self.embedding_model)):
             if not name.strip():
                 raise CoopError(f"{flag} is empty: name the model the server should use")
+        unknown = [t for t in self.tools if t not in TOOL_CHOICES]
+        if unknown:
+            raise CoopError(
+                f"unknown tool {unknown[0]!r} in --tools: choose from {', '.join(TOOL_CHOICES)}"
+            )
+        if self.sandbox not in SANDBOX_CHOICES:
+            raise CoopError(f"unknown --sandbox {self.sandbox!r}: {', '.join(SANDBOX_CHOICES)}")
+        for net in self.fetch_allow:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise CoopError(f"--fetch-allow {net!r} is not a network like 10.0.0.0/8") from None
+        if not 0.0 <= self.synthesis_reserve < 1.0:
+            raise CoopError("--synthesis-reserve is a share of the caps: from 0 to below 1")
         if self.simulated:
             return replace(
                 self, model=C.OFFLINE_MODEL, embedding_model=C.OFFLINE_MODEL, base_url=None

@@ -17,6 +17,7 @@ FORWARDED_ENV = (
     "WEAVIATE_URL",
     "WEAVIATE_GRPC_HOST",
     "WEAVIATE_GRPC_PORT",
+    "TIKTOKEN_CACHE_DIR",
 )
 """What a `coop` process hands the worker actors it starts: they run in processes Ray
 started, whose environment is the node's, not the user's shell."""
@@ -57,6 +58,11 @@ DEFAULT_MAX_PROMPT_TOKENS = 3000
 """Token budget of one prompt, its answer included."""
 DEFAULT_MAX_COMPLETION_TOKENS = 700
 """Most tokens one answer may take."""
+DEFAULT_MAX_STEPS = 8
+"""Model calls and tool calls one task may take before its attempt fails: a model looping on
+tool calls is stopped, not paid for forever."""
+DEFAULT_SYNTHESIS_RESERVE = 0.05
+"""Share of the token and cost caps no task may use, kept for writing the answer at the end."""
 DEFAULT_PLANNER_CALLS = 16
 """Most creation calls the planner has in flight at once. Demand sets how many it really makes:
 a few workers need one; 32 tasks in flight at half a second each, with three tasks a call,
@@ -116,6 +122,7 @@ PROMPT_MARKERS = {
     "prioritization": "# coop prioritization agent",
     "completion": "# coop completion check",
     "replan": "# coop replanning agent",
+    "synthesis": "# coop synthesis agent",
 }
 """First line of each agent prompt: lets the simulated model and the stand-in tell them apart."""
 PRICES: dict[str, tuple[float, float]] = {  # see the comment below

@@ -22,6 +22,7 @@ from coop.calls import Context, metered
 from coop.config import RunSettings, configure_logging, forwarded_env, local_endpoint
 from coop.llm import make_llm
 from coop.memory import open_memory
+from coop.tools.kit import Kit, toolbox
 from coop.types import Objective
 from coop.worker import Worker, WorkerReport
 
@@ -42,6 +43,7 @@ class WorkerActor:
         env: dict[str, str],
         concurrency: int,
         quiet: bool,
+        kit: Kit,
     ) -> None:
         os.environ.update(env)  # this process is the actor's own: keys, model and memory URLs
         configure_logging(quiet)  # coop's log format and secret filter
@@ -50,11 +52,17 @@ class WorkerActor:
         llm = make_llm(settings, name)
         memory = open_memory(settings, objective.id, llm, board.storage(), metered(board, name))
         ctx = Context(board, llm, memory, settings, objective.text, name)
-        self._worker = Worker(ctx, concurrency, self._stop)
+        self._tools, isolation = toolbox(board, settings, kit)
+        if self._tools:
+            log.info("%s can use: %s", name, ", ".join(s.name for s in self._tools.specs()))
+        self._worker = Worker(ctx, concurrency, self._stop, self._tools, kit.caps, isolation)
         self._worker.report.node = ray.get_runtime_context().get_node_id()
 
     def run(self) -> WorkerReport:
-        return self._worker.run()
+        try:
+            return self._worker.run()
+        finally:
+            self._tools.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -102,15 +110,21 @@ def start_crew(
     count: int,
     concurrency: int,
     node: str | None = None,
+    kit: Kit | None = None,
 ) -> Crew:
-    """`count` worker actors on `node` (default: this process's node), each running."""
+    """`count` worker actors on `node` (default: this process's node, or with `kit.resources`
+    any node that has them), each running."""
+    kit = kit or Kit()
     if count == 0:
         return Crew({})
     info = board.describe()
     if not settings.simulated:  # a missing key or an unreachable memory fails here, in one line
         local_endpoint(settings)
     memories.check(settings, board.storage())
+    kit.check(settings)
     node_id, host = cluster.resolve_node(node)
+    if kit.resources and node is None:
+        node_id = ""  # wherever Ray finds the resources
     quiet = not log.isEnabledFor(logging.INFO)
     runs: dict[Any, tuple[str, Any]] = {}
     index = 0
@@ -122,21 +136,27 @@ def start_crew(
             cluster.actor_name(info.id, f"worker:{name}"),
             node_id,
             concurrency=2,  # run() and stop()
-            args=(board, info, name, settings, forwarded_env(), concurrency, quiet),
+            args=(board, info, name, settings, forwarded_env(), concurrency, quiet, kit),
+            resources=kit.resources,
         )
         if actor is not None:  # else the name is taken by another `coop` on this host
             runs[actor.run.remote()] = (name, actor)
     crew = Crew(runs)
-    log.info("workers %s on node %s", ", ".join(crew.names()), node_id[:8])
+    where = f"node {node_id[:8]}" if node_id else f"a node with {kit.resources}"
+    log.info("workers %s on %s", ", ".join(crew.names()), where)
     return crew
 
 
-def join(ref: str, address: str | None, concurrency: int, node: str | None) -> WorkerReport:
+def join(
+    ref: str, address: str | None, concurrency: int, node: str | None, kit: Kit
+) -> WorkerReport:
     """`coop join`: work on an existing objective until it finishes or we are told to stop."""
     cluster.connect(address, start_local=False, stream_logs=True)
     stop = cluster.stop_on_signals()  # after connecting: ray.init has its own SIGTERM handler
     board = registry.find(ref)
     settings = board.run_settings()
-    crew = start_crew(board, settings, count=1, concurrency=concurrency, node=node)
+    if not settings.simulated:  # this node's own endpoint, key and model: one line if not
+        make_llm(settings, cluster.instance_name()).check()
+    crew = start_crew(board, settings, count=1, concurrency=concurrency, node=node, kit=kit)
     log.info("joined %s as %s (%s)", board.objective_id, crew.names()[0], settings.label)
     return crew.wait(stop)[0]

@@ -9,6 +9,8 @@ is requeued, the planner tries again).
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -50,10 +52,25 @@ class LLMContextError(Exception):
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A model's request to run a tool: its id (to answer it by), the tool, and its raw JSON
+    arguments (the tool checks them)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Completion:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+Message = dict[str, Any]
+"""A chat message as the OpenAI API takes it (role, content, tool_calls, tool_call_id)."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +81,24 @@ class Embeddings:
 
 class LLM(Protocol):
     label: str
-    tokenizer: tokens.Tokenizer
+
+    @property
+    def tokenizer(self) -> tokens.Tokenizer: ...
 
     def check(self) -> None:
         """Before a run: the server answers, accepts the key and knows the models; else
         LLMFatalError, in one line."""
         ...
 
-    def complete(self, prompt: str, max_tokens: int) -> Completion: ...
+    def complete(self, prompt: str, max_tokens: int) -> Completion:
+        """One user prompt in, one answer out."""
+        ...
+
+    def chat(
+        self, messages: list[Message], max_tokens: int, tools: list[dict[str, Any]]
+    ) -> Completion:
+        """A conversation, with tools offered (OpenAI tools API): an answer, or tool calls."""
+        ...
 
     def embed(self, texts: list[str]) -> Embeddings: ...
 
@@ -90,6 +117,18 @@ class OfflineLLM:
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         text = self.tokenizer.trim(self.simulator.reply(prompt), max_tokens)
         return Completion(text, self.tokenizer.count(prompt), self.tokenizer.count(text))
+
+    def chat(
+        self, messages: list[Message], max_tokens: int, tools: list[dict[str, Any]]
+    ) -> Completion:
+        """A plain prompt is `complete`'s; a conversation with tools is the simulator's."""
+        if not tools and len(messages) == 1:
+            return self.complete(str(messages[0].get("content", "")), max_tokens)
+        text, calls = self.simulator.chat(messages, [t["function"]["name"] for t in tools])
+        text = self.tokenizer.trim(text, max_tokens)
+        asked = [ToolCall(f"call-{i}", n, json.dumps(args)) for i, (n, args) in enumerate(calls)]
+        prompt = self.tokenizer.count(json.dumps(messages))
+        return Completion(text, prompt, self.tokenizer.count(text), tuple(asked))
 
     def embed(self, texts: list[str]) -> Embeddings:
         return Embeddings(
@@ -114,7 +153,7 @@ class OpenAILLM:
         self.model = settings.model
         self.embedding_model = settings.embedding_model
         self.timeout = settings.model_timeout
-        self.tokenizer = tokens.for_model(settings.model)
+        self._exact_tokens = settings.exact_tokens
         self.label = settings.label
         self.client = openai.OpenAI(
             api_key=endpoint.api_key,
@@ -123,6 +162,11 @@ class OpenAILLM:
             timeout=settings.model_timeout,
             default_headers={C.INSTANCE_HEADER: instance},
         )
+
+    @functools.cached_property
+    def tokenizer(self) -> tokens.Tokenizer:
+        """Loaded on first use: a check that fails first says so without a tokenizer warning."""
+        return tokens.for_model(self.model, self._exact_tokens)
 
     def check(self) -> None:
         try:
@@ -134,8 +178,11 @@ class OpenAILLM:
             raise self._fatal(exc) from None
         except openai.APIError as exc:
             raise LLMFatalError(str(self._fault(exc, "a model listing"))) from None
-        except (AttributeError, TypeError):
-            return  # an answer that is not a listing: nothing to check against
+        except (AttributeError, TypeError):  # an error page, not an OpenAI-compatible server
+            raise LLMFatalError(
+                f"model server {self.where} answered with something that is not a model "
+                "listing: is OPENAI_BASE_URL an OpenAI-compatible API (ending in /v1)?"
+            ) from None
         for model in {self.model, self.embedding_model}:
             if listed and not any(m == model or m.startswith(f"{model}:") for m in listed):
                 shown = ", ".join(sorted(listed)[:8]) + (" …" if len(listed) > 8 else "")
@@ -145,25 +192,40 @@ class OpenAILLM:
                 )
 
     def complete(self, prompt: str, max_tokens: int) -> Completion:
+        return self.chat([{"role": "user", "content": prompt}], max_tokens, [])
+
+    def chat(
+        self, messages: list[Message], max_tokens: int, tools: list[dict[str, Any]]
+    ) -> Completion:
+        extra: dict[str, Any] = {"tools": tools} if tools else {}
         resp = self._request(
             "a chat completion",
             lambda: self.client.chat.completions.create(
                 model=self.model,
-                messages=[{"role": "user", "content": prompt}],
+                messages=messages,  # type: ignore[arg-type]
                 max_tokens=max_tokens,
                 temperature=0.2,
+                **extra,
             ),
         )
         try:
             _need(isinstance(resp, ChatCompletion), f"a {type(resp).__name__}")
             _need(bool(resp.choices), "no choices")
-            text = resp.choices[0].message.content
-            if text is None:
+            message = resp.choices[0].message
+            calls = tuple(
+                ToolCall(c.id or f"call-{i}", c.function.name, c.function.arguments or "{}")
+                for i, c in enumerate(message.tool_calls or ())
+                if c.type == "function"
+            )
+            text = message.content
+            if text is None and not calls:
                 raise _Malformed("a message with no content")
+            text = text or ""
             usage = resp.usage
             if usage is None:  # some compatible servers omit it: count ourselves
-                return Completion(text, self.tokenizer.count(prompt), self.tokenizer.count(text))
-            return Completion(text, int(usage.prompt_tokens), int(usage.completion_tokens))
+                sent = self.tokenizer.count(json.dumps(messages))
+                return Completion(text, sent, self.tokenizer.count(text), calls)
+            return Completion(text, int(usage.prompt_tokens), int(usage.completion_tokens), calls)
         except (_Malformed, AttributeError, TypeError, ValueError, IndexError) as exc:
             raise self._malformed("a chat completion", exc, resp) from None
 

@@ -132,11 +132,19 @@ def reader(ref: str, root: Path, address: str | None) -> BoardClient:
         info = _journal_for(ref, root, [])
     except ObjectiveNotFound:
         info = _journal_for(ref, root, board_ids())
-    return BoardClient.in_process(
-        Board(
-            info.objective_id, info.objective, _settings(info), "reader", str(root), readonly=True
-        )
+    log.warning(
+        "%s: no running cluster has it here (pass --address?); reading its journal %s",
+        info.objective_id,
+        info.path,
     )
+
+    def read() -> Board:
+        settings = _settings(info)
+        return Board(
+            info.objective_id, info.objective, settings, "reader", str(root), readonly=True
+        )
+
+    return BoardClient.in_process(read(), reread=read)
 
 
 def _settings(info: JournalInfo) -> RunSettings:

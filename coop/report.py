@@ -1,29 +1,59 @@
-"""What an objective produced, as a Markdown report or JSON lines: for people and for tools."""
+"""What an objective produced: its answer, a Markdown report (the answer first, then how the
+run ended, then every result) or JSON lines, for people and for tools."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from coop.errors import CoopError
 from coop.journal import Event
-from coop.types import Result, Snapshot
+from coop.types import Answer, Result, Snapshot
+
+_HEADING = re.compile(r"^(#{1,4}) ", re.MULTILINE)
 
 
 def _when(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def judged(answer: Answer | None) -> str:
+    """Whether the answer judged the objective met, in words."""
+    if answer is None or not answer.text:
+        return "no answer"
+    if answer.met is None:
+        return "not judged"
+    return "judged met" if answer.met else "judged not met"
+
+
 def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
     reason = snap.reason.value if snap.reason else snap.state.value
     total_tokens, total_cost = snap.total.tokens, snap.total.cost
-    lines = [
-        f"# {snap.objective}",
+    lines = [f"# {snap.objective}", "", "## Answer", ""]
+    answer = snap.answer
+    if answer is not None and answer.text:
+        lines += [
+            _HEADING.sub(r"##\1 ", answer.text),  # its headings sit below the report's
+            "",
+            f"*Revision {answer.revision} · cites "
+            + (", ".join(f"#{t}" for t in answer.cited) or "no task")
+            + f" · objective {judged(answer)}*",
+        ]
+    else:
+        why = answer.missing if answer is not None else "the run has not ended yet"
+        lines.append(f"*No answer: {why}.*")
+    lines += [
+        "",
+        "## How the run ended",
         "",
         f"- Objective id: `{snap.objective_id}`",
         f"- Model: {snap.llm_label}",
-        f"- Outcome: **{reason}**" + (f" — {snap.detail}" if snap.detail else ""),
+        f"- Outcome: **{reason}**"
+        + (f" — {snap.detail}" if snap.detail else "")
+        + f"; objective {judged(answer)}",
         f"- Started: {_when(snap.created)}",
         f"- Tasks: {snap.completed} completed, {len(snap.pending)} pending, "
         f"{len(snap.dead)} dead-lettered; duplicates rejected: "
@@ -40,6 +70,21 @@ def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
         for kind, u in snap.usage.items()
         if u.calls
     ]
+    if snap.tools:
+        lines += [
+            "",
+            "## Tools",
+            "",
+            "| tool | calls | failed | mean seconds | characters answered |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {name} | {t.calls} | {t.failed} | {t.seconds / t.calls:.2f} | {t.chars} |"
+            for name, t in sorted(snap.tools.items())
+        ]
+    if snap.files:
+        lines += ["", "## Workspace", ""]
+        lines += [f"- `{name}` ({size:,} bytes)" for name, size in snap.files]
     lines += ["", "## Results, in order of completion", ""]
     for r in results:
         lines += [
@@ -80,19 +125,60 @@ def jsonl(snap: Snapshot, results: Sequence[Result]) -> str:
     )
 
 
+def final(snap: Snapshot) -> str:
+    """The objective's answer alone (`coop results --final`)."""
+    answer = snap.answer
+    if answer is None or not answer.text:
+        why = answer.missing if answer is not None else "its run has not ended yet"
+        raise CoopError(f"{snap.objective_id} has no answer: {why}")
+    return answer.text.rstrip() + "\n"
+
+
 def path(root: Path, objective_id: str) -> Path:
     return root / "reports" / f"{objective_id}.md"
+
+
+def save(target: Path, text: str | Iterable[str], private: bool = False) -> None:
+    """Write a file of the user's (or, `private`, one only its owner may read); a path that
+    cannot be written is one line, not a traceback."""
+    try:
+        if private:
+            target.parent.mkdir(mode=0o700, exist_ok=True)
+            target.touch(mode=0o600)
+        with target.open("w", encoding="utf-8") as out:
+            out.writelines([text] if isinstance(text, str) else text)
+    except OSError as exc:
+        raise CoopError(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
 def write(root: Path, snap: Snapshot, results: Sequence[Result], events: Iterable[Event]) -> Path:
     """The report, and beside it the whole event tape as JSON lines (`<id>.events.jsonl`),
     under the state dir; readable only by their owner, like the journal."""
     report = path(root, snap.objective_id)
-    report.parent.mkdir(mode=0o700, exist_ok=True)
-    report.touch(mode=0o600)
-    report.write_text(markdown(snap, results))
-    tape = report.with_suffix(".events.jsonl")
-    tape.touch(mode=0o600)
-    with tape.open("w", encoding="utf-8") as out:
-        out.writelines(e.to_json() + "\n" for e in events)
+    save(report, markdown(snap, results), private=True)
+    save(report.with_suffix(".events.jsonl"), (e.to_json() + "\n" for e in events), True)
     return report
+
+
+def write_workspace(root: Path, objective_id: str, files: dict[str, str]) -> Path | None:
+    """The shared workspace as a folder beside the report (`<id>.workspace/`), when it has
+    files; paths were checked by the board (relative, no `..`)."""
+    if not files:
+        return None
+    folder = path(root, objective_id).with_suffix(".workspace")
+    for name, content in files.items():
+        target = folder / name
+        try:
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CoopError(f"cannot write {target.parent}: {exc.strerror or exc}") from None
+        save(target, content, private=True)
+    return folder
+
+
+def write_answer(root: Path, snap: Snapshot) -> Path:
+    """The answer's newest revision as a Markdown file beside the report (every revision is
+    in the journal)."""
+    target = path(root, snap.objective_id).with_suffix(".answer.md")
+    save(target, final(snap), private=True)
+    return target

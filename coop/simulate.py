@@ -16,10 +16,13 @@ import itertools
 import json
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from coop.config import TOOL_CHOICES
 from coop.constants import OFFLINE_EMBEDDING_DIM, PROMPT_MARKERS
 
 TEMPLATES = (
@@ -94,6 +97,7 @@ STUBBORN = ("Gather requirements", "Write the plan", "Review the plan")
 _STEP = re.compile(r"\bStep (\d+)\b")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _ASKED = re.compile(r"\bup to (\d+) new tasks\b")
+_ABLE = re.compile(r"The team's workers can use: ([^.]+)\.")
 
 
 @dataclass
@@ -122,11 +126,48 @@ class Simulator:
             return "Nothing is left to plan."
         if kind == "prioritization":
             return self._prioritize(prompt)
+        if kind == "synthesis":
+            return self._synthesize(prompt)
         if kind == "completion":
             pending = re.search(r"Tasks still pending: (\d+)", prompt)
             met = not self.stubborn and pending is not None and pending.group(1) == "0"
             return json.dumps({"met": met, "reason": "simulated judgement"})
         return self._execute(prompt)
+
+    def chat(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[str]
+    ) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+        """A turn of a conversation: (the answer, []) or ("", [the tool call to make]).
+
+        With tools, a task uses them the same way every time, one call a turn: it reads the
+        notes its parent task left in the workspace, a `Collect concrete examples` task runs
+        Python, and every task leaves its own notes; then it answers with what they gave."""
+        prompt = str(messages[0].get("content", ""))
+        if not tools or not prompt.startswith(PROMPT_MARKERS["execution"]):
+            return self.reply(prompt), []
+        answer = self._execute(prompt)
+        step = _step(prompt.rsplit("Your task:", 1)[-1].split("\n", 1)[0])
+        plan = self._tool_plan(step, answer, tools)
+        made = sum(len(m.get("tool_calls") or ()) for m in messages if m.get("role") == "assistant")
+        if made < len(plan):
+            return "", [plan[made]]
+        said = [str(m.get("content", "")) for m in messages if m.get("role") == "tool"]
+        quoted = [
+            " / ".join(t.strip() for t in text.splitlines() if t.strip())[:120] for text in said
+        ]
+        return answer + "".join(f"\n- tool: {line}" for line in quoted), []
+
+    def _tool_plan(
+        self, step: int, answer: str, tools: Sequence[str]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        calls: list[tuple[str, dict[str, Any]]] = []
+        if "workspace_read" in tools and step:
+            calls.append(("workspace_read", {"path": f"notes/step-{(step - 1) // self.fanout}.md"}))
+        if "python" in tools and step and TEMPLATES[step % len(TEMPLATES)] == TEMPLATES[2]:
+            calls.append(("python", {"code": f"print(sum(range({step * 10})))"}))
+        if "workspace_write" in tools:
+            calls.append(("workspace_write", {"path": f"notes/step-{step}.md", "content": answer}))
+        return calls
 
     def _create(self, prompt: str) -> str:
         if self.per_call or self.as_asked:
@@ -143,7 +184,7 @@ class Simulator:
             for c in range(k * self.fanout + 1, k * self.fanout + self.fanout + 1)
             if c <= self.limit
         ]
-        lines = [f"{i}. {task_text(c)}" for i, c in enumerate(children, 1)]
+        lines = [f"{i}. {task_text(c)}{_needs(c, prompt)}" for i, c in enumerate(children, 1)]
         return "New tasks:\n" + "\n".join(lines) if lines else "No new tasks are needed."
 
     def _supply(self, prompt: str) -> str:
@@ -151,8 +192,24 @@ class Simulator:
         count = int(asked.group(1)) if asked else self.per_call or self.fanout
         with self._lock:
             steps = [n for n in itertools.islice(self._next, count) if n <= self.limit]
-        lines = [f"{i}. {task_text(n)}" for i, n in enumerate(steps, 1)]
+        lines = [f"{i}. {task_text(n)}{_needs(n, prompt)}" for i, n in enumerate(steps, 1)]
         return "New tasks:\n" + "\n".join(lines) if lines else "No new tasks are needed."
+
+    def _synthesize(self, prompt: str) -> str:
+        """An answer (or notes) that cites every task it was shown, in its order."""
+        objective = _section(prompt, "Objective: ").strip()
+        results = re.findall(r"^\[#(\d+)\] (.+)$", prompt, re.MULTILINE)  # cited results
+        notes = re.findall(r"^- (.+) \[#(\d+)\]$", prompt, re.MULTILINE)  # earlier notes
+        lines = [f"- {task} [#{tid}]" for tid, task in results]
+        lines += [f"- {task} [#{tid}]" for task, tid in notes]
+        if "(notes, part" in prompt.split("\n", 1)[0]:
+            return "\n".join(lines)
+        met = "yes" if re.search(r"still pending: 0\b", prompt) else "no"
+        return (
+            f"# {objective}\n\n[simulated answer] What the team found, task by task:\n\n"
+            + "\n".join(lines)
+            + f"\n\nObjective met: {met}"
+        )
 
     def _prioritize(self, prompt: str) -> str:
         items = re.findall(r"^#(\d+): (.+)$", prompt, re.MULTILINE)
@@ -177,6 +234,15 @@ def task_text(step: int) -> str:
     aspect = aspects[i // len(templates) % len(aspects)]
     audience = audiences[i // (len(templates) * len(aspects)) % len(audiences)]
     return f"Step {step}: {template} {aspect} for {audience}"
+
+
+def _needs(step: int, prompt: str) -> str:
+    """`Draft a section` tasks need the first named capability the workers have (not a
+    built-in tool's), when the prompt lists one: the simulated planner's routing."""
+    listed = _ABLE.search(prompt)
+    names = [n.strip() for n in listed.group(1).split(",")] if listed else []
+    named = [n for n in names if n not in TOOL_CHOICES]
+    return f" [needs: {named[0]}]" if named and step % len(TEMPLATES) == 3 else ""
 
 
 def _step(text: str) -> int:

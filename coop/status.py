@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,17 +15,21 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 from rich.spinner import Spinner
-from rich.table import Table
 from rich.text import Text
 
 from coop import constants as C
 from coop.board import BoardClient, BoardUnavailable
 from coop.journal import Event
+from coop.tables import UNBOUNDED, Col, fit
 from coop.text import one_line
-from coop.types import EventKind, Objective, Pulse, Snapshot, State, Task
+from coop.types import Answer, EventKind, Objective, Pulse, Snapshot, State, Task
 
 
 def _ago(t: float) -> str:
+    """How long ago `t` was; "-" for a time never recorded (a board rebuilt from its journal
+    has not seen its instances yet)."""
+    if not t:
+        return "-"
     secs = max(0.0, time.time() - t)
     return f"{secs:.0f}s ago" if secs < 120 else f"{secs / 60:.0f}m ago"
 
@@ -38,15 +43,17 @@ def render_list(console: Console, objectives: Sequence[Objective]) -> None:
     if not objectives:
         console.print('no objectives on this cluster; start one with `coop start "..."`')
         return
-    table = Table("id", "objective", "created", "state")
-    for o in objectives:
-        table.add_row(
+    cols = [Col("id"), Col("objective", text=True), Col("created"), Col("state", text=True)]
+    rows = [
+        [
             o.id,
             one_line(o.text, 60),
             _ago(o.created),
             _state(o.state.value, o.reason.value if o.reason else None),
-        )
-    console.print(table)
+        ]
+        for o in objectives
+    ]
+    console.print(fit("", cols, rows, console.width))
 
 
 def _budget(snap: Snapshot) -> str:
@@ -62,8 +69,9 @@ def _budget(snap: Snapshot) -> str:
     return "budget: " + ", ".join(parts)
 
 
-def status_view(snap: Snapshot, recent: Sequence[Event] = ()) -> Group:
-    """Everything `coop status` shows, as one renderable: printed once, or live."""
+def status_view(snap: Snapshot, recent: Sequence[Event] = (), width: int = UNBOUNDED) -> Group:
+    """Everything `coop status` shows, as one renderable fitted to `width`: printed once, or
+    live."""
     reason = snap.reason.value if snap.reason else None
     p = snap.progress
     head = Text.from_markup(
@@ -73,98 +81,145 @@ def status_view(snap: Snapshot, recent: Sequence[Event] = ()) -> Group:
         f"{_budget(snap)}\nprogress: stalls {p.stalls}/{C.STALL_LIMIT}, replans "
         f"{p.replans}/{C.MAX_REPLANS}, repeating batches {p.repeating}/{C.LOOP_BATCHES}, "
         f"completion checks {p.checks}"
+        + (f"\nanswer: {escape(_answer_line(snap.answer))}" if snap.answer else "")
     )
     parts: list[Any] = [head]
-    tasks = Table(
-        "pending",
-        "awaiting approval",
-        "leased",
-        "completed",
-        "dead-lettered",
-        "awaiting planning",
-        "duplicates rejected",
-        title="tasks",
-    )
-    tasks.add_row(
-        *map(
-            str,
-            (
-                len(snap.pending),
-                snap.awaiting,
-                len(snap.leased),
-                snap.completed,
-                len(snap.dead),
-                snap.unplanned,
-                f"{p.exact_duplicates} exact, {p.near_duplicates} near",
-            ),
-        )
-    )
-    parts.append(tasks)
+    tasks = [
+        Col("pending"),
+        Col("awaiting approval", "approval"),
+        Col("leased"),
+        Col("completed", "done"),
+        Col("dead-lettered", "dead"),
+        Col("awaiting planning", "unplanned"),
+        Col("duplicates rejected", "duplicates"),
+    ]
+    counts = (len(snap.pending), snap.awaiting, len(snap.leased), snap.completed, len(snap.dead))
+    row = [*map(str, counts), str(snap.unplanned)]
+    row.append(f"{p.exact_duplicates} exact, {p.near_duplicates} near")
+    parts.append(fit("tasks", tasks, [row], width))
     if snap.workers:
-        workers = Table(
-            "instance",
-            "completed",
-            "per min",
-            "failed",
-            "in flight",
-            "model calls",
-            "tokens",
-            "cost",
-            "last seen",
-            title="instances",
-        )
         flying = Counter(lease.worker for lease in snap.leased)
-        for w in sorted(snap.workers, key=lambda w: w.worker):
-            workers.add_row(
+        workers = [
+            Col("instance"),
+            Col("completed", "done"),
+            Col("per min", "/min", optional=True),
+            Col("failed", "fail"),
+            Col("in flight", "held"),
+            Col("model calls", "calls", optional=True),
+            Col("tokens"),
+            Col("cost"),
+            Col("tool calls", "tools", optional=True),
+            Col("last seen", "seen", optional=True),
+            Col("can use", "caps", optional=True, text=True),
+        ]
+        rows = [
+            [
                 w.worker,
                 str(w.completed),
-                f"{w.per_minute:.1f}",
+                f"{w.per_minute:.1f}" if w.last_seen else "-",
                 str(w.failed),
                 str(flying[w.worker]),
                 str(w.usage.calls),
                 str(w.usage.tokens),
                 f"${w.usage.cost:.4f}",
+                str(w.tool_calls),
                 _ago(w.last_seen),
-            )
-        parts.append(workers)
-    usage = Table("agent", "calls", "prompt tokens", "completion tokens", "cost", title="usage")
-    for kind, u in snap.usage.items():
-        usage.add_row(
-            kind, str(u.calls), str(u.prompt_tokens), str(u.completion_tokens), f"${u.cost:.4f}"
-        )
+                _kit(w.caps, w.sandbox),
+            ]
+            for w in sorted(snap.workers, key=lambda w: w.worker)
+        ]
+        parts.append(fit("instances", workers, rows, width))
+    if snap.tools:
+        tools = [
+            Col("tool"),
+            Col("calls"),
+            Col("failed", "fail"),
+            Col("mean seconds", "mean s"),
+            Col("characters answered", "chars", optional=True),
+        ]
+        rows = [
+            [name, str(t.calls), str(t.failed), f"{t.seconds / t.calls:.2f}", str(t.chars)]
+            for name, t in sorted(snap.tools.items())
+        ]
+        parts.append(fit("tools", tools, rows, width))
+    if snap.lacking:
+        waiting = [Col("task", text=True), Col("needs what no live worker has", "lacks", text=True)]
+        by_id = {t.id: t for t in snap.pending}
+        rows = [
+            [f"#{tid} {one_line(by_id[tid].text, 50)}", ", ".join(caps)]
+            for tid, caps in snap.lacking.items()
+            if tid in by_id
+        ]
+        parts.append(fit("waiting for a capability", waiting, rows, width))
+    usage = [
+        Col("agent"),
+        Col("calls"),
+        Col("prompt tokens", "prompt"),
+        Col("completion tokens", "completion"),
+        Col("cost"),
+    ]
     total = snap.total
-    usage.add_row(
-        "total",
-        str(total.calls),
-        str(total.prompt_tokens),
-        str(total.completion_tokens),
-        f"${total.cost:.4f}",
-        style="bold",
-    )
-    parts.append(usage)
+    rows = [
+        [k, str(u.calls), str(u.prompt_tokens), str(u.completion_tokens), f"${u.cost:.4f}"]
+        for k, u in [*snap.usage.items(), ("total", total)]
+    ]
+    parts.append(fit("usage", usage, rows, width))
     if snap.dead:
-        dead = Table("task", "attempts", "last error", title="dead letters")
-        for t in snap.dead:
-            dead.add_row(
-                f"#{t.id} {one_line(t.text, 50)}", str(t.attempts), one_line(t.last_error, 80)
-            )
-        parts.append(dead)
+        dead = [Col("task", text=True), Col("attempts", "tries"), Col("last error", text=True)]
+        rows = [
+            [f"#{t.id} {one_line(t.text, 50)}", str(t.attempts), one_line(t.last_error, 80)]
+            for t in snap.dead
+        ]
+        parts.append(fit("dead letters", dead, rows, width))
     if recent:
         parts.append(Text("recent events\n" + "\n".join(event_line(e) for e in recent)))
     return Group(*parts)
 
 
+def _kit(caps: Sequence[str], sandbox: str) -> str:
+    """What a worker can do, with its python sandbox's isolation."""
+    return ", ".join(f"python ({sandbox})" if c == "python" and sandbox else c for c in caps) or "-"
+
+
+def _answer_line(answer: Answer | None) -> str:
+    if answer is None or not answer.text:
+        return f"missing: {answer.missing if answer else 'not yet'}"
+    met = {True: "judged met", False: "judged not met", None: "not judged"}[answer.met]
+    return f"revision {answer.revision}, cites {len(answer.cited)} task(s), objective {met}"
+
+
 def render_status(console: Console, snap: Snapshot) -> None:
-    console.print(status_view(snap), highlight=False)
+    console.print(status_view(snap, width=console.width), highlight=False)
+
+
+ANSWER_LINES = 8
+"""Lines of the answer `coop start` shows at the end; the rest is in its file."""
+
+
+def render_answer(console: Console, answer: Answer | None, path: Path | None) -> None:
+    """The end of `coop start`: where the answer is and how it begins, or why there is none."""
+    if answer is None:
+        return
+    if not answer.text or path is None:
+        console.print(f"no answer: {answer.missing}", highlight=False, soft_wrap=True)
+        return
+    lines = answer.text.strip().splitlines()
+    console.print(f"answer: {path}", highlight=False, soft_wrap=True)
+    for line in lines[:ANSWER_LINES]:
+        console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+    if len(lines) > ANSWER_LINES:
+        console.print(f"  … ({len(lines) - ANSWER_LINES} more lines)", highlight=False)
 
 
 def watch(console: Console, board: BoardClient, interval: float = 1.0) -> Snapshot:
     """`coop status --watch`: redraw until the objective finishes (or Ctrl-C)."""
     with Live(console=console, auto_refresh=False) as live:
         while True:
+            board.refresh()  # a journal view rereads the journal
             snap = board.snapshot()
-            live.update(status_view(snap, board.recent_events(8)), refresh=True)
-            if snap.state is State.FINISHED or not board.live:
+            view = status_view(snap, board.recent_events(8), console.width)
+            live.update(view, refresh=True)
+            if snap.state is State.FINISHED:
                 return snap
             time.sleep(interval)
 
@@ -221,6 +276,11 @@ def event_line(e: Event) -> str:
         bits.append(one_line(d["text"], 60))
     elif e.kind is EventKind.FAILED:
         bits.append(("dead: " if d["dead"] else "") + one_line(d["error"], 80))
+    elif e.kind is EventKind.TOOL:
+        state = "ok" if d["ok"] else "failed"
+        bits.append(f"{d['tool']} step {d['step']} {state} {d['latency']:.2f}s {d['chars']} chars")
+    elif e.kind is EventKind.WROTE:
+        bits.append(f"{d['path']} ({len(d['content'].encode('utf-8')):,} bytes)")
     elif e.kind is EventKind.STOPPING:
         bits.append(d["reason"] + (f": {one_line(d['detail'], 80)}" if d["detail"] else ""))
     return "  ".join(bits)
@@ -240,9 +300,10 @@ def tape(
         for e in board.all_events(since):
             out(e.to_json() if as_json else event_line(e))
             since = e.seq
-        if not (follow and board.live) or board.state()[0] is State.FINISHED:
+        if not follow or board.state()[0] is State.FINISHED:
             return
         time.sleep(0.5)
+        board.refresh()  # a journal view rereads the journal
 
 
 def review(board: BoardClient, *, approve_all: bool, drop: Sequence[int]) -> tuple[int, int]:

@@ -1,8 +1,11 @@
 """Token counting for prompt budgets, exact with tiktoken and a conservative estimate without.
 
-tiktoken downloads its encodings on first use; offline, or for a model it does not know
-(Ollama, vLLM…), that fails. coop then estimates from UTF-8 length, errs on the side of
-more tokens, and warns once per model instead of crashing.
+tiktoken downloads its encodings on first use (into TIKTOKEN_CACHE_DIR, else a temp dir) and
+reads them from there afterwards; offline, or for a model it does not know (Ollama, vLLM…),
+that fails. coop then estimates from UTF-8 length, errs on the side of more tokens, and warns
+instead of crashing. Where DNS does not answer (an air-gapped node) a download would stall
+for many seconds, so a load is given LOAD_TIMEOUT. The planner decides once for the objective
+(`RunSettings.exact_tokens`): when it had no encoding, workers estimate at once, silently.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ log = logging.getLogger(__name__)
 
 BYTES_PER_TOKEN = 3
 """Real tokenizers average about 4 bytes per token on English; 3 over-counts, which is safe."""
+LOAD_TIMEOUT = 5.0
+"""Seconds to wait for tiktoken to load an encoding: at once from its cache; a download that
+has not finished by then (a stalled DNS lookup) is left to finish in the background, unused."""
 
 _warned: set[str] = set()
 _warn_lock = threading.Lock()
@@ -59,17 +65,32 @@ def estimating(model: str) -> Tokenizer:
 
 
 @lru_cache(maxsize=32)
-def for_model(model: str) -> Tokenizer:
-    try:
-        return Tokenizer(model, tiktoken.encoding_for_model(model))
-    except Exception as exc:  # KeyError for unknown models, network errors offline
-        with _warn_lock:
-            if model not in _warned:
-                _warned.add(model)
-                log.warning(
-                    "no tiktoken encoding for %s (%s: %s); estimating tokens conservatively",
-                    model,
-                    type(exc).__name__,
-                    str(exc)[:120],
-                )
+def for_model(model: str, exact: bool = True) -> Tokenizer:
+    """The model's tokenizer; `exact=False` (the objective has no encoding) estimates at once."""
+    if not exact:
         return Tokenizer(model, None)
+    loaded: list[tiktoken.Encoding] = []
+    failed: list[str] = []
+
+    def load() -> None:
+        try:
+            loaded.append(tiktoken.encoding_for_model(model))
+        except Exception as exc:  # KeyError for unknown models, network errors offline
+            failed.append(f"{type(exc).__name__}: {str(exc)[:120]}")
+
+    thread = threading.Thread(target=load, name="tiktoken-load", daemon=True)
+    thread.start()
+    thread.join(LOAD_TIMEOUT)
+    if loaded:
+        return Tokenizer(model, loaded[0])
+    with _warn_lock:
+        if model not in _warned:
+            _warned.add(model)
+            why = failed[0] if failed else f"not loaded within {LOAD_TIMEOUT:g}s"
+            log.warning(
+                "no tiktoken encoding for %s (%s); estimating tokens conservatively "
+                "(see TIKTOKEN_CACHE_DIR in the README to give it one offline)",
+                model,
+                why,
+            )
+    return Tokenizer(model, None)

@@ -79,6 +79,10 @@ class EventKind(str, enum.Enum):
     DROPPED = "dropped"
     PROGRESS = "progress"
     PLANNER = "planner"
+    ANSWER = "answer"
+    REOPENED = "reopened"
+    TOOL = "tool"
+    WROTE = "wrote"
 
     @property
     def durable(self) -> bool:
@@ -96,18 +100,23 @@ _DURABLE = frozenset(
         EventKind.PLANNED,
         EventKind.APPROVED,
         EventKind.DROPPED,
+        EventKind.ANSWER,
+        EventKind.REOPENED,
+        EventKind.WROTE,
     }
 )
 
 
 class Kind(str, enum.Enum):
     """What a model call was for; usage is accounted per kind. The first three are BabyAGI's
-    agents; the completion check is coop's; embeddings are memory's."""
+    agents; the completion check and the synthesis of the answer are coop's; embeddings are
+    memory's."""
 
     EXECUTION = "execution"
     CREATION = "creation"
     PRIORITIZATION = "prioritization"
     COMPLETION_CHECK = "completion-check"
+    SYNTHESIS = "synthesis"
     EMBEDDING = "embedding"
 
 
@@ -118,6 +127,7 @@ class Task:
     parent: int | None = None
     attempts: int = 0
     last_error: str = ""
+    needs: list[str] = field(default_factory=list)  # capabilities a worker must have to lease it
 
 
 @dataclass(frozen=True)
@@ -177,11 +187,34 @@ class WorkerStats:
     last_seen: float = 0.0
     usage: Usage = field(default_factory=Usage)
     slots: int = 0  # tasks it may hold at once, as its heartbeat says (0: the planner)
+    caps: list[str] = field(default_factory=list)  # what it can do: its tools' and named ones
+    sandbox: str = ""  # the isolation its `python` tool runs code in, if it has one
+    tool_calls: int = 0
 
     @property
     def per_minute(self) -> float:
         """Completions per minute while it has been seen working."""
         return self.completed * 60 / max(self.last_seen - self.first_seen, 1.0)
+
+
+@dataclass
+class ToolStats:
+    """One tool's calls across the objective."""
+
+    calls: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    chars: int = 0  # what the tool answered, before any cut
+
+
+@dataclass(frozen=True)
+class Seat:
+    """What a worker tells the board with each heartbeat: the tasks it may hold at once, the
+    capabilities it has, and its sandbox."""
+
+    slots: int = 0
+    caps: tuple[str, ...] = ()
+    sandbox: str = ""
 
 
 @dataclass(frozen=True)
@@ -204,6 +237,19 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """The objective's answer, written from the results when a run ends: one revision per run
+    (a finished objective continued with a larger cap gets a new one; the old ones are kept)."""
+
+    revision: int = 0  # numbered by the board as it records them: 1, 2…
+    text: str = ""  # Markdown; empty when missing
+    cited: list[int] = field(default_factory=list)  # task ids it cites that exist
+    met: bool | None = None  # the model's judgement of the objective; None when it did not say
+    missing: str = ""  # why there is no answer
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
 class PlanView:
     """What the planner needs each turn, read in one call so the numbers agree: the state,
     completions nobody has planned from yet, and the demand for new tasks."""
@@ -219,6 +265,8 @@ class PlanView:
     room: int  # tasks that may still be added before pending + leased + done reach the cap
     head: list[int]  # the first pending ids: what workers take next, and prioritization sees
     dry: bool  # nothing pending, leased or unplanned: time to ask whether the objective is met
+    capabilities: list[str] = field(default_factory=list)  # what the live workers can do
+    stuck: int = 0  # pending tasks no live worker has the capabilities for
 
 
 @dataclass(frozen=True)
@@ -275,6 +323,10 @@ class Snapshot:
     progress: Progress
     settings: RunSettings
     awaiting: int  # pending tasks waiting for a person's approval
+    answer: Answer | None = None  # the newest revision of the answer, once a run has ended
+    tools: dict[str, ToolStats] = field(default_factory=dict)
+    files: list[tuple[str, int]] = field(default_factory=list)  # the workspace: path, bytes
+    lacking: dict[int, list[str]] = field(default_factory=dict)  # task -> what no worker has
 
     @property
     def total(self) -> Usage:

@@ -9,17 +9,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coop import agents
 from coop import constants as C
 from coop.board import BoardUnavailable
-from coop.calls import Context, ask
+from coop.calls import Context
 from coop.config import scrub
+from coop.execution import execute
 from coop.journal import JournalError
 from coop.llm import LLMError, LLMFatalError
 from coop.text import one_line
-from coop.types import Kind, Lease, Outcome, Reason, State
+from coop.tools.box import Toolbox
+from coop.types import Lease, Outcome, Reason, Seat, State
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +40,24 @@ class WorkerReport:
 
 
 class Worker:
-    def __init__(self, ctx: Context, concurrency: int, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        concurrency: int,
+        stop: threading.Event,
+        tools: Toolbox | None = None,
+        caps: Sequence[str] = (),
+        sandbox: str = "",
+    ) -> None:
+        """`tools`: what tasks may use here; `caps`: named capabilities this worker has besides
+        its tools' (a GPU, a browser); `sandbox`: the isolation of its `python` tool."""
         self.ctx = ctx
         self.board = ctx.board
         self.report = WorkerReport(ctx.name)
         self.concurrency = concurrency
+        self.tools = tools
+        kit = set(caps) | set(tools.capabilities() if tools else ())
+        self.seat = Seat(concurrency, tuple(sorted(kit)), sandbox)
         self.stop = stop  # set by a signal: lease no more
         self._closing = threading.Event()  # the objective grants no more leases
         self._finished = threading.Event()  # nothing held any more: the heartbeat may end
@@ -71,11 +86,22 @@ class Worker:
         return self.report
 
     def _slot(self) -> None:
+        """Lease and work, one task at a time, until the objective grants no more; a board
+        that is gone ends the slot with one line."""
+        try:
+            self._lease_and_work()
+        except BoardUnavailable as exc:
+            if not self._closing.is_set():
+                log.error("%s; this worker stops", exc)
+                self.report.fatal = str(exc)
+            self._closing.set()
+
+    def _lease_and_work(self) -> None:
         idle = C.POLL_MIN
         got: Lease | State | None = None
         while not (self.stop.is_set() or self._closing.is_set()):
             if got is None:
-                got = self.board.lease(self.name)
+                got = self.board.lease(self.name, self.seat.caps)
             if isinstance(got, Lease):
                 idle = C.POLL_MIN
                 got = self._work(got)  # the next lease, when the board gave one with the ack
@@ -98,17 +124,9 @@ class Worker:
             self._held[task.id] = lease.token
         nxt: Lease | State | None = None
         try:
-            context = self.ctx.memory.query(
-                task.text, self.ctx.settings.context_k
-            )  # once, not per try
-            text = ask(
-                self.ctx,
-                Kind.EXECUTION,
-                lambda budget: agents.execution_prompt(
-                    self.ctx.objective, task.text, context, self.ctx.llm.tokenizer, budget
-                ),
-                task.id,
-            )
+            # from memory once, not once per prompt try
+            context = self.ctx.memory.query(task.text, self.ctx.settings.context_k)
+            text = execute(self.ctx, lease, context, self.tools).text
             self.ctx.memory.add(task.id, task.text, text, token=lease.token, worker=self.name)
             outcome, nxt = self._complete(lease, text)
             if outcome is Outcome.STALE:
@@ -139,7 +157,9 @@ class Worker:
             try:
                 if self.stop.is_set():
                     return self.board.complete(lease.task.id, lease.token, self.name, text), None
-                return self.board.complete_and_lease(lease.task.id, lease.token, self.name, text)
+                return self.board.complete_and_lease(
+                    lease.task.id, lease.token, self.name, text, self.seat.caps
+                )
             except JournalError as exc:
                 log.warning(
                     "task #%d: result not recorded yet (%s); retrying in %.0fs",
@@ -174,7 +194,7 @@ class Worker:
             with self._lock:
                 held = list(self._held.items())
             try:
-                lost = self.board.heartbeat(self.name, held, self.concurrency)
+                lost = self.board.heartbeat(self.name, held, self.seat)
             except BoardUnavailable as exc:
                 log.warning("heartbeat failed: %s", one_line(str(exc), 120))
                 continue
@@ -185,5 +205,8 @@ class Worker:
         with self._lock:
             held = list(self._held.items())
         for tid, token in held:
-            self.board.release(tid, token, self.name)
+            try:
+                self.board.release(tid, token, self.name)
+            except BoardUnavailable:
+                return  # the board is gone: its leases expire on their own
             log.info("task #%d released unfinished", tid)

@@ -15,7 +15,7 @@ import ray
 from coop import cluster
 from coop.board import Board, BoardClient
 from coop.config import RunSettings
-from coop.types import Lease, Outcome, Reason, State
+from coop.types import Lease, Outcome, Reason, Seat, State
 from tests.support.board import Clock, drive, leased, make_board
 
 
@@ -180,7 +180,11 @@ def test_token_budget_holds_under_concurrent_leases() -> None:
     """Leases reserve what a task will likely spend; the cap is never passed by more than
     the in-flight work, and the objective stops with the cap as its reason."""
     board = make_board(
-        max_tokens=1000, max_prompt_tokens=300, max_completion_tokens=100, max_tasks=1000
+        max_tokens=1000,
+        max_prompt_tokens=300,
+        max_completion_tokens=100,
+        max_tasks=1000,
+        synthesis_reserve=0,  # the whole cap for tasks: the answer's share is tested apart
     )
     board.add([f"t{i}" for i in range(50)])
     first = [leased(board, f"w{i}") for i in range(5)]  # 5 x 200 estimated = the cap
@@ -375,3 +379,21 @@ def test_a_busy_worker_does_not_starve_an_idle_one() -> None:
     again = leased(board, "idle")
     _, nxt = board.complete_and_lease(again.task.id, again.token, "idle", "done")
     assert isinstance(nxt, Lease) and nxt.task.text == "fourth"
+
+
+def test_a_task_is_leased_only_to_a_worker_with_what_it_needs() -> None:
+    clock = Clock()
+    board = make_board(clock)
+    board.add(["train the model", "write the notes"], needs=[["GPU"], []])
+    board.heartbeat("plain", [], Seat(2, ()))
+    assert leased(board, "plain").task.text == "write the notes"
+    assert board.lease("plain") is State.RUNNING  # the gpu task is left for someone who can
+    view = board.plan_view(0, 10)
+    assert view.stuck == 1 and view.ready == 0 and view.capabilities == []
+    assert board.snapshot().lacking == {1: ["gpu"]}  # names are lower-case
+    board.heartbeat("big", [], Seat(1, ("gpu", "python"), "bubblewrap"))
+    assert board.plan_view(0, 10).stuck == 0 and board.snapshot().lacking == {}
+    got = board.lease("big", ("gpu", "python"))
+    assert isinstance(got, Lease) and got.task.needs == ["gpu"]
+    clock.now += 60  # workers not heard from for a lease's time no longer count
+    assert board.plan_view(0, 10).capabilities == []

@@ -27,7 +27,9 @@ def test_the_estimate_follows_the_mean_execution() -> None:
 
 
 def test_reservations_count_toward_a_cap_until_released() -> None:
-    b = budget(max_tokens=1000, max_prompt_tokens=300, max_completion_tokens=100)
+    b = budget(
+        max_tokens=1000, max_prompt_tokens=300, max_completion_tokens=100, synthesis_reserve=0
+    )
     for tid in range(5):
         assert b.over(b.estimate()) is None
         b.reserve(tid, *b.estimate())
@@ -53,3 +55,16 @@ def test_no_caps_never_stop_anything() -> None:
     b = budget()
     b.settle("execution", 10**9, 10**9)
     assert b.over(None) is None and b.over((10**9, 1.0)) is None
+
+
+def test_tasks_may_not_use_the_share_kept_for_the_answer() -> None:
+    b = budget(
+        max_tokens=1000, max_prompt_tokens=300, max_completion_tokens=100, synthesis_reserve=0.2
+    )
+    for tid in range(4):  # 4 x 200 fill the 800 tasks may use
+        assert b.over(b.estimate()) is None
+        b.reserve(tid, *b.estimate())
+    assert b.over(b.estimate()) is Reason.MAX_TOKENS
+    b.settle("execution", 700, 100)  # spending may still go up to the cap itself
+    assert b.over(None) is None and b.short(150, 50) == ""
+    assert "200 of --max-tokens 1000 are left" in b.short(150, 51)

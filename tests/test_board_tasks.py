@@ -19,7 +19,7 @@ def test_screening_turns_away_what_was_seen_and_repeats_within_one_call() -> Non
     screened = tasks.screen(
         ["write INTRO.", "  Write   body ", "Outro", "outro", ""], 2, accepting=True
     )
-    assert screened.rows == [(3, "Outro", 2)]
+    assert screened.rows == [(3, "Outro", 2, [])]
     assert screened.duplicates == ["write INTRO.", "  Write   body ", "outro", ""]
     assert screened.repeats == 1  # only the intro was finished work
     assert tasks.pending == [2]  # nothing changes until `add`

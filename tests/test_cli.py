@@ -3,6 +3,10 @@ and hostile but valid objectives simply work."""
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+from typing import Any
+
 import pytest
 from ray.cluster_utils import Cluster
 
@@ -13,6 +17,7 @@ from coop.memory.cluster import memory_path
 from coop.text import objective_id
 from coop.types import Reason
 from tests.support.procs import STATE_DIR, assert_one_line_error, coop_env, run_coop, unique
+from tests.support.standin import Faults, MakeStandIn
 
 MAX_TASKS_EXIT = Reason.MAX_TASKS.exit_code
 
@@ -135,3 +140,60 @@ def test_join_without_a_cluster_explains_how_to_point_it(tmp_path: object) -> No
 def test_bare_coop_shows_the_commands() -> None:
     proc = run_coop(env=coop_env(None))
     assert proc.returncode == 0 and "Commands:" in proc.stdout and "coop: error" not in proc.stderr
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    "server, flags, needle",
+    [
+        ({}, ["--model", ""], "--model is empty"),
+        ({"api_key": "the-right-one"}, [], "refused (401"),
+        ({"models": ("small-model", "embedder")}, ["--model", "big-model"], "does not know"),
+        ({"faults": Faults(broken="html")}, [], "not a model listing"),
+        (None, [], "unreachable"),
+    ],
+)
+def test_a_model_server_that_cannot_serve_stops_start_before_anything_exists(
+    make_standin: MakeStandIn,
+    ray_cluster: Cluster,
+    server: dict[str, Any] | None,
+    flags: list[str],
+    needle: str,
+) -> None:
+    """`coop start` asks the model server first: unreachable, refusing the key, not knowing
+    the model, or not an OpenAI-compatible API at all is one line and no objective."""
+    base = make_standin(**server).base_url if server is not None else None
+    objective = unique("Ask first")
+    env = coop_env(
+        ray_cluster,
+        OPENAI_API_KEY="sk-wrong-key-123456",
+        OPENAI_BASE_URL=base or f"http://127.0.0.1:{closed_port()}/v1",
+        COOP_EMBEDDING_MODEL="embedder",
+    )
+    proc = run_coop("start", objective, "--model", "small-model", *flags, env=env, timeout=90)
+    assert_one_line_error(proc, needle)
+    assert "sk-wrong" not in proc.stderr
+    assert not journal_path(STATE_DIR, objective_id(objective)).exists()
+
+
+def test_an_unwritable_output_file_is_one_line_and_loses_nothing(
+    ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    env = coop_env(ray_cluster)
+    objective = unique("Write somewhere")
+    code = run_coop("start", objective, "--llm", "offline", "--max-tasks", "2", env=env).returncode
+    assert code == MAX_TASKS_EXIT
+    before = run_coop("results", objective, "--format", "jsonl", env=env).stdout
+    for args, needle in (
+        (["results", objective, "-o", str(tmp_path / "no" / "dir" / "out.md")], "cannot write"),
+        (["results", objective, "--final", "-o", str(tmp_path)], "is a directory"),
+    ):
+        assert_one_line_error(run_coop(*args, env=env), needle)
+    assert run_coop("results", objective, "--format", "jsonl", env=env).stdout == before
+    assert len(before.splitlines()) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -13,6 +14,8 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from coop import cluster
+from coop.text import objective_id
+from coop.types import Reason
 from tests.support.procs import (
     assert_one_line_error,
     coop_env,
@@ -113,3 +116,34 @@ def test_a_ray_temp_dir_too_long_for_sockets_is_one_line(tmp_path: Path) -> None
     deep.mkdir()
     proc = run_coop("start", "ok", "--llm", "offline", env=coop_env(None, RAY_TMPDIR=str(deep)))
     assert_one_line_error(proc, "cannot connect to Ray", "107 bytes")
+
+
+def test_commands_in_another_terminal_find_the_cluster_coop_start_made(tmp_path: Path) -> None:
+    """The README's first demo starts a private cluster that ends with the run: `coop status`,
+    `approve` and `stop` in another terminal find it by themselves, with no --address."""
+    ray_tmp = tempfile.mkdtemp(prefix="coop-")  # short: Ray's socket paths must fit 107 bytes
+    state = tmp_path / "state"
+    env = coop_env(None, RAY_TMPDIR=ray_tmp, COOP_STATE_DIR=str(state))  # no cluster to find
+    objective = unique("Wait for a person")
+    oid = objective_id(objective)
+    start = spawn_coop(
+        "start", objective, "--llm", "offline", "--approve", env=env, log=tmp_path / "start.log"
+    )
+    try:
+        wait_for(lambda: "add workers with" in (tmp_path / "start.log").read_text(), 90, "start")
+        wait_for(lambda: (state / cluster.ANNOUNCED).exists(), 30, "the announcement")
+        shown = run_coop("status", oid, env=env)
+        assert shown.returncode == 0 and "reading its journal" not in shown.stderr
+        assert f"planner: {socket.gethostname()}-{start.pid}" in shown.stdout  # live, not a replay
+        approved = run_coop("approve", oid, "--all", env=env)
+        assert approved.returncode == 0 and f"{oid}: " in approved.stdout
+        assert run_coop("stop", oid, env=env).returncode == 0
+        assert start.wait(120) == Reason.STOPPED.exit_code
+        assert not (state / cluster.ANNOUNCED).exists()  # withdrawn with its cluster
+        after = run_coop("status", oid, env=env)  # the cluster is gone: the journal, said so
+        assert after.returncode == 0 and "reading its journal" in after.stderr
+        assert "stopping" not in after.stdout and "finished (stopped by user)" in after.stdout
+    finally:
+        if start.poll() is None:
+            start.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -13,7 +13,7 @@ from coop import cluster, registry
 from coop.board import BoardClient
 from coop.config import RunSettings
 from coop.simulate import Simulator
-from coop.types import Reason, Snapshot, State
+from coop.types import EventKind, Reason, Snapshot, State
 from tests.support.procs import (
     STATE_DIR,
     coop_env,
@@ -119,3 +119,60 @@ def test_a_task_that_keeps_failing_is_dead_lettered_with_its_error(
     assert snap.reason is Reason.DONE and snap.completed == 9  # 13 less Step 2's subtree
     poisoned = [c for c in server.calls if c.subject.startswith("Step 2:")]
     assert len(poisoned) == 3 * 4  # three attempts, each the first try and 3 client retries
+
+
+def test_offline_agents_act_a_task_writes_a_file_and_a_later_one_reads_it(
+    ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    """The README's tool demo: the simulated model calls the workspace and python tools; every
+    read finds the notes an earlier task wrote, and the workspace is exported at the end."""
+    objective = unique("Write a short guide to growing tomatoes")
+    env = coop_env(ray_cluster)
+    flags = ("--llm", "offline", "--workers", "2", "--tools", "workspace,python")
+    start = spawn_coop("start", objective, *flags, env=env, log=tmp_path / "start.log")
+    assert start.wait(180) == 0, (tmp_path / "start.log").read_text()
+    board = registry.find(objective)
+    events = list(board.all_events())
+    written = {e.data["path"]: e.seq for e in events if e.kind is EventKind.WROTE}
+    reads = [e for e in events if e.kind is EventKind.TOOL and e.data["tool"] == "workspace_read"]
+    assert "notes/step-0.md" in written and len(reads) >= 3
+    assert all(e.data["ok"] for e in reads)  # each read found its file: written before it
+    pythons = [e for e in events if e.kind is EventKind.TOOL and e.data["tool"] == "python"]
+    assert pythons and all(e.data["ok"] for e in pythons)
+    snap = board.snapshot()
+    assert snap.tools["workspace_write"].calls == len(written) == snap.completed
+    folder = STATE_DIR / "reports" / f"{board.objective_id}.workspace"
+    assert (folder / "notes" / "step-0.md").read_text() == board.read_file("notes/step-0.md")
+    report = (STATE_DIR / "reports" / f"{board.objective_id}.md").read_text()
+    assert "## Tools" in report and "`notes/step-0.md`" in report
+
+
+def test_a_task_that_needs_a_capability_goes_only_to_a_worker_that_has_it(
+    make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    """The planner tags tasks with what they need (the simulator: `Draft a section` needs the
+    workers' named capability); only a worker that has it leases them."""
+    server = make_standin(latency=0.3, simulator=Simulator(fanout=3, limit=12))
+    objective = unique("Train and write")
+    env = coop_env(ray_cluster, server)
+    start, oid = spawn_start(objective, "--workers", "0", env=env, log=tmp_path / "start.log")
+    board = registry.find(oid)
+    gpu = spawn_coop("join", oid, "--cap", "gpu", env=env, log=tmp_path / "gpu.log")
+    gpu_name = worker_name(tmp_path / "gpu.log")
+    wait_for(lambda: any("gpu" in w.caps for w in board.snapshot().workers), 60, "the gpu worker")
+    plain = spawn_coop("join", oid, "--concurrency", "2", env=env, log=tmp_path / "plain.log")
+    plain_name = worker_name(tmp_path / "plain.log")
+    assert start.wait(180) == 0, (tmp_path / "start.log").read_text()
+    assert gpu.wait(60) == 0 and plain.wait(60) == 0
+    tasks = {t.id: t for t in board.snapshot().pending}
+    results = board.results()
+    needing = [r for r in results if "Draft a section" in r.task]
+    assert needing and all(r.worker == gpu_name for r in needing)
+    assert any(r.worker == plain_name for r in results)  # the other one did other work
+    leased_by_plain = [
+        e.data["id"]
+        for e in board.all_events()
+        if e.kind is EventKind.LEASED and e.data["worker"] == plain_name
+    ]
+    drafts = {r.task_id for r in needing}
+    assert not drafts & set(leased_by_plain) and not tasks

@@ -17,7 +17,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 
 from coop.text import objective_id
 from tests.support import raylets as local_cluster
-from tests.support.procs import ROOT, wait_for
+from tests.support.procs import COOP, ROOT, wait_for
 from tests.support.raylets import LocalCluster
 
 RAY = Path(sys.executable).with_name("ray")
@@ -75,7 +75,7 @@ def submit(
         json.dumps(runtime_env),
         *([] if wait else ["--no-wait"]),
         "--",
-        "coop",
+        str(COOP),  # the coop beside this interpreter: no activated virtualenv needed
         "start",
         objective,
         "--llm",
@@ -212,7 +212,7 @@ def test_coop_start_runs_as_a_ray_job(cluster: LocalCluster, state_dir: Path) ->
     api = jobs_api(cluster)
     assert api.get_job_status(job_id) == JobStatus.SUCCEEDED
     info = next(job for job in api.list_jobs() if job.submission_id == job_id)
-    assert info.entrypoint.startswith("coop start ") and "--llm offline" in info.entrypoint
+    assert info.entrypoint.startswith(f"{COOP} start ") and "--llm offline" in info.entrypoint
     assert info.driver_node_id == cluster.head.node_id  # the supervisor runs on the head
     assert info.driver_exit_code == 0
     assert "finished (done)" in api.get_job_logs(job_id)

@@ -4,13 +4,14 @@ and against a real endpoint when one is configured."""
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
 from coop import agents
 from coop.config import RunSettings
 from coop.errors import CoopError
-from coop.llm import LLMFatalError, OfflineLLM, OpenAILLM, make_llm
+from coop.llm import LLMError, LLMFatalError, OfflineLLM, OpenAILLM, make_llm
 from tests.support.procs import SECRET
 from tests.support.standin import Faults, MakeStandIn, StandIn
 
@@ -121,3 +122,90 @@ def test_many_embeddings_go_in_batches(standin: StandIn, monkeypatch: pytest.Mon
     assert len(out.vectors) == 600 and out.vectors[599] == llm.embed([texts[599]]).vectors[0]
     assert [c.kind for c in standin.calls].count("embeddings") == 3 + 1
     assert out.tokens == sum(c.prompt_tokens for c in standin.calls[:3])
+
+
+def closed_port() -> int:
+    """A loopback port where nothing listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    "broken, call, needle",
+    [
+        ("html", "complete", "answered a chat completion with a str"),
+        ("no-choices", "complete", "no choices"),
+        ("null-content", "complete", "a message with no content"),
+        ("html", "embed", "answered embeddings with a str"),
+        ("no-data", "embed", "0 embeddings for 1 inputs"),
+    ],
+)
+def test_a_reply_that_breaks_the_api_is_a_one_line_model_error(
+    make_standin: MakeStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    broken: str,
+    call: str,
+    needle: str,
+) -> None:
+    server = make_standin(faults=Faults(broken=broken))
+    llm = provider(server, monkeypatch)
+    with pytest.raises(LLMError) as info:
+        if call == "complete":
+            llm.complete(creation(llm), 50)
+        else:
+            llm.embed(["a task"])
+    message = str(info.value)
+    assert message.startswith("MalformedReply: model server ") and server.base_url in message
+    assert needle in message and "\n" not in message
+
+
+def test_a_reply_without_usage_is_counted_here(
+    make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Servers may omit `usage` (llama.cpp, some proxies): not a fault, coop counts itself."""
+    server = make_standin(faults=Faults(broken="no-usage"))
+    llm = provider(server, monkeypatch)
+    assert llm.complete(creation(llm), 50).prompt_tokens > 0
+    assert llm.embed(["a task"]).tokens > 0
+
+
+def test_an_unreachable_server_is_a_one_line_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{closed_port()}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    llm = OpenAILLM(RunSettings(), "t")
+    llm.client = llm.client.with_options(max_retries=0)
+    with pytest.raises(LLMError, match=r"^APIConnectionError: model server .* unreachable"):
+        llm.complete(creation(llm), 50)
+    with pytest.raises(LLMFatalError, match="unreachable"):
+        llm.check()
+
+
+def test_slow_headers_past_the_client_timeout_are_a_one_line_model_error(
+    make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = make_standin(faults=Faults(rate_slow=1.0, slow_seconds=5.0))
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    llm = OpenAILLM(RunSettings(model_timeout=1.0), "t")
+    llm.client = llm.client.with_options(max_retries=0)
+    with pytest.raises(LLMError, match=r"^APITimeoutError: .* did not answer .* within 1s"):
+        llm.complete(creation(llm), 50)
+
+
+def test_the_check_before_a_run(make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One listing request: the key, the models, and an answer that is no listing at all."""
+    server = make_standin(api_key="right", models=("small-model", "embed-model"))
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "wrong")
+    settings = RunSettings(model="small-model", embedding_model="embed-model")
+    with pytest.raises(LLMFatalError, match="401"):
+        OpenAILLM(settings, "t").check()
+    monkeypatch.setenv("OPENAI_API_KEY", "right")
+    OpenAILLM(settings, "t").check()  # both models known
+    with pytest.raises(LLMFatalError, match=r"does not know the model 'big-model'.*small-model"):
+        OpenAILLM(RunSettings(model="big-model", embedding_model="embed-model"), "t").check()
+    server.faults.broken = "html"
+    with pytest.raises(LLMFatalError, match="not a model listing"):
+        OpenAILLM(settings, "t").check()

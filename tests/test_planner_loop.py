@@ -18,7 +18,8 @@ from coop import constants as C
 from coop.board import Board, BoardClient, PlannerLost
 from coop.calls import Context
 from coop.config import RunSettings
-from coop.llm import Completion, OfflineLLM
+from coop.llm import Completion, OfflineLLM, OpenAILLM
+from coop.planner import loop
 from coop.planner.jobs import Job, Outcome, Review
 from coop.planner.loop import Planner
 from coop.simulate import Simulator
@@ -26,6 +27,7 @@ from coop.types import EventKind, Reason, State, Task
 from coop.worker import Worker
 from tests.support.board import Clock, in_process
 from tests.support.memory import InProcessMemory
+from tests.support.standin import Faults, MakeStandIn
 
 
 def planner(
@@ -279,3 +281,31 @@ def test_prioritization_beside_creation_loses_and_duplicates_nothing() -> None:
     pending = [t.id for t in snap.pending]
     assert len(pending) == len(set(pending)) == 6 + 6 * 4  # six seeds left, 24 new
     assert snap.unplanned == 0 and len(board.task_texts()) == 12 + 24
+
+
+@pytest.mark.parametrize("broken", ["html", "no-choices", "null-content", "no-data", "down"])
+def test_a_model_server_that_keeps_failing_ends_the_objective_as_failed_in_one_line(
+    make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    """Every planning call (creation, the index's embeddings, the completion check) fails the
+    same way: the planner retries with pauses, then stops the objective as `failed` with the
+    fault's one line; the results already in stay."""
+    server = make_standin(faults=Faults(broken="" if broken == "down" else broken))
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    monkeypatch.setattr(loop, "RETRY_AFTER_ERROR", 0.01)
+    if broken == "down":
+        server.stop()
+    llm = OpenAILLM(RunSettings(), "planner")
+    llm.client = llm.client.with_options(max_retries=0)
+    board = in_process("Fail politely", max_tasks=50)
+    board.add(["seed"])
+    lease = board.lease("w")
+    assert not isinstance(lease, State)
+    board.complete(lease.task.id, lease.token, "w", "the seed's result")
+    p = planner(board, llm)  # type: ignore[arg-type]
+    p.run()
+    state, reason, detail = board.state()
+    assert (state, reason) == (State.FINISHED, Reason.FAILED)
+    assert f"planning failed {loop.MAX_FAILURES} times" in detail and server.base_url in detail
+    assert "\n" not in detail and [r.text for r in board.results()] == ["the seed's result"]

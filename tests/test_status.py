@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
 import re
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from ray.cluster_utils import Cluster
+from rich.console import Console
 
-from coop import registry
+from coop import registry, status
+from coop.board import Board, BoardClient
+from coop.config import RunSettings
+from coop.types import Lease, Reason, Snapshot
 from tests.support.procs import COOP, SECRET, coop_env, run_coop, spawn_coop, spawn_start, unique
 from tests.support.standin import MakeStandIn
 
@@ -36,7 +43,8 @@ def test_events_follow_a_run_to_its_end_and_hold_no_secret(
     rows = [json.loads(line) for line in tape.stdout.splitlines()]
     assert [r["seq"] for r in rows] == sorted({r["seq"] for r in rows})
     calls = [r for r in rows if r["event"] == "usage"]
-    assert len(calls) == len([c for c in server.calls if c.status == 200])
+    model_calls = [c for c in server.calls if c.status == 200 and c.kind != "models"]
+    assert len(calls) == len(model_calls)  # every model call (the check's listing is none)
     assert all(r["latency"] >= 0 and r["worker"] for r in calls)
     executions = [r for r in calls if r["kind"] == "execution"]
     assert executions and all(r["latency"] >= 0.2 and r["task"] for r in executions)
@@ -105,3 +113,41 @@ def test_start_shows_a_live_progress_line_on_a_terminal_only(
         piped = run_coop("start", unique("Line it up"), *args[2:], env=env)
         assert piped.returncode == 0 and not line.search(piped.stdout + piped.stderr)
         assert "task #1 done by" in piped.stderr
+
+
+def test_a_journal_view_keeps_following_the_journal_to_the_end(tmp_path: Path) -> None:
+    """With no cluster to reach, `status --watch` and `events --follow` read the journal
+    again and again: they see a run that goes on elsewhere, and leave when it ends."""
+    settings = RunSettings(llm="offline").validate()
+    board = Board("follow-0a1b2c3d", "Follow me", settings, "n", str(tmp_path))
+    board.add(["first", "second"])
+
+    def read() -> Board:
+        return Board("follow-0a1b2c3d", "Follow me", settings, "r", str(tmp_path), readonly=True)
+
+    view = BoardClient.in_process(read(), reread=read)
+    assert not view.live
+    seen: list[str] = []
+    tape = threading.Thread(
+        target=status.tape,
+        args=(view,),
+        kwargs=dict(since=0, follow=True, as_json=False, out=seen.append),
+    )
+    screen = io.StringIO()
+    shown: list[Snapshot] = []
+    watcher = threading.Thread(
+        target=lambda: shown.append(status.watch(Console(file=screen, width=120), view, 0.1))
+    )
+    tape.start()
+    watcher.start()
+    for worker in ("w1", "w2"):
+        lease = board.lease(worker)
+        assert isinstance(lease, Lease)
+        time.sleep(0.3)
+        board.complete(lease.task.id, lease.token, worker, f"done by {worker}")
+    board.stop(Reason.DONE, "all done")
+    tape.join(20)
+    watcher.join(20)
+    assert not tape.is_alive() and not watcher.is_alive()
+    assert sum(" completed " in line for line in seen) == 2 and "stopping" in seen[-1]
+    assert shown[0].completed == 2 and "finished (done)" in screen.getvalue()

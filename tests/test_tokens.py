@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 import tiktoken
@@ -66,3 +67,41 @@ def test_estimate_trim_respects_utf8_boundaries() -> None:
     trimmed = tok.trim(text, 5)
     assert trimmed == "🍅" * 3 and tok.count(trimmed) <= 5
     assert tok.trim(text, 0) == ""
+
+
+def test_a_stalled_download_is_given_up_on_in_bounded_time(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where DNS does not answer, tiktoken's download hangs: the load is abandoned after
+    LOAD_TIMEOUT and tokens are estimated, with one warning."""
+
+    def stalls(model: str) -> tiktoken.Encoding:
+        time.sleep(30)
+        raise AssertionError("never reached")
+
+    monkeypatch.setattr(tiktoken, "encoding_for_model", stalls)
+    monkeypatch.setattr(tokens, "LOAD_TIMEOUT", 0.5)
+    tokens.for_model.cache_clear()
+    tokens._warned.discard("gpt-4.1")
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="coop.tokens"):
+        tok = tokens.for_model("gpt-4.1")
+    tokens.for_model.cache_clear()
+    assert not tok.exact and time.monotonic() - began < 2
+    assert any("not loaded within 0.5s" in r.getMessage() for r in caplog.records)
+
+
+def test_an_objective_without_an_encoding_estimates_at_once_and_silently(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Workers of an objective whose planner had no encoding neither try nor warn again."""
+
+    def never(model: str) -> tiktoken.Encoding:
+        raise AssertionError("a worker tried to load an encoding")
+
+    monkeypatch.setattr(tiktoken, "encoding_for_model", never)
+    tokens.for_model.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="coop.tokens"):
+        tok = tokens.for_model("gpt-4o-mini", False)
+    tokens.for_model.cache_clear()
+    assert not tok.exact and not caplog.records

@@ -14,12 +14,13 @@ from coop import constants as C
 from coop.board import Board, BoardClient
 from coop.calls import Context
 from coop.config import RunSettings
-from coop.llm import Completion, LLMFatalError, OfflineLLM
+from coop.llm import Completion, LLMFatalError, OfflineLLM, OpenAILLM
 from coop.types import Lease, Outcome, Reason, State
 from coop.worker import Worker, WorkerReport
 from tests.support.board import Clock, in_process
 from tests.support.memory import InProcessMemory
 from tests.support.procs import wait_for
+from tests.support.standin import Faults, MakeStandIn
 
 
 def worker(
@@ -224,3 +225,45 @@ def test_a_result_the_journal_cannot_take_is_kept_and_retried(tmp_path: Path) ->
     runner.join(60)
     assert [r.task for r in board.results()] == ["only task"]
     assert w.report.completed == 1
+
+
+@pytest.mark.parametrize(
+    "faults, needle",
+    [
+        (Faults(broken="html"), "MalformedReply"),
+        (Faults(broken="no-choices"), "no choices"),
+        (Faults(broken="null-content"), "no content"),
+        (Faults(broken="no-data"), "0 embeddings for 1 inputs"),
+        (Faults(rate_slow=1.0, slow_seconds=3.0), "APITimeoutError"),
+        (None, "APIConnectionError"),  # nothing listens
+    ],
+)
+def test_a_model_fault_fails_the_attempt_and_the_task_is_requeued_then_dead_lettered(
+    make_standin: MakeStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    faults: Faults | None,
+    needle: str,
+) -> None:
+    """Against a real HTTP server that misbehaves: each attempt fails with the fault's one
+    line naming the server, the task comes back, and after its attempts it is dead-lettered;
+    the worker itself never crashes."""
+    monkeypatch.setattr(C, "RETRY_DELAY", 0.05)
+    server = make_standin(faults=faults or Faults())
+    if faults is None:
+        server.stop()
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    board = in_process("Survive the model", max_attempts=2, model_timeout=1.0, context_k=1)
+    llm = OpenAILLM(board.run_settings(), "w")
+    llm.client = llm.client.with_options(max_retries=0)
+    board.add(["Ask the broken model"])
+    w, _, _ = worker(board, llm)  # type: ignore[arg-type]
+    thread, out = run(w)
+    wait_for(lambda: board.snapshot().dead, 30, "the dead letter")
+    board.stop(Reason.DONE)
+    thread.join(10)
+    (dead,) = board.snapshot().dead
+    assert dead.attempts == 2 and needle in dead.last_error and server.base_url in dead.last_error
+    assert "\n" not in dead.last_error and out[0].failed == 2 and not out[0].fatal
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback logged

@@ -31,6 +31,7 @@ from coop import cluster, journal
 from coop import constants as C
 from coop.board.acks import Acks
 from coop.board.budget import Budget
+from coop.board.files import BadPath, Files, clean
 from coop.board.leases import Leases
 from coop.board.ratelimit import RateBucket
 from coop.board.tasks import TaskList
@@ -40,6 +41,7 @@ from coop.journal import Event, Journal, JournalError, journal_path
 from coop.metrics import BoardMetrics
 from coop.types import (
     AddReport,
+    Answer,
     EventKind,
     Lease,
     Objective,
@@ -50,9 +52,11 @@ from coop.types import (
     Reason,
     ReorderReport,
     Result,
+    Seat,
     Snapshot,
     State,
     Task,
+    ToolStats,
     Usage,
     WorkerStats,
 )
@@ -95,6 +99,9 @@ class Board:
         self._workers: dict[str, WorkerStats] = {}
         self._idle: dict[str, float] = {}  # workers turned away empty-handed, and when
         self._progress = Progress()
+        self._answers: list[Answer] = []
+        self._files = Files()
+        self._tools: dict[str, ToolStats] = {}
         self._journal_ok = True
         self._metrics = BoardMetrics(objective_id)
         self._handlers: dict[EventKind, Callable[[dict[str, Any]], None]] = {
@@ -235,6 +242,29 @@ class Board:
     def _on_planner(self, d: dict[str, Any]) -> None:
         pass  # a record of who planned when; the claim itself lives only while it is renewed
 
+    def _on_tool(self, d: dict[str, Any]) -> None:
+        stats = self._tools.setdefault(d["tool"], ToolStats())
+        stats.calls += 1
+        stats.failed += not d["ok"]
+        stats.seconds += d["latency"]
+        stats.chars += d["chars"]
+        self._stats(d["worker"]).tool_calls += 1
+
+    def _on_wrote(self, d: dict[str, Any]) -> None:
+        self._files.write(d["path"], d["content"], d["key"])
+
+    def _on_answer(self, d: dict[str, Any]) -> None:
+        self._answers.append(Answer(**d))
+
+    def _on_reopened(self, d: dict[str, Any]) -> None:
+        self.settings = replace(self.settings, **d["settings"])
+        self._budget.settings = self.settings
+        if d["reopen"]:
+            self._state, self._reason, self._detail = State.RUNNING, None, ""
+            self._progress = replace(
+                self._progress, stalls=0, replans=0, repeating=0
+            )  # a new phase of planning: the old ledger's stalls are not this one's
+
     # -- housekeeping run at the start of every call -------------------------------------
 
     def _settle(self) -> None:
@@ -336,6 +366,10 @@ class Board:
             progress=replace(self._progress),
             settings=self.settings,
             awaiting=len(t.unapproved),
+            answer=self._answers[-1] if self._answers else None,
+            tools={k: replace(v) for k, v in self._tools.items()},
+            files=self._files.listing(),
+            lacking=self._lacking(now),
         )
 
     def events(self, since: int = 0, limit: int = 1000) -> list[Event]:
@@ -360,6 +394,10 @@ class Board:
             total.tokens,
             total.cost,
         )
+
+    def answers(self) -> list[Answer]:
+        """Every revision of the objective's answer, oldest first."""
+        return list(self._answers)
 
     def task_texts(self) -> list[tuple[int, str]]:
         """Every task ever added, for a planner building its near-duplicate index."""
@@ -402,6 +440,7 @@ class Board:
         planned: Sequence[int] | None = None,
         hold: bool = False,
         near_duplicates: int = 0,
+        needs: Sequence[Sequence[str]] = (),
     ) -> AddReport:
         """Append new tasks, rejecting any whose normalized text the board has seen.
 
@@ -414,7 +453,9 @@ class Board:
         """
         self._settle()
         self._check_planner(planner)
-        screened = self._tasks.screen(texts, parent, accepting=self._state is State.RUNNING)
+        screened = self._tasks.screen(
+            texts, parent, accepting=self._state is State.RUNNING, needs=needs
+        )
         rows, duplicates = screened.rows, screened.duplicates
         acked = [s for s in planned or () if s not in self._acks and s < len(self._results)]
         if rows or acked or duplicates or near_duplicates:
@@ -457,6 +498,29 @@ class Board:
             checks=progress.checks,
         )
 
+    def amend(self, planner: str, changes: dict[str, Any]) -> bool:
+        """New caps (`RunSettings.REOPENABLE`) from `coop start --resume`; a finished
+        objective runs again with them. Returns whether it was reopened."""
+        self._settle()
+        self._check_planner(planner)
+        changes = {k: v for k, v in changes.items() if k in RunSettings.REOPENABLE}
+        if not changes:
+            return False
+        reopen = self._state is State.FINISHED
+        self._emit(EventKind.REOPENED, settings=changes, reopen=reopen)
+        return reopen
+
+    def budget_short(self, prompt_tokens: int, completion_tokens: int) -> str:
+        """Why calls of at most this many tokens would not fit in the caps ("" if they would)."""
+        return self._budget.short(prompt_tokens, completion_tokens)
+
+    def record_answer(self, planner: str, answer: Answer) -> Answer:
+        """Journal the run's answer as the next revision (with the time it was recorded)."""
+        self._check_planner(planner)
+        data = asdict(replace(answer, revision=len(self._answers) + 1, at=self._clock()))
+        self._emit(EventKind.ANSWER, **data)
+        return self._answers[-1]
+
     def reorder(self, version: int, order: Sequence[int]) -> ReorderReport:
         """Put `order` first; every other pending task keeps its relative place after them.
 
@@ -476,21 +540,38 @@ class Board:
         self._settle()
         now, done, t = self._clock(), len(self._results), self._tasks
         seqs = list(itertools.islice(self._acks.unacked(since, done), limit))
-        live = now - self.settings.lease_ttl
         pending, leased = len(t.pending), len(self._leases)
+        workers = self._live(now)
+        stuck = len(self._lacking(now))
         return PlanView(
             state=self._state,
             results=[self._results[s] for s in seqs],
             completed=done,
             unplanned=done - len(self._acks),
             pending=pending,
-            ready=t.eligible_count(now),
+            ready=t.eligible_count(now) - stuck,
             leased=leased,
-            slots=sum(w.slots for w in self._workers.values() if w.last_seen >= live),
+            slots=sum(w.slots for w in workers),
             room=self.settings.max_tasks - done - leased - pending,
             head=t.pending[: C.PRIORITIZE_WINDOW],
             dry=not pending and not leased and len(self._acks) == done,
+            capabilities=sorted({c for w in workers for c in w.caps}),
+            stuck=stuck,
         )
+
+    def _live(self, now: float) -> list[WorkerStats]:
+        """Workers heard from within a lease's time: those the planner can plan for."""
+        return [w for w in self._workers.values() if w.last_seen >= now - self.settings.lease_ttl]
+
+    def _lacking(self, now: float) -> dict[int, list[str]]:
+        """Pending tasks no live worker can lease, and for each what every worker lacks."""
+        kits = [set(w.caps) for w in self._live(now) if w.slots]
+        lacking: dict[int, list[str]] = {}
+        for tid in self._tasks.pending:
+            needs = set(self._tasks.tasks[tid].needs)
+            if needs and not any(needs <= kit for kit in kits):
+                lacking[tid] = sorted(needs - set().union(*kits)) or sorted(needs)
+        return lacking
 
     def stop(self, reason: Reason = Reason.STOPPED, detail: str = "") -> State:
         self._settle()
@@ -499,7 +580,7 @@ class Board:
 
     # -- the workers' side ----------------------------------------------------------------
 
-    def lease(self, worker: str) -> Lease | State:
+    def lease(self, worker: str, caps: Sequence[str] = ()) -> Lease | State:
         """The next task, or the board's state when there is none to give (never raises).
 
         A lease reserves the budget its execution will likely spend; when that no longer
@@ -513,7 +594,8 @@ class Board:
         if self._state is not State.RUNNING or capped or not self._journal_ok:
             return self._state
         now = self._clock()
-        tid = self._tasks.next_eligible(now)
+        kit = set(caps)
+        tid = self._tasks.next_eligible(now, lambda task: set(task.needs) <= kit)
         if tid is None:
             self._idle[worker] = now
             return self._state
@@ -539,12 +621,16 @@ class Board:
             return self._state
         return Lease(replace(self._tasks.tasks[tid]), token, worker, self.settings.lease_ttl)
 
-    def heartbeat(self, worker: str, held: Sequence[tuple[int, int]], slots: int = 0) -> list[int]:
-        """Renew the leases `worker` holds; returns the task ids it has lost. `slots`: how
-        many tasks it may hold at once, which the planner plans for."""
+    def heartbeat(
+        self, worker: str, held: Sequence[tuple[int, int]], seat: Seat | None = None
+    ) -> list[int]:
+        """Renew the leases `worker` holds; returns the task ids it has lost. `seat`: what it
+        can take on (slots, capabilities), which the planner plans for."""
         self._settle()
         self._seen_now(worker)
-        self._stats(worker).slots = slots
+        if seat is not None:
+            stats = self._stats(worker)
+            stats.slots, stats.caps, stats.sandbox = seat.slots, list(seat.caps), seat.sandbox
         return self._leases.renew(held, self._clock() + self.settings.lease_ttl)
 
     def _owns(self, task_id: int, token: int) -> bool:
@@ -574,7 +660,7 @@ class Board:
         return Outcome.ACCEPTED
 
     def complete_and_lease(
-        self, task_id: int, token: int, worker: str, text: str
+        self, task_id: int, token: int, worker: str, text: str, caps: Sequence[str] = ()
     ) -> tuple[Outcome, Lease | State]:
         """`complete`, then `lease` for the same worker, in one round trip: a busy worker's
         steady state costs one actor call per task instead of two. While another worker has
@@ -584,7 +670,7 @@ class Board:
         recently = self._clock() - C.POLL_MAX * 2
         if any(w != worker and at > recently for w, at in self._idle.items()):
             return outcome, self._state
-        return outcome, self.lease(worker)
+        return outcome, self.lease(worker, caps)
 
     def fail(self, task_id: int, token: int, worker: str, error: str) -> Outcome:
         """Count a failed attempt: requeue at the back after a growing delay, or dead-letter
@@ -640,6 +726,60 @@ class Board:
         )
         if (cap := self._budget.over(None)) is not None:
             self._stop(cap, "budget spent")
+
+    def record_tool(
+        self,
+        worker: str,
+        task_id: int,
+        step: int,
+        tool: str,
+        provider: str,
+        ok: bool,
+        latency: float,
+        chars: int,
+    ) -> None:
+        """A tool call's line on the tape (its output is the model's, not the board's)."""
+        self._seen_now(worker)
+        self._emit(
+            EventKind.TOOL,
+            worker=worker,
+            task=task_id,
+            step=step,
+            tool=tool,
+            provider=provider,
+            ok=ok,
+            latency=round(latency, 4),
+            chars=chars,
+        )
+
+    def write_file(
+        self, task_id: int, token: int, worker: str, path: str, content: str, key: str
+    ) -> tuple[bool, str]:
+        """A workspace write by the holder of a task's lease, once per idempotency key.
+        Returns (written, what to tell the model)."""
+        self._settle()
+        if not self._owns(task_id, token):
+            return False, f"not written: the lease on task #{task_id} was lost"
+        try:
+            where = clean(path)
+            if (before := self._files.seen(key)) is not None:
+                return True, f"already written by this step: {before}"
+            self._files.check(where, content)
+        except BadPath as exc:
+            return False, f"not written: {exc}"
+        self._emit(
+            EventKind.WROTE, path=where, content=content, key=key, task=task_id, worker=worker
+        )
+        return True, f"wrote {where} ({len(content.encode('utf-8')):,} bytes)"
+
+    def read_file(self, path: str) -> str | None:
+        try:
+            return self._files.read(clean(path))
+        except BadPath:
+            return None
+
+    def list_files(self) -> list[tuple[str, int]]:
+        return self._files.listing()
 
     def acquire(self, tokens: int) -> float:
         """Cluster-wide rate limit: 0 to go ahead now (the request is counted), else the

@@ -46,23 +46,44 @@ class Budget:
 
     def over(self, extra: tuple[int, float] | None) -> Reason | None:
         """With `extra`: the cap that one more task (on top of what is spent and reserved by
-        in-flight tasks) would break. Without: the cap already reached by what is spent."""
+        in-flight tasks) would break; tasks may not use the share kept for the answer. Without:
+        the cap already reached by what is spent."""
         s = self.settings
         if not (s.max_tokens or s.max_cost):
             return None  # the common case, on every lease: nothing to add up
         tokens, cost = self.spent()
+        share = 1.0
         if extra is not None:
             tokens += sum(r[0] for r in self._reserved.values()) + extra[0]
             cost += sum(r[1] for r in self._reserved.values()) + extra[1]
+            share -= s.synthesis_reserve
 
         def breaks(value: float, cap: float) -> bool:  # a plan may fill a cap; spending ends it
-            return bool(cap) and (value > cap if extra is not None else value >= cap)
+            return bool(cap) and (value > cap * share if extra is not None else value >= cap)
 
         if breaks(tokens, s.max_tokens):
             return Reason.MAX_TOKENS
         if breaks(cost, s.max_cost):
             return Reason.MAX_COST
         return None
+
+    def short(self, prompt: int, completion: int) -> str:
+        """Why calls of at most `prompt` + `completion` tokens would not fit in what is left
+        of the caps ("" when they would)."""
+        s = self.settings
+        tokens, cost = self.spent()
+        if s.max_tokens and tokens + prompt + completion > s.max_tokens:
+            return (
+                f"{max(0, s.max_tokens - tokens)} of --max-tokens {s.max_tokens} are left and "
+                f"the synthesis may take {prompt + completion}"
+            )
+        price = s.cost(Kind.SYNTHESIS.value, prompt, completion)
+        if s.max_cost and cost + price > s.max_cost:
+            return (
+                f"${max(0.0, s.max_cost - cost):.4f} of --max-cost ${s.max_cost:g} is left and "
+                f"the synthesis may cost ${price:.4f}"
+            )
+        return ""
 
     def left(self, completed: int) -> dict[str, float]:
         """What is left of each cap set (tasks always), for the metrics."""

@@ -76,11 +76,19 @@ def _sent(
 class BoardClient:
     """Typed access to one objective's board; see the module's docstring."""
 
-    def __init__(self, objective_id: str, *, handle: Any = None, board: Board | None = None):
+    def __init__(
+        self,
+        objective_id: str,
+        *,
+        handle: Any = None,
+        board: Board | None = None,
+        reread: Callable[[], Board] | None = None,
+    ):
         assert (handle is None) != (board is None), "a client needs exactly one target"
         self.objective_id = objective_id
         self._handle = handle
         self._board = board
+        self._reread = reread
         self._lock = threading.Lock() if board is not None else None
 
     @classmethod
@@ -88,8 +96,18 @@ class BoardClient:
         return cls(objective_id, handle=handle)
 
     @classmethod
-    def in_process(cls, board: Board) -> BoardClient:
-        return cls(board.objective_id, board=board)
+    def in_process(cls, board: Board, reread: Callable[[], Board] | None = None) -> BoardClient:
+        """A client of `board`; for a journal view, `reread` rebuilds it from the journal."""
+        return cls(board.objective_id, board=board, reread=reread)
+
+    def refresh(self) -> None:
+        """A journal view reads its journal again, to follow a run it cannot reach; a live
+        board is always current."""
+        if self._reread is not None:
+            fresh = self._reread()
+            assert self._lock is not None
+            with self._lock:
+                self._board = fresh
 
     @property
     def live(self) -> bool:
@@ -118,8 +136,8 @@ class BoardClient:
             with self._lock:
                 out = fn(self._board, *_copy(args), **_copy(kwargs))
             return _copy(out)
+        ref = self._submit(fn.__name__, args, kwargs)
         try:
-            ref = getattr(self._handle, fn.__name__).remote(*args, **kwargs)
             result: R = cluster.get(ref, timeout)
         except ray.exceptions.GetTimeoutError:
             raise BoardUnavailable(self.objective_id, f"no answer within {timeout:g}s") from None
@@ -135,10 +153,16 @@ class BoardClient:
         if self._board is not None:
             self._within(None, fn, *args, **kwargs)
             return
+        self._submit(fn.__name__, args, kwargs)
+
+    def _submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Send one call to the actor. A handle whose cluster is gone (this process shut Ray
+        down, or the head went away) makes Ray raise outright: that is `BoardUnavailable`."""
         try:
-            getattr(self._handle, fn.__name__).remote(*args, **kwargs)
-        except ray.exceptions.RayError as exc:
-            raise BoardUnavailable(self.objective_id, cluster.death_cause(exc)) from None
+            return getattr(self._handle, method).remote(*args, **kwargs)
+        except Exception as exc:  # RayError, or the ValueError of an unknown actor
+            cause = cluster.death_cause(exc) if isinstance(exc, ray.exceptions.RayError) else exc
+            raise BoardUnavailable(self.objective_id, str(cause).splitlines()[0]) from None
 
     # -- the board's methods, typed by the board's own signatures --------------------------------
 
@@ -160,6 +184,10 @@ class BoardClient:
     record_progress = _waited(Board.record_progress)
     reorder = _waited(Board.reorder)
     plan_view = _waited(Board.plan_view)
+    amend = _waited(Board.amend)
+    budget_short = _waited(Board.budget_short)
+    record_answer = _waited(Board.record_answer)
+    answers = _waited(Board.answers)
     stop = _waited(Board.stop)
     lease = _waited(Board.lease)
     heartbeat = _waited(Board.heartbeat)
@@ -168,7 +196,11 @@ class BoardClient:
     fail = _waited(Board.fail)
     release = _waited(Board.release)
     acquire = _waited(Board.acquire)
+    read_file = _waited(Board.read_file)
+    write_file = _waited(Board.write_file)
+    list_files = _waited(Board.list_files)
     record_usage = _sent(Board.record_usage)
+    record_tool = _waited(Board.record_tool)  # before the next step: on the tape in order
     """Settles a model call without waiting for the board (calls from one process keep
     their order)."""
 

@@ -22,7 +22,7 @@ from coop.types import Task
 class Screened:
     """What `TaskList.screen` made of proposed texts, before anything is added."""
 
-    rows: list[tuple[int, str, int | None]] = field(default_factory=list)  # to add
+    rows: list[tuple[int, str, int | None, list[str]]] = field(default_factory=list)  # to add
     duplicates: list[str] = field(default_factory=list)
     repeats: int = 0  # duplicates of work already done or dead-lettered
 
@@ -41,12 +41,19 @@ class TaskList:
 
     # -- adding ---------------------------------------------------------------------------
 
-    def screen(self, texts: Iterable[str], parent: int | None, *, accepting: bool) -> Screened:
-        """Split proposals into new rows and duplicates (of any task ever seen, or of an
-        earlier proposal of the same call). Nothing changes until `add`."""
+    def screen(
+        self,
+        texts: Iterable[str],
+        parent: int | None,
+        *,
+        accepting: bool,
+        needs: Sequence[Sequence[str]] = (),
+    ) -> Screened:
+        """Split proposals (with what each needs) into new rows and duplicates (of any task
+        ever seen, or of an earlier proposal of the same call). Nothing changes until `add`."""
         out = Screened()
         keys: set[str] = set()
-        for raw in texts:
+        for i, raw in enumerate(texts):
             text = " ".join(raw.split())[: C.MAX_TASK_CHARS]
             key = normalize(text)
             if not key or key in self.seen or key in keys or not accepting:
@@ -55,13 +62,14 @@ class TaskList:
                 out.repeats += seen is not None and self.finished(seen)
                 continue
             keys.add(key)
-            out.rows.append((self.next_id + len(out.rows), text, parent))
+            wants = sorted({n.strip().lower() for n in needs[i] if n.strip()}) if needs else []
+            out.rows.append((self.next_id + len(out.rows), text, parent, wants))
         return out
 
     def add(self, rows: Sequence[Sequence[Any]], *, hold: bool) -> None:
-        """Add screened rows (id, text, parent), as journaled."""
-        for tid, text, parent in rows:
-            self.tasks[tid] = Task(tid, text, parent)
+        """Add screened rows (id, text, parent[, needs]), as journaled."""
+        for tid, text, parent, *needs in rows:
+            self.tasks[tid] = Task(tid, text, parent, needs=list(needs[0]) if needs else [])
             self.seen[normalize(text)] = tid
             self.pending.append(tid)
             self.next_id = max(self.next_id, tid + 1)

@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -26,7 +26,8 @@ from coop.config import RunSettings
 from coop.llm import LLMFatalError, make_llm
 from coop.planner.jobs import Review
 from coop.planner.loop import Planner
-from coop.types import Reason, Snapshot
+from coop.planner.synthesis import synthesize
+from coop.types import Answer, Reason, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,15 @@ def _open(
     return registry.create_board(objective, settings, root), objective, settings, True
 
 
+@dataclass(frozen=True)
+class Finished:
+    """How a `coop start` ended: the board's last word, the report and the answer's file."""
+
+    snapshot: Snapshot
+    report: Path
+    answer: Path | None  # None when the run wrote no answer (it failed, or could not)
+
+
 def start(
     objective: str,
     settings: RunSettings,
@@ -70,22 +80,28 @@ def start(
     address: str | None,
     resume: bool,
     standby: bool,
-) -> tuple[Snapshot, Path]:
-    """Open the objective, seed it, plan it (with local workers) to the end. Returns the final
-    snapshot and the path of the report written about it."""
+    changes: dict[str, object] | None = None,
+) -> Finished:
+    """Open the objective, seed it, plan it (with local workers) to the end, and write its
+    answer and its report. `changes`: new caps for a resumed objective (a finished one runs
+    again with them)."""
     name = cluster.instance_name()
     root = journal.state_dir()
-    if not (resume or standby):  # a missing key or memory fails here, before anything exists
-        make_llm(settings, name)
+    if not (resume or standby):  # a missing key, model or memory fails here, before anything
+        probe = make_llm(settings, name)
+        probe.check()
         memories.check(settings, root)
+        # decided once for the objective: workers do not try for an encoding the planner lacks
+        settings = replace(settings, exact_tokens=probe.tokenizer.exact)
     conn = cluster.connect(address, start_local=True, stream_logs=True)
     board, objective, settings, new = _open(
         objective, settings, root, resume=resume, standby=standby
     )
     oid = board.objective_id
-    if resume or standby:  # settings from the board: its memory is checked now
-        memories.check(settings, root)
     llm = make_llm(settings, name)
+    if resume or standby:  # settings from the board: its model and memory are checked now
+        llm.check()
+        memories.check(settings, root)
     stop = cluster.stop_on_signals()
     log.info("objective %s — model: %s — journal in %s", oid, llm.label, root)
     log.info(
@@ -98,9 +114,16 @@ def start(
     )
     memory = memories.open_memory(settings, oid, llm, root, metered(board, name))
     interactive = settings.approve and sys.stdin.isatty() and hooks.review is not None
-    ctx = Context(board, llm, memory, settings, objective, name)
-    planner = Planner(ctx, stop, hooks.review if interactive else None)
+    planner = Planner(
+        Context(board, llm, memory, settings, objective, name),
+        stop,
+        hooks.review if interactive else None,
+    )
     planner.claim(wait=standby)
+    reopened = board.amend(name, dict(changes or {}))
+    if reopened:
+        log.info("objective %s reopened with %s", oid, _said(changes or {}))
+        planner.settings = settings = board.run_settings()
     if new:
         board.add([settings.initial_task], planner=name)
     crew = hooks.workers(board, settings)
@@ -109,9 +132,13 @@ def start(
         if hooks.progress is not None and not interactive
         else contextlib.nullcontext()
     )
+    answered: Answer | None = None
     with showing:
         try:
-            planner.run()
+            planned = planner.run(fresh_plan=reopened)
+            crew.wait(stop)  # their last results belong in the answer
+            if planned or not board.answers():
+                answered = _answer(planner, board)
         except LLMFatalError as exc:
             board.stop(Reason.FAILED, str(exc))
             raise
@@ -122,5 +149,34 @@ def start(
             board.release_planner(name)
             crew.wait(stop)
     snapshot = board.snapshot()
+    answer_path = report.write_answer(root, snapshot) if answered and answered.text else None
+    files = {name: board.read_file(name) or "" for name, _ in snapshot.files}
+    folder = report.write_workspace(root, oid, files)
+    if folder is not None:
+        log.info("workspace: %d file(s) in %s", len(files), folder)
     path = report.write(root, snapshot, board.results(), board.all_events())
-    return snapshot, path
+    return Finished(snapshot, path, answer_path)
+
+
+def _answer(planner: Planner, board: BoardClient) -> Answer | None:
+    """The run's answer, journaled as the next revision; none after a failed run."""
+    _, reason, detail = board.state()
+    if reason is Reason.FAILED or reason is None:
+        return None
+    log.info("writing the answer to the objective (Ctrl-C again to skip)")
+    results = board.results()
+    pending = board.pulse().pending
+    ended = f"{reason.value}{f' ({detail})' if detail else ''}; tasks completed: "
+    ended += f"{len(results)}, still pending: {pending}"
+    answer = board.record_answer(planner.name, synthesize(planner.ctx, results, ended))
+    if answer.text:
+        log.info(
+            "answer written (revision %d, %d task(s) cited)", answer.revision, len(answer.cited)
+        )
+    else:
+        log.warning("no answer: %s", answer.missing)
+    return answer
+
+
+def _said(changes: dict[str, object]) -> str:
+    return ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in changes.items())

@@ -58,9 +58,12 @@ class Jobs:
         self.review = review  # asks a person about new tasks, when one is at this terminal
         self._commit = threading.Lock()
 
-    def create(self, batch: list[Result], wanted: int | None) -> Outcome:
+    def create(
+        self, batch: list[Result], wanted: int | None, abilities: Sequence[str] = ()
+    ) -> Outcome:
         """New tasks from a batch of completions, added with the batch's acknowledgement.
-        `wanted`: how many tasks the swarm can use now, said in the prompt."""
+        `wanted`: how many tasks the swarm can use now; `abilities`: what its workers can do
+        (a task that needs some of it says so); both said in the prompt."""
         _, window = self.ctx.board.pending_window(C.PLANNER_TASK_WINDOW)
         try:
             answer = self._ask(
@@ -72,6 +75,7 @@ class Jobs:
                     self.ctx.llm.tokenizer,
                     budget,
                     wanted=wanted,
+                    abilities=abilities,
                 ),
             )
         except LLMContextError:
@@ -164,7 +168,8 @@ class Jobs:
     ) -> Outcome:
         """Add what a creation or replanning answer proposes (with `planned`, the
         acknowledgement of the completions it came from)."""
-        proposals = agents.parse_tasks(answer)
+        needs = dict(agents.parse_needs(t) for t in agents.parse_tasks(answer))
+        proposals = list(needs)
         with self._commit:
             fresh, near = self.index.split(proposals)
             report = self.ctx.board.add(
@@ -174,6 +179,7 @@ class Jobs:
                 planned=planned,
                 hold=self.ctx.settings.approve,
                 near_duplicates=len(near),
+                needs=[needs.get(t, []) for t in fresh],
             )
             self.index.add([t.text for t in report.added])
             if report.added and self.review is not None:

@@ -63,6 +63,9 @@ YIELD_START = 3.0
 """Tasks a creation call is expected to bring before any has returned; then the running mean."""
 TICK = C.POLL_MIN
 """Seconds the coordinator waits for a job to finish before it looks at the board again."""
+STUCK_PATIENCE = 60.0
+"""Seconds that only tasks no live worker can do are left before that counts as a stall: time
+for a worker that can do them to join."""
 
 
 class Planner:
@@ -80,6 +83,7 @@ class Planner:
         self._queue: deque[Result] = deque()  # claimed completions, waiting for a creation
         self._cursor = 0  # the next completion this planner has not claimed
         self._running: dict[Future[Outcome], Job] = {}
+        self._batches: dict[Future[Outcome], list[Result]] = {}  # what each creation plans
         self._yield = YIELD_START
         self._ordered: set[int] = set()  # task ids the last prioritization saw
         self._checked = -1  # completions at the last completion check (-1: none yet)
@@ -87,6 +91,8 @@ class Planner:
         self._failures = 0
         self._resume_at = 0.0  # no new calls before this (after a failure)
         self._pool: ThreadPoolExecutor | None = None
+        self._stuck_since = time.monotonic()  # last stall counted for tasks nobody can do
+        self._stuck_note = ""
 
     # -- the planner lease ----------------------------------------------------------------
 
@@ -118,24 +124,29 @@ class Planner:
 
     # -- the coordinator --------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Plan until the board says the objective is finished."""
+    def run(self, *, fresh_plan: bool = False) -> bool:
+        """Plan until the board says the objective is finished; `fresh_plan` first (an
+        objective reopened with larger caps plans afresh from what is done). Returns whether
+        there was anything to plan (False: the objective had already finished)."""
         self._pool = ThreadPoolExecutor(
             self.settings.planner_calls + 3, thread_name_prefix="planner"
         )
         try:
-            self._coordinate()
+            return self._coordinate(fresh_plan)
         finally:
             self._done.set()
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _coordinate(self) -> None:
+    def _coordinate(self, fresh_plan: bool) -> bool:
         snap = self.board.snapshot()
         if snap.state is State.FINISHED:
-            return  # a resumed run that had already ended: nothing to plan, nothing to embed
+            return False  # a resumed run that had already ended: nothing to plan or embed
         self.progress = snap.progress
         self._milestone = snap.completed // C.CHECK_EVERY
+        if fresh_plan:
+            self._submit(Job.REPLAN, self.jobs.replan)
         indexed = False
+        idle = C.POLL_MIN
         deadline = (
             time.monotonic() + self.settings.max_minutes * 60 if self.settings.max_minutes else None
         )
@@ -153,7 +164,7 @@ class Planner:
             if view.results:
                 self._cursor = view.results[-1].seq + 1
             if view.state is State.FINISHED and not self._running:
-                return
+                return True
             if view.state is State.RUNNING and time.monotonic() >= self._resume_at:
                 try:
                     if not indexed:  # every task's embedding: once, and inside the retries
@@ -162,6 +173,11 @@ class Planner:
                     self._schedule(view)
                 except LLMError as exc:
                     self._failed(exc)
+            if not self._running:  # nothing in flight: look again soon, less often when idle
+                idle = C.POLL_MIN if view.results else min(idle * 2, C.POLL_MAX)
+                time.sleep(idle)
+                continue
+            idle = C.POLL_MIN
             done, _ = wait(list(self._running), timeout=TICK, return_when=FIRST_COMPLETED)
             for future in done:
                 self._finish(future, self._running.pop(future))
@@ -191,7 +207,8 @@ class Planner:
             size = min(C.PLANNER_BATCH, max(1, math.ceil(len(self._queue) / calls)))
             batch = [self._queue.popleft() for _ in range(min(size, len(self._queue)))]
             wanted = min(ASK_MAX, max(1, math.ceil(want / calls))) if urgent else None
-            self._submit(Job.CREATE, self.jobs.create, batch, wanted)
+            job = self._submit(Job.CREATE, self.jobs.create, batch, wanted, view.capabilities)
+            self._batches[job] = batch
             creating += 1
             want -= self._yield
         busy = set(self._running.values())
@@ -199,6 +216,8 @@ class Planner:
         if Job.PRIORITIZE not in busy and len(view.head) >= 2 and len(fresh) >= 2:
             self._ordered = set(view.head)
             self._submit(Job.PRIORITIZE, self.jobs.prioritize)
+        if view.stuck and not (view.ready or view.leased or creating or self._queue or busy):
+            self._waiting(view)
         due = view.completed // C.CHECK_EVERY > self._milestone
         dry = view.dry and not self._queue and not creating and Job.REPLAN not in busy
         if Job.CHECK not in busy and (due or (dry and view.completed != self._checked)):
@@ -207,16 +226,35 @@ class Planner:
         elif dry and Job.CHECK not in busy and view.completed == self._checked:
             self._replan()  # checked at this count already, and still dry: plan afresh
 
-    def _submit(self, job: Job, fn: Callable[..., Outcome], *args: object) -> None:
+    def _waiting(self, view: PlanView) -> None:
+        """Only tasks no live worker can do are left: each STUCK_PATIENCE seconds of that is
+        a stall (so the ledger replans, then ends the objective as stalled), unless a worker
+        that can do them joins meanwhile."""
+        now = time.monotonic()
+        if now - self._stuck_since < STUCK_PATIENCE:
+            return
+        self._stuck_since = now
+        lacking = sorted({c for caps in self.board.snapshot().lacking.values() for c in caps})
+        self._stuck_note = (
+            f"{view.stuck} task(s) need what no live worker has: {', '.join(lacking)}"
+        )
+        log.warning("%s", self._stuck_note)
+        self._ledger(False, 0, 0)
+
+    def _submit(self, job: Job, fn: Callable[..., Outcome], *args: object) -> Future[Outcome]:
         assert self._pool is not None
-        self._running[self._pool.submit(fn, *args)] = job
+        future = self._pool.submit(fn, *args)
+        self._running[future] = job
+        return future
 
     # -- what finished jobs mean ---------------------------------------------------------------
 
     def _finish(self, future: Future[Outcome], job: Job) -> None:
+        batch = self._batches.pop(future, [])
         try:
             out = future.result()
         except LLMError as exc:
+            self._queue.extendleft(reversed(batch))  # unacknowledged: planned on the retry
             self._failed(exc)
             return
         self._failures = 0
@@ -267,7 +305,10 @@ class Planner:
         """A fresh plan, or the end as stalled after MAX_REPLANS of them."""
         p = self.progress
         if p.replans >= C.MAX_REPLANS:
-            self.board.stop(Reason.STALLED, f"no progress after {p.replans} fresh plans")
+            why = "; ".join(
+                filter(None, [f"no progress after {p.replans} fresh plans", self._stuck_note])
+            )
+            self.board.stop(Reason.STALLED, why)
             return
         if Job.REPLAN in self._running.values():
             return

@@ -6,9 +6,12 @@ names, instead of a heap of fragments (Magentic-One's final answer; BabyAGI's us
 When every result fits one prompt, one call writes the answer. When they do not, consecutive
 results are grouped into prompts that fit, each group is condensed into notes that keep their
 citations, and the notes are synthesized in turn: hierarchically, every prompt within
-`--max-prompt-tokens`. Every call is an ordinary counted, rate-limited call. Before the first,
-the whole synthesis's likely cost is held against what is left of the budget, so a run stopped
-by a cap gets its answer only if `--synthesis-reserve` kept room for it, and says so if not.
+`--max-prompt-tokens`. Notes may take a third of a prompt's room, so that every level packs at
+least three of them into one prompt and the levels always converge.
+
+Every call is an ordinary counted, rate-limited call. Before the first, the whole synthesis's
+likely cost is held against what is left of the budget, so a run stopped by a cap gets its
+answer only if `--synthesis-reserve` kept room for it, and says so if not.
 """
 
 from __future__ import annotations
@@ -28,28 +31,26 @@ log = logging.getLogger(__name__)
 _CITED = re.compile(r"\[#(\d+)\]")
 
 
-def synthesize(ctx: Context, results: Sequence[Result], revision: int) -> Answer:
-    """The answer from `results`, or an Answer that says why it is missing."""
+def synthesize(ctx: Context, results: Sequence[Result], ended: str) -> Answer:
+    """The answer from `results`, or an Answer that says why it is missing. `ended`: how the
+    run ended, in words, for the model to judge whether the objective was met."""
     if not results:
-        return Answer(revision, missing="no task was completed")
+        return Answer(missing="no task was completed")
     items = [agents.cited(r.task_id, r.task, r.text) for r in results]
     groups = group(items, lambda part: _size(ctx, part), _room(ctx))
     price = _price(ctx, groups)
     short = ctx.board.budget_short(*price)
     if short:
-        return Answer(
-            revision,
-            missing=f"{short}; keep part of a cap for it with --synthesis-reserve",
-        )
+        return Answer(missing=f"{short}; keep part of a cap for it with --synthesis-reserve")
     try:
-        text = _write(ctx, items, groups)
+        text = _write(ctx, items, groups, ended)
     except (LLMError, LLMContextError) as exc:
-        return Answer(revision, missing=f"the synthesis call failed: {exc}")
+        return Answer(missing=f"the synthesis call failed: {exc}")
     body, met = agents.parse_synthesis(text)
     if not body:
-        return Answer(revision, missing="the model's answer was empty")
+        return Answer(missing="the model's answer was empty")
     cited = sorted({int(n) for n in _CITED.findall(body)} & {r.task_id for r in results})
-    return Answer(revision, body, cited, met)
+    return Answer(text=body, cited=cited, met=met)
 
 
 def group(items: Sequence[str], size: Callable[[list[str]], int], room: int) -> list[list[str]]:
@@ -63,24 +64,30 @@ def group(items: Sequence[str], size: Callable[[list[str]], int], room: int) -> 
     return groups
 
 
-def _write(ctx: Context, items: list[str], groups: list[list[str]]) -> str:
+def _write(ctx: Context, items: list[str], groups: list[list[str]], ended: str) -> str:
     """Synthesize; while the items take several prompts, condense each group to notes first."""
     while len(groups) > 1:
         log.info("synthesis: %d item(s) in %d prompts, condensed first", len(items), len(groups))
-        items = [_ask(ctx, part, index) for index, part in enumerate(groups, 1)]
+        items = [_ask(ctx, part, index, "") for index, part in enumerate(groups, 1)]
         groups = group(items, lambda part: _size(ctx, part), _room(ctx))
-    return _ask(ctx, groups[0], 0)
+    return _ask(ctx, groups[0], 0, ended)
 
 
-def _ask(ctx: Context, part: list[str], index: int) -> str:
+def _ask(ctx: Context, part: list[str], index: int, ended: str) -> str:
     """One synthesis call: the answer (`index` 0), or the notes of group `index`."""
     return ask(
         ctx,
         Kind.SYNTHESIS,
         lambda budget: agents.synthesis_prompt(
-            ctx.objective, part, index, ctx.llm.tokenizer, budget
+            ctx.objective, part, index, ctx.llm.tokenizer, budget, ended
         ),
+        answer_tokens=_note_tokens(ctx) if index else None,
     )
+
+
+def _note_tokens(ctx: Context) -> int:
+    """The most one group's notes may take: a third of a prompt's room at most."""
+    return min(ctx.settings.max_completion_tokens, _room(ctx) // 3)
 
 
 def _room(ctx: Context) -> int:
@@ -89,18 +96,21 @@ def _room(ctx: Context) -> int:
 
 def _size(ctx: Context, part: list[str]) -> int:
     """Tokens of a synthesis prompt holding `part` whole."""
-    prompt = agents.synthesis_prompt(ctx.objective, part, 1, ctx.llm.tokenizer, 10**9)
+    prompt = agents.synthesis_prompt(ctx.objective, part, 0, ctx.llm.tokenizer, 10**9, "x" * 80)
     return ctx.llm.tokenizer.count(prompt)
 
 
 def _price(ctx: Context, groups: list[list[str]]) -> tuple[int, int]:
     """(prompt, completion) tokens the synthesis will at most take: its first prompts as they
-    are, then prompts of notes, each note at most one full answer long."""
-    out = ctx.settings.max_completion_tokens
+    are, then prompts of notes, each as long as notes may be, three or more to a prompt."""
+    note, answer = _note_tokens(ctx), ctx.settings.max_completion_tokens
     prompt = sum(min(_size(ctx, g), _room(ctx)) for g in groups)
-    calls, notes = len(groups), len(groups)
+    if len(groups) == 1:
+        return prompt, answer
+    completion, notes = len(groups) * note, len(groups)
     while notes > 1:
-        level = max(1, math.ceil(notes * out / _room(ctx)))
-        prompt += notes * out
-        calls, notes = calls + level, level
-    return prompt, calls * out
+        level = math.ceil(notes / max(3, _room(ctx) // note))
+        prompt += notes * note
+        completion += level * note if level > 1 else answer
+        notes = level
+    return prompt, completion

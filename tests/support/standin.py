@@ -88,6 +88,7 @@ class StandIn:
         self._tokenizer = tokens.estimating("standin")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
         self._bound = 0
 
     @property
@@ -97,7 +98,8 @@ class StandIn:
 
     def start(self) -> str:
         ready = threading.Event()
-        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self._thread.start()
         if not ready.wait(30) or not self._bound:
             raise RuntimeError("the stand-in model server did not start")
         return self.base_url
@@ -119,8 +121,11 @@ class StandIn:
         loop.close()
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        """Stop serving (once; the port is closed when this returns)."""
+        loop, self._loop = self._loop, None
+        if loop is not None and self._thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(10)
 
     def record(self, call: Call) -> None:
         with self._lock:
@@ -216,6 +221,8 @@ class StandIn:
     ) -> tuple[int, dict[str, Any] | str, dict[str, str], float]:
         if self.api_key and headers.get("Authorization") != f"Bearer {self.api_key}":
             return 401, _error("Incorrect API key provided.", "invalid_api_key"), {}, 0.0
+        if self.faults.broken == "html":  # a proxy's error page, whatever was asked
+            return 200, HTML_PAGE, {}, self.latency if prompt else self.embed_latency
         if path.endswith("/models"):
             listing = [{"id": m, "object": "model"} for m in self.models]
             return 200, {"object": "list", "data": listing}, {}, 0.0
@@ -236,8 +243,6 @@ class StandIn:
         delay = self.latency if prompt else self.embed_latency  # models think; lookups don't
         if self.roll(self.faults.rate_slow):
             delay += self.faults.slow_seconds
-        if self.faults.broken == "html":
-            return 200, HTML_PAGE, {}, delay
         if path.endswith("/embeddings"):
             return 200, self._embeddings(body, call), {}, delay
         if path.endswith("/chat/completions"):
@@ -245,13 +250,29 @@ class StandIn:
         return 404, _error(f"no route {path}", "not_found"), {}, 0.0
 
     def _chat(self, prompt: str, body: dict[str, Any], call: Call) -> dict[str, Any]:
-        text = MALFORMED if self.roll(self.faults.rate_malformed) else self.simulator.reply(prompt)
+        tools = [t["function"]["name"] for t in body.get("tools") or () if "function" in t]
+        asked: list[tuple[str, dict[str, Any]]] = []
+        if self.roll(self.faults.rate_malformed):
+            text = MALFORMED
+        elif tools:  # the simulator's tool use, as tool_calls
+            text, asked = self.simulator.chat(body.get("messages") or [], tools)
+        else:
+            text = self.simulator.reply(prompt)
         limit = body.get("max_tokens") or body.get("max_completion_tokens")
         if limit:
             text = self._tokenizer.trim(text, int(limit))
         call.prompt_tokens = self._tokenizer.count(prompt)
-        call.completion_tokens = self._tokenizer.count(text)
-        message: dict[str, Any] = {"role": "assistant", "content": text}
+        call.completion_tokens = self._tokenizer.count(text) + 10 * len(asked)
+        message: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if asked:
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{len(self.calls)}_{i}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)},
+                }
+                for i, (name, args) in enumerate(asked)
+            ]
         if self.faults.broken == "null-content":
             message["content"] = None
         reply: dict[str, Any] = {
@@ -259,7 +280,13 @@ class StandIn:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": call.model,
-            "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls" if asked else "stop",
+                    "message": message,
+                }
+            ],
         }
         if self.faults.broken == "no-choices":
             reply["choices"] = []
@@ -298,7 +325,7 @@ MakeStandIn = Callable[..., StandIn]
 
 def _prompt(body: dict[str, Any]) -> str:
     messages = body.get("messages") or []
-    return "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+    return "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
 
 
 def _error(message: str, code: str) -> dict[str, Any]:

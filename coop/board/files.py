@@ -1,0 +1,84 @@
+"""The objective's shared workspace: files every worker on every node reads and writes, kept on
+the board with the journal (so they survive a restart like everything else) and exported as a
+folder beside the report when the run ends.
+
+Its invariants: a path is a plain relative path (no `..`, no absolute path, a bounded depth and
+length, ordinary characters); no file or the whole workspace grows past its bound; a write is
+applied once per idempotency key, so a task redone after a crash does not write again.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_FILE_BYTES = 256 * 1024
+"""Most one file may hold (UTF-8)."""
+MAX_TOTAL_BYTES = 16 * 1024 * 1024
+"""Most the whole workspace may hold: it lives in the board actor's memory and the journal."""
+MAX_FILES = 1000
+MAX_PATH_CHARS = 200
+MAX_DEPTH = 8
+_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
+
+
+class BadPath(ValueError):
+    """A path the workspace does not accept (the message says why, for the model)."""
+
+
+def clean(path: str) -> str:
+    """`path` as the workspace stores it (`./a//b` is `a/b`), or BadPath."""
+    raw = path.strip().replace("\\", "/")
+    if raw.startswith("/"):
+        raise BadPath("paths are relative to the workspace: no leading /")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if not parts or len(raw) > MAX_PATH_CHARS:
+        raise BadPath(f"a path is 1 to {MAX_PATH_CHARS} characters, relative, like notes/a.md")
+    if len(parts) > MAX_DEPTH or not all(_PART.match(p) for p in parts):
+        raise BadPath(
+            "each part of a path is letters, digits, '.', '_', '-' or spaces, starting with "
+            f"a letter or digit, at most {MAX_DEPTH} parts deep (no '..')"
+        )
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class Written:
+    path: str
+    size: int
+    again: bool  # this key had written before: nothing was written now
+
+
+class Files:
+    def __init__(self) -> None:
+        self._files: dict[str, str] = {}
+        self._keys: dict[str, str] = {}  # idempotency key -> the path it wrote
+        self._total = 0
+
+    def check(self, path: str, content: str) -> None:
+        """Raise BadPath if writing `content` at `path` (already clean) would break a bound."""
+        size = len(content.encode("utf-8"))
+        if size > MAX_FILE_BYTES:
+            raise BadPath(f"{size:,} bytes is more than a file may hold ({MAX_FILE_BYTES:,})")
+        old = len(self._files.get(path, "").encode("utf-8"))
+        if self._total - old + size > MAX_TOTAL_BYTES:
+            raise BadPath(f"the workspace is full ({MAX_TOTAL_BYTES:,} bytes)")
+        if path not in self._files and len(self._files) >= MAX_FILES:
+            raise BadPath(f"the workspace holds its most files ({MAX_FILES})")
+
+    def seen(self, key: str) -> str | None:
+        """The path a write under `key` already made, if any."""
+        return self._keys.get(key)
+
+    def write(self, path: str, content: str, key: str) -> None:
+        """Apply a write (already checked and journaled)."""
+        self._total += len(content.encode("utf-8")) - len(self._files.get(path, "").encode())
+        self._files[path] = content
+        if key:
+            self._keys[key] = path
+
+    def read(self, path: str) -> str | None:
+        return self._files.get(path)
+
+    def listing(self) -> list[tuple[str, int]]:
+        return sorted((p, len(c.encode("utf-8"))) for p, c in self._files.items())

@@ -1,0 +1,93 @@
+"""What a worker can do: the run's built-in tools (`coop start --tools`), what its node adds
+(`coop join --tools`, `--mcp FILE`, `--cap NAME`), and the sandbox its `python` tool runs in.
+
+Checked in the `coop` process before a worker actor starts, so that a bad MCP file, a sandbox
+the node lacks or a capability named like a tool is one line there; then assembled in the
+actor, on the node that will run the tools.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coop.board import BoardClient
+from coop.config import TOOL_CHOICES, RunSettings
+from coop.errors import CoopError
+from coop.sandbox import choose
+from coop.tools import ToolProvider
+from coop.tools.box import Toolbox
+from coop.tools.fetch import Fetch
+from coop.tools.mcp import ServerConfig, open_servers, read_config
+from coop.tools.python import Python
+from coop.tools.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+MCP_START_TIMEOUT = 30.0
+"""Seconds an MCP server has to start and list its tools before it is left out."""
+CAP = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+"""A named capability: lower-case, like `gpu`, `browser`, `db-eu`."""
+
+
+@dataclass(frozen=True)
+class Kit:
+    """What a worker's node brings beyond the run's settings."""
+
+    tools: tuple[str, ...] = ()  # built-ins enabled here on top of the run's
+    mcp: tuple[ServerConfig, ...] = ()  # this node's MCP servers (their env may hold keys)
+    caps: tuple[str, ...] = ()  # named capabilities: a GPU, a browser, a private database
+    sandbox: str = ""  # the isolation asked for here; "" for the run's
+    resources: dict[str, float] = field(default_factory=dict)  # Ray resources to place it by
+
+    def builtins(self, settings: RunSettings) -> list[str]:
+        return sorted(set(settings.tools) | set(self.tools))
+
+    def check(self, settings: RunSettings) -> None:
+        """One CoopError line for what cannot work (before any actor is started)."""
+        for name in self.caps:
+            if not CAP.match(name):
+                raise CoopError(f"--cap {name!r}: lower-case letters, digits, . _ or -")
+        for server in self.mcp:
+            if server.name.lower() in (*TOOL_CHOICES, *self.caps):
+                raise CoopError(
+                    f"MCP server {server.name!r} has the name of a built-in tool or a --cap: "
+                    "rename it in the file"
+                )
+        if "python" in self.builtins(settings):
+            choose(self.sandbox or settings.sandbox)  # SandboxUnavailable, in one line
+
+
+def toolbox(board: BoardClient, settings: RunSettings, kit: Kit) -> tuple[Toolbox, str]:
+    """The worker's tools, and the isolation its `python` tool has ("" without it). MCP
+    servers that do not start are one warning each and are left out."""
+    providers: list[ToolProvider] = []
+    isolation = ""
+    for name in kit.builtins(settings):
+        if name == "workspace":
+            providers.append(Workspace(board))
+        elif name == "python":
+            sandbox = choose(kit.sandbox or settings.sandbox)
+            isolation = sandbox.isolation.value
+            providers.append(Python(sandbox))
+        elif name == "fetch":
+            providers.append(Fetch(settings.fetch_allow))
+    if kit.mcp:
+        servers, problems = open_servers(list(kit.mcp), MCP_START_TIMEOUT)
+        for line in problems:
+            log.warning("%s; its tools are left out", line)
+        providers.extend(servers)
+    return Toolbox(providers), isolation
+
+
+def read_caps(raw: Sequence[str]) -> tuple[str, ...]:
+    """`--cap a --cap b,c` as one sorted tuple of names."""
+    return tuple(sorted({n.strip().lower() for item in raw for n in item.split(",") if n.strip()}))
+
+
+def mcp_file(path: str | None) -> tuple[ServerConfig, ...]:
+    """The servers of an `--mcp` file, read here (a bad file is one ToolError line)."""
+    return tuple(read_config(Path(path))) if path else ()

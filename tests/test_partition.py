@@ -1,0 +1,516 @@
+"""Network partitions: a worker node, then the planner, cut off from the head for longer than
+their leases, then reconnected.
+
+Each test builds hosts in network namespaces on a private bridge (tests/support/netns.py): a
+Ray head started with `ray start --head --node-ip-address 10.203.0.1`, and a Ray worker node
+joined to it across the veth (`ray start --address 10.203.0.1:6379 --node-ip-address
+10.203.0.2`), with Ray's token authentication on, as the README sets a cluster up. The real
+`coop` commands run inside the hosts, each attached to its own host's raylet, and every host
+has its own stand-in model server on its own loopback: the cut separates a host from the
+cluster, not from its model (as with a hosted model API), so a partitioned worker finishes
+its task while cut off and reports it late. The state dir is shared (namespaces split the
+network, not the filesystem); the board's journal is read straight from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coop.text import objective_id
+from tests.support import netns
+from tests.support.procs import ROOT
+
+COOP = Path(sys.executable).with_name("coop")
+RAY = Path(sys.executable).with_name("ray")
+RAYLETS = ROOT / "tests" / "support" / "raylets.py"
+GCS_PORT = 6379  # each host has its own ports: nothing else listens in these namespaces
+MODEL_PORT = 8000
+LATENCY = 0.8  # seconds per chat completion: paces the run
+LEASE_TTL = 5.0
+CLAIM_TTL = 15.0  # coop.constants.PLANNER_TTL
+PLANNER_FLAGS = ("--workers", "0", "--lease-ttl", str(LEASE_TTL), "--max-tasks", "100")
+"""Planning only (workers join apart), short leases, and room for every task of the tree."""
+TRACEBACK = "Traceback (most recent call last)"
+STALE = re.compile(r"task #(\d+): lease lost before completion; result discarded")
+
+QUERY = """
+import json, sys
+import ray
+from coop import cluster, registry
+cluster.connect(None, start_local=False)
+board = registry.find(sys.argv[1])
+snap = board.snapshot()
+memory = cluster.existing_actor(board.objective_id, "memory")
+print(json.dumps({
+    "state": snap.state.value,
+    "reason": snap.reason.value if snap.reason else None,
+    "leased": [[lease.task.id, lease.token, lease.worker] for lease in snap.leased],
+    "pending": len(snap.pending),
+    "completed": snap.completed,
+    "dead": len(snap.dead),
+    "unplanned": snap.unplanned,
+    "usage": {k: [u.calls, u.prompt_tokens, u.completion_tokens] for k, u in snap.usage.items()},
+    "results": [[r.task_id, r.worker, r.seq] for r in board.results()],
+    "memory": ray.get(memory.task_ids.remote()) if memory is not None else None,
+}))
+"""
+"""Run in the head host once the run has ended: the live board's and memory's own view."""
+BILL = """
+import json, urllib.request
+with urllib.request.urlopen("http://127.0.0.1:%d/_stats", timeout=10) as r:
+    print(json.dumps(json.load(r)["usage"]))
+"""
+
+
+@pytest.fixture(autouse=True)
+def _namespaces_allowed() -> None:
+    reason = netns.unavailable()
+    if reason:
+        pytest.skip(f"partition tests: {reason}")
+
+
+@dataclass
+class Lab:
+    """A Ray cluster across namespace hosts (the first is the head), its files in `root`."""
+
+    net: netns.Network
+    root: Path
+    nodes: dict[str, str] = field(default_factory=dict)  # host -> Ray node id
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def head(self) -> netns.Host:
+        return next(iter(self.net.hosts.values()))
+
+    @property
+    def address(self) -> str:
+        return f"{self.head.ip}:{GCS_PORT}"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    def log(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    def ray_env(self) -> dict[str, str]:
+        """Ray as on a Linux cluster: not held to loopback (each host has only its own
+        loopback and the test subnet), token authentication on, the token in our dir."""
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "COOP_", "OPENAI_"))
+        }
+        env.update(
+            RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1",
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN_PATH=str(self.root / "auth_token"),
+            RAY_USAGE_STATS_ENABLED="0",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def coop_env(self) -> dict[str, str]:
+        return {
+            **self.ray_env(),
+            "RAY_ADDRESS": self.address,
+            "COOP_STATE_DIR": str(self.state),
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{MODEL_PORT}/v1",  # the host's own stand-in
+            "OPENAI_API_KEY": "stand-in",
+            "COLUMNS": "200",
+        }
+
+    # -- starting ------------------------------------------------------------------------------
+
+    def start(self, tasks: int) -> None:
+        """Ray on every host (the head first), and a stand-in model on each."""
+        for host in self.net.hosts.values():
+            self.net.spawn(
+                host.name,
+                [
+                    sys.executable,
+                    "-m",
+                    "scripts.standin",
+                    *f"--port {MODEL_PORT} --latency {LATENCY} --fanout 3 --limit {tasks}".split(),
+                ],
+                env={**self.ray_env(), "PYTHONPATH": str(ROOT)},
+                log=self.log(f"standin-{host.name}"),
+                cwd=ROOT,
+            )
+        for host in self.net.hosts.values():
+            flags = [
+                *("--node-ip-address", host.ip, "--temp-dir", str(self.root / "ray" / host.name)),
+                *("--num-cpus", "1", "--object-store-memory", str(128 * 1024**2)),
+                "--disable-usage-stats",
+            ]
+            if host is self.head:
+                flags += ["--head", "--port", str(GCS_PORT), "--include-dashboard", "false"]
+            else:
+                flags += ["--address", self.address]
+            proc = self.net.run(
+                host.name, [str(RAY), "start", *flags], env=self.ray_env(), timeout=120
+            )
+            self.log(f"ray-start-{host.name}").write_text(proc.stdout + proc.stderr)
+            assert proc.returncode == 0, f"ray start on {host.name}:\n{proc.stderr[-3000:]}"
+        found = self.net.run(
+            self.head.name,
+            [sys.executable, str(RAYLETS), "_nodes", self.address, str(len(self.net.hosts))],
+            env=self.ray_env(),
+            timeout=120,
+        )
+        assert found.returncode == 0, found.stderr[-2000:]
+        by_ip = {n["ip"]: n["node_id"] for n in json.loads(found.stdout)}
+        self.nodes = {h.name: by_ip[h.ip] for h in self.net.hosts.values()}
+        for host in self.net.hosts.values():
+            _wait_for(
+                lambda h=host.name: "stand-in model server at" in _read(self.log(f"standin-{h}")),
+                30,
+                f"the stand-in model on {host.name}",
+            )
+
+    def coop(self, host: str, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """The real `coop` command in `host`; its output in logs/<name>.log."""
+        proc = self.net.spawn(
+            host, [str(COOP), *args], env=self.coop_env(), log=self.log(name), cwd=self.root
+        )
+        self.procs[name] = proc
+        return proc
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def events(self, oid: str) -> list[tuple[int, float, str, dict[str, Any]]]:
+        """The board's journal, read from its file: (seq, at, kind, data)."""
+        path = self.state / "journal" / f"{oid}.db"
+        if not path.exists():
+            return []
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = db.execute("SELECT seq, at, kind, data FROM events ORDER BY seq").fetchall()
+        finally:
+            db.close()
+        return [(seq, at, kind, json.loads(data)) for seq, at, kind, data in rows]
+
+    def memory_rows(self, oid: str) -> list[tuple[int, int, str]]:
+        """The built-in memory's file: (task id, lease token, worker) per stored result."""
+        db = sqlite3.connect(f"file:{self.state / 'memory' / f'{oid}.db'}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT task_id, token, worker FROM results").fetchall()
+        finally:
+            db.close()
+
+    def board(self, oid: str) -> dict[str, Any]:
+        """The live board and memory, asked from the head once the run is over."""
+        proc = self.net.run(
+            self.head.name, [sys.executable, "-c", QUERY, oid], env=self.coop_env(), timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        found: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        return found
+
+    def bill(self) -> Counter[str]:
+        """Tokens the stand-ins served, all hosts together: what the run really spent."""
+        total: Counter[str] = Counter()
+        for host in self.net.hosts:
+            proc = self.net.run(
+                host, [sys.executable, "-c", BILL % MODEL_PORT], env=self.ray_env(), timeout=30
+            )
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            total.update(json.loads(proc.stdout))
+        return total
+
+    def tails(self) -> str:
+        """The end of every log, for a failure's message."""
+        return "\n".join(
+            f"--- {log.name}\n" + "\n".join(_read(log).splitlines()[-25:])
+            for log in sorted((self.root / "logs").glob("*.log"))
+        )
+
+
+@contextmanager
+def lab(*hosts: str) -> Iterator[Lab]:
+    """Hosts on a test bridge, with a private dir (short: Ray's socket paths are capped); on
+    exit everything started in them is killed and nothing of them is left."""
+    owner = os.getpid()
+    root = Path(tempfile.mkdtemp(prefix="cpt-", dir="/tmp"))
+    (root / "logs").mkdir()
+    (root / "auth_token").write_text(secrets.token_hex(32))
+    (root / "auth_token").chmod(0o600)
+    try:
+        with netns.network(*hosts) as net:
+            yield Lab(net, root)
+    finally:
+        left = netns.leftovers(owner)
+        if os.environ.get("COOP_KEEP_PARTITION_LOGS"):
+            print(f"partition test files kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+        assert not left, f"namespaces left behind: {left}"
+
+
+# --- the tests ------------------------------------------------------------------------------
+
+Events = list[tuple[int, float, str, dict[str, Any]]]
+
+
+def test_a_partitioned_worker_loses_its_lease_and_works_again_after_healing() -> None:
+    """A worker node is cut off mid-task for 12 s (over two lease TTLs): its lease expires, the
+    head's worker redoes the task, the late completion is refused, and once healed the node's
+    worker leases and completes tasks again. Nothing is lost or recorded twice."""
+    objective = "Plan a partition drill for a small team"
+    oid = objective_id(objective)
+    with lab("head", "node") as lb:
+        lb.start(tasks=44)
+        start = lb.coop("head", "start", "start", objective, *PLANNER_FLAGS)
+        _wait_for(lambda: lb.events(oid) or start.poll() is not None, 60, "the board", lb)
+        cut_off = lb.coop("node", "join-node", "join", oid, "--node", lb.nodes["node"])
+        lb.coop("head", "join-head", "join", oid, "--node", lb.nodes["head"])
+        node = _worker_name(lb, "join-node")
+
+        def working() -> bool:  # it has done a couple of tasks, and holds one now
+            events = lb.events(oid)
+            return len(_completed_by(events, node)) >= 2 and bool(_held(events, node))
+
+        _wait_for(working, 60, f"{node} to be working", lb)
+        lb.net.cut("node")
+        cut = time.time()
+        time.sleep(float(os.environ.get("CUT", "12")))
+        lb.net.heal("node")
+        healed = time.time()
+
+        code = start.wait(150)
+        joined = cut_off.wait(60)
+        for proc in lb.procs.values():
+            proc.wait(60)
+        events, board, bill = lb.events(oid), lb.board(oid), lb.bill()
+        why = _Explain(lb, events, cut, healed)
+
+        # the run ended as runs do, and every task has exactly one result, everywhere
+        assert code == 0 and board["reason"] == "done", why
+        _assert_one_result_each(lb, oid, events, board, why)
+
+        # the node's lease expired during the cut, and another worker finished that task
+        lost = _expired_while_cut(events, node, cut, healed)
+        assert lost, why
+        finals = {d["id"]: d for _, _, k, d in events if k == "completed"}
+        for tid, token in lost.items():
+            assert finals[tid]["worker"] != node and finals[tid]["token"] > token, why
+        # its late completions were refused as stale: nothing of them on the board
+        stale = {int(t) for t in STALE.findall(_read(lb.log("join-node")))}
+        assert set(lost) <= stale, why
+
+        # once healed it worked again, and it left cleanly when the objective ended
+        after = [d for at, d in _completed_by(events, node) if at > healed]
+        assert after, why
+        assert joined == 0 and "objective finished" in _read(lb.log("join-node")), why
+
+        # nothing held at the end; usage adds up, and matches what the servers billed
+        assert board["leased"] == [] and board["state"] == "finished", why
+        _assert_usage_adds_up(events, board, bill, why)
+
+
+def test_a_partitioned_planner_is_replaced_and_fenced_out() -> None:
+    """The planner's host is cut off for longer than the planner claim's TTL: the standby on
+    the head takes over and finishes the objective; once healed, the old planner stops with one
+    line. No completion is planned twice, and every one is planned from."""
+    objective = "Write a field guide to moss"
+    oid = objective_id(objective)
+    with lab("head", "plan") as lb:
+        lb.start(tasks=30)
+        old = lb.coop("plan", "start-old", "start", objective, *PLANNER_FLAGS)
+        _wait_for(lambda: lb.events(oid) or old.poll() is not None, 60, "the board", lb)
+        standby = lb.coop(
+            "head", "start-standby", "start", objective, "--standby", "--workers", "0"
+        )
+        lb.coop("head", "join-head", "join", oid, "--node", lb.nodes["head"])
+        _wait_for(lambda: "standing by" in _read(lb.log("start-standby")), 60, "standby", lb)
+        _wait_for(lambda: len(_completed(lb.events(oid))) >= 4, 60, "completions", lb)
+
+        lb.net.cut("plan")
+        cut = time.time()
+        old_name = _claims(lb.events(oid))[0]
+
+        def taken_over() -> bool:
+            return any(n != old_name for n in _claims(lb.events(oid)))
+
+        _wait_for(taken_over, CLAIM_TTL + 20, "the standby to take over", lb)
+        time.sleep(max(0.0, cut + CLAIM_TTL + 1 - time.time()))  # cut for longer than the TTL
+        lb.net.heal("plan")
+        healed = time.time()
+
+        code = standby.wait(150)
+        fenced = old.wait(60)
+        for proc in lb.procs.values():
+            proc.wait(60)
+        events, board = lb.events(oid), lb.board(oid)
+        why = _Explain(lb, events, cut, healed)
+
+        # the standby took over while the old planner was cut off, and finished the run
+        claimed = [(at, d["instance"]) for _, at, k, d in events if k == "planner"]
+        new_name = next(n for at, n in claimed if n != old_name)
+        assert all(cut < at < healed for at, n in claimed if n == new_name), why
+        assert code == 0 and board["reason"] == "done", why
+        assert board["leased"] == [] and board["state"] == "finished", why
+        _assert_one_result_each(lb, oid, events, board, why)
+
+        # the old planner was fenced out: one line saying so, a non-zero exit, no traceback
+        said = _read(lb.log("start-old"))
+        errors = [line for line in said.splitlines() if line.startswith("coop: error:")]
+        assert fenced != 0 and TRACEBACK not in said, why
+        assert len(errors) == 1 and said.strip().splitlines()[-1] == errors[0], why
+        assert re.search(r"took over planning|lost its claim", errors[0]), why
+
+        # no completion was planned twice, and every one was planned from
+        planned = [s for _, _, k, d in events if k == "added" for s in d.get("planned") or ()]
+        twice = [s for s, n in Counter(planned).items() if n > 1]
+        assert not twice, why
+        assert sorted(planned) == list(range(board["completed"])), why
+
+
+# --- checks both tests make -----------------------------------------------------------------
+
+
+def _assert_one_result_each(
+    lb: Lab, oid: str, events: Events, board: dict[str, Any], why: object
+) -> None:
+    """Every task added was completed once: one `completed` event, one result on the board,
+    one row in memory (from the completion the board accepted); none pending or dead."""
+    added = [t[0] for _, _, k, d in events if k == "added" for t in d["tasks"]]
+    done = [d["id"] for _, _, k, d in events if k == "completed"]
+    assert sorted(done) == sorted(set(added)) == sorted(added), why
+    results = [tid for tid, _, _ in board["results"]]
+    assert sorted(results) == sorted(done) and board["completed"] == len(done), why
+    assert board["pending"] == 0 and board["dead"] == 0 and board["unplanned"] == 0, why
+    assert sorted(board["memory"]) == sorted(done), why
+    accepted = {d["id"]: (d["token"], d["worker"]) for _, _, k, d in events if k == "completed"}
+    stored = {tid: (token, worker) for tid, token, worker in lb.memory_rows(oid)}
+    assert stored == accepted, why
+
+
+def _assert_usage_adds_up(
+    events: Events, board: dict[str, Any], bill: Counter[str], why: object
+) -> None:
+    """The board's totals per kind are the sum of its `usage` events, and all of them together
+    are what the stand-ins served: no model call was lost in the partition."""
+    summed: dict[str, list[int]] = {kind: [0, 0, 0] for kind in board["usage"]}
+    for _, _, k, d in events:
+        if k == "usage":
+            row = summed[d["kind"]]
+            row[0], row[1], row[2] = row[0] + 1, row[1] + d["prompt"], row[2] + d["completion"]
+    assert summed == board["usage"], why
+    totals = [sum(row[i] for row in summed.values()) for i in (1, 2)]
+    assert totals == [bill["prompt_tokens"], bill["completion_tokens"]], why
+
+
+# --- reading the journal ----------------------------------------------------------------------
+
+
+def _completed(events: Events) -> list[dict[str, Any]]:
+    return [d for _, _, k, d in events if k == "completed"]
+
+
+def _completed_by(events: Events, worker: str) -> list[tuple[float, dict[str, Any]]]:
+    return [(at, d) for _, at, k, d in events if k == "completed" and d["worker"] == worker]
+
+
+def _claims(events: Events) -> list[str]:
+    """Planner instances in the order they claimed the objective."""
+    return [d["instance"] for _, _, k, d in events if k == "planner" and d["action"] == "claimed"]
+
+
+def _held(events: Events, worker: str) -> dict[int, int]:
+    """Task id -> token of the leases `worker` holds after these events."""
+    holders = _holders(events)
+    return {tid: token for tid, (who, token) in holders.items() if who == worker}
+
+
+def _holders(events: Events) -> dict[int, tuple[str, int]]:
+    held: dict[int, tuple[str, int]] = {}
+    for _, _, kind, d in events:
+        _apply(held, kind, d)
+    return held
+
+
+def _apply(held: dict[int, tuple[str, int]], kind: str, d: dict[str, Any]) -> None:
+    if kind == "leased":
+        held[d["id"]] = (d["worker"], d["token"])
+    elif kind in ("completed", "failed", "released"):
+        held.pop(d["id"], None)
+    elif kind == "expired":
+        for tid in d["ids"]:
+            held.pop(tid, None)
+
+
+def _expired_while_cut(events: Events, worker: str, cut: float, healed: float) -> dict[int, int]:
+    """Task id -> token of `worker`'s leases that expired between the cut and the heal."""
+    held: dict[int, tuple[str, int]] = {}
+    lost: dict[int, int] = {}
+    for _, at, kind, d in events:
+        if kind == "expired" and cut < at < healed:
+            lost.update({t: held[t][1] for t in d["ids"] if t in held and held[t][0] == worker})
+        _apply(held, kind, d)
+    return lost
+
+
+class _Explain:
+    """A failed assertion's message: the journal's timeline around the cut, and the logs."""
+
+    def __init__(self, lb: Lab, events: Events, cut: float, healed: float) -> None:
+        self.lb, self.events, self.cut, self.healed = lb, events, cut, healed
+
+    def __str__(self) -> str:
+        return _timeline(self.events, self.cut, self.healed) + "\n" + self.lb.tails()
+
+
+def _worker_name(lb: Lab, log: str) -> str:
+    """The worker a `coop join` started (it says so in its log)."""
+    found = _wait_for(lambda: re.search(r"joined \S+ as (\S+)", _read(lb.log(log))), 60, log, lb)
+    return str(found.group(1))
+
+
+def _timeline(events: list[tuple[int, float, str, dict[str, Any]]], cut: float, heal: float) -> str:
+    lines = []
+    for seq, at, kind, d in events:
+        if kind in ("usage",):
+            continue
+        short = {k: v for k, v in d.items() if k not in ("text", "settings", "tasks")}
+        if kind == "added":
+            short["tasks"] = [t[0] for t in d["tasks"]]
+        lines.append(f"{seq:5} {at - cut:+8.2f} {kind:10} {json.dumps(short)[:160]}")
+    lines.append(f"cut at 0, healed at {heal - cut:+.2f}")
+    return "\n".join(lines)
+
+
+def _wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, lb: Lab | None = None
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}" + (f"\n{lb.tails()}" if lb else "")
+    )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
