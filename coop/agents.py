@@ -114,9 +114,11 @@ SYNTHESIS = (
     "results.\n\n"
     "Objective: {objective}\n\n"
     "How the run ended: {ended}\n\n"
-    "Results, each marked with the id of its task:\n{results}\n\n"
+    "Results, each marked with the id of its task, then the files the team left in its "
+    "workspace, each marked with its path:\n{results}\n\n"
     "Write what the objective asks for (the guide, the plan, the comparison…) in Markdown, "
-    "drawing only on these results, and cite the tasks you use as [#id]. End with one line: "
+    "drawing only on these results and files, and cite the tasks you use as [#id] and the "
+    "files as [file path]. End with one line: "
     "'Objective met: yes' or 'Objective met: no'."
 )
 NOTES = (
@@ -124,8 +126,10 @@ NOTES = (
     "A team of agents worked toward an objective. Condense these results of theirs into notes "
     "for the objective's answer.\n\n"
     "Objective: {objective}\n\n"
-    "Results, each marked with the id of its task:\n{results}\n\n"
-    "Keep every fact the answer may need, and the citations as [#id]. Return only the notes."
+    "Results, each marked with the id of its task, and files, each marked with its path:"
+    "\n{results}\n\n"
+    "Keep every fact the answer may need, and the citations as [#id] and [file path]. Return "
+    "only the notes."
 )
 _MET = re.compile(r"^\W*objective met\W*(yes|no)\b.*$", re.IGNORECASE | re.MULTILINE)
 # str.format substitutes values without re-reading them, so braces in an objective are safe.
@@ -212,6 +216,11 @@ def replan_prompt(
 def cited(task_id: int, task: str, text: str) -> str:
     """A result as a synthesis prompt shows it: marked with its task id, to be cited so."""
     return f"[#{task_id}] {task}\n{text.strip()}"
+
+
+def filed(path: str, text: str) -> str:
+    """A workspace file as a synthesis prompt shows it: marked with its path."""
+    return f"[file {path}]\n{text.strip()}"
 
 
 def synthesis_prompt(

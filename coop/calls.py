@@ -49,52 +49,49 @@ def ask(
     with less context can rebuild it. `answer_tokens`: the most the answer may take (default:
     `--max-completion-tokens`)."""
 
+    def wait_turn(tokens: int) -> None:
+        while (wait := ctx.board.acquire(tokens)) > 0:
+            time.sleep(min(wait, RATE_WAIT_MAX))
+
     def turn(budget: int) -> list[Message]:
         return [{"role": "user", "content": build(budget)}]
 
-    return chat(ctx, kind, turn, [], task_id, answer_tokens).text
+    reply, latency = fitted(ctx, kind, turn, [], wait_turn, answer_tokens)
+    ctx.board.record_usage(
+        ctx.name, kind.value, reply.prompt_tokens, reply.completion_tokens, latency, task_id
+    )
+    return reply.text
 
 
-def chat(
+def fitted(
     ctx: Context,
     kind: Kind,
     build: Callable[[int], list[Message]],
     tools: list[dict[str, Any]],
-    task_id: int | None = None,
+    before: Callable[[int], None],
     answer_tokens: int | None = None,
-) -> Completion:
-    """One turn of a conversation, with `tools` offered: the model's answer or its tool calls.
-    `build(budget)` makes the messages for a token budget."""
-    llm, board, settings = ctx.llm, ctx.board, ctx.settings
-    most = answer_tokens or settings.max_completion_tokens
-    budget = settings.max_prompt_tokens - settings.max_completion_tokens
+) -> tuple[Completion, float]:
+    """One model call whose prompt fits: `build(budget)` makes the messages, `before(tokens)`
+    runs once they are made (the rate limit; for a task, its step ledger too), and a prompt
+    too long for the model is made again, once, with half the context. Returns the reply and
+    how long it took."""
+    most = answer_tokens or ctx.settings.max_completion_tokens
+    budget = ctx.settings.max_prompt_tokens - ctx.settings.max_completion_tokens
     retried = False
     while True:
         messages = build(budget)
-        cost = _tokens(llm, messages) + most
-        while (wait := board.acquire(cost)) > 0:
-            time.sleep(min(wait, RATE_WAIT_MAX))
+        before(tokens_of(ctx.llm, messages) + most)
         began = time.monotonic()
         try:
-            reply = llm.chat(messages, most, tools)
+            return ctx.llm.chat(messages, most, tools), time.monotonic() - began
         except LLMContextError:
             if retried:
                 raise
             log.warning("%s prompt too long for the model; retrying with less context", kind.value)
             retried, budget = True, budget // 2
-            continue
-        board.record_usage(
-            ctx.name,
-            kind.value,
-            reply.prompt_tokens,
-            reply.completion_tokens,
-            time.monotonic() - began,
-            task_id,
-        )
-        return reply
 
 
-def _tokens(llm: LLM, messages: list[Message]) -> int:
+def tokens_of(llm: LLM, messages: list[Message]) -> int:
     """What the messages will likely count as: their text, and the calls they carry."""
     text = [str(m.get("content") or "") + json.dumps(m.get("tool_calls") or "") for m in messages]
     return sum(llm.tokenizer.count(t) for t in text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -471,4 +472,9 @@ def main() -> None:
             err=True,
         )
         code = 1
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if not cluster.leave():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # Ray's exit hook would wait on the same broken connection
+    sys.exit(code)

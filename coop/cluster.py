@@ -30,6 +30,10 @@ from coop.journal import state_dir
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 3.0
+LEAVE_GRACE = 20.0
+"""Seconds a command gives Ray's shutdown as it exits (stopping a cluster it started takes a
+few); past that, shutdown waits on a connection a partition broke, and the command exits
+without it."""
 GCS_PROBE = "/ray.rpc.NodeInfoGcsService/GetClusterId"
 """A GCS method any client may call: it answers, or refuses for want of a token."""
 
@@ -308,6 +312,21 @@ def actor_names() -> list[str]:
 def instance_name(suffix: str = "") -> str:
     """`host-pid[-suffix]`: unique in a cluster, and says where the process runs."""
     return f"{socket.gethostname()}-{os.getpid()}{suffix}"
+
+
+def leave(grace: float = LEAVE_GRACE) -> bool:
+    """Ray's shutdown, given `grace` seconds; False if it had not finished by then. Ray would
+    run it at exit anyway, with no limit: a process cut off from its cluster (a planner that
+    gave up in a partition) would hang there for minutes."""
+    if not ray.is_initialized():
+        return True
+    worker = threading.Thread(target=ray.shutdown, name="ray-shutdown", daemon=True)
+    worker.start()
+    worker.join(grace)
+    if worker.is_alive():
+        log.warning("left the Ray cluster without its shutdown: no answer in %gs", grace)
+        return False
+    return True
 
 
 def stop_on_signals() -> threading.Event:

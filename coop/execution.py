@@ -1,104 +1,211 @@
-"""The execution agent: one task, done in steps.
+"""The execution agent: one task, done in steps, each kept on the board as it ends.
 
-Without tools it is BabyAGI's execution agent: one prompt in, one completion out. With tools,
-the model is offered them through the OpenAI tools API and the task becomes a loop of steps —
-a model call, then the tool calls it asked for, their results back to the model — until the
-model answers in text, or `--max-steps` (model calls and tool calls together) is reached, which
-fails the attempt like any other fault. Every step is recorded on the board as it ends: model
-calls as usage (what they cost), tool calls as `tool` events (tool, ok, latency, size).
+The model is offered the worker's tools through the OpenAI tools API (with none, a task is
+BabyAGI's single call). A task is a loop of steps — a model call, then the tool calls it asked
+for, their results back to the model — until the model answers in text, or `--max-steps`
+(model calls and tool calls together) is reached, which fails the attempt like any fault.
 
-Each tool call carries an idempotency key — objective, task and step — that is the same on
-every attempt of the task: a tool that can use it (the workspace's keyed writes, `fetch`'s
-Idempotency-Key header, MCP request metadata) does not do twice what a crashed attempt did.
+Each step is recorded in the board's step ledger when it returns, before the next one starts,
+in the same round trip that opens the next (`Board.step`). A task leased again after its
+worker died replays its recorded steps — model replies and tool outputs — instead of paying
+for them or doing their side effects again; only the step in flight at the death runs again.
+A tool that is unsafe to repeat is marked as started before it runs: if its worker dies in it,
+the model is told the outcome is unknown instead. Each tool call carries an idempotency key —
+objective, task, step — the same on every attempt, which the tools pass on (the workspace's
+keyed writes, fetch's Idempotency-Key header, MCP request metadata).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from coop import agents
-from coop.calls import Context, ask, chat
+from coop.calls import RATE_WAIT_MAX, Context, fitted
 from coop.errors import CoopError
+from coop.llm import Message, ToolCall
 from coop.memory import Hit
-from coop.tools import Invocation
+from coop.tools import Invocation, ToolOutput
 from coop.tools.box import Toolbox
-from coop.types import Kind, Lease
+from coop.types import Kind, Lease, Replays, Step
 
 log = logging.getLogger(__name__)
+
+UNKNOWN = (
+    "outcome unknown: the worker running this call stopped before it returned, and the tool "
+    "is not safe to repeat; check what it did before you try it again"
+)
+"""What the model reads for an unsafe tool call cut short by its worker's death."""
 
 
 class StepCapReached(CoopError):
     """The model kept calling tools past `--max-steps`: the attempt fails."""
 
 
+class LeaseLost(CoopError):
+    """The task's lease went to another worker mid-task: this attempt stops, its result would
+    be refused anyway."""
+
+
 @dataclass(frozen=True)
 class Done:
     text: str  # the model's answer
-    steps: int  # model calls and tool calls it took
+    steps: int  # model calls and tool calls it took, replayed ones included
+
+
+@dataclass
+class _Task:
+    """One attempt at a task: its conversation, its step count, and the ledger's steps."""
+
+    ctx: Context
+    lease: Lease
+    context: Sequence[Hit]
+    tools: Toolbox | None
+    recorded: dict[int, Step]
+    started: dict[int, str]
+    history: list[Message] = field(default_factory=list)
+    step: int = 0
+    pending: Step | None = None  # finished, and not yet on the board
+    saved: Replays = field(default_factory=lambda: Replays(tasks=1))
+
+    def run(self) -> Done:
+        cap = self.ctx.settings.max_steps
+        specs = [s.openai() for s in self.tools.specs()] if self.tools else []
+        while self.step < cap:
+            self.step += 1
+            text, calls = self._model(specs)
+            if not calls:
+                self._close()
+                return Done(text, self.step)
+            self.history.append(agents.assistant_turn(text, calls))
+            for call in calls:
+                if self.step >= cap:  # the model sees why the rest did not run
+                    note = f"not run: --max-steps {cap} reached"
+                    self.history.append(agents.tool_turn(call.id, note))
+                    continue
+                self.step += 1
+                self.history.append(agents.tool_turn(call.id, self._tool(call).text))
+        self._close()
+        raise StepCapReached(f"reached --max-steps {cap} without an answer")
+
+    # -- model steps ---------------------------------------------------------------------
+
+    def _model(self, specs: list[dict[str, Any]]) -> tuple[str, list[ToolCall]]:
+        """This step's reply: the recorded one, or a call to the model now."""
+        done = self.recorded.get(self.step)
+        if done is not None and done.kind == "model":
+            s = self.saved
+            s.steps, s.calls = s.steps + 1, s.calls + 1
+            s.tokens += done.prompt + done.completion
+            s.cost += self.ctx.settings.cost(Kind.EXECUTION.value, done.prompt, done.completion)
+            return done.text, [ToolCall(*c) for c in done.calls]
+        reply, latency = fitted(
+            self.ctx, Kind.EXECUTION, self._messages, specs, lambda t: self._between(acquire=t)
+        )
+        calls = tuple((c.id, c.name, c.arguments) for c in reply.tool_calls)
+        self.pending = Step(
+            self.step,
+            "model",
+            reply.text,
+            calls,
+            prompt=reply.prompt_tokens,
+            completion=reply.completion_tokens,
+            latency=latency,
+        )
+        return reply.text, list(reply.tool_calls)
+
+    def _messages(self, budget: int) -> list[Message]:
+        ctx, task = self.ctx, self.lease.task
+        if not self.tools:  # BabyAGI's execution agent, one prompt
+            prompt = agents.execution_prompt(
+                ctx.objective, task.text, self.context, ctx.llm.tokenizer, budget
+            )
+            return [{"role": "user", "content": prompt}]
+        return agents.execution_messages(
+            ctx.objective, task.text, self.context, self.history, ctx.llm.tokenizer, budget
+        )
+
+    # -- tool steps ---------------------------------------------------------------------
+
+    def _tool(self, call: ToolCall) -> ToolOutput:
+        """This step's tool output: recorded, unknown (an unsafe call cut short), or run now."""
+        done = self.recorded.get(self.step)
+        if done is not None and done.kind == "tool":
+            self.saved.steps += 1
+            return ToolOutput(done.ok, done.text)
+        assert self.tools is not None
+        spec = self.tools.spec(call.name)
+        if self.step in self.started:
+            self.saved.unknown += 1
+            out = ToolOutput.error(UNKNOWN)
+            self._between()
+            self.pending = Step(self.step, "tool", out.text, call=call.id, tool=call.name, ok=False)
+            return out
+        unsafe = spec is not None and spec.unsafe_to_repeat
+        self._between(starting=call.name if unsafe else "")
+        ctx, lease = self.ctx, self.lease
+        key = f"{ctx.board.objective_id}/{lease.task.id}/{self.step}"
+        at = Invocation(key, lease.task.id, lease.token, ctx.name, self.tools.timeout)
+        ran = self.tools.run(call.name, call.arguments, at)
+        if not ran.output.ok:
+            log.info(
+                "task #%d step %d: %s: %s", at.task_id, self.step, ran.tool, ran.output.text[:120]
+            )
+        self.pending = Step(
+            self.step,
+            "tool",
+            ran.output.text,
+            call=call.id,
+            tool=ran.tool,
+            ok=ran.output.ok,
+            latency=ran.latency,
+            chars=ran.size,
+        )
+        return ran.output
+
+    # -- the board, between steps --------------------------------------------------------------
+
+    def _between(self, acquire: int = 0, starting: str = "") -> None:
+        """Record the finished step and open the next, in one round trip; wait while the
+        cluster-wide rate limit holds a model call back."""
+        ctx, lease = self.ctx, self.lease
+        while True:
+            owned, wait = ctx.board.step(
+                lease.task.id, lease.token, ctx.name, self.pending, acquire, starting
+            )
+            self.pending = None
+            if not owned:
+                raise LeaseLost(f"task #{lease.task.id}: the lease went to another worker")
+            if wait <= 0:
+                return
+            time.sleep(min(wait, RATE_WAIT_MAX))
+
+    def _close(self) -> None:
+        """The last step goes to the board with no one waiting (the completion follows it in
+        order), and what replaying saved goes on the tape."""
+        ctx, lease = self.ctx, self.lease
+        if self.pending is not None:
+            ctx.board.last_step(lease.task.id, lease.token, ctx.name, self.pending)
+            self.pending = None
+        s = self.saved
+        if s.steps or s.unknown:
+            ctx.board.replayed(ctx.name, lease.task.id, s)
+            log.info(
+                "task #%d: %d step(s) replayed from the ledger, %d model call(s) not paid again",
+                lease.task.id,
+                s.steps,
+                s.calls,
+            )
 
 
 def execute(ctx: Context, lease: Lease, context: Sequence[Hit], tools: Toolbox | None) -> Done:
-    """Do the leased task: its answer once the model gives one."""
-    task, tok = lease.task, ctx.llm.tokenizer
-    if not tools:
-        text = ask(
-            ctx,
-            Kind.EXECUTION,
-            lambda budget: agents.execution_prompt(ctx.objective, task.text, context, tok, budget),
-            task.id,
-        )
-        return Done(text, 1)
-    cap = ctx.settings.max_steps
-    history: list[dict[str, Any]] = []
-    specs = [spec.openai() for spec in tools.specs()]
-    step = 0
-    while step < cap:
-        step += 1
-        reply = chat(
-            ctx,
-            Kind.EXECUTION,
-            lambda budget: agents.execution_messages(
-                ctx.objective, task.text, context, history, tok, budget
-            ),
-            specs,
-            task.id,
-        )
-        if not reply.tool_calls:
-            return Done(reply.text, step)
-        history.append(agents.assistant_turn(reply.text, reply.tool_calls))
-        for call in reply.tool_calls:
-            if step >= cap:  # the model sees why the rest did not run
-                history.append(agents.tool_turn(call.id, f"not run: --max-steps {cap} reached"))
-                continue
-            step += 1
-            at = Invocation(
-                f"{ctx.board.objective_id}/{task.id}/{step}",
-                task.id,
-                lease.token,
-                ctx.name,
-                tools.timeout,
-            )
-            ran = tools.run(call.name, call.arguments, at)
-            ctx.board.record_tool(
-                ctx.name,
-                task.id,
-                step,
-                ran.tool,
-                ran.provider,
-                ran.output.ok,
-                ran.latency,
-                ran.size,
-            )
-            if not ran.output.ok:
-                log.info(
-                    "task #%d step %d: %s failed: %s",
-                    task.id,
-                    step,
-                    ran.tool,
-                    ran.output.text[:120],
-                )
-            history.append(agents.tool_turn(call.id, ran.output.text))
-    raise StepCapReached(f"reached --max-steps {cap} without an answer")
+    """Do the leased task (resuming from its ledger when it was leased before): its answer."""
+    recorded: dict[int, Step] = {}
+    started: dict[int, str] = {}
+    if lease.attempt > 1:
+        steps, started = ctx.board.steps(lease.task.id)
+        recorded = {s.step: s for s in steps}
+    return _Task(ctx, lease, context, tools, recorded, started).run()

@@ -31,7 +31,7 @@ def judged(answer: Answer | None) -> str:
 
 def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
     reason = snap.reason.value if snap.reason else snap.state.value
-    total_tokens, total_cost = snap.total.tokens, snap.total.cost
+    total_tokens, total_cost, estimated = snap.total.tokens, snap.total.cost, snap.total.estimated
     lines = [f"# {snap.objective}", "", "## Answer", ""]
     answer = snap.answer
     if answer is not None and answer.text:
@@ -58,7 +58,10 @@ def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
         f"- Tasks: {snap.completed} completed, {len(snap.pending)} pending, "
         f"{len(snap.dead)} dead-lettered; duplicates rejected: "
         f"{snap.progress.exact_duplicates} exact, {snap.progress.near_duplicates} near",
-        f"- Usage: {total_tokens} tokens, ${total_cost:.4f}",
+        f"- Usage: {total_tokens} tokens, ${total_cost:.4f}"
+        + (f" ({estimated} call(s) charged by estimate)" if estimated else ""),
+        f"- Steps replayed after a lost worker: {snap.replays.steps} "
+        f"({snap.replays.calls} model calls, {snap.replays.tokens} tokens not paid again)",
         "",
         "## Usage",
         "",

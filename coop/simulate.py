@@ -104,9 +104,11 @@ _ABLE = re.compile(r"The team's workers can use: ([^.]+)\.")
 class Simulator:
     """`fanout` new tasks per completed task, `limit` tasks in all. With `per_call`, each
     creation call proposes that many fresh tasks whatever it was shown (and with `as_asked`,
-    as many as the prompt asks for, `per_call` when it does not say). A `stubborn` simulator
-    instead proposes the same three tasks forever and never agrees the objective is met: the
-    model that loop and stall detection exist for."""
+    as many as the prompt asks for, `per_call` when it does not say), and judges the objective
+    met only once all `limit` are proposed and done: a swarm that outruns its planner has an
+    empty list, not a finished objective. A `stubborn` simulator instead proposes the same three
+    tasks forever and never agrees the objective is met: the model that loop and stall
+    detection exist for."""
 
     fanout: int = 3
     limit: int = 12
@@ -114,6 +116,7 @@ class Simulator:
     per_call: int = 0
     as_asked: bool = False
     _next: itertools.count[int] = field(default_factory=lambda: itertools.count(1), repr=False)
+    _issued: int = field(default=0, repr=False)  # the last task a supply proposed
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def reply(self, prompt: str) -> str:
@@ -131,6 +134,9 @@ class Simulator:
         if kind == "completion":
             pending = re.search(r"Tasks still pending: (\d+)", prompt)
             met = not self.stubborn and pending is not None and pending.group(1) == "0"
+            if self.per_call or self.as_asked:  # a supply runs dry only when it is spent
+                with self._lock:
+                    met = met and self._issued >= self.limit
             return json.dumps({"met": met, "reason": "simulated judgement"})
         return self._execute(prompt)
 
@@ -192,19 +198,23 @@ class Simulator:
         count = int(asked.group(1)) if asked else self.per_call or self.fanout
         with self._lock:
             steps = [n for n in itertools.islice(self._next, count) if n <= self.limit]
+            self._issued = max([self._issued, *steps])
         lines = [f"{i}. {task_text(n)}{_needs(n, prompt)}" for i, n in enumerate(steps, 1)]
         return "New tasks:\n" + "\n".join(lines) if lines else "No new tasks are needed."
 
     def _synthesize(self, prompt: str) -> str:
-        """An answer (or notes) that cites every task it was shown, in its order."""
+        """An answer (or notes) that cites every task and file it was shown, in its order."""
         objective = _section(prompt, "Objective: ").strip()
         results = re.findall(r"^\[#(\d+)\] (.+)$", prompt, re.MULTILINE)  # cited results
         notes = re.findall(r"^- (.+) \[#(\d+)\]$", prompt, re.MULTILINE)  # earlier notes
+        files = re.findall(r"^\[file (.+)\]$", prompt, re.MULTILINE)
+        files += re.findall(r"^- a workspace file \[file (.+)\]$", prompt, re.MULTILINE)
         lines = [f"- {task} [#{tid}]" for tid, task in results]
         lines += [f"- {task} [#{tid}]" for task, tid in notes]
+        lines += [f"- a workspace file [file {path}]" for path in files]
         if "(notes, part" in prompt.split("\n", 1)[0]:
             return "\n".join(lines)
-        met = "yes" if re.search(r"still pending: 0\b", prompt) else "no"
+        met = "yes" if "How the run ended: done" in prompt else "no"  # as its check judged
         return (
             f"# {objective}\n\n[simulated answer] What the team found, task by task:\n\n"
             + "\n".join(lines)

@@ -82,6 +82,7 @@ def status_view(snap: Snapshot, recent: Sequence[Event] = (), width: int = UNBOU
         f"{p.replans}/{C.MAX_REPLANS}, repeating batches {p.repeating}/{C.LOOP_BATCHES}, "
         f"completion checks {p.checks}"
         + (f"\nanswer: {escape(_answer_line(snap.answer))}" if snap.answer else "")
+        + _replay_line(snap)
     )
     parts: list[Any] = [head]
     tasks = [
@@ -174,6 +175,21 @@ def status_view(snap: Snapshot, recent: Sequence[Event] = (), width: int = UNBOU
     if recent:
         parts.append(Text("recent events\n" + "\n".join(event_line(e) for e in recent)))
     return Group(*parts)
+
+
+def _replay_line(snap: Snapshot) -> str:
+    """What the step ledger saved, and what was charged by estimate, once there is any."""
+    r, charged = snap.replays, snap.total.estimated
+    parts = []
+    if r.tasks:
+        parts.append(
+            f"{r.tasks} task(s) resumed: {r.steps} step(s) replayed, {r.calls} model call(s) "
+            f"not paid again ({r.tokens:,} tokens, ${r.cost:.4f})"
+            + (f", {r.unknown} unsafe tool call(s) of unknown outcome" if r.unknown else "")
+        )
+    if charged:
+        parts.append(f"{charged} call(s) in flight at a lost worker charged by estimate")
+    return f"\nsteps: {'; '.join(parts)}" if parts else ""
 
 
 def _kit(caps: Sequence[str], sandbox: str) -> str:
@@ -269,6 +285,7 @@ def event_line(e: Event) -> str:
     if e.kind is EventKind.USAGE:
         bits.append(
             f"{d['kind']} {d['prompt']}+{d['completion']} tokens {d.get('latency') or 0:.2f}s"
+            + (" (estimated: in flight at a lost worker)" if d.get("estimated") else "")
         )
     elif e.kind is EventKind.ADDED:
         bits += [f"#{t[0]} {one_line(t[1], 50)}" for t in d["tasks"]]
@@ -279,6 +296,10 @@ def event_line(e: Event) -> str:
     elif e.kind is EventKind.TOOL:
         state = "ok" if d["ok"] else "failed"
         bits.append(f"{d['tool']} step {d['step']} {state} {d['latency']:.2f}s {d['chars']} chars")
+    elif e.kind is EventKind.STEP:
+        bits.append(f"step {d['step']} {d['kind']}" + (f" {d['tool']}" if d["tool"] else ""))
+    elif e.kind is EventKind.REPLAYED:
+        bits.append(f"{d['steps']} step(s) replayed, {d['calls']} model call(s) saved")
     elif e.kind is EventKind.WROTE:
         bits.append(f"{d['path']} ({len(d['content'].encode('utf-8')):,} bytes)")
     elif e.kind is EventKind.STOPPING:

@@ -83,6 +83,9 @@ class EventKind(str, enum.Enum):
     REOPENED = "reopened"
     TOOL = "tool"
     WROTE = "wrote"
+    STEP = "step"
+    STARTED = "started"
+    REPLAYED = "replayed"
 
     @property
     def durable(self) -> bool:
@@ -103,6 +106,8 @@ _DURABLE = frozenset(
         EventKind.ANSWER,
         EventKind.REOPENED,
         EventKind.WROTE,
+        EventKind.STEP,
+        EventKind.STARTED,
     }
 )
 
@@ -138,6 +143,7 @@ class Lease:
     token: int
     worker: str
     ttl: float
+    attempt: int = 1  # the how-manieth lease of this task
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0  # USD, from the run's price table
+    estimated: int = 0  # calls charged by estimate: in flight when their worker vanished
 
     @property
     def tokens(self) -> int:
@@ -175,6 +182,7 @@ class Usage:
             out.prompt_tokens += u.prompt_tokens
             out.completion_tokens += u.completion_tokens
             out.cost += u.cost
+            out.estimated += u.estimated
         return out
 
 
@@ -205,6 +213,37 @@ class ToolStats:
     failed: int = 0
     seconds: float = 0.0
     chars: int = 0  # what the tool answered, before any cut
+
+
+@dataclass(frozen=True)
+class Step:
+    """One finished step of a task, as the step ledger keeps it and a worker replays it: a
+    model call (its reply and the tool calls it asked for, and what it cost) or a tool call
+    (its output, answering the model's call `call`)."""
+
+    step: int  # numbered from 1 within the task, across its attempts
+    kind: str  # "model" or "tool"
+    text: str = ""
+    calls: tuple[tuple[str, str, str], ...] = ()  # model: (id, name, arguments) of each call
+    call: str = ""  # tool: the id of the model's call it answers
+    tool: str = ""
+    ok: bool = True
+    prompt: int = 0  # model: tokens the server reported
+    completion: int = 0
+    latency: float = 0.0
+    chars: int = 0  # tool: characters it answered, before any cut
+
+
+@dataclass
+class Replays:
+    """Steps a task leased again did not redo: what the step ledger saved."""
+
+    tasks: int = 0
+    steps: int = 0
+    calls: int = 0  # model calls among them
+    tokens: int = 0
+    cost: float = 0.0
+    unknown: int = 0  # unsafe tool calls whose outcome a dead worker took with it
 
 
 @dataclass(frozen=True)
@@ -327,6 +366,7 @@ class Snapshot:
     tools: dict[str, ToolStats] = field(default_factory=dict)
     files: list[tuple[str, int]] = field(default_factory=list)  # the workspace: path, bytes
     lacking: dict[int, list[str]] = field(default_factory=dict)  # task -> what no worker has
+    replays: Replays = field(default_factory=Replays)
 
     @property
     def total(self) -> Usage:

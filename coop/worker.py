@@ -16,7 +16,7 @@ from coop import constants as C
 from coop.board import BoardUnavailable
 from coop.calls import Context
 from coop.config import scrub
-from coop.execution import execute
+from coop.execution import LeaseLost, execute
 from coop.journal import JournalError
 from coop.llm import LLMError, LLMFatalError
 from coop.text import one_line
@@ -134,6 +134,8 @@ class Worker:
             else:
                 self.report.completed += 1
                 log.info("task #%d done by %s: %s", task.id, self.name, one_line(task.text, 80))
+        except LeaseLost as exc:  # its result would be refused: nothing to report
+            log.warning("%s; this attempt stops", exc)
         except LLMFatalError as exc:
             self.report.fatal = str(exc)
             log.error("%s", exc)

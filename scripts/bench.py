@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Benchmarks: coordination overhead, scaling against the ideal, planner cost per task,
-memory at scale, and the actors' footprint — side by side in one run, medians over repeats.
+"""Benchmarks: coordination overhead, the step ledger's cost, scaling against the ideal on a
+pre-filled board and on a whole objective, planner cost per task, memory at scale, and the
+actors' footprint — side by side in one run, medians over repeats.
 
     pip install -e ".[dev]"
     python -m scripts.bench                 # the full run (about 15 minutes on 2 cores)
@@ -20,6 +21,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported:
 import argparse
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,11 +45,12 @@ from coop.memory.weaviate import (
 from coop.memory.weaviate import where as weaviate_where
 from coop.simulate import Simulator
 from coop.text import objective_id
-from coop.types import Lease, Snapshot
+from coop.types import Lease, Snapshot, Step
 from tests.support.cluster import Coop, local_cluster
 from tests.support.standin import StandIn
 
 PLANNER_KINDS = ("creation", "prioritization", "completion-check")
+SECTIONS = ("standin", "board", "scaling", "whole", "planner", "memory", "footprint")
 
 
 def parse() -> argparse.Namespace:
@@ -57,19 +60,57 @@ def parse() -> argparse.Namespace:
     p.add_argument("--latency", type=float, default=0.5)
     p.add_argument("--dim", type=int, default=1536, help="vector size for the memory section")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument(
+        "--whole", default="1x1,1x4,2x4,4x4,8x4", help="workers x in flight, for a whole objective"
+    )
+    sections = ", ".join(SECTIONS)
+    p.add_argument("--only", default="", help=f"sections to run, comma-separated: {sections}")
     a = p.parse_args()
     a.cycles, a.workers, a.concurrency = 2000, (1, 2, 4, 8), (1, 4)
     a.callers, a.plan_sizes, a.memory_sizes = (1, 2, 4, 8, 16), (50, 500), (1_000, 10_000, 100_000)
     a.footprint_sizes, a.seconds = (10_000, 100_000), 8.0
+    a.whole = tuple(tuple(int(n) for n in wc.split("x")) for wc in a.whole.split(","))
+    a.whole_repeats = 2
     if a.smoke:
         a.repeats, a.cycles, a.workers, a.concurrency, a.callers = 1, 100, (1, 2), (1,), (1, 2)
         a.plan_sizes, a.memory_sizes, a.footprint_sizes = (12,), (1_000,), (1_000,)
         a.seconds, a.latency, a.dim = 1.0, 0.1, 64
+        a.whole, a.whole_repeats = ((1, 2),), 1
     return a
 
 
 def median_of(repeats: int, run: Callable[[], float]) -> float:
     return statistics.median(run() for _ in range(repeats))
+
+
+class Cpu:
+    """The machine's CPU use, sampled from /proc/stat in the background: how busy all cores
+    were between two wall-clock times. On 2 cores, a scaling figure under its target with the
+    cores near 100% busy is the machine's limit, not coop's."""
+
+    def __init__(self, every: float = 0.25) -> None:
+        self.samples: list[tuple[float, int, int]] = []  # (time, busy jiffies, all jiffies)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, every: float) -> None:
+        while not self._stop.wait(every):
+            with open("/proc/stat") as stat:
+                fields = [int(n) for n in stat.readline().split()[1:]]
+            idle = fields[3] + fields[4]  # idle + iowait
+            self.samples.append((time.time(), sum(fields) - idle, sum(fields)))
+
+    def busy(self, since: float, until: float) -> float:
+        """The share of all cores' time spent busy between `since` and `until`."""
+        inside = [s for s in self.samples if since <= s[0] <= until]
+        if len(inside) < 2:
+            return float("nan")
+        (_, b0, a0), (_, b1, a1) = inside[0], inside[-1]
+        return (b1 - b0) / max(a1 - a0, 1)
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def new_board(tag: str, state: Path, **settings: Any) -> Any:
@@ -148,20 +189,120 @@ def board_overhead(a: argparse.Namespace, state: Path, rows: list[list[str]]) ->
     rows.append(["board: most cycles/s", f"{best:.0f}", "≥ 1,000", "", _verdict(best >= 1000)])
 
 
+def ledger_overhead(a: argparse.Namespace, state: Path, rows: list[list[str]]) -> None:
+    """The step ledger's one round trip per step: `Board.step` recording a model step (reply
+    and usage) and opening the next (the rate limit), against a bare actor call."""
+    bare = Bare.remote()
+    board = new_board("ledger", state)
+    ray.get(board.add.remote(["a task of many steps"]))
+    lease = ray.get(board.lease.remote("w"))
+    steps_ms, bare_ms = [], []
+    reply = "r" * 400  # a short model reply, as a tool-calling turn is
+    for n in range(1, a.cycles * a.repeats + 1):
+        done = Step(n, "model", reply, (("c", "workspace_read", '{"path": "x"}'),), prompt=900)
+        t = time.perf_counter()
+        ray.get(bare.ping.remote())
+        bare_ms.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        ray.get(board.step.remote(lease.task.id, lease.token, "w", done, 1200, ""))
+        steps_ms.append((time.perf_counter() - t) * 1e3)
+    med, bare_med = statistics.median(steps_ms), statistics.median(bare_ms)
+    rows.append(
+        [
+            "step ledger: one round trip per step (record + open next), median / p99",
+            f"{med:.2f} / {float(np.percentile(steps_ms, 99)):.2f} ms",
+            "one board call a step",
+            f"{med / bare_med:.2f}× a bare call ({bare_med:.2f} ms)",
+            "met",
+        ]
+    )
+
+
+def whole_objective(
+    a: argparse.Namespace,
+    coop: Coop,
+    server: StandIn,
+    cpu: Cpu,
+    executed: dict[tuple[int, int], float],
+    rows: list[list[str]],
+) -> None:
+    """A whole objective: `coop start --workers 0` plus W `coop join --concurrency C`, the
+    stand-in proposing a fixed 3 tasks per creation call, then as many as the prompt asks.
+    Beside each figure: execution only at the same W × C in this run (what the planner could
+    at best feed) and how busy the machine's cores were."""
+    for mode, asked in (("3 per call", False), ("as asked", True)):
+        for w, c in a.whole:
+            ideal = w * c / a.latency
+            tasks = max(40, int(ideal * a.seconds))
+
+            def one_run(
+                w: int = w, c: int = c, tasks: int = tasks, asked: bool = asked
+            ) -> dict[str, float]:
+                server.simulator = Simulator(per_call=3, as_asked=asked, limit=10**6)
+                objective = f"Whole objective {w}x{c} {time.time_ns()}"
+                oid = objective_id(objective)
+                start = coop.spawn("start", objective, "--workers", "0", "--max-tasks", str(tasks))
+                while oid not in [n.split(":")[1] for n in cluster.actor_names()]:
+                    time.sleep(0.1)
+                joins = [coop.spawn("join", oid, "--concurrency", str(c)) for _ in range(w)]
+                start.wait()
+                coop.stop_all(joins)
+                board = ray.get_actor(f"coop:{oid}:board")
+                snap: Snapshot = ray.get(board.snapshot.remote())
+                done = ray.get(board.results.remote())
+                events = ray.get(board.events.remote(0, 10**7))
+                first = min(e.at for e in events if e.kind.value == "leased")
+                planner = [snap.usage[k] for k in PLANNER_KINDS]
+                rate, since, until = _steady(done)
+                return {
+                    "rate": rate,
+                    "calls": sum(u.calls for u in planner) / len(done),
+                    "tokens": sum(u.tokens for u in planner) / len(done),
+                    "near": snap.progress.near_duplicates,
+                    "first": first - snap.created,
+                    "busy": cpu.busy(since, until),
+                }
+
+            runs = [one_run() for _ in range(a.whole_repeats)]
+            m = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            share = m["rate"] / ideal
+            beside = executed.get((w, c))
+            rows.append(
+                [
+                    f"whole objective ({mode}): {w} worker(s) × {c} in flight",
+                    f"{m['rate']:.1f} tasks/s",
+                    f"≥ 85% of {ideal:.0f}/s" if mode == "3 per call" else "",
+                    f"{share:.0%} of ideal"
+                    + (f", {m['rate'] / beside:.0%} of execution only" if beside else "")
+                    + f"; cores {m['busy']:.0%} busy; planner {m['calls']:.2f} calls, "
+                    f"{m['tokens']:.0f} tokens a task; {m['near']:.0f} near-duplicates; first "
+                    f"lease {m['first']:.1f} s after creation",
+                    _verdict(share >= 0.85) if mode == "3 per call" else "",
+                ]
+            )
+
+
+def standin_capacity(server: StandIn, rows: list[list[str]]) -> None:
+    """How many requests a second the stand-in itself answers, to tell whether it, rather
+    than coop, could be what limits the scaling figures."""
+    rate = server.capacity()
+    rows.append(["stand-in model server: requests/s it answers", f"{rate:.0f}", "", "", ""])
+
+
 def _verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-def _finished_rate(snap_results: list[Any]) -> float:
-    """Completions per second between the 10th and 90th percentile of finishing times:
-    the steady state, without start-up and tail."""
+def _steady(snap_results: list[Any]) -> tuple[float, float, float]:
+    """(completions per second, from, until) between the 10th and 90th percentile of finishing
+    times: the steady state, without start-up and tail."""
     times = sorted(r.finished_at for r in snap_results)
     lo, hi = int(len(times) * 0.1), int(len(times) * 0.9) - 1
-    return (hi - lo) / max(times[hi] - times[lo], 1e-9)
+    return (hi - lo) / max(times[hi] - times[lo], 1e-9), times[lo], times[hi]
 
 
 def scaling(
-    a: argparse.Namespace, coop: Coop, state: Path, rows: list[list[str]]
+    a: argparse.Namespace, coop: Coop, state: Path, cpu: Cpu, rows: list[list[str]]
 ) -> list[tuple[int, int, float, float]]:
     """Execution only: a board filled in advance, W `coop join` processes, C in flight each."""
     points = []
@@ -170,7 +311,7 @@ def scaling(
             ideal = w * c / a.latency
             tasks = max(20, int(ideal * a.seconds))
 
-            def one_run(w: int = w, c: int = c, tasks: int = tasks) -> float:
+            def one_run(w: int = w, c: int = c, tasks: int = tasks) -> tuple[float, float]:
                 settings = new_settings(llm="openai", max_tasks=10**9, lease_ttl=60)
                 oid = objective_id(f"scaling {w}x{c} {time.time_ns()}")
                 board = cluster.named_actor(
@@ -182,9 +323,11 @@ def scaling(
                     time.sleep(0.5)
                 ray.get(board.stop.remote())
                 coop.stop_all(procs)
-                return _finished_rate(ray.get(board.results.remote()))
+                rate, since, until = _steady(ray.get(board.results.remote()))
+                return rate, cpu.busy(since, until)
 
-            rate = median_of(a.repeats, one_run)
+            runs = sorted(one_run() for _ in range(a.repeats))
+            rate, busy = runs[len(runs) // 2]  # the median run, with its own CPU figure
             share = rate / ideal
             points.append((w, c, rate, ideal))
             rows.append(
@@ -192,7 +335,7 @@ def scaling(
                     f"scaling: {w} worker(s) × {c} in flight",
                     f"{rate:.1f} tasks/s",
                     f"≥ 90% of {ideal:.0f}/s" if w * c <= 32 else "",
-                    f"{share:.0%} of ideal",
+                    f"{share:.0%} of ideal; cores {busy:.0%} busy",
                     _verdict(share >= 0.9),
                 ]
             )
@@ -203,7 +346,7 @@ def planner_cost(a: argparse.Namespace, coop: Coop, server: StandIn, rows: list[
     """A whole objective: the planner and 8 tasks in flight (2 workers × 4)."""
     for size in a.plan_sizes:
 
-        def one_run(size: int = size) -> tuple[float, float]:
+        def one_run(size: int = size) -> tuple[float, float, dict[str, float]]:
             server.simulator = Simulator(fanout=3, limit=size)
             objective = f"Planner cost {size} {time.time_ns()}"
             oid = objective_id(objective)
@@ -216,17 +359,21 @@ def planner_cost(a: argparse.Namespace, coop: Coop, server: StandIn, rows: list[
             snap: Snapshot = ray.get(ray.get_actor(f"coop:{oid}:board").snapshot.remote())
             calls = sum(snap.usage[k].calls for k in PLANNER_KINDS)
             tokens = sum(snap.usage[k].tokens for k in PLANNER_KINDS)
-            return calls / snap.completed, tokens / snap.completed
+            each = {k: snap.usage[k].calls / snap.completed for k in PLANNER_KINDS}
+            return calls / snap.completed, tokens / snap.completed, each
 
         runs = [one_run() for _ in range(a.repeats)]
         calls = statistics.median(r[0] for r in runs)
         tokens = statistics.median(r[1] for r in runs)
+        kinds = ", ".join(
+            f"{k} {statistics.median(r[2][k] for r in runs):.2f}" for k in PLANNER_KINDS
+        )
         rows.append(
             [
                 f"planner: calls per task at {size} tasks",
                 f"{calls:.2f}",
                 "≤ 0.5",
-                "",
+                kinds,
                 _verdict(calls <= 0.5),
             ]
         )
@@ -401,14 +548,30 @@ def main() -> int:
         state, logs = Path(tmp) / "state", Path(tmp) / "logs"
         logs.mkdir()
         coop = Coop(c.address, server, state, logs)
-        board_overhead(a, state, rows)
-        points = scaling(a, coop, state, rows)
-        planner_cost(a, coop, server, rows)
-        memory(a, rows, footprint)
-        weaviate_memory(a, state, rows)
-        board_footprint(a, state, footprint)
+        wanted = set(a.only.split(",")) if a.only else set(SECTIONS)
+        points: list[tuple[int, int, float, float]] = []
+        cpu = Cpu()
+        if "standin" in wanted:
+            standin_capacity(server, rows)
+        if "board" in wanted:
+            board_overhead(a, state, rows)
+            ledger_overhead(a, state, rows)
+        if "scaling" in wanted:
+            points = scaling(a, coop, state, cpu, rows)
+        if "whole" in wanted:
+            executed = {(w, c): rate for w, c, rate, _ in points}
+            whole_objective(a, coop, server, cpu, executed, rows)
+        if "planner" in wanted:
+            planner_cost(a, coop, server, rows)
+        if "memory" in wanted:
+            memory(a, rows, footprint)
+            weaviate_memory(a, state, rows)
+        if "footprint" in wanted:
+            board_footprint(a, state, footprint)
+        cpu.stop()
     server.stop()
-    plot(points, a.out / "scaling.png")
+    if points:
+        plot(points, a.out / "scaling.png")
     report = (
         table(["measure", "result", "target", "against target", "verdict"], rows)
         + "\n\n"

@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""Chaos run: an objective worked by `coop join` processes that keep getting SIGKILLed, against
-a model server that rate-limits, errs and stalls — then a check that nothing was lost.
+"""Chaos run: an objective worked by `coop join` processes that keep getting SIGKILLed in the
+middle of multi-step tasks (each reads and writes the shared workspace), against a model server
+that rate-limits, errs and stalls — then a check that nothing was lost or duplicated, and that
+no finished step (a model call or a tool call the step ledger recorded) ran again.
 
     python -m scripts.chaos --kill-planner         # the documented run (about a minute)
     python -m scripts.chaos --short                # the short run the tests use (~40 s)
@@ -28,6 +30,7 @@ import tempfile
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -89,6 +92,8 @@ class Run:
                 "100000",
                 "--max-attempts",
                 "4",
+                "--tools",
+                "workspace",
             )
         ]
         deadline = time.monotonic() + self.a.timeout
@@ -123,12 +128,11 @@ class Run:
 def check(run: Run, state: Path, server: StandIn) -> bool:
     path = journal_path(state, run.oid)
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        events = [
-            (k, json.loads(d)) for k, d in db.execute("SELECT kind, data FROM events ORDER BY seq")
-        ]
-    added = {t[0] for k, d in events if k == "added" for t in d["tasks"]}
-    completed = [d["id"] for k, d in events if k == "completed"]
-    dead = {d["id"]: d["error"] for k, d in events if k == "failed" and d["dead"]}
+        rows = db.execute("SELECT kind, data, at FROM events ORDER BY seq")
+        events = [(k, json.loads(d), at) for k, d, at in rows]
+    added = {t[0] for k, d, _ in events if k == "added" for t in d["tasks"]}
+    completed = [d["id"] for k, d, _ in events if k == "completed"]
+    dead = {d["id"]: d["error"] for k, d, _ in events if k == "failed" and d["dead"]}
     acknowledged = {
         int(m.group(1))
         for log in run.coop.logs.glob("*.log")
@@ -139,6 +143,17 @@ def check(run: Run, state: Path, server: StandIn) -> bool:
     board = ray.get_actor(f"coop:{run.oid}:board", namespace=C.NAMESPACE)
     state_now = ray.get(board.state.remote())
     lost = added - set(completed) - set(dead)
+    repeats = repeated(events, server)
+    billed = sum(
+        c.prompt_tokens + c.completion_tokens
+        for c in server.calls
+        if c.status == 200 and c.kind == "execution"
+    )
+    counted = sum(
+        d["prompt"] + d["completion"]
+        for k, d, _ in events
+        if k == "usage" and d["kind"] == "execution"
+    )
     figures = {
         "state": f"{state_now[0].value} ({state_now[1].value if state_now[1] else '-'})",
         "tasks added": len(added),
@@ -149,28 +164,64 @@ def check(run: Run, state: Path, server: StandIn) -> bool:
         "completed without a result in memory": len(set(completed) - set(in_memory)),
         "acknowledged results missing from the journal": len(acknowledged - set(completed)),
         "workers SIGKILLed": run.kills,
+        "steps recorded": sum(1 for k, _, _ in events if k == "step"),
+        "steps replayed": sum(d["steps"] for k, d, _ in events if k == "replayed"),
+        **repeats,
+        "execution tokens the server billed": billed,
+        "execution tokens coop counted (estimates included)": counted,
         "model calls": len(server.calls),
         "faults injected": sum(c.status != 200 for c in server.calls),
     }
     for name, value in figures.items():
-        print(f"{name:>46}: {value}")
+        print(f"{name:>50}: {value}")
     for tid, reason in sorted(dead.items()):
-        print(f"{'dead letter':>46}: #{tid} {reason}")
+        print(f"{'dead letter':>50}: #{tid} {reason}")
     zeros = (
         "tasks lost",
         "completions duplicated",
         "results duplicated in memory",
         "completed without a result in memory",
         "acknowledged results missing from the journal",
+        "repeated completed calls",
     )
     ok = (
         state_now[1] is not None
         and state_now[1].value == "done"
         and all(figures[z] == 0 for z in zeros)
         and bool(completed)
+        and counted >= billed  # a cap stays a cap: what killed workers paid is counted too
     )
     print("chaos check:", "PASSED" if ok else "FAILED", flush=True)
     return ok
+
+
+def repeated(events: list[tuple[str, dict[str, Any], float]], server: StandIn) -> dict[str, int]:
+    """How often model and tool calls ran more than once, and why.
+
+    A model call is known by its task and its turn (the simulator asks for one tool a turn, so
+    turn t is step 2t+1), a tool call by its task and step. A repeat is allowed only for a call
+    in flight when its worker was killed: a model call the board then charged by estimate, or
+    a tool call whose step had not been recorded. A call made after the step ledger recorded
+    its step is a repeat of a finished step: that must never happen."""
+    task_ids = {t[1]: t[0] for k, d, _ in events if k == "added" for t in d["tasks"]}
+    recorded = {(d["task"], d["step"]): at for k, d, at in events if k == "step"}
+    calls: dict[tuple[int, int], list[float]] = {}
+    for c in server.calls:
+        if c.status == 200 and c.kind == "execution" and c.subject in task_ids:
+            calls.setdefault((task_ids[c.subject], 2 * c.turn + 1), []).append(c.at)
+    for k, d, at in events:
+        if k == "tool":
+            calls.setdefault((d["task"], d["step"]), []).append(at)
+    after = sum(
+        1 for key, times in calls.items() for t in times if key in recorded and t > recorded[key]
+    )
+    return {
+        "repeated calls": sum(len(times) - 1 for times in calls.values()),
+        "calls in flight at a kill, charged by estimate": sum(
+            1 for k, d, _ in events if k == "usage" and d.get("estimated")
+        ),
+        "repeated completed calls": after,
+    }
 
 
 def main() -> int:
@@ -194,7 +245,7 @@ def main() -> int:
         try:
             run = Run(a, Coop(cluster.address, server, state, logs))
             finished = run.go(journal_path(state, run.oid))
-            print(f"{'planner finished by itself':>46}: {finished}")
+            print(f"{'planner finished by itself':>50}: {finished}")
             ok = check(run, state, server) and finished
         finally:
             server.stop()

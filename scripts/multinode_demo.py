@@ -75,8 +75,10 @@ def demo(cluster: local_cluster.LocalCluster, server: StandIn, root: Path) -> in
     logs.mkdir()
 
     def spawn(name: str, *argv: str) -> subprocess.Popen[bytes]:
-        out = (logs / f"{name}.log").open("wb")
-        return subprocess.Popen([str(COOP), *argv], env=env, stdout=out, stderr=subprocess.STDOUT)
+        with (logs / f"{name}.log").open("wb") as out:  # the child keeps its own copy
+            return subprocess.Popen(
+                [str(COOP), *argv], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
 
     start = spawn("start", "start", OBJECTIVE, "--workers", "0")
     journal = root / "state" / "journal" / f"{oid}.db"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -98,3 +99,41 @@ def test_a_journal_view_reads_like_the_board_and_says_it_is_not_live(tmp_path: P
     assert not view.live and in_process("Live").live
     assert [t.text for t in view.snapshot().pending] == ["a", "b"]
     assert [e.kind.value for e in view.all_events()] == ["added"]
+
+
+@ray.remote(num_cpus=0, max_concurrency=4)
+class Silent:
+    """A board that never answers: what a board behind a partition looks like from here."""
+
+    def state(self) -> None:
+        time.sleep(120)
+
+    def claim_planner(self, instance: str) -> None:
+        time.sleep(120)
+
+
+def test_a_call_the_board_never_answers_times_out_or_is_given_up(ray_cluster: object) -> None:
+    board = BoardClient.of_actor("silent-0a1b2c3d", Silent.remote())  # type: ignore[attr-defined]
+    began = time.monotonic()
+    with pytest.raises(BoardUnavailable, match=r"no answer within 0.5s"):
+        board.claim_planner("p1", timeout=0.5)
+    assert time.monotonic() - began < 5
+
+    caught: list[BaseException] = []
+
+    def blocked() -> None:
+        try:
+            board.state()  # no timeout: it waits until this process gives up on the board
+        except BaseException as exc:
+            caught.append(exc)
+
+    waiting = threading.Thread(target=blocked)
+    waiting.start()
+    time.sleep(1.5)
+    assert waiting.is_alive() and not caught
+    board.give_up("this planner lost its claim")
+    waiting.join(5)
+    assert not waiting.is_alive()
+    assert isinstance(caught[0], BoardUnavailable) and "lost its claim" in str(caught[0])
+    with pytest.raises(BoardUnavailable, match="lost its claim"):
+        board.state()  # and every call after, at once

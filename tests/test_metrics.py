@@ -36,11 +36,17 @@ def test_a_run_shows_in_rays_metrics_endpoint(ray_cluster: Cluster) -> None:
     proc = run_coop("start", objective, "--llm", "offline", "--max-tokens", "1000000", env=env)
     assert proc.returncode == 0
 
+    seen: list[str] = []  # the endpoint's last lines about this objective, for a failure
+
     def settled() -> str | None:
         text = scrape()
+        seen[:] = [line for line in text.splitlines() if oid in line]
         return text if value(text, "coop_tasks", objective=oid, state="completed") == 13 else None
 
-    text = wait_for(settled, 90, "coop_tasks in the metrics endpoint")
+    try:
+        text = wait_for(settled, 90, "coop_tasks in the metrics endpoint")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; its lines about {oid}:\n" + "\n".join(seen[:30])) from None
     assert value(text, "coop_tasks", objective=oid, state="pending") == 0
     assert value(text, "coop_leases_in_flight", objective=oid) == 0
     assert value(text, "coop_model_calls_total", objective=oid, kind="execution") == 13

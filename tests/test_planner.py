@@ -21,7 +21,7 @@ from ray.cluster_utils import Cluster
 from coop import cluster, registry
 from coop.journal import journal_path
 from coop.simulate import Simulator
-from coop.types import Reason, Snapshot, State
+from coop.types import EventKind, Reason, Snapshot, State
 from tests.support.procs import (
     COOP,
     SECRET,
@@ -94,6 +94,47 @@ def test_start_plans_and_two_joined_workers_execute(
     assert "planned" in (tmp_path / "start.log").read_text()
 
 
+def test_a_whole_objective_keeps_more_than_one_task_in_flight_most_of_the_time(
+    ray_cluster: Cluster, make_standin: MakeStandIn, tmp_path: Path
+) -> None:
+    """4 workers × 2 in flight on a whole objective, the model proposing a fixed 3 tasks per
+    creation call: the planner's supply keeps the swarm busy. A property of the run's tape, not
+    a timing. With `--planner-calls 1` the same run keeps about a third of its 8 slots busy and
+    never fills them; as planned here, more than half, on average."""
+    server = make_standin(latency=0.3, simulator=Simulator(per_call=3, limit=10**6))
+    objective = unique("Survey the tide pools")
+    env = coop_env(ray_cluster, server)
+    flags = ("--workers", "4", "--concurrency", "2", "--max-tasks", "100")
+    start = spawn_coop("start", objective, *flags, env=env, log=tmp_path / "start.log")
+    assert start.wait(240) == 3, (tmp_path / "start.log").read_text()  # ends at the cap
+    held: set[int] = set()
+    timeline: list[tuple[float, int]] = []  # (when, tasks in flight from then on)
+    for e in registry.find(objective).all_events():
+        if e.kind is EventKind.LEASED:
+            held.add(e.data["id"])
+        elif e.kind in (EventKind.COMPLETED, EventKind.FAILED, EventKind.RELEASED):
+            held.discard(e.data["id"])
+        elif e.kind is EventKind.EXPIRED:
+            held.difference_update(e.data["ids"])
+        else:
+            continue
+        timeline.append((e.at, len(held)))
+    first = next(i for i, (_, n) in enumerate(timeline) if n)  # from the first lease…
+    last = max(i for i, (_, n) in enumerate(timeline) if n == 0)  # …to the last completion
+    spans = [
+        (t1 - t0, n)
+        for (t0, n), (t1, _) in zip(
+            timeline[first:last], timeline[first + 1 : last + 1], strict=True
+        )
+    ]
+    seconds = sum(d for d, _ in spans)
+    busy = sum(d for d, n in spans if n > 1) / seconds
+    assert busy > 0.5, f"more than one task in flight only {busy:.0%} of the time"
+    mean = sum(d * n for d, n in spans) / seconds
+    assert mean > 4, f"{mean:.1f} of 8 slots busy on average"
+    assert max(n for _, n in timeline) == 8  # every slot was used
+
+
 def test_offline_run_with_local_workers_ends_by_itself(
     ray_cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -112,6 +153,7 @@ def test_offline_run_with_local_workers_ends_by_itself(
     assert start.wait(120) == 0
     out = (tmp_path / "start.log").read_text()
     assert "simulated" in out and "finished (done)" in out
+    assert "┃ instance ┃ completed ┃ per min ┃ failed ┃ in flight ┃ model calls ┃" in out  # whole
     board = registry.find(objective)
     snap: Snapshot = board.snapshot()
     assert snap.completed == 13 and "simulated" in snap.llm_label

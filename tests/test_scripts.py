@@ -35,6 +35,11 @@ def test_short_chaos_run_loses_nothing() -> None:
     assert report["acknowledged results missing from the journal"] == "0"
     assert int(report["workers SIGKILLed"]) >= 3 and int(report["faults injected"]) > 0
     assert "killed the planner" in proc.stdout and "chaos check: PASSED" in proc.stdout
+    # tasks of several steps, killed mid-step: a finished step never ran again
+    assert int(report["steps recorded"]) > int(report["tasks completed"])
+    assert report["repeated completed calls"] == "0"
+    billed = int(report["execution tokens the server billed"])
+    assert int(report["execution tokens coop counted (estimates included)"]) >= billed
 
 
 def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:

@@ -61,6 +61,16 @@ def test_results_that_do_not_fit_one_prompt_are_synthesized_in_groups_within_the
     assert usage.calls == len(llm.prompts)  # every call counted like any other
 
 
+def test_the_workspace_files_are_part_of_what_the_answer_draws_on() -> None:
+    ctx, done, llm = results("Write a guide with files", 2)
+    files = [("notes/soil.md", "Loam, pH 6.5"), ("notes/water.md", "Deeply, twice a week")]
+    answer = synthesize(ctx, done, "done; tasks completed: 2, still pending: 0", files)
+    assert "[file notes/soil.md]\nLoam, pH 6.5" in llm.prompts[-1]
+    assert "[file notes/water.md]\nDeeply, twice a week" in llm.prompts[-1]
+    assert "[file notes/soil.md]" in answer.text and "[file notes/water.md]" in answer.text
+    assert answer.cited == [r.task_id for r in done]
+
+
 def test_garbage_from_the_model_is_a_missing_answer_not_a_crash() -> None:
     class Blank(OfflineLLM):
         def complete(self, prompt: str, max_tokens: int) -> Completion:

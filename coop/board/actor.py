@@ -33,6 +33,7 @@ from coop.board.acks import Acks
 from coop.board.budget import Budget
 from coop.board.files import BadPath, Files, clean
 from coop.board.leases import Leases
+from coop.board.ledger import Ledger
 from coop.board.ratelimit import RateBucket
 from coop.board.tasks import TaskList
 from coop.config import RunSettings
@@ -51,10 +52,12 @@ from coop.types import (
     Pulse,
     Reason,
     ReorderReport,
+    Replays,
     Result,
     Seat,
     Snapshot,
     State,
+    Step,
     Task,
     ToolStats,
     Usage,
@@ -102,6 +105,9 @@ class Board:
         self._answers: list[Answer] = []
         self._files = Files()
         self._tools: dict[str, ToolStats] = {}
+        self._ledger = Ledger()
+        self._tries: dict[int, int] = {}  # task id -> leases granted on it
+        self._replays = Replays()
         self._journal_ok = True
         self._metrics = BoardMetrics(objective_id)
         self._handlers: dict[EventKind, Callable[[dict[str, Any]], None]] = {
@@ -164,6 +170,7 @@ class Board:
         self._budget.reserve(tid, d.get("tokens", 0), d.get("cost", 0.0))
         self._tasks.take(tid)
         self._leases.grant(tid, d["token"], d["worker"], d["expires"])
+        self._tries[tid] = self._tries.get(tid, 0) + 1
 
     def _on_expired(self, d: dict[str, Any]) -> None:
         for tid in d["ids"]:
@@ -172,16 +179,19 @@ class Board:
         self._tasks.put_front(d["ids"])
 
     def _take_back(self, tid: int) -> None:
-        """Remove an owned task from wherever it sits (held, or requeued after expiry)."""
+        """Remove an owned task from wherever it sits (held, or requeued after expiry). A call
+        its worker still had in flight was reported by that worker: it charges nothing."""
         if not self._leases.end(tid):
             self._tasks.pending.remove(tid)
         self._budget.unreserve(tid)
+        self._ledger.landed(tid)
         self._tasks.version += 1
 
     def _on_completed(self, d: dict[str, Any]) -> None:
         tid = d["id"]
         self._take_back(tid)
         self._tasks.done[tid] = d["token"]
+        self._ledger.forget(tid)
         self._results.append(
             Result(
                 tid,
@@ -203,6 +213,7 @@ class Board:
         self._stats(d["worker"]).failed += 1
         if d["dead"]:
             self._tasks.dead.append(tid)
+            self._ledger.forget(tid)
         else:
             self._tasks.retry_later(tid, d["retry_at"])
 
@@ -226,6 +237,7 @@ class Board:
 
     def _on_usage(self, d: dict[str, Any]) -> None:
         cost = self._budget.settle(d["kind"], d["prompt"], d["completion"])
+        self._budget.usage[d["kind"]].estimated += bool(d.get("estimated"))
         self._stats(d["worker"]).usage.add(d["prompt"], d["completion"], cost)
         self._metrics.call(d["kind"], d["prompt"] + d["completion"], cost, d.get("latency") or 0)
 
@@ -250,6 +262,17 @@ class Board:
         stats.chars += d["chars"]
         self._stats(d["worker"]).tool_calls += 1
 
+    def _on_step(self, d: dict[str, Any]) -> None:
+        self._ledger.record(d["task"], d)
+
+    def _on_started(self, d: dict[str, Any]) -> None:
+        self._ledger.start(d["task"], d["step"], d["tool"])
+
+    def _on_replayed(self, d: dict[str, Any]) -> None:
+        r = self._replays
+        for name in ("tasks", "steps", "calls", "tokens", "cost", "unknown"):
+            setattr(r, name, getattr(r, name) + d[name])
+
     def _on_wrote(self, d: dict[str, Any]) -> None:
         self._files.write(d["path"], d["content"], d["key"])
 
@@ -269,6 +292,19 @@ class Board:
 
     def _settle(self) -> None:
         expired = self._leases.expired(self._clock())
+        for tid in expired:  # a model call its vanished worker was waiting for: billed all the same
+            if (flying := self._ledger.landed(tid)) is not None:
+                self._emit(
+                    EventKind.USAGE,
+                    worker=self._leases.holder(tid),
+                    kind="execution",
+                    prompt=flying.tokens,
+                    completion=0,
+                    latency=0.0,
+                    task=tid,
+                    step=flying.step,
+                    estimated=True,
+                )
         if expired:
             self._emit(EventKind.EXPIRED, ids=expired)
         finishing = self._state is State.STOPPING and not self._leases
@@ -370,6 +406,7 @@ class Board:
             tools={k: replace(v) for k, v in self._tools.items()},
             files=self._files.listing(),
             lacking=self._lacking(now),
+            replays=replace(self._replays),
         )
 
     def events(self, since: int = 0, limit: int = 1000) -> list[Event]:
@@ -619,7 +656,8 @@ class Board:
         except JournalError as exc:
             log.error("%s", exc)
             return self._state
-        return Lease(replace(self._tasks.tasks[tid]), token, worker, self.settings.lease_ttl)
+        task, tries = replace(self._tasks.tasks[tid]), self._tries[tid]
+        return Lease(task, token, worker, self.settings.lease_ttl, tries)
 
     def heartbeat(
         self, worker: str, held: Sequence[tuple[int, int]], seat: Seat | None = None
@@ -727,30 +765,76 @@ class Board:
         if (cap := self._budget.over(None)) is not None:
             self._stop(cap, "budget spent")
 
-    def record_tool(
+    def steps(self, task_id: int) -> tuple[list[Step], dict[int, str]]:
+        """A task's finished steps, and its unsafe tool calls started and never finished (step
+        -> tool): what a worker leasing it again replays instead of redoing."""
+        return self._ledger.steps(task_id), self._ledger.started(task_id)
+
+    def step(
         self,
-        worker: str,
         task_id: int,
-        step: int,
-        tool: str,
-        provider: str,
-        ok: bool,
-        latency: float,
-        chars: int,
-    ) -> None:
-        """A tool call's line on the tape (its output is the model's, not the board's)."""
+        token: int,
+        worker: str,
+        done: Step | None = None,
+        acquire: int = 0,
+        starting: str = "",
+    ) -> tuple[bool, float]:
+        """A task's worker between two steps, in one round trip: record the step that just
+        finished (`done`; a model call's usage is settled even under a lost lease: it was
+        paid), then open the next — `acquire` tokens from the rate limit for a model call
+        (noted as in flight once granted), or mark an unsafe tool as `starting`. Returns
+        (whether the lease is still the worker's, seconds to wait before asking again)."""
+        self._settle()
         self._seen_now(worker)
-        self._emit(
-            EventKind.TOOL,
-            worker=worker,
-            task=task_id,
-            step=step,
-            tool=tool,
-            provider=provider,
-            ok=ok,
-            latency=round(latency, 4),
-            chars=chars,
-        )
+        owned = self._owns(task_id, token)
+        if done is not None:
+            self._record_step(task_id, token, worker, done, owned)
+        if not owned:
+            return False, 0.0
+        if acquire:
+            wait = self._bucket.acquire(acquire, self._clock())
+            if wait == 0.0:
+                cost = self.settings.cost("execution", acquire, 0)
+                self._ledger.fly(task_id, self._ledger.next_step(task_id), acquire, cost)
+            return True, wait
+        if starting:
+            step = self._ledger.next_step(task_id)
+            self._emit(EventKind.STARTED, task=task_id, step=step, tool=starting, worker=worker)
+        return True, 0.0
+
+    def _record_step(self, task_id: int, token: int, worker: str, done: Step, owned: bool) -> None:
+        if done.kind == "model":
+            self._emit(
+                EventKind.USAGE,
+                worker=worker,
+                kind="execution",
+                prompt=done.prompt,
+                completion=done.completion,
+                latency=round(done.latency, 4),
+                task=task_id,
+                step=done.step,
+            )
+        else:
+            self._emit(
+                EventKind.TOOL,
+                worker=worker,
+                task=task_id,
+                step=done.step,
+                tool=done.tool,
+                ok=done.ok,
+                latency=round(done.latency, 4),
+                chars=done.chars,
+            )
+        if owned and done.step == self._ledger.next_step(task_id):
+            data = asdict(done)
+            self._emit(EventKind.STEP, task=task_id, token=token, worker=worker, **data)
+        if (cap := self._budget.over(None)) is not None:
+            self._stop(cap, "budget spent")
+
+    def replayed(self, worker: str, task_id: int, saved: Replays) -> None:
+        """A worker resumed a task from its ledger: what it did not redo (for the tape and
+        status)."""
+        self._emit(EventKind.REPLAYED, worker=worker, task=task_id, **asdict(saved))
 
     def write_file(
         self, task_id: int, token: int, worker: str, path: str, content: str, key: str

@@ -21,8 +21,10 @@ reached is `BoardUnavailable`.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -35,11 +37,15 @@ from coop.errors import CoopError
 from coop.journal import Event
 from coop.types import Objective, Pulse
 
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
 EVENTS_PAGE = 1000
 """Events fetched per call when reading the whole tape."""
+GIVE_UP_POLL = 0.5
+"""Seconds between looks, while waiting on the board, at whether this process has given up on
+it (`BoardClient.give_up`): how soon a call blocked on a silent connection returns."""
 
 
 class BoardUnavailable(CoopError):
@@ -90,6 +96,7 @@ class BoardClient:
         self._board = board
         self._reread = reread
         self._lock = threading.Lock() if board is not None else None
+        self._given_up: str | None = None
 
     @classmethod
     def of_actor(cls, objective_id: str, handle: Any) -> BoardClient:
@@ -122,6 +129,13 @@ class BoardClient:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["objective_id"], handle=state["handle"])  # type: ignore[misc]
 
+    def give_up(self, cause: str) -> None:
+        """Stop waiting on the board: every call in progress, and every one after, raises
+        `BoardUnavailable(cause)` at once. For a process whose part is over while the board
+        may not answer (a planner whose claim lapsed in a partition): Ray's calls over a
+        connection the other side has dropped can block for minutes."""
+        self._given_up = cause
+
     # -- transport --------------------------------------------------------------------------
 
     def _within(
@@ -131,27 +145,43 @@ class BoardClient:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> R:
+        self._check_given_up()
         if self._board is not None:
             assert self._lock is not None
             with self._lock:
                 out = fn(self._board, *_copy(args), **_copy(kwargs))
             return _copy(out)
         ref = self._submit(fn.__name__, args, kwargs)
-        try:
-            result: R = cluster.get(ref, timeout)
-        except ray.exceptions.GetTimeoutError:
-            raise BoardUnavailable(self.objective_id, f"no answer within {timeout:g}s") from None
-        except ray.exceptions.RayError as exc:
-            raise BoardUnavailable(self.objective_id, cluster.death_cause(exc)) from None
-        return result
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = GIVE_UP_POLL if deadline is None else deadline - time.monotonic()
+            try:
+                result: R = cluster.get(ref, max(0.0, min(left, GIVE_UP_POLL)))
+                return result
+            except ray.exceptions.GetTimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise BoardUnavailable(
+                        self.objective_id, f"no answer within {timeout:g}s"
+                    ) from None
+            except ray.exceptions.RayError as exc:
+                raise BoardUnavailable(self.objective_id, cluster.death_cause(exc)) from None
+            self._check_given_up()
+
+    def _check_given_up(self) -> None:
+        if self._given_up is not None:
+            raise BoardUnavailable(self.objective_id, self._given_up)
 
     def _send(
         self, fn: Callable[Concatenate[Board, P], object], *args: P.args, **kwargs: P.kwargs
     ) -> None:
         """Fire and forget: the actor runs calls from one caller in the order they were sent,
         so a later call from the same process sees this one's effect."""
+        self._check_given_up()
         if self._board is not None:
-            self._within(None, fn, *args, **kwargs)
+            try:  # as with an actor: the sender never hears how it went
+                self._within(None, fn, *args, **kwargs)
+            except Exception as exc:
+                log.debug("%s failed on the board: %s", fn.__name__, exc)
             return
         self._submit(fn.__name__, args, kwargs)
 
@@ -176,7 +206,6 @@ class BoardClient:
     recent_events = _waited(Board.recent_events)
     task_texts = _waited(Board.task_texts)
     awaiting_approval = _waited(Board.awaiting_approval)
-    claim_planner = _waited(Board.claim_planner)
     release_planner = _waited(Board.release_planner)
     add = _waited(Board.add)
     approve = _waited(Board.approve)
@@ -200,9 +229,13 @@ class BoardClient:
     write_file = _waited(Board.write_file)
     list_files = _waited(Board.list_files)
     record_usage = _sent(Board.record_usage)
-    record_tool = _waited(Board.record_tool)  # before the next step: on the tape in order
     """Settles a model call without waiting for the board (calls from one process keep
     their order)."""
+    steps = _waited(Board.steps)
+    step = _waited(Board.step)
+    last_step = _sent(Board.step)
+    """A task's last step, not waited for: its completion, sent next, follows it in order."""
+    replayed = _sent(Board.replayed)
 
     # -- conveniences over them -------------------------------------------------------------------
 
@@ -212,6 +245,11 @@ class BoardClient:
         if where is None:
             raise CoopError(f"the board of {self.objective_id} keeps no files")
         return Path(where)
+
+    def claim_planner(self, instance: str, timeout: float | None = None) -> str | None:
+        """`Board.claim_planner`; a renewal with no answer in `timeout` is `BoardUnavailable`
+        (the planner counts how long its claim has gone unrenewed)."""
+        return self._within(timeout, Board.claim_planner, instance)
 
     def pulse(self, timeout: float | None = None) -> Pulse:
         return self._within(timeout, Board.pulse)

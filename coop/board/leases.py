@@ -61,6 +61,11 @@ class Leases:
                 h.expires = deadline
         return lost
 
+    def holder(self, tid: int) -> str:
+        """The worker holding `tid` ("" if nobody does)."""
+        held = self._held.get(tid)
+        return held.worker if held else ""
+
     def is_newest(self, tid: int, token: int) -> bool:
         """Whether `token` is the newest lease ever granted on `tid` (held now or not)."""
         return self._latest.get(tid) == token

@@ -146,7 +146,7 @@ def start(
             stop.set()  # leaving early (Ctrl-C, lost claim): our workers stop with us
             raise
         finally:
-            board.release_planner(name)
+            planner.release()
             crew.wait(stop)
     snapshot = board.snapshot()
     answer_path = report.write_answer(root, snapshot) if answered and answered.text else None
@@ -168,7 +168,8 @@ def _answer(planner: Planner, board: BoardClient) -> Answer | None:
     pending = board.pulse().pending
     ended = f"{reason.value}{f' ({detail})' if detail else ''}; tasks completed: "
     ended += f"{len(results)}, still pending: {pending}"
-    answer = board.record_answer(planner.name, synthesize(planner.ctx, results, ended))
+    files = [(path, board.read_file(path) or "") for path, _ in board.snapshot().files]
+    answer = board.record_answer(planner.name, synthesize(planner.ctx, results, ended, files))
     if answer.text:
         log.info(
             "answer written (revision %d, %d task(s) cited)", answer.revision, len(answer.cited)

@@ -79,7 +79,8 @@ class Planner:
         self.jobs = Jobs(ctx, self.index, review)
         self.progress = Progress()
         self._lost: str | None = None
-        self._done = threading.Event()
+        self._done = threading.Event()  # released: the claim keeper stops
+        self._renewing = threading.Lock()
         self._queue: deque[Result] = deque()  # claimed completions, waiting for a creation
         self._cursor = 0  # the next completion this planner has not claimed
         self._running: dict[Future[Outcome], Job] = {}
@@ -99,7 +100,10 @@ class Planner:
     def claim(self, *, wait: bool) -> None:
         """Become the planner, or fail (or, with `wait`, stand by) while another one is."""
         announced = False
-        while (holder := self.board.claim_planner(self.name)) is not None:
+        while True:
+            asked = time.monotonic()
+            if (holder := self.board.claim_planner(self.name)) is None:
+                break
             if not wait:
                 raise CoopError(
                     f"another planner ({holder}) is running this objective; run "
@@ -110,17 +114,39 @@ class Planner:
                 announced = True
             if self.stop.wait(C.PLANNER_TTL / 3):
                 raise CoopError("stopped while standing by")
-        threading.Thread(target=self._keep_claim, name="planner-claim", daemon=True).start()
+        keeper = threading.Thread(
+            target=self._keep_claim, args=(asked,), name="planner-claim", daemon=True
+        )
+        keeper.start()
 
-    def _keep_claim(self) -> None:
+    def _keep_claim(self, renewed: float) -> None:
+        """Renew the claim every third of its TTL until it is released. Another holder means
+        the claim was lost. A claim left unrenewed for a whole TTL (`renewed`: when the last
+        renewal that got through was sent) may be another instance's by now: this planner
+        stops as well, at once, even while it cannot reach the board (a partition), rather
+        than plan on a board it may no longer own; whatever it sent meanwhile is fenced out
+        by the board."""
         while not self._done.wait(C.PLANNER_TTL / 3):
+            sent = time.monotonic()
             try:
-                holder = self.board.claim_planner(self.name)
-            except BoardUnavailable:
-                continue
-            if holder is not None:
-                self._lost = holder
-                return
+                with self._renewing:  # never renewed after `release`
+                    if self._done.is_set():
+                        return
+                    holder = self.board.claim_planner(self.name, timeout=C.PLANNER_TTL / 3)
+            except BoardUnavailable as exc:
+                if time.monotonic() - renewed < C.PLANNER_TTL:
+                    continue
+                self._lost = (
+                    f"this planner lost its claim: it could not renew it for "
+                    f"{C.PLANNER_TTL:g}s ({exc.cause})"
+                )
+            else:
+                if holder is None:
+                    renewed = sent
+                    continue
+                self._lost = f"{holder} took over planning"
+            self.board.give_up(f"{self._lost}; this planner stops")
+            return
 
     # -- the coordinator --------------------------------------------------------------------
 
@@ -133,9 +159,24 @@ class Planner:
         )
         try:
             return self._coordinate(fresh_plan)
+        except BoardUnavailable:
+            if self._lost:  # given up on the board: say why
+                raise PlannerLost(f"{self._lost}; this planner stops") from None
+            raise
         finally:
-            self._done.set()
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def release(self) -> None:
+        """Give up the claim (kept until now: the answer is written under it). A board that
+        cannot be reached lets it lapse on its own."""
+        with self._renewing:
+            self._done.set()
+        if self._lost:
+            return
+        try:
+            self.board.release_planner(self.name)
+        except BoardUnavailable as exc:
+            log.debug("planner claim not released (it lapses by itself): %s", exc)
 
     def _coordinate(self, fresh_plan: bool) -> bool:
         snap = self.board.snapshot()
@@ -152,7 +193,7 @@ class Planner:
         )
         while True:
             if self._lost:
-                raise PlannerLost(f"{self._lost} took over planning; this planner stops")
+                raise PlannerLost(f"{self._lost}; this planner stops")
             if self.stop.is_set():
                 self.board.stop(Reason.STOPPED)
             if deadline is not None and time.monotonic() > deadline:

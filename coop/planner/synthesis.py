@@ -3,6 +3,9 @@ run ends, citing the tasks it drew on — the guide, the plan, the comparison th
 names, instead of a heap of fragments (Magentic-One's final answer; BabyAGI's users asked for
 "a final summary").
 
+The workspace's files (with tools) are part of what the answer draws on, after the results:
+a file a task wrote is often the work itself.
+
 When every result fits one prompt, one call writes the answer. When they do not, consecutive
 results are grouped into prompts that fit, each group is condensed into notes that keep their
 citations, and the notes are synthesized in turn: hierarchically, every prompt within
@@ -22,21 +25,36 @@ import re
 from collections.abc import Callable, Sequence
 
 from coop import agents
+from coop import constants as C
 from coop.calls import Context, ask
 from coop.llm import LLMContextError, LLMError
 from coop.types import Answer, Kind, Result
 
 log = logging.getLogger(__name__)
 
+MAX_FILES = 100
+"""Most workspace files given to the synthesis (in path order; the rest are named in the log):
+the answer is one call's worth of reading, not an archive."""
+
 _CITED = re.compile(r"\[#(\d+)\]")
 
 
-def synthesize(ctx: Context, results: Sequence[Result], ended: str) -> Answer:
-    """The answer from `results`, or an Answer that says why it is missing. `ended`: how the
-    run ended, in words, for the model to judge whether the objective was met."""
+def synthesize(
+    ctx: Context, results: Sequence[Result], ended: str, files: Sequence[tuple[str, str]] = ()
+) -> Answer:
+    """The answer from `results` and the workspace's `files` (path, text), or an Answer that
+    says why it is missing. `ended`: how the run ended, in words, for the model to judge
+    whether the objective was met."""
     if not results:
         return Answer(missing="no task was completed")
+    if len(files) > MAX_FILES:
+        log.info(
+            "synthesis: %d workspace file(s) beyond the first %d left out",
+            len(files) - MAX_FILES,
+            MAX_FILES,
+        )
     items = [agents.cited(r.task_id, r.task, r.text) for r in results]
+    items += [agents.filed(path, text[: C.MAX_RESULT_CHARS]) for path, text in files[:MAX_FILES]]
     groups = group(items, lambda part: _size(ctx, part), _room(ctx))
     price = _price(ctx, groups)
     short = ctx.board.budget_short(*price)

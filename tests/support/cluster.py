@@ -57,10 +57,10 @@ class Coop:
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
         self.spawned += 1
-        log = (self.logs / f"{self.spawned:03d}-{args[0]}.log").open("wb")
-        return subprocess.Popen(
-            [str(COOP), *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        with (self.logs / f"{self.spawned:03d}-{args[0]}.log").open("wb") as log:
+            return subprocess.Popen(  # the child keeps its own copy of the file
+                [str(COOP), *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def stop_all(self, procs: list[subprocess.Popen[bytes]], grace: float = 60) -> None:
         for proc in procs:

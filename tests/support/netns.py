@@ -72,8 +72,6 @@ REAPER = (
 """The first process of each host's PID namespace: names the host (its own UTS namespace), then
 reaps the orphans Ray leaves (the raylet and GCS after `ray start` exits), so that no zombie
 piles up."""
-
-
 UNSHARE = ("unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child")
 """A host's namespaces besides the network's: PID (with its /proc, so a mount one too) and UTS;
 when `unshare` dies (killed in teardown), its child, the PID namespace's first process, dies."""
@@ -233,9 +231,15 @@ class Network:
         """Disconnect `host` from every other host: its switch port goes down."""
         _ip("-n", self.switch, "link", "set", self.hosts[host].port, "down")
 
-    def heal(self, host: str) -> None:
-        """Reconnect `host`: its switch port comes up again."""
+    def heal(self, host: str, timeout: float = 5.0) -> None:
+        """Reconnect `host`: its switch port comes up again; returns once the host sees the
+        carrier."""
         _ip("-n", self.switch, "link", "set", self.hosts[host].port, "up")
+        deadline = time.monotonic() + timeout
+        while not self.linked(host):
+            if time.monotonic() > deadline:
+                raise NetnsError(f"{host}: no carrier {timeout:g}s after its port came up")
+            time.sleep(0.02)
 
     def linked(self, host: str) -> bool:
         """Whether `host`'s link carries traffic (its eth0 sees a carrier)."""

@@ -65,6 +65,8 @@ class Call:
     subject: str = ""  # the task of an execution prompt
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    turn: int = 0  # the model's earlier turns in the conversation: which step of a task it is
+    at: float = 0.0  # when it was answered
 
 
 @dataclass
@@ -211,8 +213,10 @@ class StandIn:
             if kind == "execution"
             else "",
         )
+        messages = body.get("messages") or []
+        call.turn = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
         status, payload, extra, delay = self._answer(path, headers, body, prompt, call)
-        call.status = status
+        call.status, call.at = status, time.time() + delay
         self.record(call)
         return status, payload, extra, delay
 
