@@ -8,6 +8,7 @@ import urllib.request
 import ray
 from ray.cluster_utils import Cluster
 
+from coop import registry
 from coop.board import Board
 from coop.config import RunSettings
 from coop.text import objective_id
@@ -37,19 +38,29 @@ def test_a_run_shows_in_rays_metrics_endpoint(ray_cluster: Cluster) -> None:
     assert proc.returncode == 0
 
     seen: list[str] = []  # the endpoint's last lines about this objective, for a failure
+    board = registry.find(oid)
+    snap = board.snapshot()  # what the endpoint must show: the board's own numbers (a run
+    # can end "done" with tasks a creation call added after its completion check was asked)
+    done, executed = snap.completed, snap.usage["execution"].calls
+    assert done >= 10 and executed == done  # the offline model: one call a task
 
     def settled() -> str | None:
+        # Ray (2.60) ages out a gauge series not reported for two export intervals (its
+        # open_telemetry_metric_recorder.py); a finished board sets its gauges only when it
+        # is called, as `coop status` calls it. Counters and histograms are cumulative.
+        board.pulse()
         text = scrape()
-        seen[:] = [line for line in text.splitlines() if oid in line]
-        return text if value(text, "coop_tasks", objective=oid, state="completed") == 13 else None
+        seen[:] = [line for line in text.splitlines() if oid in line and "_bucket{" not in line]
+        shown = value(text, "coop_tasks", objective=oid, state="completed")
+        return text if shown == done else None
 
     try:
         text = wait_for(settled, 90, "coop_tasks in the metrics endpoint")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; its lines about {oid}:\n" + "\n".join(seen[:30])) from None
-    assert value(text, "coop_tasks", objective=oid, state="pending") == 0
+    assert value(text, "coop_tasks", objective=oid, state="pending") == len(snap.pending)
     assert value(text, "coop_leases_in_flight", objective=oid) == 0
-    assert value(text, "coop_model_calls_total", objective=oid, kind="execution") == 13
+    assert value(text, "coop_model_calls_total", objective=oid, kind="execution") == executed
     tokens = value(text, "coop_tokens_total", objective=oid, kind="execution")
     assert tokens is not None and tokens > 0
     left = value(text, "coop_budget_left", objective=oid, budget="tokens")
