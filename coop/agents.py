@@ -95,7 +95,8 @@ COMPLETION = (
     C.PROMPT_MARKERS["completion"] + "\n"
     "You judge whether a team has achieved its objective.\n\n"
     "Objective: {objective}\n\n"
-    "Tasks completed: {completed}. Tasks still pending: {pending}.\n"
+    "Tasks completed: {completed}. Tasks still pending: {pending}. "
+    "Results the planner has not yet planned from: {unplanned}.\n"
     "Most recent results:\n{done}\n\n"
     'Answer with JSON only, exactly like {{"met": false, "reason": "..."}}: "met" is '
     "true only if the objective is fully achieved by the work above."
@@ -186,12 +187,14 @@ def completion_prompt(
     recent: Sequence[Result],
     completed: int,
     pending: int,
+    unplanned: int,
     tokenizer: Tokenizer,
     budget: int,
 ) -> str:
-    room = budget - tokenizer.count(
-        COMPLETION.format(objective=objective, completed=completed, pending=pending, done="")
-    )
+    """`unplanned`: results whose follow-up tasks are still being planned — a checker told
+    only "nothing pending" would judge a list about to grow as finished."""
+    counts = dict(completed=completed, pending=pending, unplanned=unplanned)
+    room = budget - tokenizer.count(COMPLETION.format(objective=objective, done="", **counts))
     done, _ = _fit(
         tokenizer,
         [f"- {r.task}: {one_line(r.text, C.RESULT_SNIPPET_CHARS // 2)}" for r in reversed(recent)],
@@ -199,8 +202,7 @@ def completion_prompt(
     )
     return COMPLETION.format(
         objective=objective,
-        completed=completed,
-        pending=pending,
+        **counts,
         done="\n".join(done) or "- (none)",
     )
 

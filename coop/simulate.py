@@ -132,8 +132,8 @@ class Simulator:
         if kind == "synthesis":
             return self._synthesize(prompt)
         if kind == "completion":
-            pending = re.search(r"Tasks still pending: (\d+)", prompt)
-            met = not self.stubborn and pending is not None and pending.group(1) == "0"
+            left = re.search(r"still pending: (\d+)\. .* not yet planned from: (\d+)", prompt)
+            met = not self.stubborn and left is not None and left.groups() == ("0", "0")
             if self.per_call or self.as_asked:  # a supply runs dry only when it is spent
                 with self._lock:
                     met = met and self._issued >= self.limit

@@ -338,6 +338,7 @@ class Pulse:
     max_tasks: int
     tokens: int
     cost: float
+    unplanned: int  # completions the planner has not yet planned from (not acknowledged)
 
 
 @dataclass(frozen=True)

@@ -51,12 +51,13 @@ def test_lexical_embedding_is_deterministic_and_similarity_tracks_wording() -> N
     assert lexical_embedding("") == [0.0] * len(a)
 
 
-def test_completion_check_is_met_only_when_nothing_is_pending() -> None:
-    def ask(sim: Simulator, pending: int) -> bool:
-        prompt = agents.completion_prompt("o", [], 5, pending, TOK, 2000)
+def test_completion_check_is_met_only_when_nothing_is_pending_or_being_planned() -> None:
+    def ask(sim: Simulator, pending: int, unplanned: int = 0) -> bool:
+        prompt = agents.completion_prompt("o", [], 5, pending, unplanned, TOK, 2000)
         return agents.parse_completion(sim.reply(prompt))[0]
 
     assert ask(Simulator(), 0) and not ask(Simulator(), 2)
+    assert not ask(Simulator(), 0, unplanned=3)  # follow-ups of 3 results are on their way
     assert not ask(Simulator(stubborn=True), 0)
 
 

@@ -430,6 +430,7 @@ class Board:
             self.settings.max_tasks,
             total.tokens,
             total.cost,
+            len(self._results) - len(self._acks),
         )
 
     def answers(self) -> list[Answer]:

@@ -132,6 +132,7 @@ class Jobs:
                 recent,
                 completed,
                 pulse.pending + pulse.leased,
+                pulse.unplanned,
                 self.ctx.llm.tokenizer,
                 budget,
             ),

@@ -87,7 +87,7 @@ class Planner:
         self._batches: dict[Future[Outcome], list[Result]] = {}  # what each creation plans
         self._yield = YIELD_START
         self._ordered: set[int] = set()  # task ids the last prioritization saw
-        self._checked = -1  # completions at the last completion check (-1: none yet)
+        self._checked = -1  # completions at the last check of a dry list (-1: none yet)
         self._milestone = 0  # completions // CHECK_EVERY at the last periodic check
         self._failures = 0
         self._resume_at = 0.0  # no new calls before this (after a failure)
@@ -262,7 +262,9 @@ class Planner:
         due = view.completed // C.CHECK_EVERY > self._milestone
         dry = view.dry and not self._queue and not creating and Job.REPLAN not in busy
         if Job.CHECK not in busy and (due or (dry and view.completed != self._checked)):
-            self._milestone, self._checked = view.completed // C.CHECK_EVERY, view.completed
+            self._milestone = view.completed // C.CHECK_EVERY
+            if dry:  # a periodic check may have seen results still being planned: not this
+                self._checked = view.completed
             self._submit(Job.CHECK, self.jobs.check, view.completed)
         elif dry and Job.CHECK not in busy and view.completed == self._checked:
             self._replan()  # checked at this count already, and still dry: plan afresh
