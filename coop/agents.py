@@ -46,23 +46,20 @@ def _fit(tokenizer: Tokenizer, items: Sequence[str], room: int) -> tuple[list[st
     return kept, used
 
 
-EXECUTION = (
+_EXECUTION = (
     C.PROMPT_MARKERS["execution"] + "\n"
     "Perform one task toward the objective. Use the context of the team's completed "
-    "work where it helps.\n\n"
-    "Objective: {objective}\n\n"
-    "Context from completed tasks:\n{context}\n\n"
-    "Your task: {task}\nResponse:"
+    "work where it helps{with_tools}.\n\n"
+    "Objective: {{objective}}\n\n"
+    "Context from completed tasks:\n{{context}}\n\n"
+    "Your task: {{task}}\nResponse:"
 )
-EXECUTION_WITH_TOOLS = (
-    C.PROMPT_MARKERS["execution"] + "\n"
-    "Perform one task toward the objective. Use the context of the team's completed "
-    "work where it helps, and the tools you are offered where they help; when you have what "
-    "the task needs, answer with its result.\n\n"
-    "Objective: {objective}\n\n"
-    "Context from completed tasks:\n{context}\n\n"
-    "Your task: {task}\nResponse:"
+EXECUTION = _EXECUTION.format(with_tools="")
+EXECUTION_WITH_TOOLS = _EXECUTION.format(
+    with_tools=", and the tools you are offered where they help; when you have what the task "
+    "needs, answer with its result"
 )
+"""The execution prompt when the worker offers tools: the first message of a conversation."""
 CREATION = (
     C.PROMPT_MARKERS["creation"] + "\n"
     "You plan the work of a team of agents toward an objective.\n\n"
@@ -137,12 +134,18 @@ _MET = re.compile(r"^\W*objective met\W*(yes|no)\b.*$", re.IGNORECASE | re.MULTI
 
 
 def execution_prompt(
-    objective: str, task: str, context: Sequence[Hit], tokenizer: Tokenizer, budget: int
+    objective: str,
+    task: str,
+    context: Sequence[Hit],
+    tokenizer: Tokenizer,
+    budget: int,
+    template: str = EXECUTION,
 ) -> str:
-    fixed = tokenizer.count(EXECUTION.format(objective=objective, task=task, context=""))
+    """The task under `template` with as much of memory's context as fits `budget`."""
+    fixed = tokenizer.count(template.format(objective=objective, task=task, context=""))
     items = [f"- {h.task}: {one_line(h.result, C.RESULT_SNIPPET_CHARS)}" for h in context]
     kept, _ = _fit(tokenizer, items, budget - fixed)
-    return EXECUTION.format(
+    return template.format(
         objective=objective, task=task, context="\n".join(kept) or "- (none yet)"
     )
 
@@ -319,11 +322,8 @@ def execution_messages(
         cut = tokenizer.trim(str(turns[longest]["content"]), min(keep, size[longest] // 2))
         turns[longest]["content"] = cut + CUT
         size[longest] = tokenizer.count(cut + CUT)
-    spent = sum(size)
-    items = [f"- {h.task}: {one_line(h.result, C.RESULT_SNIPPET_CHARS)}" for h in context]
-    kept, _ = _fit(tokenizer, items, budget - fixed - spent)
-    first = EXECUTION_WITH_TOOLS.format(
-        objective=objective, task=task, context="\n".join(kept) or "- (none yet)"
+    first = execution_prompt(
+        objective, task, context, tokenizer, budget - sum(size), EXECUTION_WITH_TOOLS
     )
     return [{"role": "user", "content": first}, *turns]
 

@@ -146,7 +146,7 @@ def save(target: Path, text: str | Iterable[str], private: bool = False) -> None
     cannot be written is one line, not a traceback."""
     try:
         if private:
-            target.parent.mkdir(mode=0o700, exist_ok=True)
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             target.touch(mode=0o600)
         with target.open("w", encoding="utf-8") as out:
             out.writelines([text] if isinstance(text, str) else text)
@@ -170,12 +170,7 @@ def write_workspace(root: Path, objective_id: str, files: dict[str, str]) -> Pat
         return None
     folder = path(root, objective_id).with_suffix(".workspace")
     for name, content in files.items():
-        target = folder / name
-        try:
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CoopError(f"cannot write {target.parent}: {exc.strerror or exc}") from None
-        save(target, content, private=True)
+        save(folder / name, content, private=True)
     return folder
 
 

@@ -20,6 +20,7 @@ from rich.text import Text
 from coop import constants as C
 from coop.board import BoardClient, BoardUnavailable
 from coop.journal import Event
+from coop.report import judged
 from coop.tables import UNBOUNDED, Col, fit
 from coop.text import one_line
 from coop.types import Answer, EventKind, Objective, Pulse, Snapshot, State, Task
@@ -200,8 +201,8 @@ def _kit(caps: Sequence[str], sandbox: str) -> str:
 def _answer_line(answer: Answer | None) -> str:
     if answer is None or not answer.text:
         return f"missing: {answer.missing if answer else 'not yet'}"
-    met = {True: "judged met", False: "judged not met", None: "not judged"}[answer.met]
-    return f"revision {answer.revision}, cites {len(answer.cited)} task(s), objective {met}"
+    cites = f"cites {len(answer.cited)} task(s)"
+    return f"revision {answer.revision}, {cites}, objective {judged(answer)}"
 
 
 def render_status(console: Console, snap: Snapshot) -> None:

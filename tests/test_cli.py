@@ -3,7 +3,6 @@ and hostile but valid objectives simply work."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,14 @@ from coop.journal import journal_path
 from coop.memory.cluster import memory_path
 from coop.text import objective_id
 from coop.types import Reason
-from tests.support.procs import STATE_DIR, assert_one_line_error, coop_env, run_coop, unique
+from tests.support.procs import (
+    STATE_DIR,
+    assert_one_line_error,
+    closed_port,
+    coop_env,
+    run_coop,
+    unique,
+)
 from tests.support.standin import Faults, MakeStandIn
 
 MAX_TASKS_EXIT = Reason.MAX_TASKS.exit_code
@@ -140,13 +146,6 @@ def test_join_without_a_cluster_explains_how_to_point_it(tmp_path: object) -> No
 def test_bare_coop_shows_the_commands() -> None:
     proc = run_coop(env=coop_env(None))
     assert proc.returncode == 0 and "Commands:" in proc.stdout and "coop: error" not in proc.stderr
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ and against a real endpoint when one is configured."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
@@ -12,7 +11,7 @@ from coop import agents
 from coop.config import RunSettings
 from coop.errors import CoopError
 from coop.llm import LLMError, LLMFatalError, OfflineLLM, OpenAILLM, make_llm
-from tests.support.procs import SECRET
+from tests.support.procs import SECRET, closed_port
 from tests.support.standin import Faults, MakeStandIn, StandIn
 
 
@@ -122,14 +121,6 @@ def test_many_embeddings_go_in_batches(standin: StandIn, monkeypatch: pytest.Mon
     assert len(out.vectors) == 600 and out.vectors[599] == llm.embed([texts[599]]).vectors[0]
     assert [c.kind for c in standin.calls].count("embeddings") == 3 + 1
     assert out.tokens == sum(c.prompt_tokens for c in standin.calls[:3])
-
-
-def closed_port() -> int:
-    """A loopback port where nothing listens."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 @pytest.mark.parametrize(

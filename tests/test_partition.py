@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +38,7 @@ import pytest
 
 from coop.text import objective_id
 from tests.support import netns
-from tests.support.procs import ROOT
+from tests.support.procs import ROOT, wait_for
 
 COOP = Path(sys.executable).with_name("coop")
 RAY = Path(sys.executable).with_name("ray")
@@ -126,7 +126,7 @@ def test_a_partitioned_worker_loses_its_lease_and_works_again_after_healing() ->
             events = lb.events(oid)
             return len(_completed_by(events, node)) >= 2 and bool(_held(events, node))
 
-        _wait_for(working, 60, f"{node} to be working", lb)
+        wait_for(working, 60, f"{node} to be working", lb.tails)
         lb.net.cut("node")
         cut = time.time()
         time.sleep(WORKER_CUT)
@@ -178,8 +178,8 @@ def test_a_partitioned_planner_is_replaced_and_fenced_out() -> None:
         old = lb.plan("plan", "start-old", objective)
         standby = lb.coop("head", "standby", "start", objective, "--standby", "--workers", "0")
         lb.coop("head", "join-head", "join", oid, "--node", lb.nodes["head"])
-        _wait_for(lambda: "standing by" in _read(lb.log("standby")), 60, "the standby", lb)
-        _wait_for(lambda: len(_completed(lb.events(oid))) >= 4, 60, "completions", lb)
+        wait_for(lambda: "standing by" in _read(lb.log("standby")), 60, "the standby", lb.tails)
+        wait_for(lambda: len(_completed(lb.events(oid))) >= 4, 60, "completions", lb.tails)
 
         lb.net.cut("plan")
         cut = time.time()
@@ -188,7 +188,7 @@ def test_a_partitioned_planner_is_replaced_and_fenced_out() -> None:
         def took_over() -> list[str]:
             return [n for n in _claims(lb.events(oid)) if n != old_name]
 
-        _wait_for(took_over, CLAIM_TTL + 20, "the standby to take over", lb)
+        wait_for(took_over, CLAIM_TTL + 20, "the standby to take over", lb.tails)
         time.sleep(max(0.0, cut + CLAIM_TTL + 1 - time.time()))  # cut for longer than the TTL
         lb.net.heal("plan")
         healed = time.time()
@@ -323,7 +323,7 @@ class Lab:
         def ready() -> bool:
             return all("model server at" in _read(log) for log in logs)
 
-        _wait_for(ready, 30, "the stand-in models", self)
+        wait_for(ready, 30, "the stand-in models", self.tails)
 
     def coop(self, host: str, name: str, *args: str) -> subprocess.Popen[bytes]:
         """The real `coop` command in `host`; its output in logs/<name>.log."""
@@ -337,7 +337,7 @@ class Lab:
         """`coop start` in `host` (planning only), returned once its board journals."""
         proc = self.coop(host, name, "start", objective, *PLANNER_FLAGS)
         oid = objective_id(objective)
-        _wait_for(lambda: self.events(oid) or proc.poll() is not None, 60, "the board", self)
+        wait_for(lambda: self.events(oid) or proc.poll() is not None, 60, "the board", self.tails)
         return proc
 
     def stop_all(self, grace: float = 10) -> None:
@@ -584,17 +584,7 @@ def _worker_name(lb: Lab, log: str) -> str:
     def said() -> re.Match[str] | None:
         return re.search(r"joined \S+ as (\S+)", _read(lb.log(log)))
 
-    return str(_wait_for(said, 60, f"the worker of {log}", lb).group(1))
-
-
-def _wait_for(predicate: Callable[[], Any], timeout: float, what: str, lb: Lab) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{lb.tails()}")
+    return str(wait_for(said, 60, f"the worker of {log}", lb.tails).group(1))
 
 
 def _read(path: Path) -> str:

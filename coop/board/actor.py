@@ -294,17 +294,8 @@ class Board:
         expired = self._leases.expired(self._clock())
         for tid in expired:  # a model call its vanished worker was waiting for: billed all the same
             if (flying := self._ledger.landed(tid)) is not None:
-                self._emit(
-                    EventKind.USAGE,
-                    worker=self._leases.holder(tid),
-                    kind="execution",
-                    prompt=flying.tokens,
-                    completion=0,
-                    latency=0.0,
-                    task=tid,
-                    step=flying.step,
-                    estimated=True,
-                )
+                holder = self._leases.holder(tid)
+                self._charge(holder, "execution", flying.tokens, 0, 0.0, tid, flying.step, True)
         if expired:
             self._emit(EventKind.EXPIRED, ids=expired)
         finishing = self._state is State.STOPPING and not self._leases
@@ -754,15 +745,38 @@ class Board:
         cap stops the objective (in-flight work finishes and is kept)."""
         self._settle()
         self._seen_now(worker)
+        self._charge(worker, kind, prompt_tokens, completion_tokens, latency, task_id)
+        self._stop_if_spent()
+
+    def _charge(
+        self,
+        worker: str,
+        kind: str,
+        prompt: int,
+        completion: int,
+        latency: float,
+        task: int | None,
+        step: int | None = None,
+        estimated: bool = False,
+    ) -> None:
+        """A model call's usage event: a reported call, or (`estimated`) one in flight when
+        its lease ended, charged by its reservation."""
+        extra: dict[str, Any] = {"step": step} if step is not None else {}
+        if estimated:
+            extra["estimated"] = True
         self._emit(
             EventKind.USAGE,
             worker=worker,
             kind=kind,
-            prompt=prompt_tokens,
-            completion=completion_tokens,
+            prompt=prompt,
+            completion=completion,
             latency=round(latency, 4),
-            task=task_id,
+            task=task,
+            **extra,
         )
+
+    def _stop_if_spent(self) -> None:
+        """Spending past a cap stops the objective (in-flight work finishes and is kept)."""
         if (cap := self._budget.over(None)) is not None:
             self._stop(cap, "budget spent")
 
@@ -805,15 +819,8 @@ class Board:
 
     def _record_step(self, task_id: int, token: int, worker: str, done: Step, owned: bool) -> None:
         if done.kind == "model":
-            self._emit(
-                EventKind.USAGE,
-                worker=worker,
-                kind="execution",
-                prompt=done.prompt,
-                completion=done.completion,
-                latency=round(done.latency, 4),
-                task=task_id,
-                step=done.step,
+            self._charge(
+                worker, "execution", done.prompt, done.completion, done.latency, task_id, done.step
             )
         else:
             self._emit(
@@ -829,8 +836,7 @@ class Board:
         if owned and done.step == self._ledger.next_step(task_id):
             data = asdict(done)
             self._emit(EventKind.STEP, task=task_id, token=token, worker=worker, **data)
-        if (cap := self._budget.over(None)) is not None:
-            self._stop(cap, "budget spent")
+        self._stop_if_spent()
 
     def replayed(self, worker: str, task_id: int, saved: Replays) -> None:
         """A worker resumed a task from its ledger: what it did not redo (for the tape and
@@ -855,7 +861,7 @@ class Board:
         self._emit(
             EventKind.WROTE, path=where, content=content, key=key, task=task_id, worker=worker
         )
-        return True, f"wrote {where} ({len(content.encode('utf-8')):,} bytes)"
+        return True, f"wrote {where} ({self._files.size(where):,} bytes)"
 
     def read_file(self, path: str) -> str | None:
         try:

@@ -10,15 +10,17 @@ applied once per idempotency key, so a task redone after a crash does not write 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 MAX_FILE_BYTES = 256 * 1024
 """Most one file may hold (UTF-8)."""
 MAX_TOTAL_BYTES = 16 * 1024 * 1024
 """Most the whole workspace may hold: it lives in the board actor's memory and the journal."""
 MAX_FILES = 1000
+"""Most files the workspace may hold."""
 MAX_PATH_CHARS = 200
+"""Longest path, in characters."""
 MAX_DEPTH = 8
+"""Most parts a path may have (`a/b/c` has 3)."""
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
 
 
@@ -42,16 +44,10 @@ def clean(path: str) -> str:
     return "/".join(parts)
 
 
-@dataclass(frozen=True)
-class Written:
-    path: str
-    size: int
-    again: bool  # this key had written before: nothing was written now
-
-
 class Files:
     def __init__(self) -> None:
         self._files: dict[str, str] = {}
+        self._sizes: dict[str, int] = {}  # path -> its UTF-8 bytes, counted once per write
         self._keys: dict[str, str] = {}  # idempotency key -> the path it wrote
         self._total = 0
 
@@ -60,8 +56,7 @@ class Files:
         size = len(content.encode("utf-8"))
         if size > MAX_FILE_BYTES:
             raise BadPath(f"{size:,} bytes is more than a file may hold ({MAX_FILE_BYTES:,})")
-        old = len(self._files.get(path, "").encode("utf-8"))
-        if self._total - old + size > MAX_TOTAL_BYTES:
+        if self._total - self._sizes.get(path, 0) + size > MAX_TOTAL_BYTES:
             raise BadPath(f"the workspace is full ({MAX_TOTAL_BYTES:,} bytes)")
         if path not in self._files and len(self._files) >= MAX_FILES:
             raise BadPath(f"the workspace holds its most files ({MAX_FILES})")
@@ -72,13 +67,17 @@ class Files:
 
     def write(self, path: str, content: str, key: str) -> None:
         """Apply a write (already checked and journaled)."""
-        self._total += len(content.encode("utf-8")) - len(self._files.get(path, "").encode())
-        self._files[path] = content
+        size = len(content.encode("utf-8"))
+        self._total += size - self._sizes.get(path, 0)
+        self._files[path], self._sizes[path] = content, size
         if key:
             self._keys[key] = path
+
+    def size(self, path: str) -> int:
+        return self._sizes.get(path, 0)
 
     def read(self, path: str) -> str | None:
         return self._files.get(path)
 
     def listing(self) -> list[tuple[str, int]]:
-        return sorted((p, len(c.encode("utf-8"))) for p, c in self._files.items())
+        return sorted(self._sizes.items())

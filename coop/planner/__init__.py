@@ -136,9 +136,10 @@ def start(
     with showing:
         try:
             planned = planner.run(fresh_plan=reopened)
-            crew.wait(stop)  # their last results belong in the answer
+            crew.wait(stop)  # their last results and files belong in the answer
+            files = _workspace(board)
             if planned or not board.answers():
-                answered = _answer(planner, board)
+                answered = _answer(planner, board, files)
         except LLMFatalError as exc:
             board.stop(Reason.FAILED, str(exc))
             raise
@@ -150,7 +151,6 @@ def start(
             crew.wait(stop)
     snapshot = board.snapshot()
     answer_path = report.write_answer(root, snapshot) if answered and answered.text else None
-    files = {name: board.read_file(name) or "" for name, _ in snapshot.files}
     folder = report.write_workspace(root, oid, files)
     if folder is not None:
         log.info("workspace: %d file(s) in %s", len(files), folder)
@@ -158,7 +158,12 @@ def start(
     return Finished(snapshot, path, answer_path)
 
 
-def _answer(planner: Planner, board: BoardClient) -> Answer | None:
+def _workspace(board: BoardClient) -> dict[str, str]:
+    """The workspace's files, path -> text, in path order."""
+    return {path: board.read_file(path) or "" for path, _ in board.list_files()}
+
+
+def _answer(planner: Planner, board: BoardClient, files: dict[str, str]) -> Answer | None:
     """The run's answer, journaled as the next revision; none after a failed run."""
     _, reason, detail = board.state()
     if reason is Reason.FAILED or reason is None:
@@ -168,8 +173,8 @@ def _answer(planner: Planner, board: BoardClient) -> Answer | None:
     pending = board.pulse().pending
     ended = f"{reason.value}{f' ({detail})' if detail else ''}; tasks completed: "
     ended += f"{len(results)}, still pending: {pending}"
-    files = [(path, board.read_file(path) or "") for path, _ in board.snapshot().files]
-    answer = board.record_answer(planner.name, synthesize(planner.ctx, results, ended, files))
+    written = synthesize(planner.ctx, results, ended, list(files.items()))
+    answer = board.record_answer(planner.name, written)
     if answer.text:
         log.info(
             "answer written (revision %d, %d task(s) cited)", answer.revision, len(answer.cited)
