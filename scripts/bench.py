@@ -23,7 +23,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -294,9 +294,15 @@ def _verdict(ok: bool) -> str:
 
 
 def _steady(snap_results: list[Any]) -> tuple[float, float, float]:
+    """`steady` over a board's results."""
+    return steady(r.finished_at for r in snap_results)
+
+
+def steady(finished: Iterable[float]) -> tuple[float, float, float]:
     """(completions per second, from, until) between the 10th and 90th percentile of finishing
-    times: the steady state, without start-up and tail."""
-    times = sorted(r.finished_at for r in snap_results)
+    times: the steady state, without start-up and tail. Takes bare times so that a reader of
+    any version's journal (scripts/before_after.py) measures it the same way."""
+    times = sorted(finished)
     lo, hi = int(len(times) * 0.1), int(len(times) * 0.9) - 1
     return (hi - lo) / max(times[hi] - times[lo], 1e-9), times[lo], times[hi]
 

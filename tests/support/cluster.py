@@ -54,12 +54,18 @@ class Coop:
         }
         self.logs = logs
         self.spawned = 0
+        self.command = [str(COOP)]  # another version of coop, for a before/after benchmark
+        self.cwd: Path | None = None  # where its processes start
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
         self.spawned += 1
         with (self.logs / f"{self.spawned:03d}-{args[0]}.log").open("wb") as log:
             return subprocess.Popen(  # the child keeps its own copy of the file
-                [str(COOP), *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [*self.command, *args],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def stop_all(self, procs: list[subprocess.Popen[bytes]], grace: float = 60) -> None:
