@@ -162,7 +162,7 @@ class _Task:
             tool=ran.tool,
             ok=ran.output.ok,
             latency=ran.latency,
-            chars=ran.size,
+            bytes=ran.size,
         )
         return ran.output
 

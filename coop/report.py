@@ -78,11 +78,11 @@ def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
             "",
             "## Tools",
             "",
-            "| tool | calls | failed | mean seconds | characters answered |",
+            "| tool | calls | failed | mean seconds | bytes answered |",
             "|---|---:|---:|---:|---:|",
         ]
         lines += [
-            f"| {name} | {t.calls} | {t.failed} | {t.seconds / t.calls:.2f} | {t.chars} |"
+            f"| {name} | {t.calls} | {t.failed} | {t.seconds / t.calls:.2f} | {t.bytes} |"
             for name, t in sorted(snap.tools.items())
         ]
     if snap.files:

@@ -137,10 +137,10 @@ def status_view(snap: Snapshot, recent: Sequence[Event] = (), width: int = UNBOU
             Col("calls"),
             Col("failed", "fail"),
             Col("mean seconds", "mean s"),
-            Col("characters answered", "chars", optional=True),
+            Col("bytes answered", "bytes", optional=True),
         ]
         rows = [
-            [name, str(t.calls), str(t.failed), f"{t.seconds / t.calls:.2f}", str(t.chars)]
+            [name, str(t.calls), str(t.failed), f"{t.seconds / t.calls:.2f}", str(t.bytes)]
             for name, t in sorted(snap.tools.items())
         ]
         parts.append(fit("tools", tools, rows, width))
@@ -296,7 +296,8 @@ def event_line(e: Event) -> str:
         bits.append(("dead: " if d["dead"] else "") + one_line(d["error"], 80))
     elif e.kind is EventKind.TOOL:
         state = "ok" if d["ok"] else "failed"
-        bits.append(f"{d['tool']} step {d['step']} {state} {d['latency']:.2f}s {d['chars']} chars")
+        size = d.get("bytes", 0)  # a journal from before bytes were counted has none
+        bits.append(f"{d['tool']} step {d['step']} {state} {d['latency']:.2f}s {size} bytes")
     elif e.kind is EventKind.STEP:
         bits.append(f"step {d['step']} {d['kind']}" + (f" {d['tool']}" if d["tool"] else ""))
     elif e.kind is EventKind.REPLAYED:

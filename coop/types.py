@@ -212,7 +212,7 @@ class ToolStats:
     calls: int = 0
     failed: int = 0
     seconds: float = 0.0
-    chars: int = 0  # what the tool answered, before any cut
+    bytes: int = 0  # what the tool answered (UTF-8), before any cut
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ class Step:
     prompt: int = 0  # model: tokens the server reported
     completion: int = 0
     latency: float = 0.0
-    chars: int = 0  # tool: characters it answered, before any cut
+    bytes: int = 0  # tool: what it answered (UTF-8), before any cut
 
 
 @dataclass

@@ -88,6 +88,12 @@ def test_megabytes_are_cut_and_secrets_never_reach_the_model(
     assert "[output cut: " in ran.output.text and SECRET not in ran.output.text
 
 
+def test_what_a_tool_answered_is_counted_in_bytes() -> None:
+    """The tape's tool event says how big an answer was in bytes (UTF-8), not characters."""
+    ran = Toolbox([Echo()]).run("echo", '{"say": "é🍅", "times": 3}', AT)
+    assert ran.output.text == "é🍅" * 3 and ran.size == 3 * (2 + 4)
+
+
 def test_the_workspace_is_shared_fenced_keyed_and_bounded() -> None:
     board = in_process("Share files", max_tasks=10)
     board.add(["write", "read"])

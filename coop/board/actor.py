@@ -259,7 +259,7 @@ class Board:
         stats.calls += 1
         stats.failed += not d["ok"]
         stats.seconds += d["latency"]
-        stats.chars += d["chars"]
+        stats.bytes += d.get("bytes", 0)  # a journal from before bytes were counted has none
         self._stats(d["worker"]).tool_calls += 1
 
     def _on_step(self, d: dict[str, Any]) -> None:
@@ -831,7 +831,7 @@ class Board:
                 tool=done.tool,
                 ok=done.ok,
                 latency=round(done.latency, 4),
-                chars=done.chars,
+                bytes=done.bytes,
             )
         if owned and done.step == self._ledger.next_step(task_id):
             data = asdict(done)

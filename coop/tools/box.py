@@ -38,7 +38,7 @@ class Ran:
     provider: str  # the capability it belongs to ("" for an unknown tool)
     output: ToolOutput
     latency: float
-    size: int  # characters the tool answered, before any cut
+    size: int  # bytes (UTF-8) the tool answered, before any cut
 
 
 class Toolbox:
@@ -85,10 +85,11 @@ class Toolbox:
             out = ToolOutput.error(f"bad arguments for {name}: {one_line(reason, 300)}")
             return Ran(name, provider.name, out, 0.0, 0)
         out = self._call(provider, name, args, at)
-        size = len(out.text)
+        size = len(out.text.encode("utf-8"))
         text = scrub(out.text)
         if len(text) > MAX_OUTPUT_CHARS:
-            text = text[:MAX_OUTPUT_CHARS] + f"\n[output cut: {size:,} characters in all]"
+            whole = f"{len(out.text):,} characters in all"
+            text = text[:MAX_OUTPUT_CHARS] + f"\n[output cut: {whole}]"
         return Ran(name, provider.name, ToolOutput(out.ok, text), time.monotonic() - began, size)
 
     def _call(
