@@ -165,12 +165,23 @@ def write(root: Path, snap: Snapshot, results: Sequence[Result], events: Iterabl
 
 def write_workspace(root: Path, objective_id: str, files: dict[str, str]) -> Path | None:
     """The shared workspace as a folder beside the report (`<id>.workspace/`), when it has
-    files; paths were checked by the board (relative, no `..`)."""
+    files; paths were checked by the board (relative, no `..`). Every file that can be written
+    is; the ones that cannot (a journal from before the board refused `notes` beside
+    `notes/x`, a full disk) are one CoopError at the end, after the rest."""
     if not files:
         return None
     folder = path(root, objective_id).with_suffix(".workspace")
+    failed: list[str] = []
     for name, content in files.items():
-        save(folder / name, content, private=True)
+        try:
+            save(folder / name, content, private=True)
+        except CoopError as exc:
+            failed.append(f"{name!r} ({exc})")
+    if failed:
+        raise CoopError(
+            f"{len(failed)} of {len(files)} workspace file(s) not exported to {folder}: "
+            + "; ".join(failed)
+        )
     return folder
 
 

@@ -21,7 +21,7 @@ from coop.journal import Journal, JournalError, journal_path, list_journals, sta
 from coop.memory.cluster import VectorStore
 from coop.simulate import lexical_embedding
 from coop.text import objective_id
-from coop.types import Lease, Outcome, Reason, State
+from coop.types import EventKind, Lease, Outcome, Reason, State
 from tests.support.board import Clock, drive, leased
 from tests.support.procs import STATE_DIR, coop_env, run_coop, spawn_coop, unique, wait_for
 from tests.support.standin import StandIn
@@ -301,3 +301,31 @@ def test_results_of_a_dormant_objective_come_from_its_journal(tmp_path: Path) ->
     assert "### 1. write it" in proc.stdout and "the text that was written" in proc.stdout
     assert "**stopped by user**" in proc.stdout
     assert journal_path(tmp_path, OID).read_bytes() == before  # read, never written
+
+
+def test_the_report_and_tape_are_written_whatever_the_workspace_export_does(
+    ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    """A journal from before the board refused a name that is both a file and a folder holds
+    `notes` and `notes/x`: the export cannot make both, which is one line; the report and the
+    exported tape are written all the same, through `coop start --resume`."""
+    root = state_dir(str(tmp_path))
+    board = journaled(root, max_tasks=2)
+    board.add(["Collect the notes"])
+    old = Journal(journal_path(root, OID), OID)
+    for path in ("notes", "notes/x"):
+        old.append(EventKind.WROTE, {"path": path, "content": path, "key": path, "task": 1})
+    old.close()
+    env = coop_env(ray_cluster, COOP_STATE_DIR=str(root))
+    proc = run_coop("start", "--resume", OID, "--workers", "1", env=env, timeout=180)
+    assert proc.returncode == Reason.MAX_TASKS.exit_code, proc.stderr
+    assert "Traceback" not in proc.stderr and f"reports/{OID}.md" in proc.stdout
+    said = [line for line in proc.stderr.splitlines() if "not exported" in line]
+    assert len(said) == 1 and "1 of 2 workspace file(s) not exported" in said[0], proc.stderr
+    assert "'notes/x' (cannot write" in said[0]
+    reports = root / "reports"
+    assert "- `notes/x` (7 bytes)" in (reports / f"{OID}.md").read_text()
+    tape = [json.loads(line) for line in (reports / f"{OID}.events.jsonl").read_text().splitlines()]
+    assert [e["path"] for e in tape if e["event"] == "wrote"] == ["notes", "notes/x"]
+    assert "answer" in [e["event"] for e in tape]  # the whole tape, to the run's answer
+    assert (reports / f"{OID}.workspace" / "notes").read_text() == "notes"

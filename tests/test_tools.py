@@ -3,6 +3,7 @@ workspace, the `python` tool over the sandbox, and what a worker's kit may hold.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import replace
@@ -119,6 +120,49 @@ def test_the_workspace_is_shared_fenced_keyed_and_bounded() -> None:
     late = late.output
     assert not late.ok and "lease on task #1 was lost" in late.text
     assert board.snapshot().files == [("notes/plan.md", 8)]
+
+
+@pytest.mark.parametrize(
+    "path", ["a\n/b", "notes\n", "\tnotes", "x\x00y", "report\u202etxt.md", "\u200bnotes", "a\x85b"]
+)
+def test_a_workspace_name_with_a_control_or_format_character_is_refused(path: str) -> None:
+    board = in_process("Odd names", max_tasks=10)
+    board.add(["write"])
+    lease = board.lease("a")
+    assert isinstance(lease, Lease)
+    at = Invocation("o/1/2", lease.task.id, lease.token, "a", 5.0)
+    box = Toolbox([Workspace(board)])
+    out = box.run("workspace_write", json.dumps({"path": path, "content": "x"}), at).output
+    assert not out.ok and "not written: a path has no control or format characters" in out.text
+    assert "\n" not in out.text and board.snapshot().files == []
+
+
+def test_a_name_is_a_file_or_a_folder_never_both() -> None:
+    """Either order, and a folder deeper up: refused at the write with one line, so the
+    workspace can always be exported as a folder."""
+    board = in_process("Files and folders", max_tasks=10)
+    board.add(["write"])
+    lease = board.lease("a")
+    assert isinstance(lease, Lease)
+    box = Toolbox([Workspace(board)])
+    keys = iter(range(100))
+
+    def write(path: str) -> ToolOutput:
+        at = Invocation(f"o/1/{next(keys)}", lease.task.id, lease.token, "a", 5.0)
+        return box.run("workspace_write", json.dumps({"path": path, "content": "x"}), at).output
+
+    assert write("notes").ok and write("docs/a/x.md").ok
+    for path, why in [
+        ("notes/x", "not written: notes is a file, so it cannot hold notes/x"),
+        ("notes/deep/x", "not written: notes is a file, so it cannot hold notes/deep/x"),
+        ("docs", "not written: docs is a folder (it holds docs/a/x.md), not a file"),
+        ("docs/a", "not written: docs/a is a folder (it holds docs/a/x.md), not a file"),
+        ("docs/a/x.md/y", "not written: docs/a/x.md is a file, so it cannot hold docs/a/x.md/y"),
+    ]:
+        out = write(path)
+        assert not out.ok and out.text == why
+    assert write("notes").ok and write("docs/a/y.md").ok  # a file again, a folder again
+    assert [p for p, _ in board.snapshot().files] == ["docs/a/x.md", "docs/a/y.md", "notes"]
 
 
 def available_sandbox() -> Any:

@@ -23,6 +23,7 @@ from coop import memory as memories
 from coop.board import BoardClient
 from coop.calls import Context, metered
 from coop.config import RunSettings
+from coop.errors import CoopError
 from coop.llm import LLMFatalError, make_llm
 from coop.planner.jobs import Review
 from coop.planner.loop import Planner
@@ -150,11 +151,15 @@ def start(
             planner.release()
             crew.wait(stop)
     snapshot = board.snapshot()
+    path = report.write(root, snapshot, board.results(), board.all_events())  # whatever follows
     answer_path = report.write_answer(root, snapshot) if answered and answered.text else None
-    folder = report.write_workspace(root, oid, files)
-    if folder is not None:
-        log.info("workspace: %d file(s) in %s", len(files), folder)
-    path = report.write(root, snapshot, board.results(), board.all_events())
+    try:
+        folder = report.write_workspace(root, oid, files)
+    except CoopError as exc:
+        log.warning("%s", exc)
+    else:
+        if folder is not None:
+            log.info("workspace: %d file(s) in %s", len(files), folder)
     return Finished(snapshot, path, answer_path)
 
 
