@@ -40,8 +40,8 @@ PROBE = {"command": sys.executable, "args": [str(SCRIPT)]}
 """The probe over stdio, run by the tests' own interpreter."""
 
 
-def probe(mode: str = "stdio", **extra: Any) -> dict[str, Any]:
-    return {"command": sys.executable, "args": [str(SCRIPT), mode], **extra}
+def probe(mode: str = "stdio", *more: str, **extra: Any) -> dict[str, Any]:
+    return {"command": sys.executable, "args": [str(SCRIPT), mode, *more], **extra}
 
 
 def config(tmp_path: Path, **servers: dict[str, Any]) -> Path:
@@ -110,12 +110,20 @@ def unavailable() -> Iterator[list[str]]:
     logger.removeHandler(handler)
 
 
-def gone(pid: int) -> bool:
-    """The process has exited (a zombie waiting to be reaped counts)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+def running(marker: str) -> list[int]:
+    """The live processes (zombies waiting to be reaped do not count) whose command line holds
+    `marker`: a server, and its isolation's wrapper, have their own pids only in the host's
+    pid namespace."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
+            continue
+        if marker in cmdline and state != "Z":
+            pids.append(int(proc.name))
+    return pids
 
 
 BAD_FILES = {
@@ -184,8 +192,9 @@ def test_the_idempotency_key_reaches_the_request(healthy: dict[str, McpServer]) 
 def test_a_stdio_server_sees_its_config_env_and_no_secret(healthy: dict[str, McpServer]) -> None:
     env = json.loads(text(healthy["probe"], "env"))
     assert env["PROBE_GREETING"] == "hello"
-    harmless = {"HOME", "PATH", "LANG", "LC_CTYPE", "LOGNAME", "SHELL", "TERM", "USER"}
+    harmless = {"HOME", "PATH", "LANG", "LC_CTYPE", "LOGNAME", "SHELL", "TERM", "USER", "PWD"}
     assert set(env) - harmless == {"PROBE_GREETING"}
+    assert env.get("PWD", "/tmp") == "/tmp"  # set by bubblewrap: the sandbox's working dir
     assert SECRET not in json.dumps(env)
 
 
@@ -360,25 +369,31 @@ from coop.tools import Invocation
 from coop.tools.mcp import open_servers, read_config
 (server,), _ = open_servers(read_config(Path(sys.argv[1])), 60)
 at = Invocation(key="k", task_id=7, token=1, worker="w-1", timeout=30)
-pid = server.call("frozen__pid", {}, at).text
-print(pid, server.call("frozen__freeze", {}, replace(at, timeout=0.5)).ok, flush=True)
+print("started", flush=True)
+sys.stdin.readline()
+print(server.call("frozen__freeze", {}, replace(at, timeout=0.5)).ok, flush=True)
 """
 """A worker that leaves with a frozen server and closes nothing: the exit handler must."""
 
 
 def test_leaving_the_process_with_a_frozen_server_is_bounded(tmp_path: Path) -> None:
+    marker = f"frozen-{os.getpid()}-{time.monotonic_ns()}"  # stdio mode ignores it
     worker = subprocess.Popen(
-        [sys.executable, "-c", FROZEN, str(config(tmp_path, frozen=PROBE))],
+        [sys.executable, "-c", FROZEN, str(config(tmp_path, frozen=probe("stdio", marker)))],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "OPENAI_API_KEY": SECRET},
     )
-    assert worker.stdout is not None and worker.stderr is not None
-    pid, ok = worker.stdout.readline().split()  # the freeze timed out; now the worker leaves
+    assert worker.stdin is not None and worker.stdout is not None and worker.stderr is not None
+    assert worker.stdout.readline() == "started\n"
+    assert running(marker)  # the server, about to freeze
+    worker.stdin.close()
+    ok = worker.stdout.readline().strip()  # the freeze timed out; now the worker leaves
     begun = time.monotonic()
     assert worker.wait(START) == 0 and ok == "False"
     assert time.monotonic() - begun < CLOSE_TIMEOUT
-    assert gone(int(pid))
+    assert running(marker) == []
     stderr = worker.stderr.read().strip()
     assert "\n" not in stderr and "frozen is unavailable" in stderr, stderr  # one warning

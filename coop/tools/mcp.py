@@ -12,9 +12,11 @@ Why it is built this way:
   left out; one that crashes or hangs during a call is marked unavailable (one line, one warning
   in the log): its tools disappear and its later calls are refused at once.
 - A stdio server sees its config's `env` over a minimal environment (PATH, HOME, LANG and the
-  SDK's few harmless defaults), never the worker's API keys; what any server returns is scrubbed
-  before the model reads it. A stdio server's stderr never reaches the worker's log: its last
-  lines are kept for the error messages.
+  SDK's few harmless defaults), never the worker's API keys; nor can it read them from the
+  worker's memory or /proc: the worker is non-dumpable and the server runs isolated
+  (coop/tools/mcp_isolation.py). What any server returns is scrubbed before the model reads
+  it. A stdio server's stderr never reaches the worker's log: its last lines are kept for the
+  error messages.
 - Each tool reaches the model as `<server>__<tool>`, so tools of different servers never clash
   and the model can tell where a tool comes from.
 """
@@ -51,6 +53,13 @@ from pydantic import ValidationError
 from coop.config import redact_url, scrub
 from coop.text import HASH_CHARS, one_line
 from coop.tools import Invocation, ToolError, ToolOutput, ToolSpec
+from coop.tools.mcp_isolation import (
+    Isolation,
+    default_isolation,
+    isolated,
+    unavailable,
+    undumpable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,10 @@ STDERR_SETTLE = 0.25
 """Seconds given to a server that is exiting to finish writing its stderr, for the message."""
 MINIMAL_ENV = ("LANG",)
 """Variables of the worker's environment a stdio server sees besides the SDK's (PATH, HOME, …)."""
+ISOLATION = "isolation"
+"""The key of a stdio server's entry that names its isolation (`Isolation`)."""
+ISOLATIONS = tuple(isolation.value for isolation in Isolation)
+"""The values it takes."""
 CLIENT_INFO = types.Implementation(name="coop", version="0.1.0")
 """How coop introduces itself to a server."""
 SDK_LOGGER = "mcp"
@@ -109,6 +122,7 @@ class ServerConfig:
     env: Mapping[str, str] = field(default_factory=dict)
     url: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    isolation: Isolation | None = None  # a stdio server's; None: the node's default
 
     @property
     def where(self) -> str:
@@ -163,7 +177,18 @@ def _server_config(name: str, entry: Any, bad: Callable[[str], ToolError]) -> Se
             raise bad(f"server {name}: args must be a list of strings")
         if not _string_map(env):
             raise bad(f"server {name}: env must map names to strings")
-        return ServerConfig(name, command=command, args=tuple(args), env=env)
+        isolation = entry.get(ISOLATION)
+        if isolation is not None and isolation not in ISOLATIONS:
+            raise bad(f"server {name}: {ISOLATION} must be one of {', '.join(ISOLATIONS)}")
+        return ServerConfig(
+            name,
+            command=command,
+            args=tuple(args),
+            env=env,
+            isolation=None if isolation is None else Isolation(isolation),
+        )
+    if ISOLATION in entry:
+        raise bad(f"server {name}: {ISOLATION} is for a stdio server (a command), not a url")
     url, headers = entry["url"], entry.get("headers", {})
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
         raise bad(f"server {name}: url must be an http:// or https:// URL")
@@ -327,6 +352,12 @@ class McpServer:
     def __init__(self, config: ServerConfig, loop: _Loop) -> None:
         self.name = config.name
         self.config = config
+        # a stdio server's level, and why it cannot run here: tried on the caller's thread, as
+        # a trial would stall the loop
+        self.isolation = (
+            (config.isolation or default_isolation()) if config.command is not None else None
+        )
+        self._unisolated = unavailable(self.isolation) if self.isolation is not None else None
         self.ended = threading.Event()  # its session task is over and its process gone
         self._loop = loop
         self._session: ClientSession | None = None
@@ -431,9 +462,19 @@ class McpServer:
                 streamable_http_client(config.url, http_client=client)
             )
         else:
+            if self.isolation is None or self._unisolated is not None:
+                level = self.isolation.value if self.isolation else "?"
+                return f"isolation {level} does not work on this node: {self._unisolated}"
             env = {name: os.environ[name] for name in MINIMAL_ENV if name in os.environ}
-            params = StdioServerParameters(
-                command=config.command or "", args=list(config.args), env=env | dict(config.env)
+            params = stack.enter_context(
+                isolated(
+                    self.isolation,
+                    StdioServerParameters(
+                        command=config.command or "",
+                        args=list(config.args),
+                        env=env | dict(config.env),
+                    ),
+                )
             )
             self._stderr = _StderrTail()
             try:
@@ -554,7 +595,9 @@ async def _start_all(loop: _Loop, servers: list[McpServer], timeout: float) -> l
 def open_servers(configs: list[ServerConfig], timeout: float) -> tuple[list[McpServer], list[str]]:
     """Start every server of an `mcpServers` file (see `read_config`), all at once, each given
     `timeout` seconds to answer initialize and list its tools. Returns the servers that did,
-    and one line for each that did not (it is left out)."""
+    and one line for each that did not (it is left out). This process is made non-dumpable
+    first: it holds the keys the servers must not read."""
+    undumpable()
     loop = _shared_loop()
     servers = [McpServer(config, loop) for config in configs]
     _LIVE.update(servers)

@@ -68,11 +68,6 @@ def probe(wire: int) -> MCPServer:
         time.sleep(3600)
 
     @server.tool()
-    def pid() -> int:
-        """This server's process id."""
-        return os.getpid()
-
-    @server.tool()
     def garble() -> str:
         """Writes a line that is not JSON-RPC onto the protocol's stdout, then answers."""
         os.write(wire, NONSENSE)
