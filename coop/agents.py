@@ -8,15 +8,16 @@ outright garbage yields fewer tasks and a log line, never an exception.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
+import string
 from collections.abc import Sequence
 
 from coop import constants as C
 from coop.llm import Message, ToolCall
 from coop.memory import Hit
-from coop.text import normalize, one_line
+from coop.replies import first_object, plain
+from coop.text import normalize, one_line, words
 from coop.tokens import Tokenizer
 from coop.types import Result, Task
 
@@ -129,6 +130,12 @@ NOTES = (
     "Keep every fact the answer may need, and the citations as [#id] and [file path]. Return "
     "only the notes."
 )
+NUDGE = (
+    "\n\nYour last answer {flaw}. Write the answer once, in your own words: no line "
+    "repeated, nothing copied from these instructions, and cite the tasks by their real "
+    "ids as they appear above."
+)
+"""Ends a synthesis prompt asked again because the first answer was degenerate."""
 _MET = re.compile(r"^\W*objective met\W*(yes|no)\b.*$", re.IGNORECASE | re.MULTILINE)
 # str.format substitutes values without re-reading them, so braces in an objective are safe.
 
@@ -235,43 +242,72 @@ def synthesis_prompt(
     tokenizer: Tokenizer,
     budget: int,
     ended: str = "",
+    flaw: str = "",
 ) -> str:
     """The answer from cited results or notes (`part` 0; `ended` says how the run ended), or
-    the notes of group `part`."""
+    the notes of group `part`. `flaw`: what was wrong with the last answer, to be told."""
     template = SYNTHESIS if part == 0 else NOTES
     fields = {"objective": objective, "part": part, "ended": ended}
-    fixed = tokenizer.count(template.format(results="", **fields))
+    nudge = NUDGE.format(flaw=flaw) if flaw else ""
+    fixed = tokenizer.count(template.format(results="", **fields) + nudge)
     kept, _ = _fit(tokenizer, list(items), budget - fixed)
-    return template.format(results="\n\n".join(kept), **fields)
+    return template.format(results="\n\n".join(kept), **fields) + nudge
+
+
+_TEMPLATES = (
+    EXECUTION_WITH_TOOLS,
+    CREATION,
+    WANTED,
+    ABILITIES,
+    PRIORITIZATION,
+    COMPLETION,
+    REPLAN,
+    SYNTHESIS,
+    NOTES,
+    NUDGE,
+)
+_CLAUSE = re.compile(r"[.!?:\n]+\s*")
+
+
+def instructions(prompt: str) -> list[str]:
+    """The prompt's own words: the sentences and headings of coop's templates that `prompt`
+    holds (not the objective, tasks or results filled into them), for telling a reply that
+    only restates them."""
+    sent = f" {' '.join(words(prompt))} "
+    found: list[str] = []
+    for template in _TEMPLATES:
+        for literal, *_ in string.Formatter().parse(template):
+            for clause in _CLAUSE.split(literal):
+                said = " ".join(words(clause))
+                if said and f" {said} " in sent and clause.strip() not in found:
+                    found.append(clause.strip())
+    return found
 
 
 def parse_synthesis(text: str) -> tuple[str, bool | None]:
     """(the answer, whether the model judged the objective met: None when it did not say)."""
+    text = plain(text)
     verdicts = _MET.findall(text)
     body = _MET.sub("", text).strip()
     return body, (verdicts[-1].lower() == "yes") if verdicts else None
 
 
-_JSON_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
-
-
-def parse_completion(text: str) -> tuple[bool, str]:
-    """(met, reason) from a completion check. Anything but a JSON object whose "met" is the
-    boolean true means not met: a model that rambles does not end a run."""
-    for candidate in _JSON_OBJECT.findall(text):
-        try:
-            answer = json.loads(candidate)
-        except ValueError:
-            continue
-        if isinstance(answer, dict) and "met" in answer:
-            return answer["met"] is True, one_line(str(answer.get("reason", "")), 200)
-    log.info("completion check answer not understood; taken as not met: %r", one_line(text, 120))
-    return False, ""
+def parse_completion(text: str) -> tuple[bool | None, str]:
+    """(met, reason) from a completion check: met only when the first JSON object's "met" is
+    the boolean true (a model that rambles does not end a run); None when the reply holds no
+    object with a "met" to read, or only the prompt's example with its reason left as "..."."""
+    answer = first_object(text)
+    reason = str(answer.get("reason", "")) if answer else ""
+    if answer is None or "met" not in answer or ("reason" in answer and not words(reason)):
+        # no verdict, or the prompt's example ({"met": …, "reason": "..."}) copied back
+        log.info("completion check answer not understood; taken as not met: %r", one_line(text))
+        return None, ""
+    return answer["met"] is True, one_line(reason, 200)
 
 
 def _items(text: str) -> list[str]:
     found = []
-    for line in text.splitlines():
+    for line in plain(text).splitlines():
         m = _ITEM.match(line)
         if not m:
             continue

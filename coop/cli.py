@@ -142,6 +142,14 @@ def cli(quiet: bool) -> None:
     show_default=True,
 )
 @click.option(
+    "--tokenizer",
+    envvar="COOP_TOKENIZER",
+    default="",
+    metavar="FILE|NAME",
+    help="An open model's tokenizer.json (or Hugging Face name in the local cache) for "
+    "exact prompt fitting; needs coop[tokenizers]. Default: tiktoken's, else an estimate.",
+)
+@click.option(
     "--initial-task", envvar="COOP_INITIAL_TASK", default=C.DEFAULT_INITIAL_TASK, show_default=True
 )
 @_choice(

@@ -59,7 +59,8 @@ class RunSettings:
     max_completion_tokens: int = C.DEFAULT_MAX_COMPLETION_TOKENS
     model_timeout: float = C.DEFAULT_MODEL_TIMEOUT  # seconds the client waits for one answer
     planner_calls: int = C.DEFAULT_PLANNER_CALLS  # most creation calls in flight at once
-    exact_tokens: bool = True  # False: the planner had no tiktoken encoding; all estimate
+    exact_tokens: bool = True  # False: the planner had no tokenizer; all estimate
+    tokenizer: str = ""  # an open model's tokenizer.json (or Hugging Face name); "": tiktoken
     tools: tuple[str, ...] = ()  # built-in tools every worker offers (TOOL_CHOICES)
     max_steps: int = C.DEFAULT_MAX_STEPS  # model and tool calls one task may take
     sandbox: str = "auto"  # the isolation the `python` tool asks for

@@ -23,7 +23,7 @@ from coop.config import RunSettings, configure_logging, forwarded_env, local_end
 from coop.llm import make_llm
 from coop.memory import open_memory
 from coop.tools.kit import Kit, toolbox
-from coop.types import Objective
+from coop.types import Kind, Objective
 from coop.worker import Worker, WorkerReport
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,9 @@ def join(
     board = registry.find(ref)
     settings = board.run_settings()
     if not settings.simulated:  # this node's own endpoint, key and model: one line if not
-        make_llm(settings, cluster.instance_name()).check()
+        name = cluster.instance_name()
+        if checked := make_llm(settings, name).check():  # its embeddings call is charged
+            board.record_usage(name, Kind.EMBEDDING.value, checked, 0)
     crew = start_crew(board, settings, count=1, concurrency=concurrency, node=node, kit=kit)
     log.info("joined %s as %s (%s)", board.objective_id, crew.names()[0], settings.label)
     return crew.wait(stop)[0]

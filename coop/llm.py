@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -29,6 +30,13 @@ CLIENT_MAX_RETRIES = 3
 """The openai client's own retries: exponential backoff that honours Retry-After."""
 CHECK_TIMEOUT = 15.0
 """Seconds the check before a run gives the model server to list its models."""
+CHECK_INPUTS = ["coop checks the embedding model", "with two inputs of different lengths, one"]
+"""What the check before a run embeds: two inputs whose token counts differ, so that vectors
+per token, or a dimension that follows the input, show."""
+POOLING_HINT = (
+    "make the server pool them (llama-server --pooling mean; llama-cpp-python's server "
+    "--kv_overrides llama.pooling_type=int:1)"
+)
 EMBED_BATCH = 256
 """Texts per embeddings request (OpenAI accepts up to 2,048)."""
 
@@ -39,7 +47,21 @@ T = TypeVar("T")
 class LLMError(CoopError):
     """A model call failed in a way a later try may fix: the server unreachable or too slow,
     429/5xx after the client's own retries, a reply that is not what the API promises. The
-    message starts with the kind of fault (`APIConnectionError: model server …`)."""
+    message starts with the kind of fault (`APIConnectionError: model server …`). A reply
+    that breaks the API's promises also has its `fault`, the line without the reply itself
+    ("model server … answered embeddings with one vector per token …"), so that the same
+    fault twice is told from two faults."""
+
+    def __init__(self, message: str, fault: str = "") -> None:
+        super().__init__(message)
+        self.fault = fault
+
+    def __reduce__(self) -> tuple[type[LLMError], tuple[str, str]]:  # kept through Ray
+        return type(self), (str(self), self.fault)
+
+    @property
+    def malformed(self) -> bool:
+        return bool(self.fault)
 
 
 class LLMFatalError(CoopError):
@@ -85,9 +107,10 @@ class LLM(Protocol):
     @property
     def tokenizer(self) -> tokens.Tokenizer: ...
 
-    def check(self) -> None:
-        """Before a run: the server answers, accepts the key and knows the models; else
-        LLMFatalError, in one line."""
+    def check(self) -> int:
+        """Before a run: the server answers, accepts the key, knows the models and embeds
+        as coop needs; else LLMFatalError, in one line. Returns the tokens it spent, for the
+        caller to charge to the objective once there is a board."""
         ...
 
     def complete(self, prompt: str, max_tokens: int) -> Completion:
@@ -111,8 +134,9 @@ class OfflineLLM:
         self.tokenizer = tokens.estimating(C.OFFLINE_MODEL)
         self.label = C.SIMULATED_LABEL
 
-    def check(self) -> None:
+    def check(self) -> int:
         """The simulator is always there."""
+        return 0
 
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         text = self.tokenizer.trim(self.simulator.reply(prompt), max_tokens)
@@ -154,6 +178,9 @@ class OpenAILLM:
         self.embedding_model = settings.embedding_model
         self.timeout = settings.model_timeout
         self._exact_tokens = settings.exact_tokens
+        self._tokenizer_name = settings.tokenizer
+        self._dim = 0  # the embeddings' dimension, from the first reply: it may not change
+        self._lock = threading.Lock()
         self.label = settings.label
         self.client = openai.OpenAI(
             api_key=endpoint.api_key,
@@ -166,14 +193,14 @@ class OpenAILLM:
     @functools.cached_property
     def tokenizer(self) -> tokens.Tokenizer:
         """Loaded on first use: a check that fails first says so without a tokenizer warning."""
-        return tokens.for_model(self.model, self._exact_tokens)
+        return tokens.for_model(self.model, self._exact_tokens, self._tokenizer_name)
 
-    def check(self) -> None:
+    def check(self) -> int:
         try:
             client = self.client.with_options(max_retries=1, timeout=CHECK_TIMEOUT)
             listed = [m.id for m in client.models.list().data]
         except (openai.NotFoundError, openai.UnprocessableEntityError):
-            return  # no model listing on this server: the first real call will tell
+            listed = []  # no model listing on this server: the embeddings call will tell
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise self._fatal(exc) from None
         except openai.APIError as exc:
@@ -190,6 +217,17 @@ class OpenAILLM:
                     f"model server {self.where} does not know the model {model!r} "
                     f"(it serves: {shown}); pass --model / --embedding-model"
                 )
+        return self._check_embeddings()
+
+    def _check_embeddings(self) -> int:
+        """One embeddings call of two inputs: a server that answers with vectors per token,
+        ragged or non-number vectors, or a dimension that changes fails here, in one line."""
+        try:
+            return self.embed(list(CHECK_INPUTS), retries=1).tokens
+        except LLMError as exc:
+            if not exc.malformed:
+                raise LLMFatalError(str(exc)) from None
+            raise LLMFatalError(f"{exc.fault} (--embedding-model {self.embedding_model})") from None
 
     def complete(self, prompt: str, max_tokens: int) -> Completion:
         return self.chat([{"role": "user", "content": prompt}], max_tokens, [])
@@ -225,18 +263,21 @@ class OpenAILLM:
             if usage is None:  # some compatible servers omit it: count ourselves
                 sent = self.tokenizer.count(json.dumps(messages))
                 return Completion(text, sent, self.tokenizer.count(text), calls)
-            return Completion(text, int(usage.prompt_tokens), int(usage.completion_tokens), calls)
+            prompt, completion = int(usage.prompt_tokens), int(usage.completion_tokens)
+            self.tokenizer.calibrate(_sent_bytes(messages), prompt)
+            return Completion(text, prompt, completion, calls)
         except (_Malformed, AttributeError, TypeError, ValueError, IndexError) as exc:
             raise self._malformed("a chat completion", exc, resp) from None
 
-    def embed(self, texts: list[str]) -> Embeddings:
+    def embed(self, texts: list[str], retries: int = CLIENT_MAX_RETRIES) -> Embeddings:
         vectors: list[list[float]] = []
         used = 0
+        client = self.client.with_options(max_retries=retries)
         for start in range(0, len(texts), EMBED_BATCH):  # APIs cap the inputs per request
             chunk = texts[start : start + EMBED_BATCH]
             resp = self._request(
                 "embeddings",
-                lambda chunk=chunk: self.client.embeddings.create(  # type: ignore[misc]
+                lambda chunk=chunk: client.embeddings.create(  # type: ignore[misc]
                     model=self.embedding_model, input=chunk, encoding_format="float"
                 ),
             )
@@ -244,7 +285,7 @@ class OpenAILLM:
                 _need(isinstance(resp, CreateEmbeddingResponse), f"a {type(resp).__name__}")
                 data = sorted(resp.data, key=lambda d: d.index)
                 _need(len(data) == len(chunk), f"{len(data)} embeddings for {len(chunk)} inputs")
-                vectors += [[float(x) for x in d.embedding] for d in data]
+                vectors += self._vectors([d.embedding for d in data])
                 used += (
                     int(resp.usage.prompt_tokens)
                     if resp.usage
@@ -253,6 +294,29 @@ class OpenAILLM:
             except (_Malformed, AttributeError, TypeError, ValueError) as exc:
                 raise self._malformed("embeddings", exc, resp) from None
         return Embeddings(vectors, used)
+
+    def _vectors(self, sent: list[object]) -> list[list[float]]:
+        """One flat vector of numbers per input, all of the run's one dimension; else what
+        the server sent instead, in words."""
+        for v in sent:
+            _need(isinstance(v, list) and len(v) > 0, f"a {_kind(v)} for a vector")
+            assert isinstance(v, list)
+            if all(isinstance(x, list) for x in v):
+                raise _Malformed(
+                    f"one vector per token ({len(v)} vectors for one input) instead of one "
+                    f"per input: {POOLING_HINT}"
+                )
+            odd = [x for x in v if isinstance(x, bool) or not isinstance(x, (int, float))]
+            _need(not odd, f"a vector holding a {_kind(odd[0])} among its numbers" if odd else "")
+        dims = sorted({len(v) for v in sent if isinstance(v, list)})
+        _need(len(dims) == 1, f"vectors of different lengths ({', '.join(map(str, dims))})")
+        with self._lock:
+            self._dim = self._dim or dims[0]
+            _need(
+                dims[0] == self._dim,
+                f"vectors of {dims[0]} dimensions where earlier ones had {self._dim}",
+            )
+        return [[float(x) for x in v] for v in sent if isinstance(v, list)]
 
     def _request(self, what: str, send: Callable[[], T]) -> T:
         """`send()`, with every client error turned into one of this module's."""
@@ -285,10 +349,9 @@ class OpenAILLM:
         return LLMError(f"{kind}: model server {self.where}: {_line(str(exc))}")
 
     def _malformed(self, what: str, exc: Exception, resp: object) -> LLMError:
-        return LLMError(
-            f"MalformedReply: model server {self.where} answered {what} with "
-            f"{_line(str(exc)) or type(exc).__name__}: {_line(repr(resp), 120)}"
-        )
+        fault = f"model server {self.where} answered {what} with "
+        fault += _line(str(exc)) or type(exc).__name__
+        return LLMError(f"MalformedReply: {fault}: {_line(repr(resp), 120)}", fault)
 
     def _fatal(self, exc: openai.APIStatusError) -> LLMFatalError:
         return LLMFatalError(
@@ -306,9 +369,24 @@ def _need(ok: bool, what: str) -> None:
         raise _Malformed(what)
 
 
+def _kind(value: object) -> str:
+    """A value's kind in words, for what a server sent in place of a number or a vector."""
+    names = {list: "list", str: "string", type(None): "null", dict: "object", bool: "boolean"}
+    return names.get(type(value), type(value).__name__)
+
+
 def _line(text: str, limit: int = 200) -> str:
     """One line of a server's words, with anything key-shaped taken out."""
     return " ".join(scrub(text).split())[:limit]
+
+
+def _sent_bytes(messages: list[Message]) -> int:
+    """The UTF-8 bytes of what the messages say (their text and tool calls): what the
+    server's count of prompt tokens is set against to calibrate an estimate."""
+    return sum(
+        len((str(m.get("content") or "") + json.dumps(m.get("tool_calls") or "")).encode())
+        for m in messages
+    )
 
 
 def _root_cause(exc: BaseException) -> str:

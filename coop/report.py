@@ -29,6 +29,19 @@ def judged(answer: Answer | None) -> str:
     return "judged met" if answer.met else "judged not met"
 
 
+def flawed(answer: Answer | None) -> str:
+    """What is wrong with a kept answer, in words ("" when nothing is)."""
+    return f"the model's answer {answer.flaw}" if answer is not None and answer.flaw else ""
+
+
+def tally(counts: dict[str, int]) -> str:
+    """Counts by reason, biggest first: "3 (2 a placeholder, 1 restates the prompt)"."""
+    if not counts:
+        return ""
+    parts = ", ".join(f"{n} {why}" for why, n in sorted(counts.items(), key=lambda c: -c[1]))
+    return f"{sum(counts.values())} ({parts})"
+
+
 def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
     reason = snap.reason.value if snap.reason else snap.state.value
     total_tokens, total_cost, estimated = snap.total.tokens, snap.total.cost, snap.total.estimated
@@ -40,7 +53,9 @@ def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
             "",
             f"*Revision {answer.revision} · cites "
             + (", ".join(f"#{t}" for t in answer.cited) or "no task")
-            + f" · objective {judged(answer)}*",
+            + f" · objective {judged(answer)}"
+            + (f" · **{flawed(answer)}**" if answer.flaw else "")
+            + "*",
         ]
     else:
         why = answer.missing if answer is not None else "the run has not ended yet"
@@ -57,7 +72,13 @@ def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
         f"- Started: {_when(snap.created)}",
         f"- Tasks: {snap.completed} completed, {len(snap.pending)} pending, "
         f"{len(snap.dead)} dead-lettered; duplicates rejected: "
-        f"{snap.progress.exact_duplicates} exact, {snap.progress.near_duplicates} near",
+        f"{snap.progress.exact_duplicates} exact, {snap.progress.near_duplicates} near; "
+        f"proposals refused as not tasks: {tally(snap.progress.refused) or 0}"
+        + (
+            f"; model replies not understood: {tally(snap.progress.unreadable)}"
+            if snap.progress.unreadable
+            else ""
+        ),
         f"- Usage: {total_tokens} tokens, ${total_cost:.4f}"
         + (f" ({estimated} call(s) charged by estimate)" if estimated else ""),
         f"- Steps replayed after a lost worker: {snap.replays.steps} "
@@ -134,7 +155,8 @@ def final(snap: Snapshot) -> str:
     if answer is None or not answer.text:
         why = answer.missing if answer is not None else "its run has not ended yet"
         raise CoopError(f"{snap.objective_id} has no answer: {why}")
-    return answer.text.rstrip() + "\n"
+    note = f"> Note: {flawed(answer)} (kept as the model wrote it).\n\n" if answer.flaw else ""
+    return note + answer.text.rstrip() + "\n"
 
 
 def path(root: Path, objective_id: str) -> Path:

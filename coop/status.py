@@ -20,7 +20,7 @@ from rich.text import Text
 from coop import constants as C
 from coop.board import BoardClient, BoardUnavailable
 from coop.journal import Event
-from coop.report import judged
+from coop.report import flawed, judged, tally
 from coop.tables import UNBOUNDED, Col, fit
 from coop.text import one_line
 from coop.types import Answer, EventKind, Objective, Pulse, Snapshot, State, Task
@@ -82,6 +82,7 @@ def status_view(snap: Snapshot, recent: Sequence[Event] = (), width: int = UNBOU
         f"{_budget(snap)}\nprogress: stalls {p.stalls}/{C.STALL_LIMIT}, replans "
         f"{p.replans}/{C.MAX_REPLANS}, repeating batches {p.repeating}/{C.LOOP_BATCHES}, "
         f"completion checks {p.checks}"
+        + (f"\nunreadable replies: {tally(p.unreadable)}" if p.unreadable else "")
         + (f"\nanswer: {escape(_answer_line(snap.answer))}" if snap.answer else "")
         + _replay_line(snap)
     )
@@ -94,10 +95,12 @@ def status_view(snap: Snapshot, recent: Sequence[Event] = (), width: int = UNBOU
         Col("dead-lettered", "dead"),
         Col("awaiting planning", "unplanned"),
         Col("duplicates rejected", "duplicates"),
+        Col("not tasks refused", "refused", text=True),
     ]
     counts = (len(snap.pending), snap.awaiting, len(snap.leased), snap.completed, len(snap.dead))
     row = [*map(str, counts), str(snap.unplanned)]
     row.append(f"{p.exact_duplicates} exact, {p.near_duplicates} near")
+    row.append(tally(p.refused) or "0")
     parts.append(fit("tasks", tasks, [row], width))
     if snap.workers:
         flying = Counter(lease.worker for lease in snap.leased)
@@ -202,7 +205,8 @@ def _answer_line(answer: Answer | None) -> str:
     if answer is None or not answer.text:
         return f"missing: {answer.missing if answer else 'not yet'}"
     cites = f"cites {len(answer.cited)} task(s)"
-    return f"revision {answer.revision}, {cites}, objective {judged(answer)}"
+    flaw = f"; {flawed(answer)}" if answer.flaw else ""
+    return f"revision {answer.revision}, {cites}, objective {judged(answer)}{flaw}"
 
 
 def render_status(console: Console, snap: Snapshot) -> None:
@@ -290,6 +294,9 @@ def event_line(e: Event) -> str:
         )
     elif e.kind is EventKind.ADDED:
         bits += [f"#{t[0]} {one_line(t[1], 50)}" for t in d["tasks"]]
+        bits += [f"refused {one_line(text, 40)!r}: {why}" for text, why in d.get("refused", ())]
+    elif e.kind is EventKind.UNREADABLE:
+        bits.append(f"{d['kind']}: {one_line(d['text'], 80)!r}")
     elif e.kind is EventKind.COMPLETED:
         bits.append(one_line(d["text"], 60))
     elif e.kind is EventKind.FAILED:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import unicodedata
@@ -9,6 +10,7 @@ import unicodedata
 _SPACE = re.compile(r"\s+")
 _EDGE_PUNCT = " .,;:!?\"'`*_"
 _SLUG_JUNK = re.compile(r"[^a-z0-9]+")
+_WORD = re.compile(r"[\w/']+")
 SLUG_CHARS = 40
 HASH_CHARS = 8
 
@@ -35,3 +37,18 @@ def objective_id(objective: str) -> str:
 def one_line(text: str, limit: int = 200) -> str:
     flat = _SPACE.sub(" ", text).strip()
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def words(text: str) -> list[str]:
+    """The words of a text, case and punctuation ignored (`N/A` stays one word): what the
+    planner compares when it asks whether a model's line restates something."""
+    return [w.strip("'") for w in _WORD.findall(text.casefold()) if w.strip("'/")]
+
+
+def overlap(said: list[str], source: list[str]) -> float:
+    """The share of the words `said` that come, in order, from `source` (difflib's matching
+    blocks): 1.0 for a copy, high for a copy with a word or two changed."""
+    if not said:
+        return 0.0
+    blocks = difflib.SequenceMatcher(None, said, source, autojunk=False).get_matching_blocks()
+    return sum(b.size for b in blocks) / len(said)

@@ -86,6 +86,7 @@ class EventKind(str, enum.Enum):
     STEP = "step"
     STARTED = "started"
     REPLAYED = "replayed"
+    UNREADABLE = "unreadable"  # a planner's model reply no parser could read
 
     @property
     def durable(self) -> bool:
@@ -110,6 +111,16 @@ _DURABLE = frozenset(
         EventKind.STARTED,
     }
 )
+
+
+class Refusal(str, enum.Enum):
+    """Why the planner refused a proposed line as a task (journaled with the line): what a
+    weak model proposes that is not work."""
+
+    PROMPT = "restates the prompt"  # the prompt's own instructions or headings
+    PLACEHOLDER = "a placeholder"  # (nothing), None, N/A, [task], ...
+    LONG = "too long for a task"  # a paragraph, not one line of work
+    OBJECTIVE = "restates the objective"
 
 
 class Kind(str, enum.Enum):
@@ -273,6 +284,8 @@ class Progress:
     exact_duplicates: int = 0
     near_duplicates: int = 0
     checks: int = 0  # completion checks asked
+    refused: dict[str, int] = field(default_factory=dict)  # proposals refused, by Refusal value
+    unreadable: dict[str, int] = field(default_factory=dict)  # replies not understood, by Kind
 
 
 @dataclass(frozen=True)
@@ -286,6 +299,7 @@ class Answer:
     met: bool | None = None  # the model's judgement of the objective; None when it did not say
     missing: str = ""  # why there is no answer
     at: float = 0.0
+    flaw: str = ""  # kept though the model's output is degenerate: "repeats itself"…
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,7 @@ def test_bare_coop_shows_the_commands() -> None:
         ({"api_key": "the-right-one"}, [], "refused (401"),
         ({"models": ("small-model", "embedder")}, ["--model", "big-model"], "does not know"),
         ({"faults": Faults(broken="html")}, [], "not a model listing"),
+        ({"faults": Faults(broken="per-token")}, [], "one vector per token"),
         (None, [], "unreachable"),
     ],
 )
@@ -166,7 +167,8 @@ def test_a_model_server_that_cannot_serve_stops_start_before_anything_exists(
     needle: str,
 ) -> None:
     """`coop start` asks the model server first: unreachable, refusing the key, not knowing
-    the model, or not an OpenAI-compatible API at all is one line and no objective."""
+    the model, not an OpenAI-compatible API at all, or embedding per token (llama.cpp without
+    pooling) is one line and no objective."""
     base = make_standin(**server).base_url if server is not None else None
     objective = unique("Ask first")
     env = coop_env(

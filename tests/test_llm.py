@@ -200,3 +200,71 @@ def test_the_check_before_a_run(make_standin: MakeStandIn, monkeypatch: pytest.M
     server.faults.broken = "html"
     with pytest.raises(LLMFatalError, match="not a model listing"):
         OpenAILLM(settings, "t").check()
+
+
+@pytest.mark.parametrize(
+    "broken, needle",
+    [
+        ("per-token", "answered embeddings with one vector per token (6 vectors for one input)"),
+        ("ragged", "answered embeddings with vectors of different lengths (255, 256)"),
+        ("no-data", "answered embeddings with 0 embeddings for 2 inputs"),
+    ],
+)
+def test_the_check_before_a_run_embeds_two_inputs_and_names_a_bad_shape(
+    make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch, broken: str, needle: str
+) -> None:
+    """llama.cpp's server without pooling answers embeddings with a vector per token: the
+    check says so in one line, with the fix, before any objective exists."""
+    server = make_standin(faults=Faults(broken=broken))
+    llm = provider(server, monkeypatch)
+    with pytest.raises(LLMFatalError) as info:
+        llm.check()
+    message = str(info.value)
+    assert needle in message and server.base_url in message and "\n" not in message
+    assert ("--pooling mean" in message) == (broken == "per-token")
+    assert "text-embedding-3-small" in message  # which flag to look at
+    assert len([c for c in server.calls if c.kind == "embeddings"]) == 1  # two inputs in one
+
+
+def test_the_check_returns_what_its_embeddings_cost(
+    standin: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    llm = provider(standin, monkeypatch)
+    spent = llm.check()
+    (call,) = [c for c in standin.calls if c.kind == "embeddings"]
+    assert spent == call.prompt_tokens > 0
+
+
+def test_vectors_that_change_dimension_mid_run_are_a_malformed_reply(
+    standin: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    llm = provider(standin, monkeypatch)
+    llm.embed(["a task"])
+    standin.faults.dimension = 128
+    with pytest.raises(LLMError) as info:
+        llm.embed(["another task"])
+    assert info.value.malformed
+    assert info.value.fault.endswith("vectors of 128 dimensions where earlier ones had 256")
+    standin.faults.broken = "per-token"
+    with pytest.raises(LLMError) as again:
+        llm.embed(["a third task"])
+    assert "one vector per token" in again.value.fault and "\n" not in str(again.value)
+
+
+def test_the_server_counts_calibrate_the_estimate(
+    standin: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open model has no tiktoken encoding: the estimate starts at 3 bytes a token, then
+    follows what the server reports for the prompts it was sent (the stand-in counts 3 bytes
+    a token, rounded up per prompt: the calibrated estimate keeps a margin above it)."""
+    llm = provider(standin, monkeypatch, model="smollm2-unknown-to-tiktoken")
+    assert not llm.tokenizer.exact and llm.tokenizer.bytes_per_token == 3.0
+    prompt = agents.creation_prompt("Grow tomatoes " * 40, [], [], llm.tokenizer, 4000)
+    for _ in range(3):
+        llm.complete(prompt, 20)
+    counted = sum(c.prompt_tokens for c in standin.calls)
+    sent = 3 * len(prompt.encode())
+    assert counted >= 500 and llm.tokenizer.bytes_per_token == pytest.approx(
+        sent / counted / 1.15, rel=0.01
+    )
+    assert llm.tokenizer.count(prompt) > standin.calls[-1].prompt_tokens  # still errs high

@@ -283,13 +283,24 @@ def test_prioritization_beside_creation_loses_and_duplicates_nothing() -> None:
     assert snap.unplanned == 0 and len(board.task_texts()) == 12 + 24
 
 
-@pytest.mark.parametrize("broken", ["html", "no-choices", "null-content", "no-data", "down"])
+@pytest.mark.parametrize(
+    "broken, ended",
+    [
+        ("html", "twice in a row"),
+        ("no-choices", "twice in a row"),
+        ("null-content", "twice in a row"),
+        ("no-data", "twice in a row"),
+        ("per-token", "twice in a row"),
+        ("down", f"planning failed {loop.MAX_FAILURES} times"),
+    ],
+)
 def test_a_model_server_that_keeps_failing_ends_the_objective_as_failed_in_one_line(
-    make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch, broken: str
+    make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch, broken: str, ended: str
 ) -> None:
     """Every planning call (creation, the index's embeddings, the completion check) fails the
-    same way: the planner retries with pauses, then stops the objective as `failed` with the
-    fault's one line; the results already in stay."""
+    same way: the planner stops the objective as `failed` with the fault's one line — at the
+    second reply malformed the same way (no pause mends a server's shape), after retries with
+    pauses for a server that is down; the results already in stay."""
     server = make_standin(faults=Faults(broken="" if broken == "down" else broken))
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "k")
@@ -307,5 +318,5 @@ def test_a_model_server_that_keeps_failing_ends_the_objective_as_failed_in_one_l
     p.run()
     state, reason, detail = board.state()
     assert (state, reason) == (State.FINISHED, Reason.FAILED)
-    assert f"planning failed {loop.MAX_FAILURES} times" in detail and server.base_url in detail
+    assert ended in detail and server.base_url in detail
     assert "\n" not in detail and [r.text for r in board.results()] == ["the seed's result"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import tiktoken
@@ -105,3 +107,74 @@ def test_an_objective_without_an_encoding_estimates_at_once_and_silently(
         tok = tokens.for_model("gpt-4o-mini", False)
     tokens.for_model.cache_clear()
     assert not tok.exact and not caplog.records
+
+
+def tokenizer_json(path: Path) -> Path:
+    """A real Hugging Face tokenizer.json, trained here on a few lines (an open model's own
+    cannot be downloaded on this machine): byte-level BPE, as Llama-family models use."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["Grow tomatoes on a balcony in pots with sun and water."] * 50
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(corpus, trainer)
+    tok.save(str(path / "tokenizer.json"))
+    return path / "tokenizer.json"
+
+
+def test_an_open_models_tokenizer_json_counts_and_trims_exactly(tmp_path: Path) -> None:
+    pytest.importorskip("tokenizers", reason="coop[tokenizers] is not installed")
+    from tokenizers import Tokenizer
+
+    path = tokenizer_json(tmp_path)
+    tokens.for_model.cache_clear()
+    tok = tokens.for_model("smollm2", True, str(path))
+    tokens.for_model.cache_clear()
+    reference = Tokenizer.from_file(str(path))
+    text = "Grow tomatoes on a balcony, and write a guide: 🍅 in pots."
+    assert tok.exact and tok.count(text) == len(reference.encode(text).ids)
+    assert tok.count("tomatoes") < tok.count("xqzvw jkpq")  # learnt words are single tokens
+    trimmed = tok.trim(text, 5)
+    assert tok.count(trimmed) <= 5 and text.startswith(trimmed)
+    tok.calibrate(10_000, 100)  # a codec's count is exact: the server's does not change it
+    assert tok.count(text) == len(reference.encode(text).ids)
+
+
+def test_a_tokenizer_that_cannot_be_had_falls_back_to_the_estimate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A name not in the local Hugging Face cache (nothing is downloaded here), or the library
+    not installed: one warning that says so, and the estimate."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    tokens.for_model.cache_clear()
+    tokens._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="coop.tokens"):
+        tok = tokens.for_model("open-model-a", True, "HuggingFaceTB/SmolLM2-135M-Instruct")
+        monkeypatch.setitem(sys.modules, "tokenizers", None)  # as if not installed
+        missing = tokens.for_model("open-model-b", True, str(tmp_path / "tokenizer.json"))
+    tokens.for_model.cache_clear()
+    assert not tok.exact and not missing.exact
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and all("--tokenizer" in m for m in said)
+    assert "pip install 'coop[tokenizers]'" in said[1]
+
+
+def test_the_estimate_is_calibrated_by_the_servers_counts() -> None:
+    """A model whose tokens are denser than the first guess (2 bytes a token): the estimate
+    counts more once the server has counted enough, and keeps a margin; a few counts do not
+    move it, and nonsense stays within bounds."""
+    tok = tokens.estimating("open")
+    text = "x" * 300
+    assert tok.count(text) == 100
+    tok.calibrate(400, 200)
+    assert tok.count(text) == 100  # fewer than CALIBRATE_AFTER tokens counted: not yet
+    tok.calibrate(1600, 800)
+    assert tok.bytes_per_token == pytest.approx(2 / tokens.MARGIN)
+    assert tok.count(text) == 173 and tok.count(tok.trim(text * 10, 50)) <= 50
+    tok.calibrate(10**9, 1)
+    assert tok.bytes_per_token <= tokens.BYTES_PER_TOKEN_RANGE[1]

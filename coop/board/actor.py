@@ -159,6 +159,8 @@ class Board:
         self._tasks.add(d["tasks"], hold=bool(d.get("hold")))
         self._progress.exact_duplicates += d.get("exact", 0)
         self._progress.near_duplicates += d.get("near", 0)
+        for _, why in d.get("refused", ()):  # a journal from before refusals has none
+            self._count(self._progress.refused, why)
         planned = d.get("planned")
         if isinstance(planned, list):
             self._acks.ack(planned, len(self._results))
@@ -250,6 +252,13 @@ class Board:
     def _on_progress(self, d: dict[str, Any]) -> None:
         for key in ("stalls", "replans", "repeating", "checks"):
             setattr(self._progress, key, d[key])
+
+    def _on_unreadable(self, d: dict[str, Any]) -> None:
+        self._count(self._progress.unreadable, d["kind"])
+
+    @staticmethod
+    def _count(counts: dict[str, int], key: str) -> None:
+        counts[key] = counts.get(key, 0) + 1
 
     def _on_planner(self, d: dict[str, Any]) -> None:
         pass  # a record of who planned when; the claim itself lives only while it is renewed
@@ -390,7 +399,11 @@ class Board:
             workers=list(self._workers.values()),
             usage=dict(self._budget.usage),
             planner=planner,
-            progress=replace(self._progress),
+            progress=replace(
+                self._progress,
+                refused=dict(self._progress.refused),
+                unreadable=dict(self._progress.unreadable),
+            ),
             settings=self.settings,
             awaiting=len(t.unapproved),
             answer=self._answers[-1] if self._answers else None,
@@ -470,6 +483,7 @@ class Board:
         hold: bool = False,
         near_duplicates: int = 0,
         needs: Sequence[Sequence[str]] = (),
+        refused: Sequence[tuple[str, str]] = (),
     ) -> AddReport:
         """Append new tasks, rejecting any whose normalized text the board has seen.
 
@@ -478,7 +492,7 @@ class Board:
         mid-batch leaves the batch wholly unplanned, never half, and a completion is never
         acknowledged twice (concurrent batches hold disjoint completions). It also passes how
         many proposals it rejected itself as near-duplicates, to be counted with the exact
-        ones.
+        ones, and the lines it refused as no tasks at all, each with its reason (`Refusal`).
         """
         self._settle()
         self._check_planner(planner)
@@ -487,7 +501,7 @@ class Board:
         )
         rows, duplicates = screened.rows, screened.duplicates
         acked = [s for s in planned or () if s not in self._acks and s < len(self._results)]
-        if rows or acked or duplicates or near_duplicates:
+        if rows or acked or duplicates or near_duplicates or refused:
             self._emit(
                 EventKind.ADDED,
                 tasks=[list(r) for r in rows],
@@ -495,6 +509,7 @@ class Board:
                 exact=len(duplicates),
                 near=near_duplicates,
                 hold=hold,
+                **({"refused": [list(r) for r in refused]} if refused else {}),
             )
         return AddReport(
             [replace(self._tasks.tasks[r[0]]) for r in rows], duplicates, screened.repeats
@@ -526,6 +541,11 @@ class Board:
             repeating=progress.repeating,
             checks=progress.checks,
         )
+
+    def record_unreadable(self, planner: str, kind: str, text: str) -> None:
+        """A model reply of `kind` the planner could not read, with its start (`text`)."""
+        self._check_planner(planner)
+        self._emit(EventKind.UNREADABLE, instance=planner, kind=kind, text=text)
 
     def amend(self, planner: str, changes: dict[str, Any]) -> bool:
         """New caps (`RunSettings.REOPENABLE`) from `coop start --resume`; a finished

@@ -211,6 +211,7 @@ class BoardClient:
     approve = _waited(Board.approve)
     drop = _waited(Board.drop)
     record_progress = _waited(Board.record_progress)
+    record_unreadable = _waited(Board.record_unreadable)
     reorder = _waited(Board.reorder)
     plan_view = _waited(Board.plan_view)
     amend = _waited(Board.amend)

@@ -28,7 +28,7 @@ from coop.llm import LLMFatalError, make_llm
 from coop.planner.jobs import Review
 from coop.planner.loop import Planner
 from coop.planner.synthesis import synthesize
-from coop.types import Answer, Reason, Snapshot
+from coop.types import Answer, Kind, Reason, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,10 @@ def start(
     again with them)."""
     name = cluster.instance_name()
     root = journal.state_dir()
+    checked = 0  # tokens the check of the model spent: charged once the board is open
     if not (resume or standby):  # a missing key, model or memory fails here, before anything
         probe = make_llm(settings, name)
-        probe.check()
+        checked = probe.check()
         memories.check(settings, root)
         # decided once for the objective: workers do not try for an encoding the planner lacks
         settings = replace(settings, exact_tokens=probe.tokenizer.exact)
@@ -101,8 +102,10 @@ def start(
     oid = board.objective_id
     llm = make_llm(settings, name)
     if resume or standby:  # settings from the board: its model and memory are checked now
-        llm.check()
+        checked = llm.check()
         memories.check(settings, root)
+    if checked:
+        board.record_usage(name, Kind.EMBEDDING.value, checked, 0)
     stop = cluster.stop_on_signals()
     log.info("objective %s — model: %s — journal in %s", oid, llm.label, root)
     log.info(

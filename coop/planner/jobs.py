@@ -17,11 +17,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from coop import agents
+from coop import agents, screen
 from coop import constants as C
 from coop.calls import Context, ask
 from coop.llm import LLMContextError
 from coop.planner.index import TaskIndex
+from coop.text import one_line
 from coop.types import Kind, Result, Task
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Outcome:
     novel: bool = False  # a planned result said something no earlier result said
     met: bool = False  # the completion check's verdict
     why: str = ""
+    unreadable: bool = False  # the check's reply could not be read
 
 
 class Jobs:
@@ -65,8 +67,10 @@ class Jobs:
         `wanted`: how many tasks the swarm can use now; `abilities`: what its workers can do
         (a task that needs some of it says so); both said in the prompt."""
         _, window = self.ctx.board.pending_window(C.PLANNER_TASK_WINDOW)
+        sent: list[str] = []
         try:
             answer = self._ask(
+                sent,
                 Kind.CREATION,
                 lambda budget: agents.creation_prompt(
                     self.ctx.objective,
@@ -86,7 +90,7 @@ class Jobs:
             )
             answer = ""
         seqs = [r.seq for r in batch]
-        out = self._propose(Outcome(Job.CREATE, batch), answer, batch[-1].task_id, seqs)
+        out = self._propose(Outcome(Job.CREATE, batch), answer, batch[-1].task_id, seqs, sent)
         log.info(
             "planned %d result(s): %d new task(s) of %d proposed",
             len(batch),
@@ -106,12 +110,15 @@ class Jobs:
         version, window = self.ctx.board.pending_window(C.PRIORITIZE_WINDOW)
         if len(window) >= 2:
             answer = self._ask(
+                [],
                 Kind.PRIORITIZATION,
                 lambda budget: agents.prioritization_prompt(
                     self.ctx.objective, window, self.ctx.llm.tokenizer, budget
                 ),
             )
             order, unknown = agents.parse_order(answer, window)
+            if not order and answer.strip():
+                self._unreadable(Kind.PRIORITIZATION, answer)
             if order:
                 moved = self.ctx.board.reorder(version, order)
                 log.info(
@@ -126,6 +133,7 @@ class Jobs:
         recent = self.ctx.board.results(max(0, completed - 5))
         pulse = self.ctx.board.pulse()
         answer = self._ask(
+            [],
             Kind.COMPLETION_CHECK,
             lambda budget: agents.completion_prompt(
                 self.ctx.objective,
@@ -138,6 +146,9 @@ class Jobs:
             ),
         )
         met, why = agents.parse_completion(answer)
+        if met is None:
+            self._unreadable(Kind.COMPLETION_CHECK, answer)
+            return Outcome(Job.CHECK, unreadable=True, why=one_line(answer, 120))
         log.info(
             "completion check after %d task(s): %s%s",
             completed,
@@ -151,25 +162,60 @@ class Jobs:
         completed = self.ctx.board.pulse().completed
         since = max(0, completed - C.REPLAN_HISTORY)  # the prompt keeps the newest that fit
         done = [r.task for r in self.ctx.board.results(since)]
+        sent: list[str] = []
         answer = self._ask(
+            sent,
             Kind.CREATION,
             lambda budget: agents.replan_prompt(
                 self.ctx.objective, done, self.ctx.llm.tokenizer, budget
             ),
         )
-        return self._propose(Outcome(Job.REPLAN), answer, None, None)
+        return self._propose(Outcome(Job.REPLAN), answer, None, None, sent)
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _ask(self, kind: Kind, build: Callable[[int], str]) -> str:
-        return ask(self.ctx, kind, build)
+    def _ask(self, sent: list[str], kind: Kind, build: Callable[[int], str]) -> str:
+        """The model's answer; the prompt it answered is appended to `sent`."""
+
+        def built(budget: int) -> str:
+            prompt = build(budget)
+            sent[:] = [prompt]
+            return prompt
+
+        return ask(self.ctx, kind, built)
+
+    def _unreadable(self, kind: Kind, answer: str) -> None:
+        """A reply no parser could read: counted on the board, with its start, for the tape."""
+        log.warning("%s reply not understood: %r", kind.value, one_line(answer, 120))
+        self.ctx.board.record_unreadable(self.ctx.name, kind.value, one_line(answer, 200))
 
     def _propose(
-        self, out: Outcome, answer: str, parent: int | None, planned: list[int] | None
+        self,
+        out: Outcome,
+        answer: str,
+        parent: int | None,
+        planned: list[int] | None,
+        sent: Sequence[str] = (),
     ) -> Outcome:
         """Add what a creation or replanning answer proposes (with `planned`, the
-        acknowledgement of the completions it came from)."""
-        needs = dict(agents.parse_needs(t) for t in agents.parse_tasks(answer))
+        acknowledgement of the completions it came from); lines that are not tasks (`sent`:
+        the prompt they answer) are refused."""
+        own = agents.instructions(sent[0]) if sent else []
+        needs: dict[str, list[str]] = {}
+        refused: list[tuple[str, str]] = []
+        for line in agents.parse_tasks(answer):
+            task, caps = agents.parse_needs(line)
+            why = screen.refusal(task, self.ctx.objective, own)
+            if why is None:
+                needs[task] = caps
+            else:
+                refused.append((line, why.value))
+        if refused:
+            log.info(
+                "refused %d proposal(s) that are not tasks: %s",
+                len(refused),
+                "; ".join(f"{one_line(t, 60)!r} ({why})" for t, why in refused),
+            )
         proposals = list(needs)
         with self._commit:
             fresh, near = self.index.split(proposals)
@@ -181,6 +227,7 @@ class Jobs:
                 hold=self.ctx.settings.approve,
                 near_duplicates=len(near),
                 needs=[needs.get(t, []) for t in fresh],
+                refused=refused,
             )
             self.index.add([t.text for t in report.added])
             if report.added and self.review is not None:

@@ -63,6 +63,9 @@ YIELD_START = 3.0
 """Tasks a creation call is expected to bring before any has returned; then the running mean."""
 TICK = C.POLL_MIN
 """Seconds the coordinator waits for a job to finish before it looks at the board again."""
+UNREADABLE_CHECKS = 3
+"""Completion checks in a row whose reply could not be read before the objective stops as
+stalled: a model that cannot answer the check in JSON would otherwise be asked until a cap."""
 STUCK_PATIENCE = 60.0
 """Seconds that only tasks no live worker can do are left before that counts as a stall: time
 for a worker that can do them to join."""
@@ -90,6 +93,8 @@ class Planner:
         self._checked = -1  # completions at the last check of a dry list (-1: none yet)
         self._milestone = 0  # completions // CHECK_EVERY at the last periodic check
         self._failures = 0
+        self._fault = ""  # the last failure's fault, to tell the same malformed reply twice
+        self._unread = 0  # completion checks in a row whose reply could not be read
         self._resume_at = 0.0  # no new calls before this (after a failure)
         self._pool: ThreadPoolExecutor | None = None
         self._stuck_since = time.monotonic()  # last stall counted for tasks nobody can do
@@ -300,7 +305,7 @@ class Planner:
             self._queue.extendleft(reversed(batch))  # unacknowledged: planned on the retry
             self._failed(exc)
             return
-        self._failures = 0
+        self._failures, self._fault = 0, ""
         if job is Job.CREATE:
             self._yield += (len(out.added) - self._yield) / 4  # a running mean of what calls bring
             self._ledger(out.added != [] or out.novel, out.proposed, out.repeats)
@@ -315,12 +320,25 @@ class Planner:
         elif job is Job.CHECK:
             self.progress.checks += 1
             self._record()
+            self._unread = self._unread + 1 if out.unreadable else 0
             if out.met:
                 self.board.stop(Reason.DONE, out.why)
+            elif self._unread >= UNREADABLE_CHECKS:
+                self.board.stop(
+                    Reason.STALLED,
+                    f"the model's completion check could not be read {self._unread} times "
+                    f"in a row (last: {out.why!r}); it did not answer in JSON",
+                )
 
     def _failed(self, exc: LLMError) -> None:
-        """A planning call failed after the client's retries: pause, then try again."""
+        """A planning call failed after the client's retries: pause, then try again — unless
+        the server answered malformed the same way twice in a row, which no pause mends."""
         self._failures += 1
+        again, self._fault = exc.malformed and exc.fault == self._fault, exc.fault
+        if again:
+            log.error("%s", exc)
+            self.board.stop(Reason.FAILED, f"{exc.fault}, twice in a row")
+            return
         if self._failures >= MAX_FAILURES:
             log.error("%s", exc)
             self.board.stop(Reason.FAILED, f"planning failed {self._failures} times: {exc}")

@@ -12,6 +12,11 @@ citations, and the notes are synthesized in turn: hierarchically, every prompt w
 `--max-prompt-tokens`. Notes may take a third of a prompt's room, so that every level packs at
 least three of them into one prompt and the levels always converge.
 
+An answer that is degenerate — one line over and over, the prompt echoed back, placeholder
+citations (degenerate.py) — is asked for once more, told what was wrong with it; a second
+degenerate answer is kept, marked with its `flaw`, for status, the report and
+`coop results --final` to say so. Only citations of the run's own tasks are counted.
+
 Every call is an ordinary counted, rate-limited call. Before the first, the whole synthesis's
 likely cost is held against what is left of the budget, so a run stopped by a cap gets its
 answer only if `--synthesis-reserve` kept room for it, and says so if not.
@@ -24,7 +29,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 
-from coop import agents
+from coop import agents, degenerate
 from coop import constants as C
 from coop.calls import Context, ask
 from coop.llm import LLMContextError, LLMError
@@ -61,14 +66,19 @@ def synthesize(
     if short:
         return Answer(missing=f"{short}; keep part of a cap for it with --synthesis-reserve")
     try:
-        text = _write(ctx, items, groups, ended)
+        last = _condense(ctx, items, groups)
+        body, met, flaw = _final(ctx, last, ended, "")
+        if flaw and not ctx.board.budget_short(*_price(ctx, [last])):
+            log.warning("the model's answer %s; asking once more", flaw)
+            body, met, flaw = _final(ctx, last, ended, flaw)
     except (LLMError, LLMContextError) as exc:
         return Answer(missing=f"the synthesis call failed: {exc}")
-    body, met = agents.parse_synthesis(text)
     if not body:
         return Answer(missing="the model's answer was empty")
+    if flaw:
+        log.warning("the model's answer %s: kept, and marked so", flaw)
     cited = sorted({int(n) for n in _CITED.findall(body)} & {r.task_id for r in results})
-    return Answer(text=body, cited=cited, met=met)
+    return Answer(text=body, cited=cited, met=met, flaw=flaw)
 
 
 def group(items: Sequence[str], size: Callable[[list[str]], int], room: int) -> list[list[str]]:
@@ -82,25 +92,37 @@ def group(items: Sequence[str], size: Callable[[list[str]], int], room: int) -> 
     return groups
 
 
-def _write(ctx: Context, items: list[str], groups: list[list[str]], ended: str) -> str:
-    """Synthesize; while the items take several prompts, condense each group to notes first."""
+def _condense(ctx: Context, items: list[str], groups: list[list[str]]) -> list[str]:
+    """The items of the answer's one prompt: while the items take several prompts, each
+    group is condensed to notes first."""
     while len(groups) > 1:
         log.info("synthesis: %d item(s) in %d prompts, condensed first", len(items), len(groups))
-        items = [_ask(ctx, part, index, "") for index, part in enumerate(groups, 1)]
+        items = [_ask(ctx, part, index, "", "")[0] for index, part in enumerate(groups, 1)]
         groups = group(items, lambda part: _size(ctx, part), _room(ctx))
-    return _ask(ctx, groups[0], 0, ended)
+    return groups[0]
 
 
-def _ask(ctx: Context, part: list[str], index: int, ended: str) -> str:
-    """One synthesis call: the answer (`index` 0), or the notes of group `index`."""
-    return ask(
-        ctx,
-        Kind.SYNTHESIS,
-        lambda budget: agents.synthesis_prompt(
-            ctx.objective, part, index, ctx.llm.tokenizer, budget, ended
-        ),
-        answer_tokens=_note_tokens(ctx) if index else None,
-    )
+def _final(ctx: Context, part: list[str], ended: str, flaw: str) -> tuple[str, bool | None, str]:
+    """The answer from `part` (told the last one's `flaw`, if any): its body, whether the
+    model judged the objective met, and what makes it degenerate ("" if nothing)."""
+    text, prompt = _ask(ctx, part, 0, ended, flaw)
+    body, met = agents.parse_synthesis(text)
+    return body, met, degenerate.flaw(body, agents.instructions(prompt))
+
+
+def _ask(ctx: Context, part: list[str], index: int, ended: str, flaw: str) -> tuple[str, str]:
+    """One synthesis call: the answer (`index` 0), or the notes of group `index`; with the
+    prompt it answered."""
+    sent = [""]
+
+    def build(budget: int) -> str:
+        sent[0] = agents.synthesis_prompt(
+            ctx.objective, part, index, ctx.llm.tokenizer, budget, ended, flaw
+        )
+        return sent[0]
+
+    text = ask(ctx, Kind.SYNTHESIS, build, answer_tokens=_note_tokens(ctx) if index else None)
+    return text, sent[0]
 
 
 def _note_tokens(ctx: Context) -> int:

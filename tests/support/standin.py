@@ -3,7 +3,10 @@
 Serves /v1/chat/completions, /v1/embeddings and /v1/models with answers from coop's simulator
 (so coop's agents get well-formed replies), configurable latency, and injectable faults: 429
 with Retry-After, 500, slow replies, malformed text, and replies that break the API's promises
-(an HTML page with status 200, no choices, no embeddings, a null message, no usage). Every
+(an HTML page with status 200, no choices, no embeddings, a null message, no usage, vectors per
+token as llama.cpp sends them without pooling, ragged vectors). It can also answer as real
+small models do: HTML-escaped text (`&#34;` for quotes, as a llama.cpp chat template did) and
+scripted replies per agent kind (a looping answer, the prompt's own instructions). Every
 request is recorded with its agent kind and the X-Coop-Instance header, so tests can tell which
 coop process made which call.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import json
 import random
 import threading
@@ -36,9 +40,10 @@ from coop.constants import INSTANCE_HEADER, PROMPT_MARKERS
 from coop.simulate import Simulator, lexical_embedding
 
 MALFORMED = "Sorry!! I cannot <<format>> that ~~ as a list ~~ \x00 }{"
-BROKEN = ("html", "no-choices", "no-data", "null-content", "no-usage")
+BROKEN = ("html", "no-choices", "no-data", "null-content", "no-usage", "per-token", "ragged")
 """Ways `Faults.broken` breaks every successful reply: an HTML page with status 200 (a proxy's
-error page), no `choices`, no embeddings `data`, a `null` message, no `usage`."""
+error page), no `choices`, no embeddings `data`, a `null` message, no `usage`, one vector per
+token of each input (llama.cpp without `--pooling`), vectors whose lengths differ."""
 HTML_PAGE = "<html><body><h1>502 Bad Gateway</h1><p>upstream unavailable</p></body></html>"
 
 
@@ -53,6 +58,8 @@ class Faults:
     poison: str | None = None  # prompts containing this text always get a 500
     context_limit: int = 0  # prompts over this many tokens get a 400 context_length_exceeded
     broken: str = ""  # one of BROKEN: every successful reply broken that way
+    escape: bool = False  # chat replies HTML-escaped, quotes as &#34; (a llama.cpp template)
+    dimension: int = 0  # embeddings cut to this many numbers (a server whose model changed)
 
 
 @dataclass
@@ -82,6 +89,9 @@ class StandIn:
     models: tuple[str, ...] = ()  # when set, other models get 404, and /models lists them
     seed: int = 0
     send_usage: bool = True  # some compatible servers omit `usage`
+    scripted: dict[str, list[str]] = field(default_factory=dict)
+    """Replies by agent kind ("synthesis", "creation"…), served in order, the last one again
+    and again: what a real model said, in place of the simulator's."""
     calls: list[Call] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -258,6 +268,9 @@ class StandIn:
         asked: list[tuple[str, dict[str, Any]]] = []
         if self.roll(self.faults.rate_malformed):
             text = MALFORMED
+        elif self.scripted.get(call.kind):
+            replies = self.scripted[call.kind]
+            text = replies.pop(0) if len(replies) > 1 else replies[0]
         elif tools:  # the simulator's tool use, as tool_calls
             text, asked = self.simulator.chat(body.get("messages") or [], tools)
         else:
@@ -265,6 +278,8 @@ class StandIn:
         limit = body.get("max_tokens") or body.get("max_completion_tokens")
         if limit:
             text = self._tokenizer.trim(text, int(limit))
+        if self.faults.escape:
+            text = html.escape(text)
         call.prompt_tokens = self._tokenizer.count(prompt)
         call.completion_tokens = self._tokenizer.count(text) + 10 * len(asked)
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
@@ -307,7 +322,7 @@ class StandIn:
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
         call.prompt_tokens = sum(self._tokenizer.count(t) for t in texts)
         data = [
-            {"object": "embedding", "index": i, "embedding": lexical_embedding(t)}
+            {"object": "embedding", "index": i, "embedding": self._vector(t, i)}
             for i, t in enumerate(texts)
         ]
         reply: dict[str, Any] = {
@@ -321,6 +336,13 @@ class StandIn:
                 "total_tokens": call.prompt_tokens,
             }
         return reply
+
+    def _vector(self, text: str, index: int) -> list[Any]:
+        """An input's embedding, or what `Faults.broken` sends in its place."""
+        if self.faults.broken == "per-token":  # one vector for each word and the start token
+            return [lexical_embedding(w) for w in ["<s>", *text.split()]]
+        vector: list[Any] = lexical_embedding(text)[: self.faults.dimension or None]
+        return vector[: len(vector) - index] if self.faults.broken == "ragged" else vector
 
 
 MakeStandIn = Callable[..., StandIn]
