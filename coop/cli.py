@@ -236,6 +236,12 @@ def cli(quiet: bool) -> None:
     config.SANDBOX_CHOICES,
     "Isolation for the python tool: the strongest the node has, or exactly the one named.",
 )
+@_int(
+    "--scratch-mb",
+    C.DEFAULT_SCRATCH_MB,
+    1,
+    "MiB a python call may write: its /tmp and its /dev/shm, each (RAM, gone with the call).",
+)
 @click.option(
     "--fetch-allow",
     multiple=True,

@@ -64,6 +64,7 @@ class RunSettings:
     tools: tuple[str, ...] = ()  # built-in tools every worker offers (TOOL_CHOICES)
     max_steps: int = C.DEFAULT_MAX_STEPS  # model and tool calls one task may take
     sandbox: str = "auto"  # the isolation the `python` tool asks for
+    scratch_mb: int = C.DEFAULT_SCRATCH_MB  # what a `python` call may write, per tmpfs
     fetch_allow: tuple[str, ...] = ()  # networks `fetch` may reach though not public
     rpm: int = 0  # cluster-wide model requests per minute, 0 for no limit
     tpm: int = 0  # cluster-wide model tokens per minute, 0 for no limit
@@ -119,6 +120,8 @@ class RunSettings:
             )
         if self.sandbox not in SANDBOX_CHOICES:
             raise CoopError(f"unknown --sandbox {self.sandbox!r}: {', '.join(SANDBOX_CHOICES)}")
+        if self.scratch_mb < 1:
+            raise CoopError(f"--scratch-mb {self.scratch_mb}: a python call needs at least 1 MiB")
         for net in self.fetch_allow:
             try:
                 ipaddress.ip_network(net, strict=False)

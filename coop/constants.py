@@ -61,6 +61,9 @@ DEFAULT_MAX_COMPLETION_TOKENS = 700
 DEFAULT_MAX_STEPS = 8
 """Model calls and tool calls one task may take before its attempt fails: a model looping on
 tool calls is stopped, not paid for forever."""
+DEFAULT_SCRATCH_MB = 64
+"""MiB a `python` call may write (its /tmp and its /dev/shm, each a tmpfs): RAM, not the
+node's disk, so several workers at once cannot fill the disk that holds the journal."""
 DEFAULT_SYNTHESIS_RESERVE = 0.05
 """Share of the token and cost caps no task may use, kept for writing the answer at the end."""
 DEFAULT_PLANNER_CALLS = 16

@@ -2,23 +2,26 @@
 and must not read coop's secrets, change the host's files, reach the network or take the node
 down. Isolation comes in levels, strongest first:
 
-- `bubblewrap`: the `bwrap` binary makes new namespaces, a read-only view of the host, private
-  /tmp, /dev and /proc, and masks what holds secrets.
+- `bubblewrap`: the `bwrap` binary makes new namespaces and a new root that holds only what
+  the code needs — the interpreter and the system's libraries, read-only — with private /dev
+  and /proc, and /tmp (the code's working dir) and /dev/shm as size-capped tmpfs.
 - `namespaces`: util-linux `unshare` makes the namespaces and the launcher
-  (coop/sandbox_init.py) makes the same mounts itself, for nodes without bwrap.
-- `process`: resource limits, an empty environment and a scratch cwd, nothing more. Only
-  ever used when asked for by name.
+  (coop/sandbox_init.py) builds the same root itself, for nodes without bwrap.
+- `process`: resource limits, an empty environment, an unprivileged user when coop is root,
+  the seccomp filter and a scratch cwd on the node's disk: no isolation of the host's files
+  or network. Only ever used when asked for by name.
 
 `choose` gives the level asked for, or raises SandboxUnavailable in one line: never a weaker
 level in silence. Whether a level works is found by trying it once per process, since a
 binary can be installed and still fail (user namespaces disabled, an old kernel).
 
-Every run has a fresh scratch dir (the code's cwd and HOME, removed afterwards), an
-environment of SANDBOX_ENV only, and the launcher between the wrapper and the code: it sets
-the limits inside the sandbox, where RLIMIT_NPROC counts this sandbox's processes alone, and
-reports the code's exit status, which `bwrap` and `unshare` would blur. When coop runs as
-root the code runs as NOBODY: RLIMIT_NPROC does not restrain root, and root's own files
-would stay readable to it.
+Every run has fresh scratch space (the code's cwd and HOME, gone afterwards), an environment
+of SANDBOX_ENV only, the seccomp filter of coop/sandbox_filter.py, and the launcher between
+the wrapper and the code: it sets the limits inside the sandbox, where RLIMIT_NPROC counts
+this sandbox's processes alone, holds the code's processes to one CPU budget together, ends
+every one of them with the call, and reports the code's exit status, which `bwrap` and
+`unshare` would blur. When coop runs as root the code runs as NOBODY: RLIMIT_NPROC does not
+restrain root, and root's own files would stay readable to it.
 """
 
 from __future__ import annotations
@@ -43,21 +46,27 @@ from typing import Any, ClassVar, Protocol
 
 from dotenv import find_dotenv
 
+from coop import constants as C
 from coop.errors import CoopError
 from coop.journal import STATE_DIR_ENV
+from coop.sandbox_filter import FilterUnavailable, program
 
 NOBODY = 65534
 """The unprivileged uid and gid a sandbox's code runs as when coop runs as root."""
 INIT_MAP = ["0", "0", "4294967295"]
 """/proc/self/uid_map in the initial user namespace."""
 WORKDIR = "/tmp/work"
-"""Where the scratch dir appears inside bubblewrap and namespaces sandboxes."""
+"""The code's working dir inside bubblewrap and namespaces sandboxes, on their /tmp tmpfs."""
 MAIN = "main.py"
 """The file in the scratch dir that holds the code."""
 LAUNCHER = Path(__file__).with_name("sandbox_init.py")
 """The launcher, run as `python -I -c <its text>`: it needs no path inside the sandbox."""
-TMP = Path("/tmp")
-"""Private in every sandbox with mounts of its own: nothing under it needs masking."""
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+"""The system's programs and libraries, shown read-only in every sandbox with a root of its
+own (as links where the host has links: merged-/usr systems)."""
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives")
+"""What of /etc is shown: the dynamic loader's cache and config, the time zone and Debian's
+alternatives (links to BLAS and the like). Not the rest: users, hosts, services' credentials."""
 SANDBOX_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -80,26 +89,31 @@ BWRAP_USER = ("--unshare-all", "--unshare-user", "--disable-userns")
 BWRAP_ROOT = (
     *("--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"),
     *("--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"),
+    *("--cap-add", "CAP_KILL"),
 )
 """bwrap run by root, which keeps root's capabilities unless told: only those the launcher
-needs to become NOBODY (it then makes the user namespace)."""
-BWRAP_COMMON = (
-    *("--die-with-parent", "--new-session", "--clearenv"),
-    *("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"),
-)
-"""What every bwrap sandbox has: the host read-only, a fresh /proc, a minimal /dev."""
+needs to become NOBODY (the code then makes its user namespace) and to stop the code's
+processes, which run as NOBODY."""
+BWRAP_COMMON = ("--die-with-parent", "--new-session", "--clearenv", "--proc", "/proc")
+"""What every bwrap sandbox has besides its view: a fresh /proc."""
 BINARIES = {"bubblewrap": "bwrap", "namespaces": "unshare"}
 """The binary each wrapped level needs."""
 FIXES = {
     "bubblewrap": "install bubblewrap (apt-get install bubblewrap) and enable unprivileged "
     "user namespaces",
     "namespaces": "it needs util-linux unshare, unprivileged user namespaces and Linux >= 5.12",
-    "process": "the interpreter cannot start a process",
+    "process": "under root the code runs as nobody, who must be able to reach the "
+    "interpreter (install Python outside /root)",
 }
 """What makes each level work."""
 GRACE = 0.5
-"""Seconds output is still read once the code has ended (background processes of a
-`process` sandbox may hold its pipes open)."""
+"""Seconds output is still read once the code has ended."""
+BACKSTOP = 1.0
+"""Seconds past the wall-clock limit before coop stops a run the launcher has not: the
+launcher stops it at the limit, with all its processes."""
+STOP_GRACE = 1.0
+"""Seconds the launcher has to stop every process of a run it is asked to stop (SIGTERM),
+before the wrapper's whole process group is killed."""
 CHUNK = 65536
 """Bytes read from a pipe at a time."""
 PROBE = "print('ok')"
@@ -126,15 +140,22 @@ STRONG = (Isolation.BUBBLEWRAP, Isolation.NAMESPACES)
 
 @dataclass(frozen=True)
 class Limits:
-    """What one run may use. CPU, memory and file size are per process; `processes` counts
-    every task of the sandbox, threads included (not enforced at the `process` level)."""
+    """What one run may use. CPU seconds are for all the run's processes together; memory is
+    per process; `processes` counts every task of the sandbox, threads included (not enforced
+    at the `process` level); `scratch_mb` bounds /tmp (the working dir) and /dev/shm, each a
+    tmpfs — RAM, not disk — at the wrapped levels, and the working dir at the `process`
+    level, where a file may hold no more either."""
 
     cpu_seconds: int = 10
     wall_seconds: float = 30.0
-    memory_mb: int = 512  # also the size of each private tmpfs (/tmp, /dev/shm)
+    memory_mb: int = 512
     processes: int = 64
     output_bytes: int = 64_000  # stdout and stderr together
-    file_mb: int = 64
+    scratch_mb: int = C.DEFAULT_SCRATCH_MB
+
+    @property
+    def scratch_bytes(self) -> int:
+        return self.scratch_mb << 20
 
     def rlimits(self, count_processes: bool) -> dict[str, list[int]]:
         """The launcher's setrlimit calls, by resource name."""
@@ -142,7 +163,7 @@ class Limits:
         pairs = {
             "RLIMIT_CPU": [self.cpu_seconds, self.cpu_seconds + 1],  # SIGXCPU, then SIGKILL
             "RLIMIT_AS": [self.memory_mb * mb] * 2,
-            "RLIMIT_FSIZE": [self.file_mb * mb] * 2,
+            "RLIMIT_FSIZE": [self.scratch_bytes] * 2,
             "RLIMIT_CORE": [0, 0],
         }
         if count_processes:
@@ -163,8 +184,9 @@ class Run:
     stdout: str
     stderr: str
     timed_out: bool = False  # stopped at the wall-clock limit
-    cpu_exceeded: bool = False
+    cpu_exceeded: bool = False  # stopped: its processes used up their CPU time together
     memory_exceeded: bool = False
+    scratch_exceeded: bool = False  # stopped: it wrote more than its scratch space
     truncated: bool = False  # output cut at the limit (the code was then stopped)
     seconds: float = 0.0
 
@@ -172,6 +194,11 @@ class Run:
 class Sandbox(Protocol):
     @property
     def isolation(self) -> Isolation: ...
+
+    @property
+    def python(self) -> str:
+        """The interpreter the code runs on."""
+        ...
 
     def run(self, code: str, limits: Limits = DEFAULT_LIMITS) -> Run: ...
 
@@ -200,96 +227,152 @@ class _Launch:
     fds: tuple[int, ...] = ()  # closed here once the command has started
 
 
+@dataclass(frozen=True)
+class View:
+    """What of the host's files a sandbox with a root of its own shows: `show`, read-only at
+    the same paths, and `links`; inside them, `masks` hidden. Nothing else: no socket, no
+    /run, /var/tmp, /home, /sys."""
+
+    show: tuple[str, ...]
+    links: dict[str, str]
+    masks: tuple[str, ...]
+
+    def isolate(self, limits: Limits) -> dict[str, Any]:
+        """The launcher's `isolate` instructions (namespaces level)."""
+        return {
+            "show_paths": list(self.show),
+            "links": self.links,
+            "masks": list(self.masks),
+            "workdir": WORKDIR,
+            "scratch_bytes": limits.scratch_bytes,
+        }
+
+
 class _Sandbox:
     """A level: what it starts (`launch`); running it, capturing and judging are shared."""
 
     isolation: ClassVar[Isolation]
+    python: str
 
     def run(self, code: str, limits: Limits = DEFAULT_LIMITS) -> Run:
         started = time.monotonic()
-        owner = NOBODY if _root() and self.isolation is not Isolation.PROCESS else None
-        with _scratch_dir(code, owner) as scratch, _status_pipe() as (status_read, status_write):
-            launch = self.launch(scratch, limits, status_write)
-            capture = _execute(launch, status_write, limits, started)
+        with (
+            _code_file(code) as code_fd,
+            _status_pipe() as (status_read, status_write),
+            self.workdir() as cwd,
+        ):
+            spec = _spec(self.python, limits, status_write, code_fd, cwd)
+            launch = self.launch(spec, limits)
+            capture = _execute(launch, (status_write, code_fd), limits, started)
             status = _read_status(status_read)
         return capture.verdict(self.isolation, status, time.monotonic() - started)
 
-    def launch(self, scratch: Path, limits: Limits, status_fd: int) -> _Launch:
+    @contextlib.contextmanager
+    def workdir(self) -> Iterator[str]:
+        """The code's working dir, as the code sees it: on the sandbox's own tmpfs."""
+        yield WORKDIR
+
+    def launch(self, spec: dict[str, Any], limits: Limits) -> _Launch:
         raise NotImplementedError
 
 
 @dataclass(frozen=True)
 class ProcessSandbox(_Sandbox):
-    """Limits, an empty environment and a scratch cwd: no isolation from the host."""
+    """Limits, an empty environment, the filter, an unprivileged user under root and a
+    scratch cwd on the node's disk, watched for size: no isolation from the host."""
 
+    python: str = sys.executable
     isolation: ClassVar[Isolation] = Isolation.PROCESS
 
-    def launch(self, scratch: Path, limits: Limits, status_fd: int) -> _Launch:
-        return _Launch(_python(_spec(limits, status_fd, str(scratch), count_processes=False)))
+    @contextlib.contextmanager
+    def workdir(self) -> Iterator[str]:
+        with _scratch_dir(NOBODY if _root() else None) as path:
+            yield str(path)
+
+    def launch(self, spec: dict[str, Any], limits: Limits) -> _Launch:
+        spec["rlimits"] = limits.rlimits(count_processes=False)
+        spec["watch"]["scratch_bytes"] = limits.scratch_bytes
+        spec["confine"] = {"uid": NOBODY, "userns": False} if _root() else None
+        return _Launch(_python(spec))
 
 
 @dataclass(frozen=True)
 class NamespacesSandbox(_Sandbox):
     """unshare makes the namespaces (a user one unless coop is root, which needs none to make
-    the others); the launcher makes the mounts, then confines the code."""
+    the others); the launcher builds the root, then confines the code."""
 
     binary: str
+    python: str = sys.executable
     isolation: ClassVar[Isolation] = Isolation.NAMESPACES
 
-    def launch(self, scratch: Path, limits: Limits, status_fd: int) -> _Launch:
-        hidden = _masks()
-        isolate = {
-            "scratch": str(scratch),
-            "workdir": WORKDIR,
-            "masks": [str(path) for path in hidden],
-            "keep": [str(path) for path in _shown(hidden)],
-            "tmp_bytes": limits.memory_mb << 20,
+    def launch(self, spec: dict[str, Any], limits: Limits) -> _Launch:
+        spec["isolate"] = _view().isolate(limits)
+        spec["confine"] = {
+            "uid": NOBODY if _root() else None,
+            "userns": True,
+            "seen_as": NOBODY if _root() else os.getuid(),  # not root of unshare's namespace
         }
-        confine = {"uid": NOBODY if _root() else None}
-        spec = _spec(limits, status_fd, WORKDIR, isolate=isolate, confine=confine)
         user = () if _root() else ("--user", "--map-root-user")
         return _Launch([self.binary, *user, *NAMESPACE_FLAGS, "--", *_python(spec)])
 
 
 @dataclass(frozen=True)
 class BubblewrapSandbox(_Sandbox):
-    """bwrap makes the namespaces and the mounts; the launcher confines the code only when
+    """bwrap makes the namespaces and the root; the launcher confines the code only when
     coop is root (bwrap then makes no user namespace)."""
 
     binary: str
+    python: str = sys.executable
     isolation: ClassVar[Isolation] = Isolation.BUBBLEWRAP
 
-    def launch(self, scratch: Path, limits: Limits, status_fd: int) -> _Launch:
-        hidden = _masks()
-        work = os.open(scratch, os.O_PATH)
-        keep = {path: os.open(path, os.O_PATH) for path in _shown(hidden)}
-        tmpfs = ("--size", str(limits.memory_mb << 20), "--perms", "1777", "--tmpfs")
-        confine = {"uid": NOBODY} if _root() else None
+    def launch(self, spec: dict[str, Any], limits: Limits) -> _Launch:
+        view = _view()
+        keep = {path: os.open(path, os.O_PATH) for path in view.show}
+        spec["confine"] = {"uid": NOBODY, "userns": True} if _root() else None
         argv = [
             self.binary,
             *(BWRAP_ROOT if _root() else BWRAP_USER),
             *BWRAP_COMMON,
-            *(*tmpfs, "/tmp", *tmpfs, "/dev/shm"),
-            *_bwrap_masks(hidden, keep),
-            *("--bind-fd", str(work), WORKDIR, "--"),
-            *_python(_spec(limits, status_fd, WORKDIR, confine=confine)),
+            *_bwrap_view(view, keep, limits),
+            "--",
+            *_python(spec),
         ]
-        return _Launch(argv, (work, *keep.values()))
+        return _Launch(argv, tuple(keep.values()))
 
 
-def _bwrap_masks(hidden: list[Path], keep: dict[Path, int]) -> list[str]:
-    """bwrap's options for the masks, the interpreter's dirs shown again inside them (the
-    dirs leading there searchable by all) and the masks then made read-only."""
+def _bwrap_view(view: View, keep: dict[str, int], limits: Limits) -> list[str]:
+    """bwrap's options for the view (each shown path from a descriptor opened here, so a
+    path swapped meanwhile changes nothing), the private /dev, /tmp and /dev/shm, and the
+    root then made read-only."""
     args: list[str] = []
-    for path in hidden:
-        args += ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
     for path, fd in keep.items():
-        for parent in _leading(path, [*hidden, TMP]):
+        for parent in reversed(Path(path).parents[:-1]):
             args += ["--perms", "0755", "--dir", str(parent)]
-        args += ["--ro-bind-fd", str(fd), str(path)]
-    for path in filter(Path.is_dir, hidden):
-        args += ["--remount-ro", str(path)]
-    return args
+        args += ["--ro-bind-fd", str(fd), path]
+    for path, target in view.links.items():
+        args += ["--symlink", target, path]
+    for path in view.masks:
+        args += ["--tmpfs", path, "--remount-ro", path] if Path(path).is_dir() else []
+        args += [] if Path(path).is_dir() else ["--ro-bind", "/dev/null", path]
+    tmpfs = ("--size", str(limits.scratch_bytes), "--perms", "1777", "--tmpfs")
+    return [
+        *args,
+        *("--dev", "/dev", *tmpfs, "/dev/shm", "--remount-ro", "/dev"),
+        *(*tmpfs, "/tmp", "--perms", "1777", "--dir", WORKDIR),
+        *("--remount-ro", "/"),
+    ]
+
+
+def _view() -> View:
+    """The view of every sandbox with a root of its own: the system's dirs, a few files of
+    /etc, the interpreter's installation; the masks of what holds secrets, where those lie
+    inside what is shown (a home dir holding the virtualenv)."""
+    links = {path: os.readlink(path) for path in SYSTEM if os.path.islink(path)}
+    dirs = [Path(path) for path in SYSTEM if os.path.isdir(path) and path not in links]
+    etc = [Path("/etc", name) for name in ETC if os.path.lexists(f"/etc/{name}")]
+    shown = _outermost([*dirs, *etc, *_prefixes()])
+    masks = [path for path in _masks() if _within(path, shown) and path not in shown]
+    return View(tuple(map(str, shown)), links, tuple(map(str, masks)))
 
 
 def _root() -> bool:
@@ -299,35 +382,21 @@ def _root() -> bool:
 
 
 def _masks() -> list[Path]:
-    """What a sandbox with mounts of its own hides: the home dir (keys, ~/.ray, ~/.coop), the
-    state dir, /run (docker's and dbus's sockets…), the .env coop would read, and any dir on
-    the way to the interpreter that others may not search (/root: NOBODY reaches a Python
-    installed there once it is shown again). Those that exist, outermost only, none under
-    the private /tmp."""
+    """What holds secrets: the home dir (keys, ~/.ray, ~/.coop), the state dir, /run
+    (docker's and dbus's sockets…) and the .env coop would read. Those that exist, outermost
+    only."""
     home = Path.home()
     state = Path(os.environ.get(STATE_DIR_ENV) or home / ".coop").expanduser()
     dotenv = find_dotenv(usecwd=True)
     wanted = [home, home / ".ray", state, Path("/run"), *([Path(dotenv)] if dotenv else [])]
-    found = _outermost([*(path.resolve() for path in wanted if path.exists()), *_closed()])
-    return [path for path in found if path != Path("/") and not _within(path, [TMP])]
+    found = _outermost(path.resolve() for path in wanted if path.exists())
+    return [path for path in found if path != Path("/")]
 
 
 def _prefixes() -> list[Path]:
     """The interpreter's installation dirs (a virtualenv's and its base's)."""
     dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     return _outermost(Path(path).resolve() for path in dirs)
-
-
-def _closed() -> Iterator[Path]:
-    """The outermost dir on the way to each of the interpreter's that others may not search."""
-    for prefix in _prefixes():
-        yield from [parent for parent in prefix.parents if not parent.stat().st_mode & 0o001][-1:]
-
-
-def _shown(hidden: list[Path]) -> list[Path]:
-    """The interpreter's dirs that `hidden` or the private /tmp would hide: shown again,
-    read-only."""
-    return [path for path in _prefixes() if _within(path, [*hidden, TMP])]
 
 
 def _outermost(paths: Iterable[Path]) -> list[Path]:
@@ -343,39 +412,28 @@ def _within(path: Path, parents: Iterable[Path]) -> bool:
     return any(path.is_relative_to(parent) for parent in parents)
 
 
-def _leading(path: Path, parents: list[Path]) -> list[Path]:
-    """The dirs between the first of `parents` that holds `path` and `path`, outermost first."""
-    top = next(parent for parent in parents if path.is_relative_to(parent))
-    return [parent for parent in reversed(path.parents) if parent != top and _within(parent, [top])]
+def _spec(python: str, limits: Limits, status_fd: int, code_fd: int, cwd: str) -> dict[str, Any]:
+    """The launcher's instructions (coop/sandbox_init.py says what each means); a level
+    adds its own isolation and confinement."""
+    path = f"{Path(python).parent}:{SANDBOX_ENV['PATH']}"
+    return {
+        "python": python,
+        "main": MAIN,
+        "cwd": cwd,
+        "env": {**SANDBOX_ENV, "HOME": cwd, "PATH": path},
+        "rlimits": limits.rlimits(count_processes=True),
+        "status_fd": status_fd,
+        "code_fd": code_fd,
+        "seccomp": program().hex(),
+        "watch": {"cpu": limits.cpu_seconds, "wall": limits.wall_seconds, "scratch_bytes": None},
+        "isolate": None,
+        "confine": None,
+    }
 
 
-def _spec(
-    limits: Limits,
-    status_fd: int,
-    cwd: str,
-    count_processes: bool = True,
-    isolate: dict[str, Any] | None = None,
-    confine: dict[str, Any] | None = None,
-) -> str:
-    """The launcher's instructions (coop/sandbox_init.py says what each means)."""
-    path = f"{Path(sys.executable).parent}:{SANDBOX_ENV['PATH']}"
-    return json.dumps(
-        {
-            "python": sys.executable,
-            "main": MAIN,
-            "cwd": cwd,
-            "env": {**SANDBOX_ENV, "HOME": cwd, "PATH": path},
-            "rlimits": limits.rlimits(count_processes),
-            "status_fd": status_fd,
-            "isolate": isolate,
-            "confine": confine,
-        }
-    )
-
-
-def _python(spec: str) -> list[str]:
+def _python(spec: dict[str, Any]) -> list[str]:
     """The command that runs the launcher on `spec`."""
-    return [sys.executable, "-I", "-c", _launcher_source(), spec]
+    return [sys.executable, "-I", "-c", _launcher_source(), json.dumps(spec)]
 
 
 @functools.cache
@@ -384,12 +442,23 @@ def _launcher_source() -> str:
 
 
 @contextlib.contextmanager
-def _scratch_dir(code: str, owner: int | None) -> Iterator[Path]:
-    """A fresh private dir holding the code: the only place of the host's a sandbox may
-    write. Removed afterwards, whatever the code made of it."""
+def _code_file(code: str) -> Iterator[int]:
+    """The code in a memfd the launcher inherits and copies into the working dir: no file of
+    the host's holds it, and no size limit of a command line applies."""
+    fd = os.memfd_create("coop-sandbox-code")
+    try:
+        os.write(fd, code.encode("utf-8"))
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _scratch_dir(owner: int | None) -> Iterator[Path]:
+    """A fresh private dir on the node's disk, the `process` level's working dir. Removed
+    afterwards, whatever the code made of it."""
     path = Path(tempfile.mkdtemp(prefix="coop-sandbox-"))
     try:
-        (path / MAIN).write_text(code, encoding="utf-8")
         if owner is not None:
             os.chown(path, owner, owner)
         yield path
@@ -428,7 +497,9 @@ def _read_status(fd: int) -> dict[str, Any] | None:
     return None
 
 
-def _execute(launch: _Launch, status_fd: int, limits: Limits, started: float) -> _Capture:
+def _execute(
+    launch: _Launch, inherited: tuple[int, ...], limits: Limits, started: float
+) -> _Capture:
     """Starts a run, collects its output within the limits and leaves nothing of it running."""
     try:
         proc = subprocess.Popen(
@@ -439,7 +510,7 @@ def _execute(launch: _Launch, status_fd: int, limits: Limits, started: float) ->
             env={},
             cwd="/",
             start_new_session=True,
-            pass_fds=(status_fd, *launch.fds),
+            pass_fds=(*inherited, *launch.fds),
         )
     finally:
         for fd in launch.fds:
@@ -454,7 +525,14 @@ def _execute(launch: _Launch, status_fd: int, limits: Limits, started: float) ->
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Kills the run's process group: the wrapper's death ends its namespaces."""
+    """Ends a run that is still going: asks the wrapper (at the `process` level, the
+    launcher, which then stops every process of the code) to stop, then kills its process
+    group — the wrapper's death ends its namespaces, and every process in them."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(STOP_GRACE)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -475,7 +553,7 @@ class _Capture:
 
     def collect(self) -> None:
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        deadline = self.started + self.limits.wall_seconds
+        deadline = self.started + self.limits.wall_seconds + BACKSTOP
         pidfd = os.pidfd_open(self.proc.pid)
         with selectors.DefaultSelector() as selector:
             selector.register(self.proc.stdout, selectors.EVENT_READ, self.out)
@@ -506,17 +584,20 @@ class _Capture:
 
     def verdict(self, isolation: Isolation, status: dict[str, Any] | None, seconds: float) -> Run:
         """The run as the launcher reported it, or as the wrapper ended when it could not."""
-        code = os.waitstatus_to_exitcode(status["status"]) if status else self.proc.returncode
-        cpu = status["cpu"] if status else 0.0
+        report = status or {"status": None, "stopped": None}
+        ended = report["status"]
+        code = self.proc.returncode if ended is None else os.waitstatus_to_exitcode(ended)
+        stopped = report["stopped"]
         stderr = self.err.decode(errors="replace")
         return Run(
             isolation,
             code,
             self.out.decode(errors="replace"),
             stderr,
-            timed_out=self.timed_out,
-            cpu_exceeded=code == -signal.SIGXCPU or cpu >= self.limits.cpu_seconds,
+            timed_out=self.timed_out or stopped == "wall",
+            cpu_exceeded=stopped == "cpu" or code == -signal.SIGXCPU,
             memory_exceeded=code == 1 and MEMORY_ERROR.match(_last_line(stderr)) is not None,
+            scratch_exceeded=stopped == "scratch",
             truncated=self.truncated,
             seconds=seconds,
         )
@@ -542,6 +623,10 @@ def _strongest() -> Sandbox:
 
 def _attempt(isolation: Isolation) -> _Sandbox | str:
     """The sandbox of that level, or why it cannot run on this node."""
+    try:
+        program()
+    except FilterUnavailable as exc:
+        return str(exc)
     sandbox: _Sandbox = ProcessSandbox()
     if isolation is not Isolation.PROCESS:
         binary = shutil.which(BINARIES[isolation.value])

@@ -1,32 +1,46 @@
 """The launcher that runs first inside a sandbox (coop/sandbox.py starts it): it finishes the
 isolation the wrapper (`bwrap` or `unshare`) began, runs the model's code in a child process
-under resource limits, and reports how that child ended.
+under resource limits and a seccomp filter, watches every process the code starts, and reports
+how the code ended.
 
 The sandbox module cannot do this from outside: the mounts must be made inside the new mount
 namespace, RLIMIT_NPROC only counts per sandbox when it is set inside a user namespace of the
-sandbox's own, and the exit status of the code is lost behind `bwrap` and `unshare`, which
-turn a death by signal into an exit code. So the launcher is the sandbox's first process: it
-forks the code, waits, and writes the child's wait status and CPU time on a pipe.
+sandbox's own, the exit status of the code is lost behind `bwrap` and `unshare`, which turn a
+death by signal into an exit code, and only a process inside can see and stop all of the
+code's processes. So the launcher is the sandbox's first process and the code's subreaper: it
+forks the code, and every process the code starts stays its descendant, even a daemon that
+double-forks; it adds up their CPU time, stops them all when together they pass the CPU limit
+or the wall-clock limit (or the scratch limit, at the `process` level, where no tmpfs bounds
+it), and stops them all when the code ends; then it writes the code's wait status, the CPU
+time and why it stopped it on a pipe.
 
 It is run as `python -I -c <this file's text> <spec>`, so that it works wherever coop is
 installed, even under a directory the sandbox hides; hence it imports only the standard
-library. The spec is JSON: `python`, `cwd`, `env` and `main` (how to exec the code),
-`rlimits` (resource name → [soft, hard]), `status_fd`, `isolate` (the mounts to make, or
-null) and `confine` (null, or `{"uid": …}`: a uid to switch to, or null to stay).
+library. The spec is JSON: `python`, `cwd`, `env` and `main` (how to exec the code), `code_fd`
+(a memfd holding the code, written to `cwd/main`), `rlimits` (resource name → [soft, hard]),
+`status_fd`, `seccomp` (the filter program, hex), `watch` (`cpu` and `wall` seconds, and
+`scratch_bytes` for the cwd, or null), `isolate` (the view to build, or null) and `confine`
+(null, or `{"uid": …, "userns": …, "seen_as": …}`: a uid to switch to, or null to stay,
+whether to enter a user namespace of the code's own, and the uid the code has in it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
 import resource
+import select
+import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 0x1000, 0x4000, 0x40000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_MOVE, MS_REC = 2, 4, 8, 0x1000, 0x2000, 0x4000
+MS_PRIVATE = 0x40000
 """mount(2) flags."""
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 """mount_setattr(2) attributes."""
@@ -36,8 +50,21 @@ AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 """mount_setattr(2)'s dirfd for "relative to the cwd" and its flag for a whole subtree."""
 CLONE_NEWUSER = 0x10000000
 """unshare(2)'s flag for a new user namespace."""
-PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 4, 24, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_CAPBSET_DROP = 1, 4, 22, 24
+PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 36, 38
 """prctl(2) options."""
+SECCOMP_MODE_FILTER = 2
+"""PR_SET_SECCOMP's mode for a BPF program."""
+NEW_ROOT = "/tmp"
+"""Where a namespaces sandbox builds its root before moving it onto /: the host's /tmp, covered
+in the sandbox's mount namespace only."""
+ROOT_BYTES = 1 << 20
+"""The size of the tmpfs that holds a namespaces sandbox's root and its /dev: only dirs,
+links and mount points, read-only once built."""
+TICK = 0.05
+"""Seconds between two looks at the code's processes (their CPU time, the scratch dir)."""
+TICKS = os.sysconf("SC_CLK_TCK")
+"""Clock ticks a second, the unit of the times in /proc/<pid>/stat."""
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 """The host devices a namespaces sandbox's /dev holds, as bubblewrap's --dev does."""
 LINKS = {"fd": "/proc/self/fd", "stdin": "fd/0", "stdout": "fd/1", "stderr": "fd/2"}
@@ -46,6 +73,12 @@ MOUNT_FAILED = 125
 """The launcher's exit code when the sandbox could not be set up (nothing was run)."""
 EXEC_FAILED = 126
 """The code's exit code when it could not be started inside the sandbox."""
+
+
+class SockFprog(ctypes.Structure):
+    """struct sock_fprog of seccomp(2): a BPF program's length and instructions."""
+
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
 
 class MountAttr(ctypes.Structure):
@@ -104,84 +137,134 @@ def hold(path: str) -> int:
     return os.open(path, os.O_PATH | os.O_CLOEXEC)
 
 
-def populate_dev(devices: dict[str, int], size: int) -> None:
-    """A private /dev: the harmless devices, the usual links, a /dev/shm, nothing else."""
-    mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, f"mode=0755,size={size}")
+def populate_dev(devices: dict[str, int], at: str, shm_bytes: int) -> None:
+    """A private /dev: the harmless devices, the usual links, a size-capped /dev/shm, nothing
+    else; read-only but for /dev/shm."""
+    mount("tmpfs", at, "tmpfs", MS_NOSUID | MS_NOEXEC, f"mode=0755,size={ROOT_BYTES}")
     for name, fd in devices.items():
-        Path("/dev", name).touch()
-        bind(fd, f"/dev/{name}")
+        Path(at, name).touch()
+        bind(fd, f"{at}/{name}")
     for name, target in LINKS.items():
-        os.symlink(target, f"/dev/{name}")
-    os.mkdir("/dev/shm", 0o1777)
-    os.chmod("/dev/shm", 0o1777)
+        os.symlink(target, f"{at}/{name}")
+    os.mkdir(f"{at}/shm")
+    mount("tmpfs", f"{at}/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={shm_bytes}")
+    set_attributes(at, MOUNT_ATTR_RDONLY)
 
 
 def mask(path: str, null: int) -> None:
-    """Hides a directory under an empty tmpfs (made read-only later) or a file under
-    /dev/null."""
+    """Hides a directory under an empty read-only tmpfs, or a file under /dev/null."""
     if os.path.isdir(path):
-        mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+        mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=4k")
+        set_attributes(path, MOUNT_ATTR_RDONLY)
     else:
         bind(null, path)
 
 
-def isolate(scratch: str, workdir: str, masks: list[str], keep: list[str], tmp_bytes: int) -> None:
-    """The mounts of a namespaces sandbox: the whole tree read-only, private /tmp, /dev and
-    /proc, the `masks` hidden, the interpreter (`keep`) shown again if they hid it, and the
-    scratch dir, the only writable place of the host's, at `workdir`."""
+def show(fd: int, source: str, target: str) -> None:
+    """Shows what `fd` holds (the host's `source`) read-only at `target`, making the dirs on
+    the way (searchable by all)."""
+    if os.path.isdir(source):
+        os.makedirs(target, 0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+        Path(target).touch()
+    bind(fd, target)
+
+
+def isolate(
+    show_paths: list[str],
+    links: dict[str, str],
+    masks: list[str],
+    workdir: str,
+    scratch_bytes: int,
+) -> None:
+    """The mounts of a namespaces sandbox, as bubblewrap makes them: a new root holding only
+    what the code needs — the host's `show_paths` read-only (the interpreter, its libraries),
+    the `links` (merged-/usr systems), a private /dev and /proc, and /tmp (holding `workdir`)
+    and /dev/shm as tmpfs of `scratch_bytes` each — with the `masks` hidden; nothing else of
+    the host's, so no socket, /run or /var/tmp. The launcher then lives in it too."""
     os.umask(0o022)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    held = {path: hold(path) for path in (scratch, *keep)}
+    held = {path: hold(path) for path in show_paths}
     devices = {name: hold(f"/dev/{name}") for name in DEVICES}
-    set_attributes("/", MOUNT_ATTR_RDONLY, recursive=True)
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={tmp_bytes}")
-    populate_dev(devices, tmp_bytes)
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    root = NEW_ROOT
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,size={ROOT_BYTES}")
+    for path in show_paths:
+        show(held[path], path, root + path)
+    for path, target in links.items():
+        os.makedirs(os.path.dirname(root + path), 0o755, exist_ok=True)
+        os.symlink(target, root + path)
     for path in masks:
-        mask(path, devices["null"])
-    for path in keep:
-        os.makedirs(path, exist_ok=True)
-        bind(held[path], path)
-    for path in filter(os.path.isdir, masks):
-        set_attributes(path, MOUNT_ATTR_RDONLY)
-    os.mkdir(workdir)
-    bind(held[scratch], workdir, writable=True)
+        mask(root + path, devices["null"])
+    os.mkdir(root + "/dev")
+    populate_dev(devices, root + "/dev", scratch_bytes)
+    os.mkdir(root + "/proc")
+    os.mkdir(root + "/tmp")
+    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={scratch_bytes}")
+    os.mkdir(root + workdir)
+    os.chmod(root + workdir, 0o1777)
     for fd in (*held.values(), *devices.values()):
         os.close(fd)
+    os.chdir(root)
+    mount(root, "/", None, MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    set_attributes("/", MOUNT_ATTR_RDONLY)
 
 
 def write(path: str, text: str) -> None:
     Path(path).write_text(text)
 
 
-def confine(uid: int | None) -> None:
+def drop_bounding_set() -> None:
+    """Takes every capability out of the bounding set, so no exec can bring one back."""
+    for cap in range(int(Path("/proc/sys/kernel/cap_last_cap").read_text()) + 1):
+        check(LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "drop capabilities")
+
+
+def confine(uid: int | None, userns: bool, seen_as: int | None = None) -> None:
     """Leaves the code no privilege: switches to `uid` (root's sandboxes run as an
-    unprivileged user, whom RLIMIT_NPROC restrains), then enters a user namespace of its own
-    (where the process limit counts this sandbox only, and which owns none of the mounts) and
-    drops every capability for good."""
+    unprivileged user, whom RLIMIT_NPROC restrains), then, at the wrapped levels, enters a
+    user namespace of its own (where the process limit counts this sandbox only, and which
+    owns none of the mounts), in which it is `seen_as` (the user it really is, rather than
+    root of unshare's namespace); every capability dropped for good either way."""
+    if not userns:
+        drop_bounding_set()  # while still root: it takes CAP_SETPCAP
     if uid is not None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
         check(LIBC.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")  # or /proc/self is root's
-    user, group = os.geteuid(), os.getegid()
-    check(LIBC.unshare(CLONE_NEWUSER), "unshare")
-    write("/proc/self/setgroups", "deny")
-    write("/proc/self/uid_map", f"{user} {user} 1")
-    write("/proc/self/gid_map", f"{group} {group} 1")
-    for cap in range(int(Path("/proc/sys/kernel/cap_last_cap").read_text()) + 1):
-        check(LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "drop capabilities")
+    if userns:
+        user, group = os.geteuid(), os.getegid()
+        inside = user if seen_as is None else seen_as
+        check(LIBC.unshare(CLONE_NEWUSER), "unshare")
+        write("/proc/self/setgroups", "deny")
+        write("/proc/self/uid_map", f"{inside} {user} 1")
+        write("/proc/self/gid_map", f"{inside} {group} 1")
+        drop_bounding_set()
+
+
+def install_filter(program: bytes) -> None:
+    """The seccomp filter (coop/sandbox_filter.py builds it), for this process and all it
+    starts; it takes no_new_privs, which also keeps setuid binaries from raising privilege."""
     check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    prog = SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    check(LIBC.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
 
 
 def start(spec: dict[str, Any]) -> NoReturn:
-    """In the child: confinement, limits, then the code. Never returns."""
+    """In the child: confinement, limits, the filter, then the code. Never returns."""
     try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if spec["confine"] is not None:
-            confine(spec["confine"]["uid"])
+            confine(**spec["confine"])
         for name, pair in spec["rlimits"].items():
             resource.setrlimit(getattr(resource, name), tuple(pair))
         os.chdir(spec["cwd"])
+        install_filter(bytes.fromhex(spec["seccomp"]))
         os.execve(spec["python"], [spec["python"], spec["main"]], spec["env"])
     except BaseException:
         traceback.print_exc()
@@ -189,22 +272,153 @@ def start(spec: dict[str, Any]) -> NoReturn:
         os._exit(EXEC_FAILED)
 
 
+def processes() -> dict[int, tuple[int, str, float]]:
+    """Every process this /proc shows: pid → (parent pid, state, CPU seconds of it and of the
+    children it has reaped)."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                text = Path("/proc", name, "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            fields = text[text.rindex(")") + 2 :].split()
+            seconds = sum(int(value) for value in fields[11:15]) / TICKS
+            table[int(name)] = (int(fields[1]), fields[0], seconds)
+    return table
+
+
+def descendants(table: dict[int, tuple[int, str, float]]) -> list[int]:
+    """This process's descendants in `table`: as their subreaper, every process the code
+    started, whatever it did to leave its parent."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = [], [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def scratch_bytes(path: str) -> int:
+    """What the files under `path` take on disk."""
+    total = 0
+    for parent, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(parent, name)).st_blocks * 512
+    return total
+
+
+class Watch:
+    """The code's processes, from the launcher: their CPU time together, and why they were
+    stopped, if they were."""
+
+    def __init__(self, limits: dict[str, Any], cwd: str) -> None:
+        self.limits, self.cwd = limits, cwd
+        self.deadline = time.monotonic() + limits["wall"]
+        self.child = 0
+        self.status: int | None = None
+        self.why: str | None = None
+        self.asked_to_stop = False
+
+    def ask_to_stop(self, signum: int, frame: Any) -> None:
+        """SIGTERM's handler: the parent wants the run over (or has died)."""
+        self.asked_to_stop = True
+
+    def run(self, child: int) -> dict[str, Any]:
+        """Waits for the code, stopping everything it started when it ends or passes a
+        limit, and reports."""
+        self.child = child
+        pidfd = os.pidfd_open(child)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        while self.status is None and self.why is None:
+            poller.poll(TICK * 1000)
+            self.reap()
+            self.why = self.over()
+        os.close(pidfd)
+        self.stop_all()
+        times = os.times()  # every process of the code has been reaped into these by now
+        cpu = times.children_user + times.children_system
+        return {"status": self.status, "cpu": cpu, "stopped": self.why}
+
+    def over(self) -> str | None:
+        """Which limit the code has passed, if any."""
+        if self.asked_to_stop:
+            return "asked"
+        if self.cpu() > self.limits["cpu"]:
+            return "cpu"
+        if time.monotonic() > self.deadline:
+            return "wall"
+        cap = self.limits["scratch_bytes"]
+        if cap is not None and scratch_bytes(self.cwd) > cap:
+            return "scratch"
+        return None
+
+    def cpu(self) -> float:
+        """CPU seconds the code's processes have used, the living and the reaped."""
+        times = os.times()
+        table = processes()
+        living = sum(table[pid][2] for pid in descendants(table))
+        return times.children_user + times.children_system + living
+
+    def reap(self) -> None:
+        """Collects every ended child (orphans come to the launcher), noting the code's end."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.child:
+                self.status = status
+
+    def stop_all(self) -> None:
+        """SIGKILL to every process left, until none is, then every one reaped."""
+        while True:
+            table = processes()
+            alive = [pid for pid in descendants(table) if table[pid][1] != "Z"]
+            if not alive:
+                break
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            self.reap()
+            time.sleep(0.005)
+        while self.status is None or descendants(processes()):
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == self.child:
+                self.status = status
+
+
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[1])
     status_fd = spec["status_fd"]
     os.set_inheritable(status_fd, False)
+    code = os.pread(spec["code_fd"], os.fstat(spec["code_fd"]).st_size, 0)
+    os.close(spec["code_fd"])
     if spec["isolate"] is not None:
         try:
             isolate(**spec["isolate"])
         except OSError as exc:
             print(f"sandbox setup failed: {exc}", file=sys.stderr)
             return MOUNT_FAILED
+    Path(spec["cwd"], spec["main"]).write_bytes(code)
+    watch = Watch(spec["watch"], spec["cwd"])
+    signal.signal(signal.SIGTERM, watch.ask_to_stop)
+    check(LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0), "parent death signal")
+    check(LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "subreaper")
     child = os.fork()
     if child == 0:
         start(spec)
-    _, status, usage = os.wait4(child, 0)
-    report = {"status": status, "cpu": usage.ru_utime + usage.ru_stime}
-    os.write(status_fd, json.dumps(report).encode())
+    os.write(status_fd, json.dumps(watch.run(child)).encode())
     return 0
 
 

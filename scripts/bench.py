@@ -46,11 +46,12 @@ from coop.memory.weaviate import where as weaviate_where
 from coop.simulate import Simulator
 from coop.text import objective_id
 from coop.types import Lease, Snapshot, Step
+from scripts import bench_sandbox
 from tests.support.cluster import Coop, local_cluster
 from tests.support.standin import StandIn
 
 PLANNER_KINDS = ("creation", "prioritization", "completion-check")
-SECTIONS = ("standin", "board", "scaling", "whole", "planner", "memory", "footprint")
+SECTIONS = ("standin", "board", "scaling", "whole", "planner", "memory", "footprint", "sandbox")
 
 
 def parse() -> argparse.Namespace:
@@ -65,6 +66,9 @@ def parse() -> argparse.Namespace:
     )
     sections = ", ".join(SECTIONS)
     p.add_argument("--only", default="", help=f"sections to run, comma-separated: {sections}")
+    p.add_argument(
+        "--sandbox-before", default="", help="an earlier commit whose sandbox is timed beside"
+    )
     a = p.parse_args()
     a.cycles, a.workers, a.concurrency = 2000, (1, 2, 4, 8), (1, 4)
     a.callers, a.plan_sizes, a.memory_sizes = (1, 2, 4, 8, 16), (50, 500), (1_000, 10_000, 100_000)
@@ -574,6 +578,10 @@ def main() -> int:
             weaviate_memory(a, state, rows)
         if "footprint" in wanted:
             board_footprint(a, state, footprint)
+        if "sandbox" in wanted:
+            calls, rounds = (2, 1) if a.smoke else (30, a.repeats)
+            for measure, result, note in bench_sandbox.rows(a.sandbox_before, calls, rounds):
+                rows.append([measure, result, "", note, ""])
         cpu.stop()
     server.stop()
     if points:

@@ -8,8 +8,11 @@ import os
 # Before anything imports ray: keep every Ray process of the tests on 127.0.0.1.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +20,11 @@ import ray
 from ray.cluster_utils import Cluster
 
 from coop import constants as C
+from coop.sandbox import Isolation, Sandbox
 from coop.simulate import Simulator
 from tests.support.cluster import local_cluster
 from tests.support.procs import STATE_DIR
+from tests.support.sandboxes import STRONG, sandbox_of
 from tests.support.standin import MakeStandIn, StandIn
 from tests.support.weaviate import WeaviateStandIn
 
@@ -85,3 +90,25 @@ def weaviate_standin() -> Iterator[WeaviateStandIn]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(params=STRONG, ids=lambda level: level.value)
+def strong(request: pytest.FixtureRequest) -> Sandbox:
+    """Each sandbox level that must contain the code, that this node can run."""
+    return sandbox_of(request.param)
+
+
+@pytest.fixture(params=list(Isolation), ids=lambda level: level.value)
+def any_level(request: pytest.FixtureRequest) -> Sandbox:
+    """Each sandbox level this node can run."""
+    return sandbox_of(request.param)
+
+
+@pytest.fixture
+def host_dir() -> Iterator[Path]:
+    """A dir of the host's open to all, outside /tmp (every sandbox has its own): only the
+    sandbox can keep the code out of it."""
+    path = Path(tempfile.mkdtemp(prefix="coop-sandbox-test-", dir="/var/tmp"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path)

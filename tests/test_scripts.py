@@ -54,6 +54,7 @@ def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
         "memory: add / top-5 query",
         "board actor,",
         "memory actor,",
+        "sandbox: bubblewrap call, this tree",
     ):
         assert section in table
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

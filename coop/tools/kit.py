@@ -17,7 +17,7 @@ from pathlib import Path
 from coop.board import BoardClient
 from coop.config import TOOL_CHOICES, RunSettings
 from coop.errors import CoopError
-from coop.sandbox import choose
+from coop.sandbox import Limits, choose
 from coop.tools import ToolProvider
 from coop.tools.box import Toolbox
 from coop.tools.fetch import Fetch
@@ -72,7 +72,7 @@ def toolbox(board: BoardClient, settings: RunSettings, kit: Kit) -> tuple[Toolbo
         elif name == "python":
             sandbox = choose(kit.sandbox or settings.sandbox)
             isolation = sandbox.isolation.value
-            providers.append(Python(sandbox))
+            providers.append(Python(sandbox, Limits(scratch_mb=settings.scratch_mb)))
         elif name == "fetch":
             providers.append(Fetch(settings.fetch_allow))
     if kit.mcp:

@@ -10,9 +10,9 @@ from coop.tools import Invocation, ToolOutput, ToolSpec
 
 SPEC = ToolSpec(
     "python",
-    "Run Python 3 code in a sandbox (no network, no files but a scratch dir that is gone "
-    "after the call, limited CPU time and memory) and return what it printed. Print what you "
-    "want to see.",
+    "Run Python 3 code in a sandbox (no network, no files but a small scratch dir that is "
+    "gone after the call, limited CPU time and memory) and return what it printed. Print "
+    "what you want to see.",
     {
         "type": "object",
         "properties": {"code": {"type": "string", "description": "a whole Python program"}},
@@ -50,6 +50,8 @@ def describe(run: Run) -> str:
         how = "stopped: it used up its CPU time"
     elif run.memory_exceeded:
         how = "stopped: it ran out of memory"
+    elif run.scratch_exceeded:
+        how = "stopped: it wrote more than its scratch space"
     elif run.exit_code < 0:
         how = f"killed by signal {-run.exit_code}"
     else:
