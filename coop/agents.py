@@ -131,11 +131,12 @@ NOTES = (
     "only the notes."
 )
 NUDGE = (
-    "\n\nYour last answer {flaw}. Write the answer once, in your own words: no line "
-    "repeated, nothing copied from these instructions, and cite the tasks by their real "
-    "ids as they appear above."
+    "\n\nYour last answer {flaw}. Write it again, once, in your own words: no line "
+    "repeated, nothing copied from these instructions, and no placeholder in brackets where "
+    "a real id or name belongs."
 )
-"""Ends a synthesis prompt asked again because the first answer was degenerate."""
+"""Ends a prompt asked again because the first answer was degenerate (the synthesis), or
+follows that answer in a task's conversation (an execution)."""
 _MET = re.compile(r"^\W*objective met\W*(yes|no)\b.*$", re.IGNORECASE | re.MULTILINE)
 # str.format substitutes values without re-reading them, so braces in an objective are safe.
 

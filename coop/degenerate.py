@@ -38,7 +38,7 @@ MIN_ECHO_WORDS = 5
 _PLACEHOLDER = re.compile(
     r"\[(?:#\s*)?(?:id|n|x|task|task[ _-]?id|\.\.\.|…)\s*\]"  # [#id], [id], [#task]…
     r"|\[file path\]"  # the synthesis prompt's own example
-    r"|\[[a-z]+(?:_[a-z]+)+\]",  # [task_list_name], [plan_name]
+    r"|(?<![\w\]])\[[a-z]+(?:_[a-z]+)+\]",  # [task_list_name], not code's arr[max_index]
     re.IGNORECASE,
 )
 _SENTENCE = re.compile(r"(?<=[.!?:])\s+|\n+")

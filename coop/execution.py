@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from coop import agents
+from coop import agents, degenerate
 from coop.calls import RATE_WAIT_MAX, Context, fitted
 from coop.errors import CoopError
 from coop.llm import Message, ToolCall
@@ -54,6 +54,7 @@ class LeaseLost(CoopError):
 class Done:
     text: str  # the model's answer
     steps: int  # model calls and tool calls it took, replayed ones included
+    flaw: str = ""  # what makes the answer degenerate, when it was kept after a second try
 
 
 @dataclass
@@ -70,6 +71,7 @@ class _Task:
     step: int = 0
     pending: Step | None = None  # finished, and not yet on the board
     saved: Replays = field(default_factory=lambda: Replays(tasks=1))
+    nudged: bool = False  # the model was asked once more for a degenerate answer
 
     def run(self) -> Done:
         cap = self.ctx.settings.max_steps
@@ -78,8 +80,21 @@ class _Task:
             self.step += 1
             text, calls = self._model(specs)
             if not calls:
+                flaw = self._flaw(text)
+                if flaw and not self.nudged and self.step < cap:  # once more, told why
+                    log.info(
+                        "task #%d: the model's result %s; asking once more",
+                        self.lease.task.id,
+                        flaw,
+                    )
+                    self.nudged = True
+                    self.history.append({"role": "assistant", "content": text})
+                    self.history.append(
+                        {"role": "user", "content": agents.NUDGE.format(flaw=flaw).strip()}
+                    )
+                    continue
                 self._close()
-                return Done(text, self.step)
+                return Done(text, self.step, flaw)
             self.history.append(agents.assistant_turn(text, calls))
             for call in calls:
                 if self.step >= cap:  # the model sees why the rest did not run
@@ -117,13 +132,23 @@ class _Task:
         )
         return reply.text, list(reply.tool_calls)
 
+    def _flaw(self, text: str) -> str:
+        """What makes an answer degenerate, judged against the execution prompt's own words
+        (the same on a replay: the prompt is made without context for it)."""
+        ctx, task = self.ctx, self.lease.task
+        template = agents.EXECUTION_WITH_TOOLS if self.tools else agents.EXECUTION
+        bare = agents.execution_prompt(
+            ctx.objective, task.text, [], ctx.llm.tokenizer, 10**9, template
+        )
+        return degenerate.flaw(text, agents.instructions(bare))
+
     def _messages(self, budget: int) -> list[Message]:
         ctx, task = self.ctx, self.lease.task
-        if not self.tools:  # BabyAGI's execution agent, one prompt
+        if not self.tools:  # BabyAGI's execution agent, one prompt (and a nudge, if any)
             prompt = agents.execution_prompt(
                 ctx.objective, task.text, self.context, ctx.llm.tokenizer, budget
             )
-            return [{"role": "user", "content": prompt}]
+            return [{"role": "user", "content": prompt}, *self.history]
         return agents.execution_messages(
             ctx.objective, task.text, self.context, self.history, ctx.llm.tokenizer, budget
         )

@@ -78,6 +78,11 @@ def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
             f"; model replies not understood: {tally(snap.progress.unreadable)}"
             if snap.progress.unreadable
             else ""
+        )
+        + (
+            f"; results kept though degenerate: {tally(snap.progress.flawed)}"
+            if snap.progress.flawed
+            else ""
         ),
         f"- Usage: {total_tokens} tokens, ${total_cost:.4f}"
         + (f" ({estimated} call(s) charged by estimate)" if estimated else ""),
@@ -114,7 +119,9 @@ def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
         lines += [
             f"### {r.seq + 1}. {r.task}",
             "",
-            f"*task #{r.task_id} · {r.worker} · {_when(r.finished_at)}*",
+            f"*task #{r.task_id} · {r.worker} · {_when(r.finished_at)}"
+            + (f" · **the model's result {r.flaw}**" if r.flaw else "")
+            + "*",
             "",
             r.text,
             "",
@@ -142,6 +149,7 @@ def jsonl(snap: Snapshot, results: Sequence[Result]) -> str:
                 "worker": r.worker,
                 "finished_at": r.finished_at,
                 "simulated": simulated,
+                **({"flaw": r.flaw} if r.flaw else {}),
             }
         )
         + "\n"

@@ -30,23 +30,24 @@ FILLER = frozenset(
         *("nothing", "none", "n/a", "na", "nil", "null", "tbd", "todo", "placeholder"),
         *("task", "tasks", "item", "list", "description", "id", "here", "empty"),
         *("new", "no", "more", "yet", "needed", "left", "to", "do", "is", "are", "the"),
+        *("result", "results", "output", "response", "answer"),
     ]
 )
 """Words that a placeholder line is made of, and nothing else: `(nothing)`, `N/A`, `[task]`,
-"No new tasks needed"."""
+"No new tasks needed", and the prompt's labels around one ("Result: 2 (nothing)")."""
 
 
 def refusal(line: str, objective: str, own: Sequence[str]) -> Refusal | None:
     """Why `line` is not a task (None when it may be one). `own`: the sentences and headings
     of the prompt that asked for it (its instructions, not its data)."""
-    said = words(line)
+    said = [w for w in words(line) if not w.isdigit()]  # "(3) Return a list…" is that list
     if not said or set(said) <= FILLER:
         return Refusal.PLACEHOLDER
     if len(line) > LONG_TASK_CHARS:
         return Refusal.LONG
     if said[:1] == ["objective"] and said[1:]:  # "Objective: <the objective>"
         said = said[1:]
-    goal = words(objective)
+    goal = [w for w in words(objective) if not w.isdigit()]
     if said == goal or (len(said) >= MIN_WORDS and _copied(said, goal)):
         return Refusal.OBJECTIVE
     if _restates(said, [words(s) for s in own]):

@@ -83,6 +83,7 @@ def status_view(snap: Snapshot, recent: Sequence[Event] = (), width: int = UNBOU
         f"{p.replans}/{C.MAX_REPLANS}, repeating batches {p.repeating}/{C.LOOP_BATCHES}, "
         f"completion checks {p.checks}"
         + (f"\nunreadable replies: {tally(p.unreadable)}" if p.unreadable else "")
+        + (f"\nresults kept though degenerate: {tally(p.flawed)}" if p.flawed else "")
         + (f"\nanswer: {escape(_answer_line(snap.answer))}" if snap.answer else "")
         + _replay_line(snap)
     )
@@ -299,6 +300,8 @@ def event_line(e: Event) -> str:
         bits.append(f"{d['kind']}: {one_line(d['text'], 80)!r}")
     elif e.kind is EventKind.COMPLETED:
         bits.append(one_line(d["text"], 60))
+        if d.get("flaw"):
+            bits.append(f"[the model's result {d['flaw']}]")
     elif e.kind is EventKind.FAILED:
         bits.append(("dead: " if d["dead"] else "") + one_line(d["error"], 80))
     elif e.kind is EventKind.TOOL:

@@ -165,6 +165,7 @@ class Result:
     worker: str
     seq: int  # order of completion, the planner's cursor
     finished_at: float
+    flaw: str = ""  # kept though degenerate after one more try: "repeats itself"…
 
 
 @dataclass
@@ -286,6 +287,7 @@ class Progress:
     checks: int = 0  # completion checks asked
     refused: dict[str, int] = field(default_factory=dict)  # proposals refused, by Refusal value
     unreadable: dict[str, int] = field(default_factory=dict)  # replies not understood, by Kind
+    flawed: dict[str, int] = field(default_factory=dict)  # results kept though degenerate
 
 
 @dataclass(frozen=True)

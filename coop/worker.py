@@ -126,9 +126,10 @@ class Worker:
         try:
             # from memory once, not once per prompt try
             context = self.ctx.memory.query(task.text, self.ctx.settings.context_k)
-            text = execute(self.ctx, lease, context, self.tools).text
+            done = execute(self.ctx, lease, context, self.tools)
+            text = done.text
             self.ctx.memory.add(task.id, task.text, text, token=lease.token, worker=self.name)
-            outcome, nxt = self._complete(lease, text)
+            outcome, nxt = self._complete(lease, text, done.flaw)
             if outcome is Outcome.STALE:
                 log.warning("task #%d: lease lost before completion; result discarded", task.id)
             else:
@@ -151,16 +152,18 @@ class Worker:
                     self._held[nxt.task.id] = nxt.token
         return nxt
 
-    def _complete(self, lease: Lease, text: str) -> tuple[Outcome, Lease | State | None]:
-        """Record the result (and take the next task in the same call, unless stopping);
-        while the journal refuses writes, keep the task and retry."""
+    def _complete(self, lease: Lease, text: str, flaw: str) -> tuple[Outcome, Lease | State | None]:
+        """Record the result (`flaw`: what makes it degenerate, kept all the same), and take
+        the next task in the same call, unless stopping; while the journal refuses writes,
+        keep the task and retry."""
         pause = 0.5
         while True:
             try:
                 if self.stop.is_set():
-                    return self.board.complete(lease.task.id, lease.token, self.name, text), None
+                    done = self.board.complete(lease.task.id, lease.token, self.name, text, flaw)
+                    return done, None
                 return self.board.complete_and_lease(
-                    lease.task.id, lease.token, self.name, text, self.seat.caps
+                    lease.task.id, lease.token, self.name, text, self.seat.caps, flaw
                 )
             except JournalError as exc:
                 log.warning(

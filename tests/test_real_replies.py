@@ -206,3 +206,44 @@ def test_journals_from_before_replay_without_refusals_or_marks(tmp_path: Path) -
         {"revision": 1, "text": "old", "cited": [], "met": None, "missing": "", "at": 1.0}
     )
     assert raw.answers()[-1].flaw == "" and State.RUNNING is raw.snapshot().state
+
+
+@pytest.mark.parametrize(
+    "replies, flaw, calls",
+    [
+        (["Water the pots daily.\n" * 6], "repeats itself", 2),
+        (["Water the pots daily.\n" * 6, "Water 20-litre pots daily; more in a heatwave."], "", 2),
+        (["Water 20-litre pots daily; more in a heatwave."], "", 1),
+    ],
+)
+def test_a_degenerate_result_is_asked_again_once_then_kept_and_marked(
+    make_standin: MakeStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    replies: list[str],
+    flaw: str,
+    calls: int,
+) -> None:
+    """A task's answer that loops is followed, in its conversation, by the nudge; a second
+    degenerate answer is kept, marked on its `completed` event, in status and the report."""
+    server = make_standin(scripted={"execution": list(replies)})
+    board = in_process(OBJECTIVE, tmp_path, max_tasks=1)
+    board.add(["Say how often to water"])
+    llm = openai_llm(server, monkeypatch, "w")
+    stop = threading.Event()
+    w = Worker(
+        Context(board, llm, InProcessMemory(llm), board.run_settings(), OBJECTIVE, "w"), 1, stop
+    )
+    thread = threading.Thread(target=w.run, daemon=True)
+    thread.start()
+    thread.join(30)  # the task cap of 1 ends the objective, and the worker with it
+    stop.set()
+    (result,) = board.results()
+    assert result.flaw == flaw and [c.kind for c in server.calls].count("execution") == calls
+    snap = board.snapshot()
+    assert snap.progress.flawed == ({flaw: 1} if flaw else {})
+    completed = [e for e in board.all_events() if e.kind is EventKind.COMPLETED]
+    assert ("the model's result repeats itself" in tape(completed)) == bool(flaw)
+    assert ("**the model's result repeats itself**" in report.markdown(snap, [result])) == bool(
+        flaw
+    )

@@ -33,6 +33,7 @@ def creation_words() -> list[str]:
         "Return no list if anything is left to do",
         "List all tasks that would move the objective forward, one task per line, and nothing else",
         "Provide a list of tasks that would still move the objective forward, as a numbered list",
+        "(2) Return no list if nothing is left to do;",
         "Work already done (do not repeat it)",
         "Plan afresh",
     ],
@@ -48,6 +49,9 @@ def test_the_replanning_prompts_own_words_are_refused(line: str) -> None:
         "Just completed",
         "Return them as a numbered list, one task per line, and nothing else",
         "The team has idle workers",
+        # SmolLM2, in a real run: a numbering of its own did not hide it
+        "(3) Return a list of new tasks that do not repeat planned or completed work;",
+        "Return a list of new tasks that do not repeat planned or completed work.",
     ],
 )
 def test_the_creation_prompts_headings_and_instructions_are_refused(line: str) -> None:
@@ -63,7 +67,11 @@ def test_a_line_is_compared_with_the_prompt_that_was_sent() -> None:
 
 
 @pytest.mark.parametrize(
-    "line", ["(nothing)", "None", "N/A", "[task]", "...", "…", "No new tasks needed", "TBD", "-"]
+    "line",
+    [
+        *("(nothing)", "None", "N/A", "[task]", "...", "…", "No new tasks needed", "TBD", "-"),
+        "Result: 2 (nothing)",  # SmolLM2, echoing the prompt's labels around a placeholder
+    ],
 )
 def test_placeholders_and_empties_are_refused(line: str) -> None:
     assert screen.refusal(line, OBJECTIVE, creation_words()) is Refusal.PLACEHOLDER
@@ -98,6 +106,8 @@ def test_the_objective_restated_is_refused(line: str) -> None:
         "List the tomato varieties that grow in pots",
         "Compare 20-litre pots with grow bags [needs: fetch]",
         "Check the balcony's hours of sun, then choose a variety",
+        "Compare 3 varieties: cherry, roma and beefsteak",
+        "(4) Enhance the guide with a watering schedule;",  # SmolLM2's numbering: still a task
     ],
 )
 def test_real_tasks_pass(line: str) -> None:

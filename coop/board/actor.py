@@ -202,8 +202,11 @@ class Board:
                 d["worker"],
                 len(self._results),
                 d["at"],
+                d.get("flaw", ""),  # a journal from before flaws has none
             )
         )
+        if d.get("flaw"):
+            self._count(self._progress.flawed, d["flaw"])
         self._stats(d["worker"]).completed += 1
 
     def _on_failed(self, d: dict[str, Any]) -> None:
@@ -403,6 +406,7 @@ class Board:
                 self._progress,
                 refused=dict(self._progress.refused),
                 unreadable=dict(self._progress.unreadable),
+                flawed=dict(self._progress.flawed),
             ),
             settings=self.settings,
             awaiting=len(t.unapproved),
@@ -687,9 +691,10 @@ class Board:
         """True when `token` is the newest lease on a task that is not finished."""
         return self._leases.is_newest(task_id, token) and not self._tasks.finished(task_id)
 
-    def complete(self, task_id: int, token: int, worker: str, text: str) -> Outcome:
-        """Record a result. Returns only once it is in the journal; raises JournalError if it
-        could not be written, and the worker keeps the task and tries again."""
+    def complete(self, task_id: int, token: int, worker: str, text: str, flaw: str = "") -> Outcome:
+        """Record a result (`flaw`: what makes it degenerate, when it was kept all the same).
+        Returns only once it is in the journal; raises JournalError if it could not be
+        written, and the worker keeps the task and tries again."""
         self._settle()
         self._seen_now(worker)
         if self._tasks.done.get(task_id) == token:
@@ -703,6 +708,7 @@ class Board:
             worker=worker,
             text=text[: C.MAX_RESULT_CHARS],
             at=self._clock(),
+            **({"flaw": flaw} if flaw else {}),
         )
         if len(self._results) >= self.settings.max_tasks:
             self._stop(Reason.MAX_TASKS)
@@ -710,13 +716,19 @@ class Board:
         return Outcome.ACCEPTED
 
     def complete_and_lease(
-        self, task_id: int, token: int, worker: str, text: str, caps: Sequence[str] = ()
+        self,
+        task_id: int,
+        token: int,
+        worker: str,
+        text: str,
+        caps: Sequence[str] = (),
+        flaw: str = "",
     ) -> tuple[Outcome, Lease | State]:
         """`complete`, then `lease` for the same worker, in one round trip: a busy worker's
         steady state costs one actor call per task instead of two. While another worker has
         recently found nothing to do, the next task is left for it instead, so a fast worker
         cannot starve idle ones."""
-        outcome = self.complete(task_id, token, worker, text)
+        outcome = self.complete(task_id, token, worker, text, flaw)
         recently = self._clock() - C.POLL_MAX * 2
         if any(w != worker and at > recently for w, at in self._idle.items()):
             return outcome, self._state
