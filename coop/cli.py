@@ -15,7 +15,7 @@ import click
 import ray
 from rich.console import Console
 
-from coop import cluster, config, crew, journal, planner, registry, report, status, tables
+from coop import cluster, config, crew, journal, planner, registry, report, secrets, status, tables
 from coop import constants as C
 from coop.errors import CoopError
 from coop.text import one_line
@@ -477,7 +477,7 @@ def main() -> None:
         click.echo("coop: interrupted", err=True)
         code = 130
     except CoopError as exc:
-        click.echo(f"coop: error: {config.scrub(str(exc))}", err=True)
+        click.echo(f"coop: error: {secrets.scrub(str(exc))}", err=True)
         code = 1
     except ray.exceptions.RayActorError as exc:
         click.echo(

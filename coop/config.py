@@ -21,6 +21,7 @@ from dotenv import find_dotenv, load_dotenv
 
 from coop import constants as C
 from coop.errors import CoopError
+from coop.secrets import scrub
 
 LLM_CHOICES = ("openai", "offline")
 TOOL_CHOICES = ("workspace", "python", "fetch")
@@ -218,18 +219,6 @@ def local_endpoint(settings: RunSettings) -> Endpoint:
         )
     # Local servers (Ollama, vLLM, llama.cpp) accept any key; the client insists on one.
     return Endpoint(base_url=base, api_key=key or "no-key")
-
-
-_KEY_PATTERN = re.compile(r"\b(sk|key|token)-[A-Za-z0-9_*\-]{6,}", re.IGNORECASE)
-
-
-def scrub(text: str) -> str:
-    """Remove this process's API keys, and anything shaped like one, from text bound for output."""
-    for name in C.SECRET_ENV:
-        key = os.environ.get(name)
-        if key and len(key) >= 4:
-            text = text.replace(key, "***")
-    return _KEY_PATTERN.sub("***", text)
 
 
 def check_objective(text: str) -> str:

@@ -22,8 +22,9 @@ from openai.types.chat import ChatCompletion
 
 from coop import constants as C
 from coop import tokens
-from coop.config import RunSettings, local_endpoint, scrub
+from coop.config import RunSettings, local_endpoint
 from coop.errors import CoopError
+from coop.secrets import scrub
 from coop.simulate import Simulator, lexical_embedding
 
 CLIENT_MAX_RETRIES = 3

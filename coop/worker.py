@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from coop import constants as C
 from coop.board import BoardUnavailable
 from coop.calls import Context
-from coop.config import scrub
 from coop.execution import LeaseLost, execute
 from coop.journal import JournalError
 from coop.llm import LLMError, LLMFatalError
+from coop.secrets import scrub
 from coop.text import one_line
 from coop.tools.box import Toolbox
 from coop.types import Lease, Outcome, Reason, Seat, State

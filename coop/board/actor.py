@@ -40,6 +40,7 @@ from coop.config import RunSettings
 from coop.errors import CoopError
 from coop.journal import Event, Journal, JournalError, journal_path
 from coop.metrics import BoardMetrics
+from coop.secrets import scrub_data
 from coop.types import (
     AddReport,
     Answer,
@@ -131,6 +132,7 @@ class Board:
     # -- events: the only way state changes ----------------------------------------------
 
     def _emit(self, kind: EventKind, /, **data: Any) -> None:
+        data = scrub_data(data)  # what a tool, a model or a page let by is not kept
         if self._journal is not None:
             try:
                 self._journal.append(kind, data)

@@ -18,7 +18,7 @@ from typing import Any
 
 import jsonschema
 
-from coop.config import scrub
+from coop.secrets import scrub
 from coop.text import one_line
 from coop.tools import Invocation, ToolOutput, ToolProvider, ToolSpec
 

@@ -18,6 +18,7 @@ from coop.board import BoardClient
 from coop.config import TOOL_CHOICES, RunSettings
 from coop.errors import CoopError
 from coop.sandbox import Limits, choose
+from coop.secrets import keep_config
 from coop.tools import ToolProvider
 from coop.tools.box import Toolbox
 from coop.tools.fetch import Fetch
@@ -76,6 +77,8 @@ def toolbox(board: BoardClient, settings: RunSettings, kit: Kit) -> tuple[Toolbo
         elif name == "fetch":
             providers.append(Fetch(settings.fetch_allow))
     if kit.mcp:
+        for config in kit.mcp:  # what the servers were given is masked in whatever they say
+            keep_config(config.env, config.headers)
         servers, problems = open_servers(list(kit.mcp), MCP_START_TIMEOUT)
         for line in problems:
             log.warning("%s; its tools are left out", line)

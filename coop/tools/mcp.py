@@ -50,7 +50,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
-from coop.config import redact_url, scrub
+from coop.config import redact_url
+from coop.secrets import scrub
 from coop.text import HASH_CHARS, one_line
 from coop.tools import Invocation, ToolError, ToolOutput, ToolSpec
 from coop.tools.mcp_isolation import (
