@@ -15,7 +15,19 @@ import click
 import ray
 from rich.console import Console
 
-from coop import cluster, config, crew, journal, planner, registry, report, secrets, status, tables
+from coop import (
+    cluster,
+    config,
+    crew,
+    journal,
+    planner,
+    registry,
+    report,
+    secrets,
+    status,
+    tables,
+    tracing,
+)
 from coop import constants as C
 from coop.errors import CoopError
 from coop.text import one_line
@@ -54,6 +66,19 @@ cap_option = click.option(
     multiple=True,
     metavar="NAME",
     help="A capability this node's workers have, e.g. gpu or browser (repeatable).",
+)
+
+otlp_endpoint_option = click.option(
+    "--otlp-endpoint",
+    metavar="URL",
+    help="OTLP/HTTP collector for the objective's trace, e.g. http://localhost:6006 "
+    "[env OTEL_EXPORTER_OTLP_ENDPOINT; headers from OTEL_EXPORTER_OTLP_HEADERS].",
+)
+otlp_content_option = click.option(
+    "--otlp-content",
+    is_flag=True,
+    help="Put the model's replies, tool outputs and the answer on the spans (the journal holds "
+    "no prompts); scrubbed of secrets. Default: counts, names and times only.",
 )
 
 
@@ -251,6 +276,8 @@ def cli(quiet: bool) -> None:
 )
 @mcp_option
 @cap_option
+@otlp_endpoint_option
+@otlp_content_option
 @address_option
 def start(
     objective: str,
@@ -261,9 +288,15 @@ def start(
     address: str | None,
     mcp: str | None,
     cap: tuple[str, ...],
+    otlp_endpoint: str | None,
+    otlp_content: bool,
     **settings: Any,
 ) -> int:
     """Create OBJECTIVE and plan it to the end: the only instance that creates tasks."""
+    traces = None
+    if tracing.configured(otlp_endpoint):  # off, and OpenTelemetry not loaded, when unset
+        traces = functools.partial(tracing.live, endpoint=otlp_endpoint, content=otlp_content)
+        tracing.check(otlp_endpoint)
     text = objective.strip() if resume else config.check_objective(objective)
     live = sys.stderr.isatty() and logging.getLogger("coop").isEnabledFor(logging.INFO)
     kit = Kit(mcp=mcp_file(mcp), caps=read_caps(cap))  # for this process's own workers
@@ -272,6 +305,7 @@ def start(
         workers=functools.partial(crew.start_crew, count=workers, concurrency=concurrency, kit=kit),
         progress=functools.partial(status.progress_line, Console(stderr=True)) if live else None,
         review=status.review_tasks,
+        traces=traces,
     )
     ctx = click.get_current_context()
     changes = {  # caps given on the command line: a resumed objective takes them
@@ -366,9 +400,33 @@ def status_(objective: str, watch: bool, address: str | None) -> int:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the objective ends.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--since", type=click.IntRange(min=0), default=0, help="After this sequence number.")
+@click.option(
+    "--otlp",
+    is_flag=True,
+    help="Send the tape as one OpenTelemetry trace instead of printing it (again: same ids).",
+)
+@otlp_endpoint_option
+@otlp_content_option
 @address_option
-def events(objective: str, follow: bool, as_json: bool, since: int, address: str | None) -> int:
+def events(
+    objective: str,
+    follow: bool,
+    as_json: bool,
+    since: int,
+    otlp: bool,
+    otlp_endpoint: str | None,
+    otlp_content: bool,
+    address: str | None,
+) -> int:
     """The tape of OBJECTIVE: every state change and model call, in order."""
+    if otlp:
+        if follow or since:
+            raise click.UsageError("--otlp sends the whole tape: not with --follow or --since")
+        tracing.check(otlp_endpoint)
+        board = registry.reader(objective, journal.state_dir(), address)
+        sent = tracing.export(board, otlp_endpoint, content=otlp_content)
+        click.echo(f"{sent} spans of {board.objective_id} sent", err=True)
+        return 0
     status.tape(
         registry.reader(objective, journal.state_dir(), address),
         since=since,

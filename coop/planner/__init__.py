@@ -41,11 +41,13 @@ class Crew(Protocol):
 
 @dataclass(frozen=True)
 class Hooks:
-    """What other roles lend `coop start`: local workers, a progress line, an approval prompt."""
+    """What other roles lend `coop start`: local workers, a progress line, an approval prompt,
+    the live export of its trace."""
 
     workers: Callable[[BoardClient, RunSettings], Crew]
     progress: Callable[[BoardClient], AbstractContextManager[None]] | None = None
     review: Review | None = None
+    traces: Callable[[BoardClient], AbstractContextManager[None]] | None = None  # live spans
 
 
 def _open(
@@ -137,7 +139,8 @@ def start(
         else contextlib.nullcontext()
     )
     answered: Answer | None = None
-    with showing:
+    tracing = hooks.traces(board) if hooks.traces is not None else contextlib.nullcontext()
+    with tracing, showing:
         try:
             planned = planner.run(fresh_plan=reopened)
             crew.wait(stop)  # their last results and files belong in the answer

@@ -1,0 +1,145 @@
+"""Traces of an objective, live and after the fact: the board's tape through `coop.traces`'
+converter to an OTLP collector (`coop.otlp`, loaded only when an endpoint is configured).
+
+Live, a thread in the planner's process tails the board as `coop events --follow` does and
+sends each span as the event that ends it arrives: the run does not wait on the collector,
+and a collector that cannot be reached costs one warning line, not the run (the spans can be
+sent again from the journal). After the fact, `coop events --otlp` sends the whole tape, with
+the spans of a running objective's open leases and run ended now and marked `coop.open`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from coop.board import BoardClient
+from coop.errors import CoopError
+from coop.traces import Converter, SpanRecord
+from coop.types import State
+
+if TYPE_CHECKING:  # loaded only when spans are sent: a run without traces never imports it
+    from coop.otlp import Sender
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+"""The standard variables that turn live export on for `coop start`."""
+
+POLL = 1.0
+"""Seconds between the live exporter's reads of the board: a span reaches the collector at
+most this long after the event that ends it."""
+
+LIVE_TIMEOUT = 5.0
+"""Seconds the live exporter waits for the collector per batch before giving up on it."""
+
+
+def configured(endpoint: str | None) -> bool:
+    """Whether spans are to be sent: an endpoint given, or one of the standard variables set."""
+    return bool(endpoint) or any(os.environ.get(name) for name in ENDPOINT_VARS)
+
+
+def check(endpoint: str | None) -> None:
+    """Refuse a missing or malformed endpoint, and a missing `coop[otel]`, in one line."""
+    try:
+        from coop import otlp
+    except ImportError as exc:
+        raise CoopError(f"traces need OpenTelemetry: pip install 'coop[otel]' ({exc})") from None
+    otlp.endpoint_of(endpoint)
+
+
+def converter(board: BoardClient, *, content: bool) -> Converter:
+    about = board.describe()
+    settings = asdict(board.run_settings())
+    return Converter(about.id, about.text, about.created, settings, content=content)
+
+
+def export(board: BoardClient, endpoint: str | None, *, content: bool) -> int:
+    """Send the objective's whole tape as one trace; returns the spans sent."""
+    from coop import otlp
+
+    sender = otlp.Sender(endpoint)
+    try:
+        convert = converter(board, content=content)
+        events = list(board.all_events())
+        spans = convert.feed(events)
+        if board.state()[0] is not State.FINISHED and events:
+            spans += convert.unfinished(events[-1].at)
+        for start in range(0, len(spans), 512):  # bounded requests
+            sender.send(spans[start : start + 512])
+        return len(spans)
+    finally:
+        sender.close()
+
+
+@contextlib.contextmanager
+def live(board: BoardClient, *, endpoint: str | None, content: bool) -> Iterator[None]:
+    """While the block runs (and once more after it), send the board's spans as they end.
+    A bad endpoint fails here, before the run; a collector failing later is warned about."""
+    from coop import otlp
+
+    sender = otlp.Sender(endpoint, timeout=LIVE_TIMEOUT)
+    done = threading.Event()
+    tail = _Tail(board, sender, converter(board, content=content))
+    thread = threading.Thread(target=tail.run, args=(done,), name="coop-traces", daemon=True)
+    thread.start()
+    log.info("traces: sending spans to %s", sender.endpoint)
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(LIVE_TIMEOUT * 2)
+        sender.close()
+
+
+class _Tail:
+    """The live exporter's loop: read new events, convert, send."""
+
+    def __init__(self, board: BoardClient, sender: Sender, convert: Converter) -> None:
+        self.board, self.sender, self.convert = board, sender, convert
+        self.since = 0
+        self.sent = 0
+        self.warned = False
+
+    def run(self, done: threading.Event) -> None:
+        while True:
+            last = done.is_set()  # read once more after the run: its answer ends the run span
+            try:
+                self._turn()
+            except CoopError as exc:  # a board gone: nothing more to read
+                log.warning("traces: stopped reading the board (%s)", exc)
+                return
+            if last:
+                return
+            done.wait(POLL)
+
+    def _turn(self) -> None:
+        events = list(self.board.all_events(self.since))
+        if not events:
+            return
+        self.since = events[-1].seq
+        self._send(self.convert.feed(events))
+
+    def _send(self, spans: list[SpanRecord]) -> None:
+        from coop import otlp
+
+        started = time.monotonic()
+        try:
+            self.sender.send(spans)
+            self.sent += len(spans)
+        except otlp.ExportError as exc:
+            if not self.warned:  # once: the run goes on, and the journal keeps every span
+                log.warning(
+                    "traces: %s; the spans it does not take are dropped (the journal keeps "
+                    "them: `coop events %s --otlp`)",
+                    exc,
+                    self.convert.objective_id,
+                )
+                self.warned = True
+        log.debug("traces: %d span(s) in %.3fs", len(spans), time.monotonic() - started)
