@@ -32,8 +32,9 @@ Value = str | int | float | bool
 AGENT = "coop"
 """`gen_ai.agent.name` of the run's root span: the system as a whole."""
 
-_HOST = re.compile(r"^(?P<host>.+)-\d+(?:-[^-]*)?$")
-"""An instance name, `host-pid[-suffix]` (`cluster.instance_name`): the host is its node."""
+_HOST = re.compile(r"^(?P<host>.+)[:-]\d+$")
+"""A worker's name, `host:n` (`crew.start_crew`), or a planner's, `host-pid`
+(`cluster.instance_name`): the host is the node it runs on."""
 
 
 @dataclass

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from coop.board import BoardClient
@@ -78,15 +78,28 @@ def export(board: BoardClient, endpoint: str | None, *, content: bool) -> int:
         sender.close()
 
 
+@dataclass
+class Exported:
+    """What a live export did: spans the collector took, and the time spent converting and
+    sending (in the exporter's thread, beside the run)."""
+
+    spans: int = 0
+    seconds: float = 0.0
+    failed: int = 0  # spans the collector did not take
+
+
 @contextlib.contextmanager
-def live(board: BoardClient, *, endpoint: str | None, content: bool) -> Iterator[None]:
+def live(
+    board: BoardClient, *, endpoint: str | None, content: bool, stats: Exported | None = None
+) -> Iterator[None]:
     """While the block runs (and once more after it), send the board's spans as they end.
-    A bad endpoint fails here, before the run; a collector failing later is warned about."""
+    A bad endpoint fails here, before the run; a collector failing later is warned about.
+    `stats`: filled in as it goes (the bench reads it)."""
     from coop import otlp
 
     sender = otlp.Sender(endpoint, timeout=LIVE_TIMEOUT)
     done = threading.Event()
-    tail = _Tail(board, sender, converter(board, content=content))
+    tail = _Tail(board, sender, converter(board, content=content), stats or Exported())
     thread = threading.Thread(target=tail.run, args=(done,), name="coop-traces", daemon=True)
     thread.start()
     log.info("traces: sending spans to %s", sender.endpoint)
@@ -101,10 +114,11 @@ def live(board: BoardClient, *, endpoint: str | None, content: bool) -> Iterator
 class _Tail:
     """The live exporter's loop: read new events, convert, send."""
 
-    def __init__(self, board: BoardClient, sender: Sender, convert: Converter) -> None:
-        self.board, self.sender, self.convert = board, sender, convert
+    def __init__(
+        self, board: BoardClient, sender: Sender, convert: Converter, stats: Exported
+    ) -> None:
+        self.board, self.sender, self.convert, self.stats = board, sender, convert, stats
         self.since = 0
-        self.sent = 0
         self.warned = False
 
     def run(self, done: threading.Event) -> None:
@@ -120,20 +134,22 @@ class _Tail:
             done.wait(POLL)
 
     def _turn(self) -> None:
+        started = time.perf_counter()
         events = list(self.board.all_events(self.since))
         if not events:
             return
         self.since = events[-1].seq
         self._send(self.convert.feed(events))
+        self.stats.seconds += time.perf_counter() - started
 
     def _send(self, spans: list[SpanRecord]) -> None:
         from coop import otlp
 
-        started = time.monotonic()
         try:
             self.sender.send(spans)
-            self.sent += len(spans)
+            self.stats.spans += len(spans)
         except otlp.ExportError as exc:
+            self.stats.failed += len(spans)
             if not self.warned:  # once: the run goes on, and the journal keeps every span
                 log.warning(
                     "traces: %s; the spans it does not take are dropped (the journal keeps "
@@ -142,4 +158,3 @@ class _Tail:
                     self.convert.objective_id,
                 )
                 self.warned = True
-        log.debug("traces: %d span(s) in %.3fs", len(spans), time.monotonic() - started)

@@ -70,3 +70,12 @@ def test_multinode_demo_spreads_work_over_every_worker_node() -> None:
     )
     assert set(rows) == {"coop-node-1", "coop-node-2"} and all(int(n) > 0 for n in rows.values())
     assert "multi-node demo: PASSED" in proc.stdout
+
+
+def test_bench_traces_smoke_sends_spans_side_by_side() -> None:
+    """The traces bench runs tracing off and on, and the receiver counts the spans."""
+    proc = run_script("bench_traces", "--smoke")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (on,) = [line for line in proc.stdout.splitlines() if line.startswith("| on |")]
+    assert any(line.startswith("| off |") for line in proc.stdout.splitlines())
+    assert float(on.split("|")[4]) >= 4  # a task's attempt, its two model calls and its tool

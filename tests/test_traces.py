@@ -33,7 +33,9 @@ from tests.support.procs import (
 from tests.support.standin import MakeStandIn
 
 OID = "trace-0a1b2c3d"
-A, B, PLANNER = "host-a-101", "host-b-202", "host-p-303"
+BAD_ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:port"}
+"""A standard variable set wrong: `coop start` refuses it before anything runs."""
+A, B, PLANNER = "host-a:0", "host-b:1", "host-p-303"
 
 
 def _lease(board: BoardClient, worker: str) -> Lease:
@@ -194,7 +196,7 @@ def test_an_open_run_is_ended_now_and_marked(tmp_path: Path) -> None:
 
 def test_node_of_an_instance_name() -> None:
     assert node_of("gpu-box-2-4411") == "gpu-box-2"
-    assert node_of("gpu-box-2-4411-w1") == "gpu-box-2"
+    assert node_of("10.0.0.7:3") == "10.0.0.7"
     assert node_of("someone") == "someone"
 
 
@@ -219,6 +221,8 @@ def test_events_otlp_bad_input_is_one_line(run: BoardClient, tmp_path: Path) -> 
     env = coop_env(None, COOP_STATE_DIR=str(tmp_path))
     bad = run_coop("events", OID, "--otlp", "--otlp-endpoint", "localhost:4318", env=env)
     assert_one_line_error(bad, "bad OTLP endpoint")
+    start = run_coop("start", "ok", "--llm", "offline", env={**env, **BAD_ENDPOINT})
+    assert_one_line_error(start, "bad OTLP endpoint 'http://h:port'")
     url = f"http://127.0.0.1:{closed_port()}"
     down = run_coop("events", OID, "--otlp", "--otlp-endpoint", url, env=env)
     assert down.returncode != 0 and "Traceback" not in down.stderr + down.stdout
