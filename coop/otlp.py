@@ -21,7 +21,6 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-import coop
 from coop.errors import CoopError
 from coop.traces import SpanRecord
 
@@ -31,7 +30,7 @@ TRACES_PATH = "/v1/traces"
 DEFAULT_SERVICE = "coop"
 """`service.name` unless OTEL_SERVICE_NAME names another."""
 
-_SCOPE = InstrumentationScope("coop", getattr(coop, "__version__", None))
+_SCOPE = InstrumentationScope("coop")
 """The instrumentation scope every span is reported under."""
 
 

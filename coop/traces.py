@@ -85,15 +85,6 @@ def _clean(attrs: dict[str, Any]) -> dict[str, Value]:
     return out
 
 
-@dataclass
-class _Attempt:
-    """A task's lease from its grant until its completion, failure, release or expiry."""
-
-    span: SpanRecord
-    task: int
-    token: int
-
-
 class Converter:
     """Feeds on one objective's events in order, from the first; gives out each span once,
     when the event that ends it is fed. `content`: also the model's replies, tool outputs and
@@ -118,12 +109,13 @@ class Converter:
         }
         self._provider = str(settings.get("llm", ""))
         self._runs = 0
+        self._answered = False  # the current run has its answer: its span was given out
         self._run = self._open_run(created)
         self._texts: dict[int, str] = {}  # task id -> its text
-        self._attempts: dict[tuple[int, int], _Attempt] = {}  # open: (task, token) -> attempt
+        self._attempts: dict[tuple[int, int], SpanRecord] = {}  # open: (task, token) -> span
         self._held: dict[tuple[int, str], int] = {}  # (task, worker) -> its newest token
         self._tries: dict[int, int] = {}  # task -> leases granted
-        self._args: dict[str, str] = {}  # a model's tool call id -> its arguments
+        self._args: dict[tuple[int, str], str] = {}  # (task, a model's tool call id) -> arguments
 
     # -- spans --------------------------------------------------------------------------
 
@@ -134,6 +126,7 @@ class Converter:
 
     def _open_run(self, start: float) -> SpanRecord:
         self._runs += 1
+        self._answered = False
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": AGENT,
@@ -147,14 +140,18 @@ class Converter:
         name = f"invoke_agent {AGENT}"
         return self._span(span_id(self.objective_id, "run", self._runs), None, name, start, attrs)
 
-    def _attempt_of(self, task: Any, worker: str) -> _Attempt | None:
-        token = self._held.get((task, worker)) if isinstance(task, int) else None
+    def _token(self, task: Any, worker: str) -> int | None:
+        """The newest lease `worker` was granted on `task` (None for calls outside a task)."""
+        return self._held.get((task, worker)) if isinstance(task, int) else None
+
+    def _attempt_of(self, task: Any, worker: str) -> SpanRecord | None:
+        token = self._token(task, worker)
         return None if token is None else self._attempts.get((task, token))
 
     def _parent(self, task: Any, worker: str) -> tuple[int, tuple[object, ...] | None]:
         """The span a call belongs under — its task's attempt by this worker, else the run —
         and the key its own id is derived from within that attempt (None: use the seq)."""
-        token = self._held.get((task, worker)) if isinstance(task, int) else None
+        token = self._token(task, worker)
         if token is None:
             return self._run.span_id, None
         return span_id(self.objective_id, "attempt", task, token), ("step", task, token)
@@ -183,8 +180,9 @@ class Converter:
         elif kind is EventKind.TOOL:
             return [self._tool(e, step)]
         elif kind is EventKind.STEP and d.get("kind") == "model":
-            for call_id, _, arguments in d.get("calls", ()):
-                self._args[call_id] = arguments
+            if self.content:
+                for call_id, _, arguments in d.get("calls", ()):
+                    self._args[(d["task"], call_id)] = arguments
         elif kind in (EventKind.COMPLETED, EventKind.FAILED, EventKind.RELEASED):
             return self._end_attempt(e)
         elif kind is EventKind.EXPIRED:
@@ -221,14 +219,14 @@ class Converter:
         }
         sid = span_id(self.objective_id, "attempt", tid, token)
         span = self._span(sid, self._run.span_id, f"invoke_agent {worker}", e.at, attrs)
-        self._attempts[(tid, token)] = _Attempt(span, tid, token)
+        self._attempts[(tid, token)] = span
 
     def _note(self, task: Any, worker: str, name: str, at: float, attrs: dict[str, Any]) -> None:
         """A span event on the task's open attempt by `worker` (dropped if there is none)."""
         attempt = self._attempt_of(task, worker)
         if attempt is not None:
             keep = {k: v for k, v in attrs.items() if k not in ("worker", "task")}
-            attempt.span.events.append((name, at, _clean(keep)))
+            attempt.events.append((name, at, _clean(keep)))
 
     def _call(self, e: Event, step: dict[str, Any] | None) -> SpanRecord:
         d = e.data
@@ -290,7 +288,7 @@ class Converter:
             "tool.name": d["tool"],
         }
         if self.content and call_id:
-            attrs["gen_ai.tool.call.arguments"] = self._args.pop(call_id, None)
+            attrs["gen_ai.tool.call.arguments"] = self._args.pop((d["task"], call_id), None)
         if self.content and step is not None:
             attrs["gen_ai.tool.call.result"] = step.get("text", "")
         start = e.at - float(d["latency"])
@@ -307,10 +305,9 @@ class Converter:
         token = d.get("token") or self._held.get((tid, d.get("worker", "")))
         if token is None:  # released: the task's only open lease
             token = next((k[1] for k in self._attempts if k[0] == tid), None)
-        attempt = self._attempts.pop((tid, token), None) if token is not None else None
-        if attempt is None:
+        span = self._attempts.pop((tid, token), None) if token is not None else None
+        if span is None:
             return []
-        span = attempt.span
         span.end = e.at
         outcome = e.kind.value
         if e.kind is EventKind.FAILED:
@@ -328,7 +325,7 @@ class Converter:
         ended = [k for k in self._attempts if k[0] == tid]
         out = []
         for key in ended:
-            span = self._attempts.pop(key).span
+            span = self._attempts.pop(key)
             span.end = at
             span.events.append(("lease expired", at, {}))
             span.attributes["coop.outcome"] = "expired"
@@ -340,6 +337,7 @@ class Converter:
         d = e.data
         run = self._run
         run.end = e.at
+        self._answered = True
         run.attributes.update(
             _clean(
                 {
@@ -356,8 +354,8 @@ class Converter:
     def unfinished(self, at: float) -> list[SpanRecord]:
         """The spans still open (a running objective's run and its leases), ended at `at` and
         marked `coop.open`: what an export of a running objective shows of them."""
-        spans = [a.span for a in self._attempts.values()]
-        if self._run.end <= self._run.start:
+        spans = list(self._attempts.values())
+        if not self._answered:
             spans.insert(0, self._run)
         out = []
         for span in spans:

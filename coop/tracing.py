@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from coop.board import BoardClient
 from coop.errors import CoopError
-from coop.traces import Converter, SpanRecord
+from coop.traces import Converter
 from coop.types import State
 
 if TYPE_CHECKING:  # loaded only when spans are sent: a run without traces never imports it
@@ -35,6 +35,10 @@ ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPO
 POLL = 1.0
 """Seconds between the live exporter's reads of the board: a span reaches the collector at
 most this long after the event that ends it."""
+
+BATCH = 512
+"""Spans per request of `coop events --otlp`: the SDK's own default batch size, which keeps
+a long tape's requests under receivers' size limits."""
 
 LIVE_TIMEOUT = 5.0
 """Seconds the live exporter waits for the collector per batch before giving up on it."""
@@ -71,8 +75,8 @@ def export(board: BoardClient, endpoint: str | None, *, content: bool) -> int:
         spans = convert.feed(events)
         if board.state()[0] is not State.FINISHED and events:
             spans += convert.unfinished(events[-1].at)
-        for start in range(0, len(spans), 512):  # bounded requests
-            sender.send(spans[start : start + 512])
+        for start in range(0, len(spans), BATCH):
+            sender.send(spans[start : start + BATCH])
         return len(spans)
     finally:
         sender.close()
@@ -85,7 +89,6 @@ class Exported:
 
     spans: int = 0
     seconds: float = 0.0
-    failed: int = 0  # spans the collector did not take
 
 
 @contextlib.contextmanager
@@ -112,20 +115,31 @@ def live(
 
 
 class _Tail:
-    """The live exporter's loop: read new events, convert, send."""
+    """The live exporter's loop: read new events, convert, send — until the run ends, the
+    board is gone, or the collector fails once (then the run is not made to wait on it again:
+    the journal keeps every span for `coop events --otlp`)."""
 
     def __init__(
         self, board: BoardClient, sender: Sender, convert: Converter, stats: Exported
     ) -> None:
         self.board, self.sender, self.convert, self.stats = board, sender, convert, stats
         self.since = 0
-        self.warned = False
 
     def run(self, done: threading.Event) -> None:
+        from coop import otlp
+
         while True:
             last = done.is_set()  # read once more after the run: its answer ends the run span
             try:
                 self._turn()
+            except otlp.ExportError as exc:
+                log.warning(
+                    "traces: %s; no more spans are sent during this run (the journal keeps "
+                    "them: `coop events %s --otlp`)",
+                    exc,
+                    self.convert.objective_id,
+                )
+                return
             except CoopError as exc:  # a board gone: nothing more to read
                 log.warning("traces: stopped reading the board (%s)", exc)
                 return
@@ -139,22 +153,7 @@ class _Tail:
         if not events:
             return
         self.since = events[-1].seq
-        self._send(self.convert.feed(events))
+        spans = self.convert.feed(events)
+        self.sender.send(spans)
+        self.stats.spans += len(spans)
         self.stats.seconds += time.perf_counter() - started
-
-    def _send(self, spans: list[SpanRecord]) -> None:
-        from coop import otlp
-
-        try:
-            self.sender.send(spans)
-            self.stats.spans += len(spans)
-        except otlp.ExportError as exc:
-            self.stats.failed += len(spans)
-            if not self.warned:  # once: the run goes on, and the journal keeps every span
-                log.warning(
-                    "traces: %s; the spans it does not take are dropped (the journal keeps "
-                    "them: `coop events %s --otlp`)",
-                    exc,
-                    self.convert.objective_id,
-                )
-                self.warned = True

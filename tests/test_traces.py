@@ -246,6 +246,7 @@ def test_an_unreachable_collector_does_not_break_a_run(
     assert start.wait(120) == 0, (tmp_path / "s.log").read_text()
     log = (tmp_path / "s.log").read_text()
     assert log.count("did not take the spans") == 1 and "Traceback" not in log
+    assert "no more spans are sent during this run" in log
     assert registry.find(objective).snapshot().reason is Reason.DONE
 
 
