@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from ray.cluster_utils import Cluster
 
-from coop import otlp, registry
+from coop import otlp, registry, tracing
 from coop.board import Board, BoardClient
 from coop.config import RunSettings
 from coop.constants import OFFLINE_MODEL
@@ -259,3 +263,46 @@ def test_without_an_endpoint_nothing_of_the_sdk_is_loaded() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    """An OTLP/HTTP traces endpoint that keeps each request's headers and decoded body."""
+
+    got: ClassVar[list[tuple[dict[str, str], ExportTraceServiceRequest]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        _Receiver.got.append((headers, ExportTraceServiceRequest.FromString(body)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_standard_variables_name_headers_and_service(
+    run: BoardClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_EXPORTER_OTLP_HEADERS reach the receiver (Langfuse's key pair rides there), and
+    OTEL_SERVICE_NAME names the service; the spans arrive with their derived ids."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Basic%20cGs6c2s=,x-team=seeds")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "garden")
+    try:
+        sent = tracing.export(run, None, content=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    headers, request = _Receiver.got[-1]
+    assert headers["authorization"] == "Basic cGs6c2s=" and headers["x-team"] == "seeds"
+    (resource,) = request.resource_spans
+    service = {a.key: a.value.string_value for a in resource.resource.attributes}
+    assert service["service.name"] == "garden"
+    spans = [s for scope in resource.scope_spans for s in scope.spans]
+    assert len(spans) == sent == len(_spans(tmp_path))
+    assert {int.from_bytes(s.span_id, "big") for s in spans} == {
+        s.span_id for s in _spans(tmp_path)
+    }
