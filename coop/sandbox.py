@@ -39,17 +39,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from dotenv import find_dotenv
-
 from coop import constants as C
 from coop.errors import CoopError
-from coop.journal import STATE_DIR_ENV
 from coop.sandbox_filter import FilterUnavailable, program
+from coop.secret_paths import interpreter_dirs, outermost, secret_paths, within
 
 NOBODY = 65534
 """The unprivileged uid and gid a sandbox's code runs as when coop runs as root."""
@@ -370,8 +368,8 @@ def _view() -> View:
     links = {path: os.readlink(path) for path in SYSTEM if os.path.islink(path)}
     dirs = [Path(path) for path in SYSTEM if os.path.isdir(path) and path not in links]
     etc = [Path("/etc", name) for name in ETC if os.path.lexists(f"/etc/{name}")]
-    shown = _outermost([*dirs, *etc, *_prefixes()])
-    masks = [path for path in _masks() if _within(path, shown) and path not in shown]
+    shown = outermost([*dirs, *etc, *interpreter_dirs()])
+    masks = [path for path in secret_paths() if within(path, shown) and path not in shown]
     return View(tuple(map(str, shown)), links, tuple(map(str, masks)))
 
 
@@ -379,37 +377,6 @@ def _root() -> bool:
     """Whether coop runs as the host's root (uid 0 of the initial user namespace): root in a
     container's user namespace is restrained by RLIMIT_NPROC, and may have no NOBODY."""
     return os.geteuid() == 0 and Path("/proc/self/uid_map").read_text().split() == INIT_MAP
-
-
-def _masks() -> list[Path]:
-    """What holds secrets: the home dir (keys, ~/.ray, ~/.coop), the state dir, /run
-    (docker's and dbus's sockets…) and the .env coop would read. Those that exist, outermost
-    only."""
-    home = Path.home()
-    state = Path(os.environ.get(STATE_DIR_ENV) or home / ".coop").expanduser()
-    dotenv = find_dotenv(usecwd=True)
-    wanted = [home, home / ".ray", state, Path("/run"), *([Path(dotenv)] if dotenv else [])]
-    found = _outermost(path.resolve() for path in wanted if path.exists())
-    return [path for path in found if path != Path("/")]
-
-
-def _prefixes() -> list[Path]:
-    """The interpreter's installation dirs (a virtualenv's and its base's)."""
-    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    return _outermost(Path(path).resolve() for path in dirs)
-
-
-def _outermost(paths: Iterable[Path]) -> list[Path]:
-    """`paths` less those inside another of them."""
-    kept: list[Path] = []
-    for path in sorted(set(paths)):
-        if not _within(path, kept):
-            kept.append(path)
-    return kept
-
-
-def _within(path: Path, parents: Iterable[Path]) -> bool:
-    return any(path.is_relative_to(parent) for parent in parents)
 
 
 def _spec(python: str, limits: Limits, status_fd: int, code_fd: int, cwd: str) -> dict[str, Any]:
@@ -429,6 +396,22 @@ def _spec(python: str, limits: Limits, status_fd: int, code_fd: int, cwd: str) -
         "isolate": None,
         "confine": None,
     }
+
+
+def filtered(command: list[str]) -> list[str]:
+    """`command` under the sandbox's seccomp filter (and no_new_privs), run through the
+    launcher's exec mode: for programs that run as themselves, such as MCP servers. Raises
+    FilterUnavailable where libseccomp is missing."""
+    return [
+        sys.executable,
+        "-I",
+        "-c",
+        _launcher_source(),
+        "--exec",
+        program().hex(),
+        "--",
+        *command,
+    ]
 
 
 def _python(spec: dict[str, Any]) -> list[str]:

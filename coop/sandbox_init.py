@@ -21,7 +21,9 @@ library. The spec is JSON: `python`, `cwd`, `env` and `main` (how to exec the co
 `status_fd`, `seccomp` (the filter program, hex), `watch` (`cpu` and `wall` seconds, and
 `scratch_bytes` for the cwd, or null), `isolate` (the view to build, or null) and `confine`
 (null, or `{"uid": …, "userns": …, "seen_as": …}`: a uid to switch to, or null to stay,
-whether to enter a user namespace of the code's own, and the uid the code has in it).
+whether to enter a user namespace of the code's own, and the uid the code has in it). Run as
+`… --exec <filter> -- command…`, it only installs the filter and becomes the command
+(`exec_filtered`).
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ MOUNT_FAILED = 125
 """The launcher's exit code when the sandbox could not be set up (nothing was run)."""
 EXEC_FAILED = 126
 """The code's exit code when it could not be started inside the sandbox."""
+EXEC = "--exec"
+"""argv[1] of the launcher's exec mode: `--exec <filter, hex> -- command…`."""
 
 
 class SockFprog(ctypes.Structure):
@@ -398,7 +402,16 @@ class Watch:
                 self.status = status
 
 
+def exec_filtered(program: str, command: list[str]) -> NoReturn:
+    """The launcher's other use: installs the filter and becomes `command` — how an MCP
+    server, which must run as itself, gets the filter of the code's sandbox."""
+    install_filter(bytes.fromhex(program))
+    os.execvp(command[0], command)
+
+
 def main(argv: list[str]) -> int:
+    if argv[1] == EXEC:
+        exec_filtered(argv[2], argv[4:])  # argv[3] is "--"
     spec = json.loads(argv[1])
     status_fd = spec["status_fd"]
     os.set_inheritable(status_fd, False)

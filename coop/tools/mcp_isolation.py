@@ -30,14 +30,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-from dotenv import find_dotenv
 from mcp import StdioServerParameters
 
-from coop.journal import STATE_DIR_ENV
-from coop.sandbox import NOBODY
+from coop.sandbox import NOBODY, filtered
+from coop.sandbox_filter import FilterUnavailable
+from coop.secret_paths import interpreter_dirs, outermost, secret_paths, within
 from coop.text import one_line
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,6 @@ SCRATCH_BYTES = 1 << 30
 """The size of each private scratch tmpfs: room for an npx or uvx download, held in memory."""
 SANDBOX_HOME = "/tmp"
 """A sandboxed server's HOME (npm's and uv's caches go there)."""
-RUN = Path("/run")
-"""The host's sockets (docker's, dbus's, systemd's): masked in the sandbox."""
 RESOLV_CONF = Path("/etc/resolv.conf")
 """Shown again in the sandbox when it points into a mask (systemd-resolved's lives in /run)."""
 TRIAL = "true"
@@ -136,8 +134,8 @@ def unavailable(isolation: Isolation) -> str | None:
     for name in needed:
         if shutil.which(name) is None:
             return f"{name} not found ({INSTALL[name]})"
-    command, args = _wrapped(isolation, TRIAL, [])
     try:
+        command, args = _wrapped(isolation, TRIAL, [])
         run = subprocess.run(
             [command, *args],
             stdin=subprocess.DEVNULL,
@@ -145,7 +143,7 @@ def unavailable(isolation: Isolation) -> str | None:
             timeout=TRIAL_TIMEOUT,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except (OSError, subprocess.TimeoutExpired, FilterUnavailable) as exc:
         return one_line(str(exc), 200)
     lines = run.stderr.decode(errors="replace").strip().splitlines()
     return (
@@ -211,13 +209,18 @@ def _home(isolation: Isolation) -> Iterator[str | None]:
 
 
 def _wrapped(isolation: Isolation, command: str, args: list[str]) -> tuple[str, list[str]]:
-    """The command and arguments that run `command` at `isolation`."""
-    setpriv = [_binary("setpriv"), *SETPRIV, "--"]
+    """The command and arguments that run `command` at `isolation`: at `user` and `sandbox`
+    under the seccomp filter of the `python` tool's sandbox (installed by coop's launcher,
+    still as root where setpriv then drops to NOBODY), so that a server can make no namespace
+    (a user namespace would give it every capability inside), mount, or reach the keyring,
+    bpf, io_uring or another process's memory."""
+    setpriv = [_binary("setpriv"), *SETPRIV, "--"] if _root() else []
     if isolation is Isolation.USER:
-        return setpriv[0], [*setpriv[1:], command, *args]
+        shim = filtered([*setpriv, command, *args])
+        return shim[0], shim[1:]
     if isolation is Isolation.SANDBOX:
         view = [*(BWRAP_ROOT if _root() else BWRAP_USER), *BWRAP_VIEW, *_masks_args()]
-        return _binary("bwrap"), [*view, "--", *(setpriv if _root() else []), command, *args]
+        return _binary("bwrap"), [*view, "--", *filtered([*setpriv, command, *args])]
     return command, args
 
 
@@ -247,19 +250,13 @@ def _masks_args() -> list[str]:
 
 
 def _masks() -> list[Path]:
-    """What a sandboxed server must not read: the home dir (keys, ~/.ray, ~/.coop), coop's state
-    dir, the `.env` coop would read, /run, and the outermost dir on the way to the interpreter
-    that others may not search (so that NOBODY reaches the interpreter shown again). Those that
-    exist, outermost only, none under a private scratch dir."""
-    home = Path.home()
-    state = Path(os.environ.get(STATE_DIR_ENV) or home / ".coop").expanduser()
-    dotenv = find_dotenv(usecwd=True)
-    wanted = [home, state, RUN, *([Path(dotenv)] if dotenv else [])]
-    closed = [_closed(prefix) for prefix in _prefixes()]
-    found = _outermost(
-        [*(path.resolve() for path in wanted if path.exists()), *filter(None, closed)]
-    )
-    return [path for path in found if path != Path("/") and not _within(path, SCRATCH)]
+    """What a sandboxed server must not read (coop/secret_paths.py), and the outermost dir on
+    the way to the interpreter that others may not search (so that NOBODY reaches the
+    interpreter shown again). Those that exist, outermost only, none under a private scratch
+    dir."""
+    closed = [_closed(prefix) for prefix in interpreter_dirs()]
+    found = outermost([*secret_paths(), *filter(None, closed)])
+    return [path for path in found if path != Path("/") and not within(path, SCRATCH)]
 
 
 def _closed(path: Path) -> Path | None:
@@ -269,27 +266,9 @@ def _closed(path: Path) -> Path | None:
     )
 
 
-def _prefixes() -> list[Path]:
-    """The interpreter's installation dirs (a virtualenv's and its base's)."""
-    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    return _outermost(Path(path).resolve() for path in dirs)
-
-
 def _shown(tops: list[Path]) -> list[Path]:
     """What is shown again, read-only, where a mask or a scratch dir hides it: the interpreter
-    (servers run by coop's Python) and the resolver's configuration."""
-    wanted = [*_prefixes(), RESOLV_CONF.resolve()]
-    return [path for path in wanted if path.exists() and _within(path, tops)]
-
-
-def _outermost(paths: Iterable[Path]) -> list[Path]:
-    """`paths` less those inside another of them."""
-    kept: list[Path] = []
-    for path in sorted(set(paths)):
-        if not _within(path, kept):
-            kept.append(path)
-    return kept
-
-
-def _within(path: Path, parents: Iterable[Path]) -> bool:
-    return any(path.is_relative_to(parent) for parent in parents)
+    (servers run by coop's Python, and the filter's launcher) and the resolver's
+    configuration."""
+    wanted = [*interpreter_dirs(), RESOLV_CONF.resolve()]
+    return [path for path in wanted if path.exists() and within(path, tops)]
