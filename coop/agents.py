@@ -8,6 +8,7 @@ outright garbage yields fewer tasks and a log line, never an exception.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import string
@@ -270,19 +271,26 @@ _TEMPLATES = (
 _CLAUSE = re.compile(r"[.!?:\n]+\s*")
 
 
+@functools.cache
+def _clauses() -> tuple[tuple[str, str], ...]:
+    """Every clause of coop's templates with its words, in order, once each: the same for
+    every prompt, so split once per process rather than once per task."""
+    found: dict[str, str] = {}
+    for template in _TEMPLATES:
+        for literal, *_ in string.Formatter().parse(template):
+            for clause in _CLAUSE.split(literal):
+                said = " ".join(words(clause))
+                if said:
+                    found.setdefault(clause.strip(), said)
+    return tuple(found.items())
+
+
 def instructions(prompt: str) -> list[str]:
     """The prompt's own words: the sentences and headings of coop's templates that `prompt`
     holds (not the objective, tasks or results filled into them), for telling a reply that
     only restates them."""
     sent = f" {' '.join(words(prompt))} "
-    found: list[str] = []
-    for template in _TEMPLATES:
-        for literal, *_ in string.Formatter().parse(template):
-            for clause in _CLAUSE.split(literal):
-                said = " ".join(words(clause))
-                if said and f" {said} " in sent and clause.strip() not in found:
-                    found.append(clause.strip())
-    return found
+    return [clause for clause, said in _clauses() if f" {said} " in sent]
 
 
 def parse_synthesis(text: str) -> tuple[str, bool | None]:
