@@ -44,23 +44,27 @@ def ask(
     build: Callable[[int], str],
     task_id: int | None = None,
     answer_tokens: int | None = None,
-) -> str:
-    """One completion. `build(budget)` makes the prompt for a token budget, so that a retry
-    with less context can rebuild it. `answer_tokens`: the most the answer may take (default:
-    `--max-completion-tokens`)."""
+) -> tuple[str, str]:
+    """One completion: the answer, and the prompt it answers (a reply is judged against its
+    own prompt's instructions). `build(budget)` makes the prompt for a token budget, so that
+    a retry with less context can rebuild it. `answer_tokens`: the most the answer may take
+    (default: `--max-completion-tokens`)."""
+    sent = ""
 
     def wait_turn(tokens: int) -> None:
         while (wait := ctx.board.acquire(tokens)) > 0:
             time.sleep(min(wait, RATE_WAIT_MAX))
 
     def turn(budget: int) -> list[Message]:
-        return [{"role": "user", "content": build(budget)}]
+        nonlocal sent
+        sent = build(budget)
+        return [{"role": "user", "content": sent}]
 
     reply, latency = fitted(ctx, kind, turn, [], wait_turn, answer_tokens)
     ctx.board.record_usage(
         ctx.name, kind.value, reply.prompt_tokens, reply.completion_tokens, latency, task_id
     )
-    return reply.text
+    return reply.text, sent
 
 
 def fitted(

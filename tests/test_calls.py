@@ -34,7 +34,8 @@ def test_a_prompt_too_long_for_the_model_is_retried_once_with_less_context(
         return agents.execution_prompt("o", "Write the summary", context, llm.tokenizer, budget)
 
     ctx = Context(board, llm, InProcessMemory(llm), settings, "o", "w")
-    assert ask(ctx, Kind.EXECUTION, build)
+    answer, _ = ask(ctx, Kind.EXECUTION, build)
+    assert answer
     assert [c.status for c in server.calls] == [400, 200]
     server.faults.context_limit = 100  # now even half the context cannot fit
     with pytest.raises(LLMContextError):

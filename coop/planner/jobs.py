@@ -67,10 +67,10 @@ class Jobs:
         `wanted`: how many tasks the swarm can use now; `abilities`: what its workers can do
         (a task that needs some of it says so); both said in the prompt."""
         _, window = self.ctx.board.pending_window(C.PLANNER_TASK_WINDOW)
-        sent: list[str] = []
+        sent = ""
         try:
-            answer = self._ask(
-                sent,
+            answer, sent = ask(
+                self.ctx,
                 Kind.CREATION,
                 lambda budget: agents.creation_prompt(
                     self.ctx.objective,
@@ -109,8 +109,8 @@ class Jobs:
         """Reorder the head of the list; merged into whatever it has become meanwhile."""
         version, window = self.ctx.board.pending_window(C.PRIORITIZE_WINDOW)
         if len(window) >= 2:
-            answer = self._ask(
-                [],
+            answer, _ = ask(
+                self.ctx,
                 Kind.PRIORITIZATION,
                 lambda budget: agents.prioritization_prompt(
                     self.ctx.objective, window, self.ctx.llm.tokenizer, budget
@@ -132,8 +132,8 @@ class Jobs:
         """Ask whether the objective is met by the work so far."""
         recent = self.ctx.board.results(max(0, completed - 5))
         pulse = self.ctx.board.pulse()
-        answer = self._ask(
-            [],
+        answer, _ = ask(
+            self.ctx,
             Kind.COMPLETION_CHECK,
             lambda budget: agents.completion_prompt(
                 self.ctx.objective,
@@ -162,9 +162,8 @@ class Jobs:
         completed = self.ctx.board.pulse().completed
         since = max(0, completed - C.REPLAN_HISTORY)  # the prompt keeps the newest that fit
         done = [r.task for r in self.ctx.board.results(since)]
-        sent: list[str] = []
-        answer = self._ask(
-            sent,
+        answer, sent = ask(
+            self.ctx,
             Kind.CREATION,
             lambda budget: agents.replan_prompt(
                 self.ctx.objective, done, self.ctx.llm.tokenizer, budget
@@ -173,16 +172,6 @@ class Jobs:
         return self._propose(Outcome(Job.REPLAN), answer, None, None, sent)
 
     # -- helpers --------------------------------------------------------------------------
-
-    def _ask(self, sent: list[str], kind: Kind, build: Callable[[int], str]) -> str:
-        """The model's answer; the prompt it answered is appended to `sent`."""
-
-        def built(budget: int) -> str:
-            prompt = build(budget)
-            sent[:] = [prompt]
-            return prompt
-
-        return ask(self.ctx, kind, built)
 
     def _unreadable(self, kind: Kind, answer: str) -> None:
         """A reply no parser could read: counted on the board, with its start, for the tape."""
@@ -195,12 +184,12 @@ class Jobs:
         answer: str,
         parent: int | None,
         planned: list[int] | None,
-        sent: Sequence[str] = (),
+        sent: str = "",
     ) -> Outcome:
         """Add what a creation or replanning answer proposes (with `planned`, the
         acknowledgement of the completions it came from); lines that are not tasks (`sent`:
         the prompt they answer) are refused."""
-        own = agents.instructions(sent[0]) if sent else []
+        own = agents.instructions(sent)
         needs: dict[str, list[str]] = {}
         refused: list[tuple[str, str]] = []
         for line in agents.parse_tasks(answer):

@@ -113,16 +113,14 @@ def _final(ctx: Context, part: list[str], ended: str, flaw: str) -> tuple[str, b
 def _ask(ctx: Context, part: list[str], index: int, ended: str, flaw: str) -> tuple[str, str]:
     """One synthesis call: the answer (`index` 0), or the notes of group `index`; with the
     prompt it answered."""
-    sent = [""]
-
-    def build(budget: int) -> str:
-        sent[0] = agents.synthesis_prompt(
+    return ask(
+        ctx,
+        Kind.SYNTHESIS,
+        lambda budget: agents.synthesis_prompt(
             ctx.objective, part, index, ctx.llm.tokenizer, budget, ended, flaw
-        )
-        return sent[0]
-
-    text = ask(ctx, Kind.SYNTHESIS, build, answer_tokens=_note_tokens(ctx) if index else None)
-    return text, sent[0]
+        ),
+        answer_tokens=_note_tokens(ctx) if index else None,
+    )
 
 
 def _note_tokens(ctx: Context) -> int:
