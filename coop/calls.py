@@ -5,7 +5,6 @@ long for the model. Planner and workers both call the model through here, each w
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from typing import Any
 
 from coop.board import BoardClient
 from coop.config import RunSettings
-from coop.llm import LLM, Completion, LLMContextError, Message
+from coop.llm import LLM, Completion, LLMContextError, Message, said
 from coop.memory import Memory
 from coop.types import Kind
 
@@ -97,8 +96,7 @@ def fitted(
 
 def tokens_of(llm: LLM, messages: list[Message]) -> int:
     """What the messages will likely count as: their text, and the calls they carry."""
-    text = [str(m.get("content") or "") + json.dumps(m.get("tool_calls") or "") for m in messages]
-    return sum(llm.tokenizer.count(t) for t in text)
+    return sum(llm.tokenizer.count(said(m)) for m in messages)
 
 
 def metered(board: BoardClient, name: str) -> Callable[[int], None]:

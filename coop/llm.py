@@ -381,13 +381,15 @@ def _line(text: str, limit: int = 200) -> str:
     return " ".join(scrub(text).split())[:limit]
 
 
+def said(message: Message) -> str:
+    """What a message says to the model: its text and the tool calls it carries."""
+    return str(message.get("content") or "") + json.dumps(message.get("tool_calls") or "")
+
+
 def _sent_bytes(messages: list[Message]) -> int:
-    """The UTF-8 bytes of what the messages say (their text and tool calls): what the
-    server's count of prompt tokens is set against to calibrate an estimate."""
-    return sum(
-        len((str(m.get("content") or "") + json.dumps(m.get("tool_calls") or "")).encode())
-        for m in messages
-    )
+    """The UTF-8 bytes of what the messages say: what the server's count of prompt tokens is
+    set against to calibrate an estimate."""
+    return sum(len(said(m).encode()) for m in messages)
 
 
 def _root_cause(exc: BaseException) -> str:
