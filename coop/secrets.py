@@ -72,9 +72,10 @@ GITHUB = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20
 (`ghu_`), server-to-server (`ghs_`) and refresh (`ghr_`)."""
 SLACK = re.compile(r"\b(?:xox[abposre]|xapp)-[A-Za-z0-9-]{10,}")
 """Slack tokens: bot (`xoxb-`), user (`xoxp-`), app-level (`xapp-`) and the rest."""
-SK = re.compile(r"\bsk-[A-Za-z0-9_*-]{6,}")
+SK = re.compile(r"\b(?:sk|key|token)-[A-Za-z0-9_*-]{6,}", re.IGNORECASE)
 """`sk-` keys: OpenAI's (`sk-…`, `sk-proj-…`, the `sk-ab***yz` of its error messages) and
-Anthropic's (`sk-ant-…`), which the model clients coop runs beside may hold."""
+Anthropic's (`sk-ant-…`), which the model clients coop runs beside may hold; and the `key-…`
+and `token-…` shapes of other services (any case), as coop's first scrub masked them."""
 STRIPE = re.compile(r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}")
 """Stripe secret and restricted keys."""
 GOOGLE = re.compile(r"\bAIza[0-9A-Za-z_-]{35}")
@@ -96,7 +97,7 @@ HINTS = {
     AWS_KEY_ID: re.compile("AKIA|ASIA|ABIA|ACCA"),
     GITHUB: re.compile("gh[pousr]_|github_pat_"),
     SLACK: re.compile("xox[abposre]-|xapp-"),
-    SK: re.compile("sk-"),
+    SK: re.compile("(?:sk|key|token)-", re.IGNORECASE),
     STRIPE: re.compile("k_(?:live|test)_"),
     GOOGLE: re.compile("AIza"),
     HUGGING_FACE: re.compile("hf_"),

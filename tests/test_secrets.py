@@ -105,6 +105,8 @@ SHAPES = [
     ("openai {}", "sk-proj-" + "Cd2" * 20),
     ("anthropic {}", "sk-ant-api03-" + "Ef3" * 20),
     ("Incorrect API key provided: {}", "sk-ab***yz"),
+    ("leaked {}", "token-abcdef123456"),
+    ("leaked {}", "KEY-ab12cd34ef"),
     ("stripe {}", "sk_live_" + "Gh4" * 8),
     ("google {}", "AIza" + "Ij5kL" * 7),
     ("hf {}", "hf_" + "MnOpQrStUv" * 3 + "Wx"),
