@@ -27,9 +27,11 @@ restrain root, and root's own files would stay readable to it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
 import functools
 import json
+import logging
 import os
 import re
 import selectors
@@ -49,8 +51,12 @@ from coop.errors import CoopError
 from coop.sandbox_filter import FilterUnavailable, program
 from coop.secret_paths import interpreter_dirs, outermost, secret_paths, within
 
+log = logging.getLogger(__name__)
+
 NOBODY = 65534
 """The unprivileged uid and gid a sandbox's code runs as when coop runs as root."""
+PR_SET_DUMPABLE = 4
+"""prctl's option (linux/prctl.h) that makes a process's memory and /proc files its own."""
 INIT_MAP = ["0", "0", "4294967295"]
 """/proc/self/uid_map in the initial user namespace."""
 WORKDIR = "/tmp/work"
@@ -288,6 +294,7 @@ class ProcessSandbox(_Sandbox):
             yield str(path)
 
     def launch(self, spec: dict[str, Any], limits: Limits) -> _Launch:
+        undumpable()  # the code shares the host's /proc, and may be of coop's own user
         spec["rlimits"] = limits.rlimits(count_processes=False)
         spec["watch"]["scratch_bytes"] = limits.scratch_bytes
         spec["confine"] = {"uid": NOBODY, "userns": False} if _root() else None
@@ -371,6 +378,22 @@ def _view() -> View:
     shown = outermost([*dirs, *etc, *interpreter_dirs()])
     masks = [path for path in secret_paths() if within(path, shown) and path not in shown]
     return View(tuple(map(str, shown)), links, tuple(map(str, masks)))
+
+
+def undumpable() -> None:
+    """Make this process non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`), so that a program it
+    starts that runs as the same user — an MCP server, code at the `process` level of a coop
+    that is not root — cannot ptrace it nor open its /proc/<pid>/environ (the keys) or mem.
+
+    Called where tools are used, since that is the process they could read: a Ray actor's
+    process (Ray may reuse a worker process for several actors, so it is done when the tools
+    open rather than once at start; the flag stays for the process's life, a cost only to
+    debuggers and py-spy of the same user). It is never inherited across exec, so the
+    programs themselves stay ordinary processes."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        log.warning("this process stays dumpable (prctl: %s)", os.strerror(error))
 
 
 def _root() -> bool:

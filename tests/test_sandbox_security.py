@@ -237,18 +237,19 @@ AS_USER = """
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
 from coop.sandbox import SandboxUnavailable, choose
-code = open(sys.argv[2]).read()
+programs = [open(path).read() for path in sys.argv[2:]]
 found = {}
 for level in ("bubblewrap", "namespaces", "process"):
     try:
-        run = choose(level).run(code)
+        box = choose(level)
     except SandboxUnavailable as exc:
         found[level] = str(exc)
         continue
-    found[level] = {"exit": run.exit_code, "stdout": run.stdout, "stderr": run.stderr[-300:]}
+    runs = [box.run(code) for code in programs]
+    found[level] = [{"exit": r.exit_code, "stdout": r.stdout, "stderr": r.stderr} for r in runs]
 print(json.dumps(found))
 """
-"""Runs the probes at each level as the calling user and prints what each level said."""
+"""Runs each program at each level as the calling user and prints what each level said."""
 
 
 def test_the_probes_hold_when_coop_is_not_root(host_dir: Path) -> None:
@@ -266,13 +267,15 @@ def test_the_probes_hold_when_coop_is_not_root(host_dir: Path) -> None:
         else:
             shutil.copy(source, lib / source.name)
     (tmp_path / "probe.py").write_text(probes.program(sockets=("/run/dbus/system_bus_socket",)))
+    (tmp_path / "sweep.py").write_text(PROC_SWEEP.format(host_pid=0, key=SWEEP_KEY))
     for path in (tmp_path, *tmp_path.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
     proc = subprocess.run(
         [
             *("setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups"),
-            *("env", "-i", f"HOME={tmp_path}", "PATH=/usr/bin:/bin", SYSTEM_PYTHON, "-c", AS_USER),
-            *(str(lib), str(tmp_path / "probe.py")),
+            *("env", "-i", f"HOME={tmp_path}", "PATH=/usr/bin:/bin", f"OPENAI_API_KEY={SWEEP_KEY}"),
+            *(SYSTEM_PYTHON, "-c", AS_USER, str(lib), str(tmp_path / "probe.py")),
+            str(tmp_path / "sweep.py"),
         ],
         cwd=tmp_path,
         capture_output=True,
@@ -284,8 +287,51 @@ def test_the_probes_hold_when_coop_is_not_root(host_dir: Path) -> None:
     for level in ("bubblewrap", "namespaces"):
         if isinstance(found[level], str):
             continue  # not on this node without root: said why
-        verdicts = probes.verdicts(found[level]["stdout"])
+        verdicts = probes.verdicts(found[level][0]["stdout"])
         assert probes.refused_everywhere(verdicts) == [], found[level]
         assert verdicts["uid"] == str(UNPRIVILEGED), found[level]
         assert all(verdicts[f"path {path}"] == "absent" for path in probes.HOST_PATHS)
     assert not all(isinstance(found[level], str) for level in ("bubblewrap", "namespaces"))
+    for level, runs in found.items():  # coop's own key, where the code shares coop's user
+        if not isinstance(runs, str):
+            assert "found: []" in runs[1]["stdout"], (level, runs[1])
+
+
+PROC_SWEEP = """
+import os, sys
+host_pid = {host_pid}
+found, refused = [], []
+for name in os.listdir("/proc"):
+    if not name.isdigit():
+        continue
+    for part in ("environ", "cmdline"):
+        try:
+            with open(f"/proc/{{name}}/{{part}}", "rb") as f:
+                if {key!r}.encode() in f.read():
+                    found.append(f"{{name}}/{{part}}")
+        except OSError:
+            refused.append(name)
+try:
+    open(f"/proc/{{host_pid}}/environ", "rb").read()
+    print("host environ read")
+except OSError as exc:
+    print("host environ:", type(exc).__name__)
+print("found:", found)
+"""
+"""Reads every process's environment and command line the code can see, for the key coop
+holds, and the environment of the coop process itself by its pid on the host."""
+SWEEP_KEY = "sk-proc-sweep-4f9a2c71e0"
+"""The key coop holds while the sweep runs."""
+
+
+def test_no_process_the_code_can_see_gives_it_the_key(
+    any_level: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe of our own: not only the code's environment but every /proc/<pid>/environ and
+    cmdline it can read — its launcher's, a neighbour's, coop's own — holds no key."""
+    monkeypatch.setenv("OPENAI_API_KEY", SWEEP_KEY)
+    run = any_level.run(PROC_SWEEP.format(host_pid=os.getpid(), key=SWEEP_KEY), QUICK)
+    assert run.exit_code == 0, run
+    assert "found: []" in run.stdout, run.stdout
+    seen = run.stdout.splitlines()[0]
+    assert seen in ("host environ: PermissionError", "host environ: FileNotFoundError"), run

@@ -51,6 +51,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
 from coop.config import redact_url
+from coop.sandbox import undumpable
 from coop.secrets import scrub
 from coop.text import HASH_CHARS, one_line
 from coop.tools import Invocation, ToolError, ToolOutput, ToolSpec
@@ -59,7 +60,6 @@ from coop.tools.mcp_isolation import (
     default_isolation,
     isolated,
     unavailable,
-    undumpable,
 )
 
 log = logging.getLogger(__name__)

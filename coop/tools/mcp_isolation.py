@@ -20,7 +20,6 @@ worker's tail, and the SDK's kill of the process group still ends it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import enum
 import errno
 import functools
@@ -60,8 +59,6 @@ class Isolation(str, enum.Enum):
     NONE = "none"
 
 
-PR_SET_DUMPABLE = 4
-"""prctl's option (linux/prctl.h) that makes a process's memory and /proc files its own."""
 SETPRIV = (
     *(f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"),
     *("--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--pdeathsig=SIGKILL"),
@@ -98,21 +95,6 @@ TRIAL_TIMEOUT = 30.0
 """Seconds a level's trial may take."""
 INSTALL = {"bwrap": "apt-get install bubblewrap", "setpriv": "util-linux"}
 """Where each binary comes from, for the line that says it is missing."""
-
-
-def undumpable() -> None:
-    """Make this process non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`), so that a server running
-    as the same user cannot ptrace it nor open its /proc/<pid>/environ or mem.
-
-    Called where a worker's servers are opened, since that is the process they could read:
-    a Ray actor's process (Ray may reuse a worker process for several actors, so it is done
-    when the tools open rather than once at start; the flag stays for the process's life, a
-    cost only to debuggers and py-spy of the same user). It is never inherited across exec, so
-    the servers themselves stay ordinary processes."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        error = ctypes.get_errno()
-        log.warning("this process stays dumpable (prctl: %s)", os.strerror(error))
 
 
 def _root() -> bool:
