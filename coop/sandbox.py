@@ -346,10 +346,12 @@ class BubblewrapSandbox(_Sandbox):
 
 
 def _bwrap_view(view: View, keep: dict[str, int], limits: Limits) -> list[str]:
-    """bwrap's options for the view (each shown path from a descriptor opened here, so a
-    path swapped meanwhile changes nothing), the private /dev, /tmp and /dev/shm, and the
-    root then made read-only."""
-    args: list[str] = []
+    """bwrap's options for the private /tmp (first, so that an interpreter installed under
+    the host's /tmp is shown on top of it, not hidden by it), the view (each shown path from a
+    descriptor opened here, so a path swapped meanwhile changes nothing), the private /dev and
+    /dev/shm, and the root then made read-only."""
+    tmpfs = ("--size", str(limits.scratch_bytes), "--perms", "1777", "--tmpfs")
+    args = [*tmpfs, "/tmp", "--perms", "1777", "--dir", WORKDIR]
     for path, fd in keep.items():
         for parent in reversed(Path(path).parents[:-1]):
             args += ["--perms", "0755", "--dir", str(parent)]
@@ -357,13 +359,13 @@ def _bwrap_view(view: View, keep: dict[str, int], limits: Limits) -> list[str]:
     for path, target in view.links.items():
         args += ["--symlink", target, path]
     for path in view.masks:
-        args += ["--tmpfs", path, "--remount-ro", path] if Path(path).is_dir() else []
-        args += [] if Path(path).is_dir() else ["--ro-bind", "/dev/null", path]
-    tmpfs = ("--size", str(limits.scratch_bytes), "--perms", "1777", "--tmpfs")
+        if Path(path).is_dir():
+            args += ["--tmpfs", path, "--remount-ro", path]
+        else:
+            args += ["--ro-bind", "/dev/null", path]
     return [
         *args,
         *("--dev", "/dev", *tmpfs, "/dev/shm", "--remount-ro", "/dev"),
-        *(*tmpfs, "/tmp", "--perms", "1777", "--dir", WORKDIR),
         *("--remount-ro", "/"),
     ]
 

@@ -35,6 +35,7 @@ import os
 import resource
 import select
 import signal
+import stat
 import sys
 import time
 import traceback
@@ -164,10 +165,11 @@ def mask(path: str, null: int) -> None:
         bind(null, path)
 
 
-def show(fd: int, source: str, target: str) -> None:
-    """Shows what `fd` holds (the host's `source`) read-only at `target`, making the dirs on
-    the way (searchable by all)."""
-    if os.path.isdir(source):
+def show(fd: int, target: str) -> None:
+    """Shows what `fd` holds read-only at `target`, making the dirs on the way (searchable by
+    all). Whether it is a dir is asked of `fd`: its path may be covered by now (an
+    interpreter under the host's /tmp, where the new root is built)."""
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
         os.makedirs(target, 0o755, exist_ok=True)
     else:
         os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
@@ -193,8 +195,12 @@ def isolate(
     devices = {name: hold(f"/dev/{name}") for name in DEVICES}
     root = NEW_ROOT
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,size={ROOT_BYTES}")
+    os.mkdir(root + "/tmp")  # first, so that what is shown under /tmp lands on top of it
+    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={scratch_bytes}")
+    os.mkdir(root + workdir)
+    os.chmod(root + workdir, 0o1777)
     for path in show_paths:
-        show(held[path], path, root + path)
+        show(held[path], root + path)
     for path, target in links.items():
         os.makedirs(os.path.dirname(root + path), 0o755, exist_ok=True)
         os.symlink(target, root + path)
@@ -203,10 +209,6 @@ def isolate(
     os.mkdir(root + "/dev")
     populate_dev(devices, root + "/dev", scratch_bytes)
     os.mkdir(root + "/proc")
-    os.mkdir(root + "/tmp")
-    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={scratch_bytes}")
-    os.mkdir(root + workdir)
-    os.chmod(root + workdir, 0o1777)
     for fd in (*held.values(), *devices.values()):
         os.close(fd)
     os.chdir(root)

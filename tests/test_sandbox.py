@@ -6,10 +6,12 @@ asked. A level this node cannot run is skipped, with the reason."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -251,3 +253,31 @@ def test_an_unknown_level_is_one_line() -> None:
 def test_the_code_runs_on_the_sandbox_interpreter(any_level: Sandbox) -> None:
     run = any_level.run("import sys\nprint(sys.executable)\n", QUICK)
     assert run.stdout.strip() == any_level.python, run
+
+
+def test_an_interpreter_installed_under_the_hosts_tmp_runs_the_code(strong: Sandbox) -> None:
+    """A virtualenv under /tmp (a fresh clone's, say) is shown on top of the sandbox's own
+    /tmp, not hidden by it: the code runs on it."""
+    venv = Path(tempfile.mkdtemp(prefix="coop-venv-", dir="/tmp"))
+    venv.chmod(0o755)  # as a clone's dirs are: NOBODY runs the code under root
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+            check=True,
+        )
+        script = (
+            "import sys\nfrom coop.sandbox import choose\n"
+            f"run = choose({strong.isolation.value!r}).run('import sys; print(sys.prefix)')\n"
+            "print(run.exit_code, run.stdout.strip(), run.stderr.strip()[-200:])\n"
+        )
+        root = Path(__file__).resolve().parents[1]
+        proc = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", script],
+            env={**os.environ, "PYTHONPATH": str(root)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        shutil.rmtree(venv)
+    assert proc.stdout.split() == ["0", str(venv)], proc.stdout + proc.stderr
