@@ -115,32 +115,14 @@ class Journal:
             return
         try:
             if fresh:
-                path.touch(mode=0o600)
+                _create(path, objective_id, create or {})
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             if fresh:
-                self._init_schema(objective_id, create or {})
                 self.info = _read_info(self._db, path)
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open the journal {path}: {exc}") from None
-
-    def _init_schema(self, objective_id: str, create: dict[str, Any]) -> None:
-        with self._db:
-            self._db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._db.execute(
-                "CREATE TABLE events (seq INTEGER PRIMARY KEY, at REAL NOT NULL, "
-                "kind TEXT NOT NULL, data TEXT NOT NULL)"
-            )
-            meta = {
-                "format": FORMAT,
-                "objective_id": objective_id,
-                "created": time.time(),
-                **create,
-            }
-            self._db.executemany(
-                "INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
-            )
 
     def append(self, kind: EventKind, data: dict[str, Any]) -> None:
         """Write one event; durable kinds (`EventKind.durable`) with a full sync."""
@@ -194,6 +176,34 @@ def _read_info(db: sqlite3.Connection, path: Path) -> JournalInfo:
         meta.get("settings", {}),
         path,
     )
+
+
+def _create(path: Path, objective_id: str, create: dict[str, Any]) -> None:
+    """Make a journal beside `path` and link it into place whole: a reader listing or watching
+    the state dir (`coop list`, a test polling the file) never meets a file without its tables,
+    and of two processes creating one objective at once, the second fails instead of erasing."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.new")
+    partial.unlink(missing_ok=True)
+    partial.touch(mode=0o600)
+    try:
+        with closing(sqlite3.connect(partial, isolation_level=None)) as db, db:
+            db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.execute(
+                "CREATE TABLE events (seq INTEGER PRIMARY KEY, at REAL NOT NULL, "
+                "kind TEXT NOT NULL, data TEXT NOT NULL)"
+            )
+            meta = {
+                "format": FORMAT,
+                "objective_id": objective_id,
+                "created": time.time(),
+                **create,
+            }
+            db.executemany(
+                "INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
+            )
+        os.link(partial, path)  # never over a journal another process made meanwhile
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def read_info(path: Path) -> JournalInfo:

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import sqlite3
+import threading
 import uuid
 from contextlib import closing
 from pathlib import Path
@@ -18,6 +19,7 @@ from coop import cluster
 from coop.board import Board, BoardClient
 from coop.config import RunSettings
 from coop.journal import Journal, JournalError, journal_path, list_journals, state_dir
+from coop.journal import _create as journal_create
 from coop.memory.cluster import VectorStore
 from coop.simulate import lexical_embedding
 from coop.text import objective_id
@@ -125,6 +127,40 @@ def test_foreign_sqlite_file_is_refused_and_left_untouched(tmp_path: Path) -> No
     with pytest.raises(JournalError, match="not a readable coop journal"):
         journaled(tmp_path)
     assert path.read_bytes() == before
+
+
+def test_a_journal_appears_whole(tmp_path: Path) -> None:
+    """A reader of the state dir (`coop list`, `coop status` of a dormant objective) polling
+    while journals are made never meets one without its tables (CI once read one mid-creation:
+    "no such table: events")."""
+    root = state_dir(str(tmp_path))
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.extend(list_journals(root)[1].values())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for n in range(40):
+            Journal(journal_path(root, f"whole-{n:08x}"), f"whole-{n:08x}", create={})
+    finally:
+        done.set()
+        watcher.join()
+    assert seen == []
+    assert len(list_journals(root)[0]) == 40
+    assert sorted(p.name for p in (root / "journal").iterdir() if p.name.startswith(".")) == []
+
+
+def test_of_two_makers_of_one_journal_the_second_fails_and_erases_nothing(tmp_path: Path) -> None:
+    path = journal_path(state_dir(str(tmp_path)), OID)
+    first = Journal(path, OID, create={})
+    first.append(EventKind.STOPPING, {"reason": "kept"})
+    with pytest.raises(FileExistsError):
+        journal_create(path, OID, {})
+    assert [e.data for e in Journal(path, OID, readonly=True).events()] == [{"reason": "kept"}]
 
 
 def test_another_objectives_journal_is_refused(tmp_path: Path) -> None:
