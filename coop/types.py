@@ -317,7 +317,7 @@ class PlanView:
     ready: int  # pending tasks a worker may take now (approved, past any retry delay)
     leased: int
     slots: int  # tasks the live workers may hold at once
-    room: int  # tasks that may still be added before pending + leased + done reach the cap
+    room: int  # tasks that may still be added: under the task cap, and the budget (see Budget)
     head: list[int]  # the first pending ids: what workers take next, and prioritization sees
     dry: bool  # nothing pending, leased or unplanned: time to ask whether the objective is met
     capabilities: list[str] = field(default_factory=list)  # what the live workers can do

@@ -198,6 +198,26 @@ def test_token_budget_holds_under_concurrent_leases() -> None:
     assert 1000 <= spent <= 1000 + 5 * 240
 
 
+def test_the_planner_is_offered_no_room_for_tasks_the_budget_could_not_run() -> None:
+    """Room for new tasks ends where the budget's share for tasks does, not only at the task
+    cap: creation calls for tasks that could never be leased would spend the answer's reserve
+    (a run stopped at --max-tokens lost its answer that way under load)."""
+    board = make_board(
+        max_tokens=1000,
+        max_prompt_tokens=300,
+        max_completion_tokens=100,
+        max_tasks=100,
+        synthesis_reserve=0.3,
+    )
+    assert board.plan_view(0, 10).room == 3  # 700 of 1000 for tasks, ~200 each
+    board.add(["a"])
+    assert board.plan_view(0, 10).room == 2  # the pending one counts
+    lease = leased(board)
+    board.record_usage(lease.worker, "creation", 301, 0)  # planner calls spend from it too
+    assert board.plan_view(0, 10).room == 0
+    assert make_board(max_tasks=7).plan_view(0, 10).room == 7  # no budget: the task cap
+
+
 def test_cost_budget_uses_the_price_table() -> None:
     board = make_board(
         max_cost=0.001,

@@ -68,3 +68,25 @@ def test_tasks_may_not_use_the_share_kept_for_the_answer() -> None:
     b.settle("execution", 700, 100)  # spending may still go up to the cap itself
     assert b.over(None) is None and b.short(150, 50) == ""
     assert "200 of --max-tokens 1000 are left" in b.short(150, 51)
+
+
+@pytest.mark.parametrize(
+    "settings, spent, reserved, fit",
+    [
+        ({}, 0, 0, None),  # no cap on tokens or cost: the task cap alone limits
+        ({"max_tokens": 1000}, 0, 0, 3),  # 700 for tasks at ~200 each
+        ({"max_tokens": 1000}, 301, 0, 1),  # 399 left of the tasks' share
+        ({"max_tokens": 1000}, 301, 200, 0),  # a task in flight holds the last room
+        ({"max_tokens": 1000}, 900, 0, 0),  # spent past the share: none, never negative
+        ({"max_cost": 0.0007, "prices": (1.0, 1.0, 0.0)}, 0, 0, 2),  # $0.00049 at $0.0002 each
+    ],
+)
+def test_how_many_more_tasks_fit_in_the_budget(
+    settings: dict[str, object], spent: int, reserved: int, fit: int | None
+) -> None:
+    b = budget(max_prompt_tokens=300, max_completion_tokens=100, synthesis_reserve=0.3, **settings)
+    if spent:
+        b.settle("creation", spent, 0)
+    if reserved:
+        b.reserve(1, reserved, 0.0)
+    assert b.tasks_that_fit() == fit

@@ -607,12 +607,19 @@ class Board:
             ready=t.eligible_count(now) - stuck,
             leased=leased,
             slots=sum(w.slots for w in workers),
-            room=self.settings.max_tasks - done - leased - pending,
+            room=self._room(done + leased + pending, pending),
             head=t.pending[: C.PRIORITIZE_WINDOW],
             dry=not pending and not leased and len(self._acks) == done,
             capabilities=sorted({c for w in workers for c in w.caps}),
             stuck=stuck,
         )
+
+    def _room(self, counted: int, pending: int) -> int:
+        """Tasks that may still be added: under the task cap (`counted` pending, leased and
+        done), and under the budget beside the `pending` ones already waiting."""
+        room = self.settings.max_tasks - counted
+        fit = self._budget.tasks_that_fit()
+        return room if fit is None else min(room, fit - pending)
 
     def _live(self, now: float) -> list[WorkerStats]:
         """Workers heard from within a lease's time: those the planner can plan for."""

@@ -67,6 +67,26 @@ class Budget:
             return Reason.MAX_COST
         return None
 
+    def tasks_that_fit(self) -> int | None:
+        """How many more tasks of the usual cost fit beside what is spent and reserved, under
+        the share of the caps that tasks may use (None with no cap on tokens or cost). The
+        planner adds no task past it: a task that could never be leased is a creation call
+        spent from the answer's reserve (a run stopped at a cap lost its answer that way)."""
+        s = self.settings
+        if not (s.max_tokens or s.max_cost):
+            return None
+        tokens, cost = self.spent()
+        tokens += sum(r[0] for r in self._reserved.values())
+        cost += sum(r[1] for r in self._reserved.values())
+        share = 1.0 - s.synthesis_reserve
+        each_tokens, each_cost = self.estimate()
+        fit: list[int] = []
+        if s.max_tokens:
+            fit.append(int(max(0.0, s.max_tokens * share - tokens) // max(each_tokens, 1)))
+        if s.max_cost and each_cost > 0:
+            fit.append(int(max(0.0, s.max_cost * share - cost) // each_cost))
+        return min(fit) if fit else None
+
     def short(self, prompt: int, completion: int) -> str:
         """Why calls of at most `prompt` + `completion` tokens would not fit in what is left
         of the caps ("" when they would)."""

@@ -101,7 +101,7 @@ class Jobs:
         return out
 
     def acknowledge(self, batch: list[Result]) -> None:
-        """Acknowledge completions without a model call: the task cap leaves no room."""
+        """Acknowledge completions without a model call: a cap (tasks or budget) leaves no room."""
         self.ctx.board.add([], planner=self.ctx.name, planned=[r.seq for r in batch])
         log.info("%d result(s) acknowledged without planning: the task cap is reached", len(batch))
 

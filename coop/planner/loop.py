@@ -234,7 +234,7 @@ class Planner:
 
     def _schedule(self, view: PlanView) -> None:
         creating = sum(1 for job in self._running.values() if job is Job.CREATE)
-        if self._queue and view.room <= 0:  # the task cap: nothing more may be added
+        if self._queue and view.room <= 0:  # a cap (tasks or budget): nothing more may be added
             batch = list(self._queue)
             self._queue.clear()
             self.jobs.acknowledge(batch)
