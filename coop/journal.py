@@ -186,7 +186,7 @@ def _create(path: Path, objective_id: str, create: dict[str, Any]) -> None:
     partial.unlink(missing_ok=True)
     partial.touch(mode=0o600)
     try:
-        with closing(sqlite3.connect(partial, isolation_level=None)) as db, db:
+        with closing(sqlite3.connect(partial, isolation_level=None)) as db:
             db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             db.execute(
                 "CREATE TABLE events (seq INTEGER PRIMARY KEY, at REAL NOT NULL, "

@@ -34,6 +34,12 @@ class Budget:
         total = Usage.total(self.usage.values())
         return total.tokens, total.cost
 
+    def _committed(self) -> tuple[int, float]:
+        """What is spent plus what in-flight tasks have reserved: tokens, cost."""
+        tokens, cost = self.spent()
+        reserved = self._reserved.values()
+        return tokens + sum(r[0] for r in reserved), cost + sum(r[1] for r in reserved)
+
     def estimate(self) -> tuple[int, float]:
         """What one more execution will likely spend: the mean so far, or half the most a
         prompt and its answer may take before there is any."""
@@ -51,11 +57,10 @@ class Budget:
         s = self.settings
         if not (s.max_tokens or s.max_cost):
             return None  # the common case, on every lease: nothing to add up
-        tokens, cost = self.spent()
+        tokens, cost = self.spent() if extra is None else self._committed()
         share = 1.0
         if extra is not None:
-            tokens += sum(r[0] for r in self._reserved.values()) + extra[0]
-            cost += sum(r[1] for r in self._reserved.values()) + extra[1]
+            tokens, cost = tokens + extra[0], cost + extra[1]
             share -= s.synthesis_reserve
 
         def breaks(value: float, cap: float) -> bool:  # a plan may fill a cap; spending ends it
@@ -75,9 +80,7 @@ class Budget:
         s = self.settings
         if not (s.max_tokens or s.max_cost):
             return None
-        tokens, cost = self.spent()
-        tokens += sum(r[0] for r in self._reserved.values())
-        cost += sum(r[1] for r in self._reserved.values())
+        tokens, cost = self._committed()
         share = 1.0 - s.synthesis_reserve
         each_tokens, each_cost = self.estimate()
         fit: list[int] = []
