@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 from coop import cluster, journal
@@ -72,7 +74,53 @@ class PlannerLost(CoopError):
     """This planner's claim lapsed and another instance plans now."""
 
 
+CRASH_ENV = "COOP_TEST_BOARD_CRASH"
+"""The test build's fault hook: "<dir>:<method>,<method>…" makes the board's process die once
+per named method, after the call's transaction commits and before its reply leaves; the dir
+keeps which have died (a restarted board does not die again on the retried call)."""
+
+
+def _fault_hook() -> frozenset[str]:
+    """The methods `CRASH_ENV` names, read once when the board starts; none in a real run."""
+    where, _, methods = os.environ.get(CRASH_ENV, "").partition(":")
+    return frozenset(m for m in methods.split(",") if m and where)
+
+
+def _crash_once(methods: frozenset[str], method: str) -> None:
+    marker = Path(os.environ[CRASH_ENV].partition(":")[0]) / method
+    if not marker.exists():
+        marker.touch()
+        os._exit(1)
+
+
 class Board:
+    MUTATING = frozenset(
+        {
+            "add",
+            "approve",
+            "drop",
+            "record_progress",
+            "record_unreadable",
+            "reorder",
+            "amend",
+            "record_answer",
+            "stop",
+            "lease",
+            "heartbeat",
+            "complete",
+            "complete_and_lease",
+            "fail",
+            "release",
+            "record_usage",
+            "step",
+            "replayed",
+            "write_file",
+            "claim_planner",
+            "release_planner",
+        }
+    )
+    """The calls that change the board: each carries a request id (`invoke`)."""
+
     def __init__(
         self,
         objective_id: str,
@@ -82,18 +130,43 @@ class Board:
         state_dir: str | None = None,
         clock: Callable[[], float] = time.time,
         readonly: bool = False,
+        restarted: bool | None = None,
     ) -> None:
+        """`restarted`: this board takes over from one whose process died mid-run (default:
+        whether Ray restarted this actor), so the planner claim and the leases held then come
+        back, each with a fresh grace period, instead of ending."""
         self.objective_id = objective_id
         self.objective = objective
-        self.settings = settings
+        self._settings = settings  # as created: a rebuild replays the amendments on them
         self.nonce = nonce  # tells the creator of this actor apart from later openers
         self.readonly = readonly
         self._clock = clock
         self.created = clock()
+        self._metrics = BoardMetrics(objective_id)
+        self._handlers: dict[EventKind, Callable[[dict[str, Any]], None]] = {
+            kind: getattr(self, f"_on_{kind.value}") for kind in EventKind
+        }
+        self._crash_after = _fault_hook()
+        self._reset()
+        self._journal: Journal | None = None
+        self.state_dir = state_dir
+        if state_dir is not None:
+            self._journal = Journal(
+                journal_path(journal.state_dir(state_dir), objective_id),
+                objective_id,
+                create={"objective": objective, "settings": asdict(settings)},
+                readonly=readonly,
+            )
+            self.created = self._journal.info.created
+            self._replay(cluster.restarted() if restarted is None else restarted)
+
+    def _reset(self) -> None:
+        """Every part empty, as before the first event: the journal's replay fills them."""
+        self.settings = settings = self._settings
         self._tasks = TaskList()
         self._leases = Leases()
         self._budget = Budget(settings)
-        self._bucket = RateBucket(settings.rpm, settings.tpm, clock())
+        self._bucket = RateBucket(settings.rpm, settings.tpm, self._clock())
         self._results: list[Result] = []
         self._acks = Acks()  # completions the planner has planned from
         self._state = State.RUNNING
@@ -110,21 +183,6 @@ class Board:
         self._tries: dict[int, int] = {}  # task id -> leases granted on it
         self._replays = Replays()
         self._journal_ok = True
-        self._metrics = BoardMetrics(objective_id)
-        self._handlers: dict[EventKind, Callable[[dict[str, Any]], None]] = {
-            kind: getattr(self, f"_on_{kind.value}") for kind in EventKind
-        }
-        self._journal: Journal | None = None
-        self.state_dir = state_dir
-        if state_dir is not None:
-            self._journal = Journal(
-                journal_path(journal.state_dir(state_dir), objective_id),
-                objective_id,
-                create={"objective": objective, "settings": asdict(settings)},
-                readonly=readonly,
-            )
-            self.created = self._journal.info.created
-            self._replay()
 
     def __repr__(self) -> str:  # the dashboard's and the log prefix's name for this actor
         return cluster.actor_name(self.objective_id, "board")
@@ -142,20 +200,71 @@ class Board:
             self._journal_ok = True
         self._handlers[kind](data)
 
-    def _replay(self) -> None:
+    def _replay(self, restarted: bool) -> None:
+        """Rebuild from the journal. The claim and leases held when the journal ends either
+        come back with a fresh grace period (`restarted`: their holders may be alive, waiting
+        on this board) or end: a fresh board after a whole-cluster restart, or a reader."""
         assert self._journal is not None
         count = 0
         for event in self._journal.events():
             self._handlers[event.kind](event.data)
             count += 1
-        held = self._leases.ids()
-        if held:  # leases do not survive a restart: their tasks go back to the front
-            if self._journal.readonly:
-                self._on_expired({"ids": held})
-            else:
-                self._emit(EventKind.EXPIRED, ids=held)
+        now = self._clock()
+        if restarted and not self.readonly:
+            if self._planner is not None:
+                self._planner = (self._planner[0], now + C.PLANNER_TTL)
+            self._leases.extend(now + self.settings.lease_ttl)
+        else:
+            self._planner = None
+            held = self._leases.ids()
+            if held:  # their tasks go back to the front
+                if self._journal.readonly:
+                    self._on_expired({"ids": held})
+                else:
+                    self._emit(EventKind.EXPIRED, ids=held)
         if count:
             log.info("board %s rebuilt from %d journal events", self.objective_id, count)
+
+    # -- calls: each one transaction, answered once -----------------------------------------
+
+    def invoke(self, rid: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        """Run the board's `method`, as the call with request id `rid` (made once by its
+        client; "" for reads). Its events and its reply commit together: a call Ray retries
+        after this board's process died is answered with its first reply, its effect counted
+        once; one whose events never committed runs afresh (its process took them along)."""
+        call = getattr(self, method)
+        if not rid or self._journal is None or self.readonly:
+            return call(*args, **kwargs)
+        done, reply = self._journal.reply(rid)
+        if done:
+            return reply
+        self._journal.begin()
+        try:
+            reply = call(*args, **kwargs)
+        except BaseException:
+            self._end_call("", None)  # what it applied is kept; a failure is not a reply
+            raise
+        self._end_call(rid, reply)
+        if method in self._crash_after:  # the test build's fault hook; see `_fault_hook`
+            _crash_once(self._crash_after, method)
+        return reply
+
+    def _end_call(self, rid: str, reply: Any) -> None:
+        """Commit a call; if its events could not all be committed, what this board holds is
+        no longer its journal's: it is rebuilt from the journal (leases and claim kept, their
+        holders are alive) and the call fails."""
+        assert self._journal is not None
+        try:
+            if self._journal.commit(rid, reply):
+                return
+            cause = JournalError(f"cannot write the journal {self._journal.path}: rolled back")
+        except JournalError as exc:
+            cause = exc
+        self._journal_ok = False
+        self._reset()
+        self._replay(restarted=True)
+        self._journal_ok = False  # refuse new leases until a write succeeds again
+        raise cause
 
     def _on_added(self, d: dict[str, Any]) -> None:
         self._tasks.add(d["tasks"], hold=bool(d.get("hold")))
@@ -266,7 +375,10 @@ class Board:
         counts[key] = counts.get(key, 0) + 1
 
     def _on_planner(self, d: dict[str, Any]) -> None:
-        pass  # a record of who planned when; the claim itself lives only while it is renewed
+        """Who planned when. The claim lives while it is renewed (renewals are not journaled):
+        replayed, the last one claimed comes back only to a restarted board (`_replay`)."""
+        claimed = d["action"] == "claimed"
+        self._planner = (d["instance"], self._clock() + C.PLANNER_TTL) if claimed else None
 
     def _on_tool(self, d: dict[str, Any]) -> None:
         stats = self._tools.setdefault(d["tool"], ToolStats())
@@ -460,14 +572,13 @@ class Board:
             return self._planner[0]
         if not self._planner or self._planner[0] != instance:
             self._emit(EventKind.PLANNER, instance=instance, action="claimed")
-        self._planner = (instance, now + C.PLANNER_TTL)
+        self._planner = (instance, now + C.PLANNER_TTL)  # renewed
         self._seen_now(instance)
         return None
 
     def release_planner(self, instance: str) -> None:
         if self._planner and self._planner[0] == instance:
             self._emit(EventKind.PLANNER, instance=instance, action="released")
-            self._planner = None
 
     def _check_planner(self, planner: str | None) -> None:
         if planner is None:
