@@ -5,22 +5,30 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
+from ray.cluster_utils import Cluster
 
-from coop import cluster
+from coop import cluster, registry
 from coop import constants as C
 from coop.board import Board, BoardClient, PlannerLost
 from coop.board.actor import CRASH_ENV
 from coop.config import RunSettings
-from coop.types import Answer, Lease, Outcome, Progress, Reason, Replays, Seat, Step
+from coop.journal import journal_path
+from coop.simulate import Simulator
+from coop.types import Answer, Lease, Outcome, Progress, Reason, Replays, Seat, State, Step
 from tests.support.board import Clock
+from tests.support.procs import STATE_DIR, coop_env, spawn_start, unique, wait_for
+from tests.support.standin import MakeStandIn
 
 SETTINGS = RunSettings(llm="offline", lease_ttl=20, max_tasks=10_000).validate()
 
@@ -191,7 +199,8 @@ def test_every_mutating_call_counts_once_when_the_board_dies_before_replying(
         "max_task_retries": -1,
         "runtime_env": {"env_vars": {CRASH_ENV: f"{died}:{','.join(sorted(Board.MUTATING))}"}},
     }
-    handle = ray.remote(Board).options(**options).remote(oid, "o", SETTINGS, "n", str(tmp_path))
+    handle: Any = ray.remote(Board).options(**options)
+    handle = handle.remote(oid, "o", SETTINGS, "n", str(tmp_path))
     board = BoardClient.of_actor(oid, handle)
     pids = set()
     replies = []
@@ -213,3 +222,71 @@ def test_a_planner_whose_claim_a_restart_kept_is_not_lost(tmp_path: Path) -> Non
     clock.now += C.PLANNER_TTL + 1  # the planner stayed silent past its grace
     with pytest.raises(PlannerLost, match="now nobody"):
         again.record_progress("p", Progress(stalls=2))
+
+
+# -- a whole objective whose board is killed three times -------------------------------------
+
+
+def _board_pid(journal: Path) -> int | None:
+    """The process holding `journal` open: the board's (found by its file, not its name: other
+    clusters on this machine run boards too)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) == str(journal) for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def test_a_run_goes_on_when_its_boards_process_is_killed(
+    ray_cluster: Cluster, make_standin: MakeStandIn, tmp_path: Path
+) -> None:
+    """SIGKILL the board's process three times while 2 workers × 4 in flight are busy: the
+    run ends by itself, done, with no live worker's result discarded, nothing lost or done
+    twice, and the books what the server counted."""
+    server = make_standin(simulator=Simulator(fanout=4, limit=40), latency=0.25)
+    objective = unique("Survive the board")
+    env = coop_env(ray_cluster, server)
+    log = tmp_path / "start.log"
+    flags = ("--concurrency", "4", "--max-tasks", "100")
+    start, oid = spawn_start(objective, *flags, env=env, log=log)
+    path = journal_path(STATE_DIR, oid)
+    killed: list[int] = []
+    for count in (4, 14, 24):
+        wait_for(_reached(path, count), 120, f"{count} results", log.read_text)
+        pid = wait_for(lambda: _board_pid(path), 30, "the board's process")
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+        wait_for(lambda: _board_pid(path) not in (None, *killed), 60, "the restarted board")
+    assert start.wait(180) == 0, log.read_text()[-3000:]
+    out = log.read_text()
+    assert "lease lost" not in out and "lost its claim" not in out, out[-3000:]
+    assert "finished (done)" in out
+
+    snap = registry.find(oid).snapshot()
+    assert (snap.state, snap.reason) == (State.FINISHED, Reason.DONE)
+    assert snap.completed == 41 and not snap.pending and not snap.dead  # 1 seed + 40
+    assert len(_completed(path)) == 41  # each task completed once (`_completed` checks)
+    executed = Counter(c.subject for c in server.calls if c.kind == "execution")
+    assert max(executed.values()) == 1, executed.most_common(3)  # no task executed twice
+    assert sum(u.tokens for u in snap.usage.values()) == sum(server.usage().values())
+    model_calls = [c for c in server.calls if c.kind != "models"]  # not the models listing
+    assert sum(u.calls for u in snap.usage.values()) == len(model_calls)
+    assert len(set(killed)) == 3
+
+
+def _reached(path: Path, count: int) -> Callable[[], bool]:
+    return lambda: len(_completed(path)) >= count
+
+
+def _completed(path: Path) -> list[int]:
+    if not path.exists():
+        return []
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+        rows = db.execute("SELECT json_extract(data, '$.id') FROM events WHERE kind = 'completed'")
+        ids = [tid for (tid,) in rows]
+    assert len(ids) == len(set(ids)), "a task was completed twice"
+    return ids
