@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coop import events
 from coop.errors import CoopError
 from coop.types import EventKind
 
@@ -75,8 +76,8 @@ def remove_db(path: Path) -> None:
 
 @dataclass(frozen=True)
 class Event:
-    """One change of a board, as journaled: its place on the tape, when, what, and the data
-    its `_on_<kind>` handler applies."""
+    """One change of a board, as journaled: its place on the tape, when, what, and its line
+    (format 2's keys; `events.decode` makes it the typed event the board applies)."""
 
     seq: int
     at: float
@@ -163,13 +164,24 @@ class Journal:
             )
 
     def _upgrade(self) -> None:
-        """coop-journal/1 → 2: the table of replies; the events stay as they are."""
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        """coop-journal/1 → 2, in one transaction: every event with the keys format 2 holds
+        (`events.upgrade_v1`), and the table of replies."""
+        rows = self._db.execute("SELECT seq, kind, data FROM events").fetchall()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for seq, kind, data in rows:
+                old = json.loads(data)
+                new = events.upgrade_v1(EventKind(kind), old)
+                if new != old:
+                    self._db.execute("UPDATE events SET data = ? WHERE seq = ?", (_dumps(new), seq))
             self._db.execute(_REPLIES)
             self._db.execute(
                 "UPDATE meta SET value = ? WHERE key = 'format'", (json.dumps(FORMAT),)
             )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
         self.info = _read_info(self._db, self.path)
 
     def append(self, kind: EventKind, data: dict[str, Any]) -> None:
@@ -183,7 +195,7 @@ class Journal:
                 self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(
                 "INSERT INTO events (at, kind, data) VALUES (?, ?, ?)",
-                (time.time(), kind.value, json.dumps(data, separators=(",", ":"))),
+                (time.time(), kind.value, _dumps(data)),
             )
         except sqlite3.Error as exc:
             raise JournalError(f"cannot write the journal {self.path}: {exc}") from None
@@ -255,20 +267,28 @@ class Journal:
         rows = self._db.execute(
             "SELECT seq, at, kind, data FROM events WHERE seq > ? ORDER BY seq", (since,)
         )
-        for seq, at, kind, data in rows:
-            yield Event(seq, at, EventKind(kind), json.loads(data))
+        for row in rows:
+            yield self._event(*row)
 
     def tail(self, count: int) -> list[Event]:
         rows = self._db.execute(
             "SELECT seq, at, kind, data FROM events ORDER BY seq DESC LIMIT ?", (count,)
         ).fetchall()
-        return [
-            Event(seq, at, EventKind(kind), json.loads(data))
-            for seq, at, kind, data in reversed(rows)
-        ]
+        return [self._event(*row) for row in reversed(rows)]
+
+    def _event(self, seq: int, at: float, kind: str, data: str) -> Event:
+        """A row as format 2 holds it (a format-1 journal read without upgrading it)."""
+        known, line = EventKind(kind), json.loads(data)
+        if self.info.format != FORMAT:
+            line = events.upgrade_v1(known, line)
+        return Event(seq, at, known, line)
 
     def close(self) -> None:
         self._db.close()
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"))
 
 
 _REPLIES = (

@@ -320,7 +320,10 @@ def test_the_report_and_tape_are_written_whatever_the_workspace_export_does(
     board.add(["Collect the notes"])
     old = Journal(journal_path(root, OID), OID)
     for path in ("notes", "notes/x"):
-        old.append(EventKind.WROTE, {"path": path, "content": path, "key": path, "task": 1})
+        old.append(
+            EventKind.WROTE,
+            {"path": path, "content": path, "key": path, "task": 1, "worker": "w"},
+        )
     old.close()
     env = coop_env(ray_cluster, COOP_STATE_DIR=str(root))
     proc = run_coop("start", "--resume", OID, "--workers", "1", env=env, timeout=180)

@@ -14,16 +14,17 @@ import json
 import shutil
 import sqlite3
 from contextlib import closing
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from coop import events as ev
 from coop import journal
 from coop.board import Board
 from coop.registry import _settings
-from coop.types import Lease
+from coop.types import EventKind, Lease
 
 FIXTURES = Path(__file__).parent / "fixtures" / "journals"
 EXPECTED = FIXTURES / "expected.json"
@@ -132,3 +133,33 @@ def _format(path: Path) -> str:
         (value,) = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
     found: str = json.loads(value)
     return found
+
+
+def test_format_1_lines_of_older_coops_upgrade_explicitly() -> None:
+    """Keys earlier coops did not write come from `upgrade_v1`, not from handler defaults."""
+    added = ev.upgrade_v1(EventKind.ADDED, {"tasks": [[1, "a", None]], "planned": 3})
+    assert added == {
+        "tasks": [[1, "a", None]],
+        "planned": None,
+        "exact": 0,
+        "near": 0,
+        "hold": False,
+        "planned_upto": 3,
+    }
+    assert ev.decode(EventKind.ADDED, added).planned_upto == 3  # type: ignore[attr-defined]
+    leased = ev.upgrade_v1(EventKind.LEASED, {"id": 1, "token": 1, "worker": "w", "expires": 9})
+    assert ev.decode(EventKind.LEASED, leased) == ev.Leased(1, 1, "w", 9, 0, 0.0)
+    usage = {"worker": "w", "kind": "execution", "prompt": 1, "completion": 2, "latency": None}
+    assert ev.decode(EventKind.USAGE, ev.upgrade_v1(EventKind.USAGE, usage)).latency == 0.0
+    with pytest.raises(TypeError):  # format 2 holds every key: none is made up
+        ev.decode(EventKind.LEASED, {"id": 1, "token": 1, "worker": "w", "expires": 9})
+
+
+def test_every_kind_has_one_type_and_its_line_round_trips() -> None:
+    assert set(ev.TYPES) == set(EventKind)
+    step = ev.Step(3, 1, "w", 1, "model", "t", [("c", "f", "{}")], "", "", True, 1, 2, 0.5, 0)
+    line = json.loads(json.dumps(ev.encode(step)))
+    assert list(line) == [f.name for f in fields(ev.Step)]  # the tape's keys, in order
+    assert ev.decode(EventKind.STEP, line) == ev.Step(**{**line, "calls": [["c", "f", "{}"]]})
+    usage = ev.Usage("w", "execution", 1, 2, 0.1, None)
+    assert list(ev.encode(usage)) == ["worker", "kind", "prompt", "completion", "latency", "task"]

@@ -11,8 +11,9 @@ concept a part with its own invariant:
   back and a zombie's late completion is refused;
 * the budget (budget.py) and the rate limit (ratelimit.py), enforced for the whole cluster;
 * a planner cursor over completions, so the board knows when nothing is left to plan;
-* a journal: every change is an event, written before it is applied (`_emit`) and replayed by
-  the same handlers (`_on_*`) when the board is rebuilt, so replay cannot drift from life.
+* a journal: every change is a typed event (coop/events.py), written before it is applied
+  (`_emit`) and replayed by the same handlers (`_on_*`, each taking its own event type) when
+  the board is rebuilt, so replay cannot drift from life.
 
 The class is plain Python: `cluster.named_actor` makes it an actor, and `BoardClient.local`
 drives it in-process (tests, and the read-only journal view).
@@ -31,6 +32,7 @@ from typing import Any
 
 from coop import cluster, journal
 from coop import constants as C
+from coop import events as ev
 from coop.board.acks import Acks
 from coop.board.budget import Budget
 from coop.board.files import BadPath, Files, clean
@@ -143,7 +145,7 @@ class Board:
         self._clock = clock
         self.created = clock()
         self._metrics = BoardMetrics(objective_id)
-        self._handlers: dict[EventKind, Callable[[dict[str, Any]], None]] = {
+        self._handlers: dict[EventKind, Callable[[Any], None]] = {  # each takes its own kind
             kind: getattr(self, f"_on_{kind.value}") for kind in EventKind
         }
         self._crash_after = _fault_hook()
@@ -189,16 +191,19 @@ class Board:
 
     # -- events: the only way state changes ----------------------------------------------
 
-    def _emit(self, kind: EventKind, /, **data: Any) -> None:
-        data = scrub_data(data)  # what a tool, a model or a page let by is not kept
+    def _emit(self, event: ev.Event) -> None:
+        data = ev.encode(event)
+        scrubbed = scrub_data(data)  # what a tool, a model or a page let by is not kept
+        if scrubbed != data:
+            event = ev.decode(event.KIND, scrubbed)
         if self._journal is not None:
             try:
-                self._journal.append(kind, data)
+                self._journal.append(event.KIND, scrubbed)
             except JournalError:
                 self._journal_ok = False  # refuse new leases until a write succeeds again
                 raise
             self._journal_ok = True
-        self._handlers[kind](data)
+        self._handlers[event.KIND](event)
 
     def _replay(self, restarted: bool) -> None:
         """Rebuild from the journal. The claim and leases held when the journal ends either
@@ -207,7 +212,7 @@ class Board:
         assert self._journal is not None
         count = 0
         for event in self._journal.events():
-            self._handlers[event.kind](event.data)
+            self._handlers[event.kind](ev.decode(event.kind, event.data))
             count += 1
         now = self._clock()
         if restarted and not self.readonly:
@@ -219,9 +224,9 @@ class Board:
             held = self._leases.ids()
             if held:  # their tasks go back to the front
                 if self._journal.readonly:
-                    self._on_expired({"ids": held})
+                    self._on_expired(ev.Expired(held))
                 else:
-                    self._emit(EventKind.EXPIRED, ids=held)
+                    self._emit(ev.Expired(held))
         if count:
             log.info("board %s rebuilt from %d journal events", self.objective_id, count)
 
@@ -266,30 +271,28 @@ class Board:
         self._journal_ok = False  # refuse new leases until a write succeeds again
         raise cause
 
-    def _on_added(self, d: dict[str, Any]) -> None:
-        self._tasks.add(d["tasks"], hold=bool(d.get("hold")))
-        self._progress.exact_duplicates += d.get("exact", 0)
-        self._progress.near_duplicates += d.get("near", 0)
-        for _, why in d.get("refused", ()):  # a journal from before refusals has none
+    def _on_added(self, e: ev.Added) -> None:
+        self._tasks.add(e.tasks, hold=e.hold)
+        self._progress.exact_duplicates += e.exact
+        self._progress.near_duplicates += e.near
+        for _, why in e.refused:
             self._count(self._progress.refused, why)
-        planned = d.get("planned")
-        if isinstance(planned, list):
-            self._acks.ack(planned, len(self._results))
-        elif planned is not None:  # a journal from before concurrent planning
-            self._acks.ack_upto(planned, len(self._results))
+        if e.planned is not None:
+            self._acks.ack(e.planned, len(self._results))
+        if e.planned_upto is not None:
+            self._acks.ack_upto(e.planned_upto, len(self._results))
 
-    def _on_leased(self, d: dict[str, Any]) -> None:
-        tid = d["id"]
-        self._budget.reserve(tid, d.get("tokens", 0), d.get("cost", 0.0))
-        self._tasks.take(tid)
-        self._leases.grant(tid, d["token"], d["worker"], d["expires"])
-        self._tries[tid] = self._tries.get(tid, 0) + 1
+    def _on_leased(self, e: ev.Leased) -> None:
+        self._budget.reserve(e.id, e.tokens, e.cost)
+        self._tasks.take(e.id)
+        self._leases.grant(e.id, e.token, e.worker, e.expires)
+        self._tries[e.id] = self._tries.get(e.id, 0) + 1
 
-    def _on_expired(self, d: dict[str, Any]) -> None:
-        for tid in d["ids"]:
+    def _on_expired(self, e: ev.Expired) -> None:
+        for tid in e.ids:
             self._leases.end(tid)
             self._budget.unreserve(tid)
-        self._tasks.put_front(d["ids"])
+        self._tasks.put_front(e.ids)
 
     def _take_back(self, tid: int) -> None:
         """Remove an owned task from wherever it sits (held, or requeued after expiry). A call
@@ -300,115 +303,122 @@ class Board:
         self._ledger.landed(tid)
         self._tasks.version += 1
 
-    def _on_completed(self, d: dict[str, Any]) -> None:
-        tid = d["id"]
-        self._take_back(tid)
-        self._tasks.done[tid] = d["token"]
-        self._ledger.forget(tid)
-        self._results.append(
-            Result(
-                tid,
-                self._tasks.tasks[tid].text,
-                d["text"],
-                d["worker"],
-                len(self._results),
-                d["at"],
-                d.get("flaw", ""),  # a journal from before flaws has none
-            )
-        )
-        if d.get("flaw"):
-            self._count(self._progress.flawed, d["flaw"])
-        self._stats(d["worker"]).completed += 1
+    def _on_completed(self, e: ev.Completed) -> None:
+        self._take_back(e.id)
+        self._tasks.done[e.id] = e.token
+        self._ledger.forget(e.id)
+        text = self._tasks.tasks[e.id].text
+        seq = len(self._results)
+        self._results.append(Result(e.id, text, e.text, e.worker, seq, e.at, e.flaw))
+        if e.flaw:
+            self._count(self._progress.flawed, e.flaw)
+        self._stats(e.worker).completed += 1
 
-    def _on_failed(self, d: dict[str, Any]) -> None:
-        tid = d["id"]
-        self._take_back(tid)
-        task = self._tasks.tasks[tid]
+    def _on_failed(self, e: ev.Failed) -> None:
+        self._take_back(e.id)
+        task = self._tasks.tasks[e.id]
         task.attempts += 1
-        task.last_error = d["error"]
-        self._stats(d["worker"]).failed += 1
-        if d["dead"]:
-            self._tasks.dead.append(tid)
-            self._ledger.forget(tid)
+        task.last_error = e.error
+        self._stats(e.worker).failed += 1
+        if e.dead:
+            self._tasks.dead.append(e.id)
+            self._ledger.forget(e.id)
         else:
-            self._tasks.retry_later(tid, d["retry_at"])
+            self._tasks.retry_later(e.id, e.retry_at)
 
-    def _on_released(self, d: dict[str, Any]) -> None:
-        self._take_back(d["id"])
-        self._tasks.pending.insert(0, d["id"])
+    def _on_released(self, e: ev.Released) -> None:
+        self._take_back(e.id)
+        self._tasks.pending.insert(0, e.id)
 
-    def _on_reordered(self, d: dict[str, Any]) -> None:
-        self._tasks.reorder(d["first"])
+    def _on_reordered(self, e: ev.Reordered) -> None:
+        self._tasks.reorder(e.first)
 
-    def _on_planned(self, d: dict[str, Any]) -> None:  # journals from before concurrent planning
-        self._acks.ack_upto(d["upto"], len(self._results))
+    def _on_planned(self, e: ev.Planned) -> None:
+        self._acks.ack_upto(e.upto, len(self._results))
 
-    def _on_stopping(self, d: dict[str, Any]) -> None:
+    def _on_stopping(self, e: ev.Stopping) -> None:
         if self._state is State.RUNNING:
-            self._state, self._reason, self._detail = (
-                State.STOPPING,
-                Reason(d["reason"]),
-                d["detail"],
-            )
+            self._state, self._reason, self._detail = State.STOPPING, Reason(e.reason), e.detail
 
-    def _on_usage(self, d: dict[str, Any]) -> None:
-        cost = self._budget.settle(d["kind"], d["prompt"], d["completion"])
-        self._budget.usage[d["kind"]].estimated += bool(d.get("estimated"))
-        self._stats(d["worker"]).usage.add(d["prompt"], d["completion"], cost)
-        self._metrics.call(d["kind"], d["prompt"] + d["completion"], cost, d.get("latency") or 0)
+    def _on_usage(self, e: ev.Usage) -> None:
+        cost = self._budget.settle(e.kind, e.prompt, e.completion)
+        self._budget.usage[e.kind].estimated += e.estimated
+        self._stats(e.worker).usage.add(e.prompt, e.completion, cost)
+        self._metrics.call(e.kind, e.prompt + e.completion, cost, e.latency)
 
-    def _on_approved(self, d: dict[str, Any]) -> None:
-        self._tasks.approve(d["ids"])
+    def _on_approved(self, e: ev.Approved) -> None:
+        self._tasks.approve(e.ids)
 
-    def _on_dropped(self, d: dict[str, Any]) -> None:
-        self._tasks.drop(d["ids"])
+    def _on_dropped(self, e: ev.Dropped) -> None:
+        self._tasks.drop(e.ids)
 
-    def _on_progress(self, d: dict[str, Any]) -> None:
-        for key in ("stalls", "replans", "repeating", "checks"):
-            setattr(self._progress, key, d[key])
+    def _on_progress(self, e: ev.Progress) -> None:
+        self._progress = replace(
+            self._progress,
+            stalls=e.stalls,
+            replans=e.replans,
+            repeating=e.repeating,
+            checks=e.checks,
+        )
 
-    def _on_unreadable(self, d: dict[str, Any]) -> None:
-        self._count(self._progress.unreadable, d["kind"])
+    def _on_unreadable(self, e: ev.Unreadable) -> None:
+        self._count(self._progress.unreadable, e.kind)
 
     @staticmethod
     def _count(counts: dict[str, int], key: str) -> None:
         counts[key] = counts.get(key, 0) + 1
 
-    def _on_planner(self, d: dict[str, Any]) -> None:
+    def _on_planner(self, e: ev.Planner) -> None:
         """Who planned when. The claim lives while it is renewed (renewals are not journaled):
         replayed, the last one claimed comes back only to a restarted board (`_replay`)."""
-        claimed = d["action"] == "claimed"
-        self._planner = (d["instance"], self._clock() + C.PLANNER_TTL) if claimed else None
+        claimed = e.action == "claimed"
+        self._planner = (e.instance, self._clock() + C.PLANNER_TTL) if claimed else None
 
-    def _on_tool(self, d: dict[str, Any]) -> None:
-        stats = self._tools.setdefault(d["tool"], ToolStats())
+    def _on_tool(self, e: ev.Tool) -> None:
+        stats = self._tools.setdefault(e.tool, ToolStats())
         stats.calls += 1
-        stats.failed += not d["ok"]
-        stats.seconds += d["latency"]
-        stats.bytes += d.get("bytes", 0)  # a journal from before bytes were counted has none
-        self._stats(d["worker"]).tool_calls += 1
+        stats.failed += not e.ok
+        stats.seconds += e.latency
+        stats.bytes += e.bytes
+        self._stats(e.worker).tool_calls += 1
 
-    def _on_step(self, d: dict[str, Any]) -> None:
-        self._ledger.record(d["task"], d)
+    def _on_step(self, e: ev.Step) -> None:
+        calls = tuple((c[0], c[1], c[2]) for c in e.calls)  # the journal's JSON has lists
+        step = Step(
+            e.step,
+            e.kind,
+            e.text,
+            calls,
+            e.call,
+            e.tool,
+            e.ok,
+            e.prompt,
+            e.completion,
+            e.latency,
+            e.bytes,
+        )
+        self._ledger.record(e.task, step)
 
-    def _on_started(self, d: dict[str, Any]) -> None:
-        self._ledger.start(d["task"], d["step"], d["tool"])
+    def _on_started(self, e: ev.Started) -> None:
+        self._ledger.start(e.task, e.step, e.tool)
 
-    def _on_replayed(self, d: dict[str, Any]) -> None:
+    def _on_replayed(self, e: ev.Replayed) -> None:
         r = self._replays
-        for name in ("tasks", "steps", "calls", "tokens", "cost", "unknown"):
-            setattr(r, name, getattr(r, name) + d[name])
+        r.tasks, r.steps, r.calls = r.tasks + e.tasks, r.steps + e.steps, r.calls + e.calls
+        r.tokens, r.cost, r.unknown = r.tokens + e.tokens, r.cost + e.cost, r.unknown + e.unknown
 
-    def _on_wrote(self, d: dict[str, Any]) -> None:
-        self._files.write(d["path"], d["content"], d["key"])
+    def _on_wrote(self, e: ev.Wrote) -> None:
+        self._files.write(e.path, e.content, e.key)
 
-    def _on_answer(self, d: dict[str, Any]) -> None:
-        self._answers.append(Answer(**d))
+    def _on_answer(self, e: ev.Answer) -> None:
+        self._answers.append(
+            Answer(e.revision, e.text, list(e.cited), e.met, e.missing, e.at, e.flaw)
+        )
 
-    def _on_reopened(self, d: dict[str, Any]) -> None:
-        self.settings = replace(self.settings, **d["settings"])
+    def _on_reopened(self, e: ev.Reopened) -> None:
+        self.settings = replace(self.settings, **e.settings)
         self._budget.settings = self.settings
-        if d["reopen"]:
+        if e.reopen:
             self._state, self._reason, self._detail = State.RUNNING, None, ""
             self._progress = replace(
                 self._progress, stalls=0, replans=0, repeating=0
@@ -423,7 +433,7 @@ class Board:
                 holder = self._leases.holder(tid)
                 self._charge(holder, "execution", flying.tokens, 0, 0.0, tid, flying.step, True)
         if expired:
-            self._emit(EventKind.EXPIRED, ids=expired)
+            self._emit(ev.Expired(expired))
         finishing = self._state is State.STOPPING and not self._leases
         if finishing:
             self._state = State.FINISHED
@@ -459,7 +469,7 @@ class Board:
 
     def _stop(self, reason: Reason, detail: str = "") -> None:
         if self._state is State.RUNNING:
-            self._emit(EventKind.STOPPING, reason=reason.value, detail=detail)
+            self._emit(ev.Stopping(reason.value, detail))
         self._settle()
 
     # -- reading ------------------------------------------------------------------------
@@ -571,14 +581,14 @@ class Board:
         if self._planner and self._planner[0] != instance and self._planner[1] > now:
             return self._planner[0]
         if not self._planner or self._planner[0] != instance:
-            self._emit(EventKind.PLANNER, instance=instance, action="claimed")
+            self._emit(ev.Planner(instance, "claimed"))
         self._planner = (instance, now + C.PLANNER_TTL)  # renewed
         self._seen_now(instance)
         return None
 
     def release_planner(self, instance: str) -> None:
         if self._planner and self._planner[0] == instance:
-            self._emit(EventKind.PLANNER, instance=instance, action="released")
+            self._emit(ev.Planner(instance, "released"))
 
     def _check_planner(self, planner: str | None) -> None:
         if planner is None:
@@ -620,13 +630,14 @@ class Board:
         acked = [s for s in planned or () if s not in self._acks and s < len(self._results)]
         if rows or acked or duplicates or near_duplicates or refused:
             self._emit(
-                EventKind.ADDED,
-                tasks=[list(r) for r in rows],
-                planned=acked or None,
-                exact=len(duplicates),
-                near=near_duplicates,
-                hold=hold,
-                **({"refused": [list(r) for r in refused]} if refused else {}),
+                ev.Added(
+                    tasks=rows,
+                    planned=acked or None,
+                    exact=len(duplicates),
+                    near=near_duplicates,
+                    hold=hold,
+                    refused=[(line, why) for line, why in refused],
+                )
             )
         return AddReport(
             [replace(self._tasks.tasks[r[0]]) for r in rows], duplicates, screened.repeats
@@ -639,30 +650,25 @@ class Board:
     def approve(self, ids: Sequence[int]) -> int:
         chosen = self._tasks.awaiting(ids)
         if chosen:
-            self._emit(EventKind.APPROVED, ids=chosen)
+            self._emit(ev.Approved(chosen))
         return len(chosen)
 
     def drop(self, ids: Sequence[int]) -> int:
         """Remove tasks a person rejected; only tasks still awaiting approval can go."""
         chosen = self._tasks.awaiting(ids)
         if chosen:
-            self._emit(EventKind.DROPPED, ids=chosen)
+            self._emit(ev.Dropped(chosen))
         return len(chosen)
 
     def record_progress(self, planner: str, progress: Progress) -> None:
         self._check_planner(planner)
-        self._emit(
-            EventKind.PROGRESS,
-            stalls=progress.stalls,
-            replans=progress.replans,
-            repeating=progress.repeating,
-            checks=progress.checks,
-        )
+        p = progress
+        self._emit(ev.Progress(p.stalls, p.replans, p.repeating, p.checks))
 
     def record_unreadable(self, planner: str, kind: str, text: str) -> None:
         """A model reply of `kind` the planner could not read, with its start (`text`)."""
         self._check_planner(planner)
-        self._emit(EventKind.UNREADABLE, instance=planner, kind=kind, text=text)
+        self._emit(ev.Unreadable(planner, kind, text))
 
     def amend(self, planner: str, changes: dict[str, Any]) -> bool:
         """New caps (`RunSettings.REOPENABLE`) from `coop start --resume`; a finished
@@ -673,7 +679,7 @@ class Board:
         if not changes:
             return False
         reopen = self._state is State.FINISHED
-        self._emit(EventKind.REOPENED, settings=changes, reopen=reopen)
+        self._emit(ev.Reopened(changes, reopen))
         return reopen
 
     def budget_short(self, prompt_tokens: int, completion_tokens: int) -> str:
@@ -683,8 +689,9 @@ class Board:
     def record_answer(self, planner: str, answer: Answer) -> Answer:
         """Journal the run's answer as the next revision (with the time it was recorded)."""
         self._check_planner(planner)
-        data = asdict(replace(answer, revision=len(self._answers) + 1, at=self._clock()))
-        self._emit(EventKind.ANSWER, **data)
+        a = answer
+        revision, at = len(self._answers) + 1, self._clock()
+        self._emit(ev.Answer(revision, a.text, list(a.cited), a.met, a.missing, at, a.flaw))
         return self._answers[-1]
 
     def reorder(self, version: int, order: Sequence[int]) -> ReorderReport:
@@ -697,7 +704,7 @@ class Board:
         first, unknown = self._tasks.merge_order(order)
         stale = version != self._tasks.version
         if first:
-            self._emit(EventKind.REORDERED, first=first)
+            self._emit(ev.Reordered(first))
         return ReorderReport(len(first), unknown, stale)
 
     def plan_view(self, since: int, limit: int) -> PlanView:
@@ -773,15 +780,8 @@ class Board:
             return self._state
         token = self._leases.next_token
         try:
-            self._emit(
-                EventKind.LEASED,
-                id=tid,
-                token=token,
-                worker=worker,
-                expires=now + self.settings.lease_ttl,
-                tokens=estimate[0],
-                cost=estimate[1],
-            )
+            expires = now + self.settings.lease_ttl
+            self._emit(ev.Leased(tid, token, worker, expires, estimate[0], estimate[1]))
         except JournalError as exc:
             log.error("%s", exc)
             return self._state
@@ -815,13 +815,7 @@ class Board:
         if not self._owns(task_id, token):
             return Outcome.STALE
         self._emit(
-            EventKind.COMPLETED,
-            id=task_id,
-            token=token,
-            worker=worker,
-            text=text[: C.MAX_RESULT_CHARS],
-            at=self._clock(),
-            **({"flaw": flaw} if flaw else {}),
+            ev.Completed(task_id, token, worker, text[: C.MAX_RESULT_CHARS], self._clock(), flaw)
         )
         if len(self._results) >= self.settings.max_tasks:
             self._stop(Reason.MAX_TASKS)
@@ -857,14 +851,7 @@ class Board:
         attempts = self._tasks.tasks[task_id].attempts + 1
         dead = attempts >= self.settings.max_attempts
         delay = C.RETRY_DELAY * 2 ** (attempts - 1)
-        self._emit(
-            EventKind.FAILED,
-            id=task_id,
-            worker=worker,
-            error=error[:500],
-            dead=dead,
-            retry_at=self._clock() + delay,
-        )
+        self._emit(ev.Failed(task_id, worker, error[:500], dead, self._clock() + delay))
         self._settle()
         return Outcome.DEAD if dead else Outcome.REQUEUED
 
@@ -873,7 +860,7 @@ class Board:
         self._settle()
         if not self._owns(task_id, token):
             return Outcome.STALE
-        self._emit(EventKind.RELEASED, id=task_id)
+        self._emit(ev.Released(task_id))
         self._settle()
         return Outcome.REQUEUED
 
@@ -906,18 +893,8 @@ class Board:
     ) -> None:
         """A model call's usage event: a reported call, or (`estimated`) one in flight when
         its lease ended, charged by its reservation."""
-        extra: dict[str, Any] = {"step": step} if step is not None else {}
-        if estimated:
-            extra["estimated"] = True
         self._emit(
-            EventKind.USAGE,
-            worker=worker,
-            kind=kind,
-            prompt=prompt,
-            completion=completion,
-            latency=round(latency, 4),
-            task=task,
-            **extra,
+            ev.Usage(worker, kind, prompt, completion, round(latency, 4), task, step, estimated)
         )
 
     def _stop_if_spent(self) -> None:
@@ -959,7 +936,7 @@ class Board:
             return True, wait
         if starting:
             step = self._ledger.next_step(task_id)
-            self._emit(EventKind.STARTED, task=task_id, step=step, tool=starting, worker=worker)
+            self._emit(ev.Started(task_id, step, starting, worker))
         return True, 0.0
 
     def _record_step(self, task_id: int, token: int, worker: str, done: Step, owned: bool) -> None:
@@ -968,25 +945,37 @@ class Board:
                 worker, "execution", done.prompt, done.completion, done.latency, task_id, done.step
             )
         else:
-            self._emit(
-                EventKind.TOOL,
-                worker=worker,
-                task=task_id,
-                step=done.step,
-                tool=done.tool,
-                ok=done.ok,
-                latency=round(done.latency, 4),
-                bytes=done.bytes,
-            )
+            latency = round(done.latency, 4)
+            self._emit(ev.Tool(worker, task_id, done.step, done.tool, done.ok, latency, done.bytes))
         if owned and done.step == self._ledger.next_step(task_id):
-            data = asdict(done)
-            self._emit(EventKind.STEP, task=task_id, token=token, worker=worker, **data)
+            d = done
+            self._emit(
+                ev.Step(
+                    task_id,
+                    token,
+                    worker,
+                    d.step,
+                    d.kind,
+                    d.text,
+                    list(d.calls),
+                    d.call,
+                    d.tool,
+                    d.ok,
+                    d.prompt,
+                    d.completion,
+                    d.latency,
+                    d.bytes,
+                )
+            )
         self._stop_if_spent()
 
     def replayed(self, worker: str, task_id: int, saved: Replays) -> None:
         """A worker resumed a task from its ledger: what it did not redo (for the tape and
         status)."""
-        self._emit(EventKind.REPLAYED, worker=worker, task=task_id, **asdict(saved))
+        r = saved
+        self._emit(
+            ev.Replayed(worker, task_id, r.tasks, r.steps, r.calls, r.tokens, r.cost, r.unknown)
+        )
 
     def write_file(
         self, task_id: int, token: int, worker: str, path: str, content: str, key: str
@@ -1003,9 +992,7 @@ class Board:
             self._files.check(where, content)
         except BadPath as exc:
             return False, f"not written: {exc}"
-        self._emit(
-            EventKind.WROTE, path=where, content=content, key=key, task=task_id, worker=worker
-        )
+        self._emit(ev.Wrote(where, content, key, task_id, worker))
         return True, f"wrote {where} ({self._files.size(where):,} bytes)"
 
     def read_file(self, path: str) -> str | None:
