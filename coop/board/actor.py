@@ -34,14 +34,17 @@ from coop import cluster, journal
 from coop import constants as C
 from coop import events as ev
 from coop.board.acks import Acks
+from coop.board.answers import Answers
 from coop.board.budget import Budget
+from coop.board.claim import PlannerClaim
 from coop.board.files import BadPath, Files, clean
 from coop.board.leases import Leases
 from coop.board.ledger import Ledger
 from coop.board.ratelimit import RateBucket
+from coop.board.roster import Roster
 from coop.board.tasks import TaskList
+from coop.board.toolstats import ToolTally
 from coop.config import RunSettings
-from coop.errors import CoopError
 from coop.journal import Event, Journal, JournalError, journal_path
 from coop.metrics import BoardMetrics
 from coop.secrets import scrub_data
@@ -64,16 +67,11 @@ from coop.types import (
     State,
     Step,
     Task,
-    ToolStats,
     Usage,
     WorkerStats,
 )
 
 log = logging.getLogger(__name__)
-
-
-class PlannerLost(CoopError):
-    """This planner's claim lapsed and another instance plans now."""
 
 
 CRASH_ENV = "COOP_TEST_BOARD_CRASH"
@@ -174,13 +172,12 @@ class Board:
         self._state = State.RUNNING
         self._reason: Reason | None = None
         self._detail = ""
-        self._planner: tuple[str, float] | None = None
-        self._workers: dict[str, WorkerStats] = {}
-        self._idle: dict[str, float] = {}  # workers turned away empty-handed, and when
+        self._claim = PlannerClaim()
+        self._roster = Roster()
         self._progress = Progress()
-        self._answers: list[Answer] = []
+        self._answers = Answers()
         self._files = Files()
-        self._tools: dict[str, ToolStats] = {}
+        self._tools = ToolTally()
         self._ledger = Ledger()
         self._tries: dict[int, int] = {}  # task id -> leases granted on it
         self._replays = Replays()
@@ -216,11 +213,10 @@ class Board:
             count += 1
         now = self._clock()
         if restarted and not self.readonly:
-            if self._planner is not None:
-                self._planner = (self._planner[0], now + C.PLANNER_TTL)
+            self._claim.restore(now)
             self._leases.extend(now + self.settings.lease_ttl)
         else:
-            self._planner = None
+            self._claim.release()
             held = self._leases.ids()
             if held:  # their tasks go back to the front
                 if self._journal.readonly:
@@ -297,15 +293,13 @@ class Board:
     def _take_back(self, tid: int) -> None:
         """Remove an owned task from wherever it sits (held, or requeued after expiry). A call
         its worker still had in flight was reported by that worker: it charges nothing."""
-        if not self._leases.end(tid):
-            self._tasks.pending.remove(tid)
+        self._tasks.reclaim(tid, held=self._leases.end(tid))
         self._budget.unreserve(tid)
         self._ledger.landed(tid)
-        self._tasks.version += 1
 
     def _on_completed(self, e: ev.Completed) -> None:
         self._take_back(e.id)
-        self._tasks.done[e.id] = e.token
+        self._tasks.complete(e.id, e.token)
         self._ledger.forget(e.id)
         text = self._tasks.tasks[e.id].text
         seq = len(self._results)
@@ -316,19 +310,14 @@ class Board:
 
     def _on_failed(self, e: ev.Failed) -> None:
         self._take_back(e.id)
-        task = self._tasks.tasks[e.id]
-        task.attempts += 1
-        task.last_error = e.error
+        self._tasks.fail(e.id, e.error, dead=e.dead, retry_at=e.retry_at)
         self._stats(e.worker).failed += 1
         if e.dead:
-            self._tasks.dead.append(e.id)
             self._ledger.forget(e.id)
-        else:
-            self._tasks.retry_later(e.id, e.retry_at)
 
     def _on_released(self, e: ev.Released) -> None:
         self._take_back(e.id)
-        self._tasks.pending.insert(0, e.id)
+        self._tasks.release(e.id)
 
     def _on_reordered(self, e: ev.Reordered) -> None:
         self._tasks.reorder(e.first)
@@ -371,15 +360,13 @@ class Board:
     def _on_planner(self, e: ev.Planner) -> None:
         """Who planned when. The claim lives while it is renewed (renewals are not journaled):
         replayed, the last one claimed comes back only to a restarted board (`_replay`)."""
-        claimed = e.action == "claimed"
-        self._planner = (e.instance, self._clock() + C.PLANNER_TTL) if claimed else None
+        if e.action == "claimed":
+            self._claim.take(e.instance, self._clock())
+        else:
+            self._claim.release()
 
     def _on_tool(self, e: ev.Tool) -> None:
-        stats = self._tools.setdefault(e.tool, ToolStats())
-        stats.calls += 1
-        stats.failed += not e.ok
-        stats.seconds += e.latency
-        stats.bytes += e.bytes
+        self._tools.count(e.tool, e.ok, e.latency, e.bytes)
         self._stats(e.worker).tool_calls += 1
 
     def _on_step(self, e: ev.Step) -> None:
@@ -411,7 +398,7 @@ class Board:
         self._files.write(e.path, e.content, e.key)
 
     def _on_answer(self, e: ev.Answer) -> None:
-        self._answers.append(
+        self._answers.keep(
             Answer(e.revision, e.text, list(e.cited), e.met, e.missing, e.at, e.flaw)
         )
 
@@ -457,15 +444,10 @@ class Board:
         )
 
     def _stats(self, worker: str) -> WorkerStats:
-        stats = self._workers.get(worker)
-        if stats is None:
-            stats = self._workers[worker] = WorkerStats(worker)
-        return stats
+        return self._roster.stats(worker)
 
     def _seen_now(self, worker: str) -> None:
-        stats = self._stats(worker)
-        stats.last_seen = self._clock()
-        stats.first_seen = stats.first_seen or stats.last_seen
+        self._roster.seen(worker, self._clock())
 
     def _stop(self, reason: Reason, detail: str = "") -> None:
         if self._state is State.RUNNING:
@@ -506,7 +488,7 @@ class Board:
         self._settle()
         now = self._clock()
         t = self._tasks
-        planner = self._planner[0] if self._planner and self._planner[1] > now else None
+        planner = self._claim.holder(now)
         return Snapshot(
             objective_id=self.objective_id,
             objective=self.objective,
@@ -523,7 +505,7 @@ class Board:
             completed=len(self._results),
             dead=[t.tasks[i] for i in t.dead],
             unplanned=len(self._results) - len(self._acks),
-            workers=list(self._workers.values()),
+            workers=self._roster.all(),
             usage=dict(self._budget.usage),
             planner=planner,
             progress=replace(
@@ -534,8 +516,8 @@ class Board:
             ),
             settings=self.settings,
             awaiting=len(t.unapproved),
-            answer=self._answers[-1] if self._answers else None,
-            tools={k: replace(v) for k, v in self._tools.items()},
+            answer=self._answers.latest(),
+            tools=self._tools.view(),
             files=self._files.listing(),
             lacking=self._lacking(now),
             replays=replace(self._replays),
@@ -567,7 +549,7 @@ class Board:
 
     def answers(self) -> list[Answer]:
         """Every revision of the objective's answer, oldest first."""
-        return list(self._answers)
+        return self._answers.all()
 
     def task_texts(self) -> list[tuple[int, str]]:
         """Every task ever added, for a planner building its near-duplicate index."""
@@ -578,27 +560,21 @@ class Board:
     def claim_planner(self, instance: str) -> str | None:
         """Take or renew the planner role; returns the live holder if it is someone else."""
         now = self._clock()
-        if self._planner and self._planner[0] != instance and self._planner[1] > now:
-            return self._planner[0]
-        if not self._planner or self._planner[0] != instance:
+        holder = self._claim.holder(now)
+        if holder is not None and holder != instance:
+            return holder
+        if self._claim.owner() != instance:
             self._emit(ev.Planner(instance, "claimed"))
-        self._planner = (instance, now + C.PLANNER_TTL)  # renewed
+        self._claim.take(instance, now)  # renewed
         self._seen_now(instance)
         return None
 
     def release_planner(self, instance: str) -> None:
-        if self._planner and self._planner[0] == instance:
+        if self._claim.owner() == instance:
             self._emit(ev.Planner(instance, "released"))
 
     def _check_planner(self, planner: str | None) -> None:
-        if planner is None:
-            return
-        holder = self._planner[0] if self._planner and self._planner[1] > self._clock() else None
-        if holder != planner:
-            raise PlannerLost(
-                f"planner {planner} lost its claim (now {holder or 'nobody'}); "
-                "another instance plans this objective"
-            )
+        self._claim.check(planner, self._clock())
 
     def add(
         self,
@@ -690,9 +666,9 @@ class Board:
         """Journal the run's answer as the next revision (with the time it was recorded)."""
         self._check_planner(planner)
         a = answer
-        revision, at = len(self._answers) + 1, self._clock()
+        revision, at = self._answers.next_revision(), self._clock()
         self._emit(ev.Answer(revision, a.text, list(a.cited), a.met, a.missing, at, a.flaw))
-        return self._answers[-1]
+        return self._answers.all()[-1]
 
     def reorder(self, version: int, order: Sequence[int]) -> ReorderReport:
         """Put `order` first; every other pending task keeps its relative place after them.
@@ -734,17 +710,13 @@ class Board:
 
     def _live(self, now: float) -> list[WorkerStats]:
         """Workers heard from within a lease's time: those the planner can plan for."""
-        return [w for w in self._workers.values() if w.last_seen >= now - self.settings.lease_ttl]
+        return self._roster.live(now, self.settings.lease_ttl)
 
     def _lacking(self, now: float) -> dict[int, list[str]]:
         """Pending tasks no live worker can lease, and for each what every worker lacks."""
-        kits = [set(w.caps) for w in self._live(now) if w.slots]
-        lacking: dict[int, list[str]] = {}
-        for tid in self._tasks.pending:
-            needs = set(self._tasks.tasks[tid].needs)
-            if needs and not any(needs <= kit for kit in kits):
-                lacking[tid] = sorted(needs - set().union(*kits)) or sorted(needs)
-        return lacking
+        t = self._tasks
+        needs = ((tid, t.tasks[tid].needs) for tid in t.pending)
+        return self._roster.lacking(needs, now, self.settings.lease_ttl)
 
     def stop(self, reason: Reason = Reason.STOPPED, detail: str = "") -> State:
         self._settle()
@@ -770,9 +742,9 @@ class Board:
         kit = set(caps)
         tid = self._tasks.next_eligible(now, lambda task: set(task.needs) <= kit)
         if tid is None:
-            self._idle[worker] = now
+            self._roster.idle(worker, now)
             return self._state
-        self._idle.pop(worker, None)
+        self._roster.busy(worker)
         estimate = self._budget.estimate()
         if (cap := self._budget.over(estimate)) is not None:
             if not self._leases:  # nothing in flight could free budget: this is the end
@@ -796,8 +768,7 @@ class Board:
         self._settle()
         self._seen_now(worker)
         if seat is not None:
-            stats = self._stats(worker)
-            stats.slots, stats.caps, stats.sandbox = seat.slots, list(seat.caps), seat.sandbox
+            self._roster.seat(worker, seat)
         return self._leases.renew(held, self._clock() + self.settings.lease_ttl)
 
     def _owns(self, task_id: int, token: int) -> bool:
@@ -837,7 +808,7 @@ class Board:
         cannot starve idle ones."""
         outcome = self.complete(task_id, token, worker, text, flaw)
         recently = self._clock() - C.POLL_MAX * 2
-        if any(w != worker and at > recently for w, at in self._idle.items()):
+        if self._roster.others_idle(worker, recently):
             return outcome, self._state
         return outcome, self.lease(worker, caps)
 
