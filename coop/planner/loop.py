@@ -189,8 +189,6 @@ class Planner:
             return False  # a resumed run that had already ended: nothing to plan or embed
         self.progress = snap.progress
         self._milestone = snap.completed // C.CHECK_EVERY
-        if fresh_plan:
-            self._submit(Job.REPLAN, self.jobs.replan)
         indexed = False
         idle = C.POLL_MIN
         deadline = (
@@ -216,6 +214,8 @@ class Planner:
                     if not indexed:  # every task's embedding: once, and inside the retries
                         self.index.add([text for _, text in self.board.task_texts()])
                         indexed = True
+                        if fresh_plan:  # only now: its proposals are screened by the index
+                            self._submit(Job.REPLAN, self.jobs.replan)
                     self._schedule(view)
                 except LLMError as exc:
                     self._failed(exc)

@@ -1,0 +1,75 @@
+"""The planner's races, each made to happen: a fresh plan on resume screened by a complete
+near-duplicate index; the index's own lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from coop import constants as C
+from coop.calls import Context
+from coop.llm import Completion, Embeddings, OfflineLLM
+from coop.planner.index import TaskIndex
+from coop.planner.loop import Planner
+from coop.simulate import lexical_embedding
+from coop.types import Reason
+from tests.support.board import in_process
+from tests.support.memory import InProcessMemory
+from tests.support.procs import wait_for
+
+KNOWN = ["Dig the raised garden beds", "Water the tomato seedlings", "Stake the climbing beans"]
+REWORDED = "Raised garden beds: dig the"  # a near-duplicate of the first, not an exact one
+
+
+class SlowIndexing(OfflineLLM):
+    """Embeds the board's tasks slowly (the index a resumed planner builds of every task),
+    and proposes a rewording of a known task as its fresh plan."""
+
+    def embed(self, texts: list[str]) -> Embeddings:
+        if len(texts) > 1:
+            time.sleep(0.5)
+        return super().embed(texts)
+
+    def complete(self, prompt: str, max_tokens: int) -> Completion:
+        if prompt.startswith(C.PROMPT_MARKERS["replan"]):
+            return Completion(f"1. {REWORDED}", 10, 10)
+        return super().complete(prompt, max_tokens)
+
+
+def test_a_fresh_plan_on_resume_is_screened_by_the_whole_index() -> None:
+    """Before the fix the fresh plan was submitted before the index was built: its rewording
+    of a known task met an empty index and was added."""
+    board = in_process("Resume with a fresh plan")
+    board.add(KNOWN)
+    llm = SlowIndexing()
+    ctx = Context(board, llm, InProcessMemory(llm), board.run_settings(), "objective", "planner")
+    planner = Planner(ctx, threading.Event(), None)
+    planner.claim(wait=False)
+    ran = threading.Thread(target=planner.run, kwargs={"fresh_plan": True}, daemon=True)
+    ran.start()
+    wait_for(lambda: board.snapshot().progress.stalls, 20, "the fresh plan's batch")
+    board.stop(Reason.STOPPED)
+    ran.join(20)
+    planner.release()
+    texts = [t.text for t in board.snapshot().pending]
+    assert REWORDED not in texts, texts
+    assert board.snapshot().progress.near_duplicates == 1
+
+
+def test_the_index_loses_no_add_to_a_concurrent_one() -> None:
+    """Adds from several threads, each slowed between reading and writing the matrix by the
+    model call: every text is kept."""
+
+    class Slow(OfflineLLM):
+        def embed(self, texts: list[str]) -> Embeddings:
+            time.sleep(0.01)
+            return Embeddings([lexical_embedding(t) for t in texts], 1)
+
+    index = TaskIndex(Slow(), lambda _: None)
+    texts = [f"task number {i} about topic {i * 7}" for i in range(40)]
+    threads = [threading.Thread(target=index.add, args=([t],)) for t in texts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert index.vectors.shape[0] == len(texts) and len(index.known) == len(texts)
