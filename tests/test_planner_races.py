@@ -1,5 +1,5 @@
-"""The planner's races, each made to happen: a fresh plan on resume screened by a complete
-near-duplicate index; the index's own lock."""
+"""The planner's and the worker's races, each made to happen: a fresh plan on resume screened
+by a complete near-duplicate index; the index's own lock; the worker's slot threads' counts."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from coop.planner.index import TaskIndex
 from coop.planner.loop import Planner
 from coop.simulate import lexical_embedding
 from coop.types import Reason
+from coop.worker import Worker, WorkerReport
 from tests.support.board import in_process
 from tests.support.memory import InProcessMemory
 from tests.support.procs import wait_for
@@ -73,3 +74,37 @@ def test_the_index_loses_no_add_to_a_concurrent_one() -> None:
     for t in threads:
         t.join(10)
     assert index.vectors.shape[0] == len(texts) and len(index.known) == len(texts)
+
+
+class SlowCounts(WorkerReport):
+    """A report whose counters take a while to read: two slot threads counting at once
+    without a lock lose one of their counts."""
+
+    def __getattribute__(self, name: str) -> object:
+        value = super().__getattribute__(name)
+        if name in ("completed", "failed"):
+            time.sleep(0.01)  # between reading the count and writing it back
+        return value
+
+
+def test_slot_threads_count_every_completion_and_failure() -> None:
+    board = in_process("Count them all", max_tasks=100, max_attempts=1)
+    board.add([f"task {i}" for i in range(24)] + [f"fail {i}" for i in range(8)])
+    llm = Failing()
+    ctx = Context(board, llm, InProcessMemory(llm), board.run_settings(), "objective", "w")
+    worker = Worker(ctx, 8, threading.Event())
+    worker.report = SlowCounts(worker.name)
+    out: list[WorkerReport] = []
+    ran = threading.Thread(target=lambda: out.append(worker.run()), daemon=True)
+    ran.start()
+    wait_for(lambda: len(board.results()) + len(board.snapshot().dead) == 32, 30, "every task")
+    board.stop(Reason.DONE)
+    ran.join(20)
+    assert (out[0].completed, out[0].failed) == (24, 8)
+
+
+class Failing(OfflineLLM):
+    def complete(self, prompt: str, max_tokens: int) -> Completion:
+        if "fail " in prompt:
+            raise ValueError("this one fails")
+        return super().complete(prompt, max_tokens)
