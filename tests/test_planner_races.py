@@ -3,8 +3,12 @@ by a complete near-duplicate index; the index's own lock; the worker's slot thre
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 from coop import constants as C
 from coop.calls import Context
@@ -108,3 +112,42 @@ class Failing(OfflineLLM):
         if "fail " in prompt:
             raise ValueError("this one fails")
         return super().complete(prompt, max_tokens)
+
+
+HANGS = """
+import threading, time
+from coop.calls import Context
+from coop.llm import OfflineLLM
+from coop.planner.loop import Planner
+from tests.support.board import in_process
+from tests.support.memory import InProcessMemory
+
+class Stuck(OfflineLLM):
+    def complete(self, prompt, max_tokens):
+        threading.Event().wait()  # a model call that never returns
+
+board = in_process("Stop while a job is stuck")
+board.add(["seed"])
+lease = board.lease("w")
+board.complete(lease.task.id, lease.token, "w", "a result to plan from")
+llm = Stuck()
+ctx = Context(board, llm, InProcessMemory(llm), board.run_settings(), "objective", "planner")
+stop = threading.Event()
+planner = Planner(ctx, stop, None)
+planner.claim(wait=False)
+threading.Thread(target=planner.run, daemon=True).start()
+time.sleep(1.5)  # its creation job is stuck in the model call
+print("leaving", flush=True)
+"""
+
+
+def test_a_stuck_planner_job_does_not_keep_the_process_alive() -> None:
+    """Before the fix the pool's threads were joined at interpreter exit: the process hung
+    on the stuck job for good."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", HANGS], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert "leaving" in done.stdout, done.stderr[-2000:]
+    assert time.monotonic() - began < 30
