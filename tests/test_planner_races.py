@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from coop import constants as C
@@ -15,8 +16,8 @@ from coop.calls import Context
 from coop.llm import Completion, Embeddings, OfflineLLM
 from coop.planner.index import TaskIndex
 from coop.planner.loop import Planner
-from coop.simulate import lexical_embedding
-from coop.types import Reason
+from coop.simulate import Simulator, lexical_embedding
+from coop.types import Lease, Reason, Task
 from coop.worker import Worker, WorkerReport
 from tests.support.board import in_process
 from tests.support.memory import InProcessMemory
@@ -151,3 +152,31 @@ def test_a_stuck_planner_job_does_not_keep_the_process_alive() -> None:
     )
     assert "leaving" in done.stdout, done.stderr[-2000:]
     assert time.monotonic() - began < 30
+
+
+def test_the_approval_prompt_is_asked_on_the_main_thread_outside_the_commit_lock() -> None:
+    """Before the fix a creation job asked the person on its pool thread, holding the commit
+    lock: every other creation waited on the person, and the prompt read a terminal from a
+    thread that Ctrl-C does not reach."""
+    board = in_process("Ask me here", approve=True)
+    board.add(["seed"])
+    lease = board.lease("w")
+    assert isinstance(lease, Lease)
+    board.complete(lease.task.id, lease.token, "w", "a result to plan from")
+    llm = OfflineLLM(Simulator(stubborn=True))
+    ctx = Context(board, llm, InProcessMemory(llm), board.run_settings(), "objective", "planner")
+    seen: list[tuple[bool, bool]] = []
+
+    def review(tasks: Sequence[Task]) -> tuple[list[int], list[int]]:
+        seen.append((threading.current_thread() is threading.main_thread(), commit.locked()))
+        board.stop(Reason.STOPPED)
+        return [t.id for t in tasks], []
+
+    planner = Planner(ctx, threading.Event(), review)
+    commit = planner.jobs._commit
+    planner.claim(wait=False)
+    try:
+        planner.run()
+    finally:
+        planner.release()
+    assert seen and all(main and not locked for main, locked in seen), seen

@@ -194,6 +194,7 @@ class Planner:
             time.monotonic() + self.settings.max_minutes * 60 if self.settings.max_minutes else None
         )
         while True:
+            self.jobs.ask_person()  # about the tasks the last jobs added, here on the main thread
             if self._lost:
                 raise PlannerLost(f"{self._lost}; this planner stops")
             if self.stop.is_set():
