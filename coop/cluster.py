@@ -13,6 +13,7 @@ import socket
 import sys
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -212,22 +213,36 @@ def named_actor(cls: type[T], objective_id: str, role: str, *args: Any) -> Any:
 
     Pinned to the head node, where the state dir is. If its process dies, Ray restarts it
     with the same arguments (it rebuilds itself from its files) and retries the calls that
-    were in flight; every method tolerates a retry (see board.py).
+    were in flight; every mutating call of the board is answered once (`Board.invoke`).
     """
-    return (
-        ray.remote(cls)
-        .options(
-            name=actor_name(objective_id, role),
-            namespace=C.NAMESPACE,
-            lifetime="detached",
-            get_if_exists=True,
-            num_cpus=0,
-            resources={HEAD_RESOURCE: 0.001},
-            max_restarts=C.ACTOR_RESTARTS,
-            max_task_retries=C.ACTOR_RESTARTS,
-        )
-        .remote(*args)
-    )
+    return ray.remote(cls).options(**restartable(objective_id, role)).remote(*args)
+
+
+def restartable(objective_id: str, role: str) -> dict[str, Any]:
+    """`named_actor`'s options: a detached actor on the head node that Ray restarts, retrying
+    the calls in flight when its process died."""
+    return {
+        "name": actor_name(objective_id, role),
+        "namespace": C.NAMESPACE,
+        "lifetime": "detached",
+        "get_if_exists": True,
+        "num_cpus": 0,
+        "resources": {HEAD_RESOURCE: 0.001},
+        "max_restarts": C.ACTOR_RESTARTS,
+        "max_task_retries": C.ACTOR_RESTARTS,
+    }
+
+
+def restarted() -> bool:
+    """Whether this process is an actor Ray restarted after its process died."""
+    if not ray.is_initialized():
+        return False
+    context = ray.get_runtime_context()
+    if context.get_actor_id() is None:
+        return False
+    with warnings.catch_warnings():  # Ray's own property reads its deprecated `actor_id`
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(context.was_current_actor_reconstructed)
 
 
 def resolve_node(ref: str | None) -> tuple[str, str]:

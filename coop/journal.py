@@ -6,12 +6,21 @@ that was. Events that acknowledge paid work (tasks added by the planner, complet
 stops) are committed with `synchronous=FULL`, so a completion a worker was told about is on
 disk even across a power cut; the rest (leases, usage, reorders) use WAL's cheaper NORMAL
 commits, which survive a process crash.
+
+A call to the board is one transaction (`begin` … `commit`): its events and its reply, under the
+request id its client made, are committed together. A call Ray retries after the board's
+process died (the reply lost) finds its reply here and is answered with it, not run twice;
+a call whose transaction never committed left nothing, and runs afresh.
+
+Format 2 added the replies; a format-1 journal is upgraded when it is opened for writing (its
+events are unchanged), and read as it is by readers.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -20,10 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coop import events
 from coop.errors import CoopError
 from coop.types import EventKind
 
-FORMAT = "coop-journal/1"
+FORMAT = "coop-journal/2"
+READABLE = frozenset({"coop-journal/1", FORMAT})
+"""Formats this coop reads; the older ones are upgraded to FORMAT on a writable open."""
+REPLIES_KEPT = 10_000
+"""Replies remembered for retried calls: Ray retries a call as soon as the restarted board
+answers, so the newest few thousand are all a retry can ask for."""
 STATE_DIR_ENV = "COOP_STATE_DIR"
 
 
@@ -61,8 +76,8 @@ def remove_db(path: Path) -> None:
 
 @dataclass(frozen=True)
 class Event:
-    """One change of a board, as journaled: its place on the tape, when, what, and the data
-    its `_on_<kind>` handler applies."""
+    """One change of a board, as journaled: its place on the tape, when, what, and its line
+    (format 2's keys; `events.decode` makes it the typed event the board applies)."""
 
     seq: int
     at: float
@@ -83,6 +98,7 @@ class JournalInfo:
     created: float
     settings: dict[str, Any]  # as stored: fields this version does not know are kept
     path: Path
+    format: str = FORMAT
 
 
 class Journal:
@@ -100,6 +116,8 @@ class Journal:
         `readonly` for readers beside a live board (reports of a dormant objective)."""
         self.path = path
         self.readonly = readonly
+        self._written: list[EventKind] | None = None  # kinds appended in the open transaction
+        self._replies = 0  # replies kept by this process (old ones are pruned every 1000)
         fresh = not path.exists()
         if fresh and create is None:
             raise JournalError(f"no journal for {objective_id} at {path}")
@@ -121,45 +139,142 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             if fresh:
                 self.info = _read_info(self._db, path)
+            elif self.info.format != FORMAT:
+                self._upgrade()
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open the journal {path}: {exc}") from None
 
+    def _upgrade(self) -> None:
+        """coop-journal/1 → 2, in one transaction: every event with the keys format 2 holds
+        (`events.upgrade_v1`), and the table of replies."""
+        rows = self._db.execute("SELECT seq, kind, data FROM events").fetchall()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for seq, kind, data in rows:
+                old = json.loads(data)
+                new = events.upgrade_v1(EventKind(kind), old)
+                if new != old:
+                    self._db.execute("UPDATE events SET data = ? WHERE seq = ?", (_dumps(new), seq))
+            self._db.execute(_REPLIES)
+            self._db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'format'", (json.dumps(FORMAT),)
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self.info = _read_info(self._db, self.path)
+
     def append(self, kind: EventKind, data: dict[str, Any]) -> None:
-        """Write one event; durable kinds (`EventKind.durable`) with a full sync."""
+        """Write one event; durable kinds (`EventKind.durable`) with a full sync (inside a
+        call's transaction: when it commits)."""
         if self.readonly:
             raise JournalError(f"{self.path} was opened read-only")
-        durable = kind.durable
+        durable = kind.durable and self._written is None
         try:
             if durable:
                 self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(
                 "INSERT INTO events (at, kind, data) VALUES (?, ?, ?)",
-                (time.time(), kind.value, json.dumps(data, separators=(",", ":"))),
+                (time.time(), kind.value, _dumps(data)),
             )
         except sqlite3.Error as exc:
             raise JournalError(f"cannot write the journal {self.path}: {exc}") from None
         finally:
             if durable:
                 self._db.execute("PRAGMA synchronous=NORMAL")
+        if self._written is not None:
+            self._written.append(kind)
+
+    # -- one call, one transaction ------------------------------------------------------------
+
+    def reply(self, rid: str) -> tuple[bool, Any]:
+        """(True, the reply) of the call `rid` if it was committed, else (False, None)."""
+        row = self._db.execute("SELECT reply FROM replies WHERE rid = ?", (rid,)).fetchone()
+        return (False, None) if row is None else (True, pickle.loads(row[0]))
+
+    def begin(self) -> None:
+        """Open a call's transaction: what it appends is committed at once by `commit`."""
+        try:
+            self._db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot write the journal {self.path}: {exc}") from None
+        self._written = []
+
+    def commit(self, rid: str, reply: Any) -> bool:
+        """Commit the call's events with its `reply` under `rid` (none without `rid`, nor
+        when it wrote no event: run again, it would answer the same). False if the transaction
+        was lost (SQLite rolls it back by itself on a full disk): the events appended since
+        `begin` are not in the journal. Raises JournalError if it cannot be committed; then
+        nothing is."""
+        written, self._written = self._written or [], None
+        if not self._db.in_transaction:
+            return not written
+        try:
+            if written and rid:
+                self._db.execute(
+                    "INSERT INTO replies (rid, reply) VALUES (?, ?)",
+                    (rid, pickle.dumps(reply)),
+                )
+                self._replies += 1
+                if self._replies % 1000 == 0:
+                    self._db.execute(
+                        "DELETE FROM replies WHERE n <= (SELECT MAX(n) FROM replies) - ?",
+                        (REPLIES_KEPT,),
+                    )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.rollback()
+            raise JournalError(f"cannot write the journal {self.path}: {exc}") from None
+        if any(kind.durable for kind in written):
+            self._sync()
+        return True
+
+    def rollback(self) -> None:
+        self._written = None
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def _sync(self) -> None:
+        """What `synchronous=FULL` does at a commit (SQLite will not change the level inside
+        a transaction): the WAL on disk before anyone is told."""
+        fd = os.open(self.path.with_name(self.path.name + "-wal"), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def events(self, since: int = 0) -> Iterator[Event]:
         rows = self._db.execute(
             "SELECT seq, at, kind, data FROM events WHERE seq > ? ORDER BY seq", (since,)
         )
-        for seq, at, kind, data in rows:
-            yield Event(seq, at, EventKind(kind), json.loads(data))
+        for row in rows:
+            yield self._event(*row)
 
     def tail(self, count: int) -> list[Event]:
         rows = self._db.execute(
             "SELECT seq, at, kind, data FROM events ORDER BY seq DESC LIMIT ?", (count,)
         ).fetchall()
-        return [
-            Event(seq, at, EventKind(kind), json.loads(data))
-            for seq, at, kind, data in reversed(rows)
-        ]
+        return [self._event(*row) for row in reversed(rows)]
+
+    def _event(self, seq: int, at: float, kind: str, data: str) -> Event:
+        """A row as format 2 holds it (a format-1 journal read without upgrading it)."""
+        known, line = EventKind(kind), json.loads(data)
+        if self.info.format != FORMAT:
+            line = events.upgrade_v1(known, line)
+        return Event(seq, at, known, line)
 
     def close(self) -> None:
         self._db.close()
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+_REPLIES = (
+    "CREATE TABLE replies (n INTEGER PRIMARY KEY, rid TEXT UNIQUE NOT NULL, reply BLOB NOT NULL)"
+)
 
 
 def _read_info(db: sqlite3.Connection, path: Path) -> JournalInfo:
@@ -167,7 +282,7 @@ def _read_info(db: sqlite3.Connection, path: Path) -> JournalInfo:
         meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
     except sqlite3.OperationalError:
         meta = {}
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in READABLE:
         raise sqlite3.DatabaseError(f"format is {meta.get('format')!r}, expected {FORMAT}")
     return JournalInfo(
         meta["objective_id"],
@@ -175,6 +290,7 @@ def _read_info(db: sqlite3.Connection, path: Path) -> JournalInfo:
         meta["created"],
         meta.get("settings", {}),
         path,
+        meta["format"],
     )
 
 
@@ -192,6 +308,7 @@ def _create(path: Path, objective_id: str, create: dict[str, Any]) -> None:
                 "CREATE TABLE events (seq INTEGER PRIMARY KEY, at REAL NOT NULL, "
                 "kind TEXT NOT NULL, data TEXT NOT NULL)"
             )
+            db.execute(_REPLIES)
             meta = {
                 "format": FORMAT,
                 "objective_id": objective_id,

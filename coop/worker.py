@@ -133,7 +133,8 @@ class Worker:
             if outcome is Outcome.STALE:
                 log.warning("task #%d: lease lost before completion; result discarded", task.id)
             else:
-                self.report.completed += 1
+                with self._lock:  # slot threads share the report
+                    self.report.completed += 1
                 log.info("task #%d done by %s: %s", task.id, self.name, one_line(task.text, 80))
         except LeaseLost as exc:  # its result would be refused: nothing to report
             log.warning("%s; this attempt stops", exc)
@@ -179,7 +180,8 @@ class Worker:
         # a model fault's message already starts with its kind (`APITimeoutError: …`)
         said = str(exc) if isinstance(exc, LLMError) else f"{type(exc).__name__}: {exc}"
         reason = scrub(one_line(said, 300))
-        self.report.failed += 1
+        with self._lock:
+            self.report.failed += 1
         try:
             outcome = self.board.fail(lease.task.id, lease.token, self.name, reason)
         except JournalError:

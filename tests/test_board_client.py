@@ -105,11 +105,8 @@ def test_a_journal_view_reads_like_the_board_and_says_it_is_not_live(tmp_path: P
 class Silent:
     """A board that never answers: what a board behind a partition looks like from here."""
 
-    def state(self) -> None:
-        time.sleep(120)
-
-    def claim_planner(self, instance: str) -> None:
-        time.sleep(120)
+    def invoke(self, rid: str, method: str, args: object, kwargs: object) -> None:
+        time.sleep(120)  # every call comes through `Board.invoke`
 
 
 def test_a_call_the_board_never_answers_times_out_or_is_given_up(ray_cluster: object) -> None:

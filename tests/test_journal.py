@@ -227,9 +227,15 @@ def test_board_actor_restarts_from_its_journal(ray_cluster: object, tmp_path: Pa
         "the restarted board",
     )
     snap = board.snapshot()
-    assert snap.completed == 1 and not snap.leased
-    assert [t.id for t in snap.pending] == [held.task.id, 3]  # the lost lease came back first
+    assert snap.completed == 1
+    # the lease held at the crash is still its worker's, under its token, for a fresh grace
+    assert [(x.task.id, x.token, x.worker) for x in snap.leased] == [
+        (held.task.id, held.token, "w")
+    ]
+    assert snap.leased[0].ttl > 25
+    assert [t.id for t in snap.pending] == [3]
     assert board.results()[0].text == "done before the crash"
+    assert board.complete(held.task.id, held.token, "w", "after") is Outcome.ACCEPTED
 
 
 def completed_in(path: Path) -> dict[int, str]:
@@ -350,7 +356,10 @@ def test_the_report_and_tape_are_written_whatever_the_workspace_export_does(
     board.add(["Collect the notes"])
     old = Journal(journal_path(root, OID), OID)
     for path in ("notes", "notes/x"):
-        old.append(EventKind.WROTE, {"path": path, "content": path, "key": path, "task": 1})
+        old.append(
+            EventKind.WROTE,
+            {"path": path, "content": path, "key": path, "task": 1, "worker": "w"},
+        )
     old.close()
     env = coop_env(ray_cluster, COOP_STATE_DIR=str(root))
     proc = run_coop("start", "--resume", OID, "--workers", "1", env=env, timeout=180)

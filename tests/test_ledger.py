@@ -192,9 +192,9 @@ def test_the_ledger_survives_a_rebuild_from_the_journal(tmp_path: Path) -> None:
 
 def test_steps_are_kept_once_in_order() -> None:
     ledger = Ledger()
-    ledger.record(3, {"step": 1, "kind": "model", "text": "t", "calls": [["a", "b", "{}"]]})
+    ledger.record(3, Step(step=1, kind="model", text="t", calls=(("a", "b", "{}"),)))
     ledger.start(3, 2, "card")
-    ledger.record(3, {"step": 2, "kind": "tool", "text": "out", "call": "a", "tool": "b"})
+    ledger.record(3, Step(step=2, kind="tool", text="out", call="a", tool="b"))
     assert [s.step for s in ledger.steps(3)] == [1, 2] and ledger.started(3) == {}
     assert ledger.steps(3)[0].calls == (("a", "b", "{}"),) and ledger.next_step(3) == 3
     ledger.fly(3, 3, 500, 0.01)

@@ -166,6 +166,7 @@ def test_new_tasks_wait_for_the_person_at_the_terminal() -> None:
     tasks = ["Dig the beds", "Plant tomato seedlings", "Water everything at dusk"]
     answer = "\n".join(f"{i}. {t}" for i, t in enumerate(tasks, 1))
     p.jobs._propose(Outcome(Job.REPLAN), answer, None, None)
+    p.jobs.ask_person()  # the coordinator's turn: it asks, on the main thread
     assert asked == [tasks]
     snap = board.snapshot()
     assert [t.text for t in snap.pending] == [tasks[0], tasks[2]] and snap.awaiting == 1

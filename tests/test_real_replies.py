@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from coop import constants as C
+from coop import events as ev
 from coop import report, status
 from coop.board import Board, BoardClient
 from coop.calls import Context
@@ -202,9 +203,8 @@ def test_journals_from_before_replay_without_refusals_or_marks(tmp_path: Path) -
     assert "refused" not in events[-1].data  # nothing refused: the event is as it was
     assert board.snapshot().progress.refused == {} and "refused" not in tape(events)
     raw = Board(board.objective_id, OBJECTIVE, board.run_settings(), "n", str(tmp_path))
-    raw._on_answer(
-        {"revision": 1, "text": "old", "cited": [], "met": None, "missing": "", "at": 1.0}
-    )
+    old = {"revision": 1, "text": "old", "cited": [], "met": None, "missing": "", "at": 1.0}
+    raw._on_answer(ev.decode(EventKind.ANSWER, ev.upgrade_v1(EventKind.ANSWER, old)))
     assert raw.answers()[-1].flaw == "" and State.RUNNING is raw.snapshot().state
 
 

@@ -11,8 +11,9 @@ concept a part with its own invariant:
   back and a zombie's late completion is refused;
 * the budget (budget.py) and the rate limit (ratelimit.py), enforced for the whole cluster;
 * a planner cursor over completions, so the board knows when nothing is left to plan;
-* a journal: every change is an event, written before it is applied (`_emit`) and replayed by
-  the same handlers (`_on_*`) when the board is rebuilt, so replay cannot drift from life.
+* a journal: every change is a typed event (coop/events.py), written before it is applied
+  (`_emit`) and replayed by the same handlers (`_on_*`, each taking its own event type) when
+  the board is rebuilt, so replay cannot drift from life.
 
 The class is plain Python: `cluster.named_actor` makes it an actor, and `BoardClient.local`
 drives it in-process (tests, and the read-only journal view).
@@ -22,22 +23,28 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 from coop import cluster, journal
 from coop import constants as C
+from coop import events as ev
 from coop.board.acks import Acks
+from coop.board.answers import Answers
 from coop.board.budget import Budget
+from coop.board.claim import PlannerClaim
 from coop.board.files import BadPath, Files, clean
 from coop.board.leases import Leases
 from coop.board.ledger import Ledger
 from coop.board.ratelimit import RateBucket
+from coop.board.roster import Roster
 from coop.board.tasks import TaskList
+from coop.board.toolstats import ToolTally
 from coop.config import RunSettings
-from coop.errors import CoopError
 from coop.journal import Event, Journal, JournalError, journal_path
 from coop.metrics import BoardMetrics
 from coop.secrets import scrub_data
@@ -60,7 +67,6 @@ from coop.types import (
     State,
     Step,
     Task,
-    ToolStats,
     Usage,
     WorkerStats,
 )
@@ -68,11 +74,53 @@ from coop.types import (
 log = logging.getLogger(__name__)
 
 
-class PlannerLost(CoopError):
-    """This planner's claim lapsed and another instance plans now."""
+CRASH_ENV = "COOP_TEST_BOARD_CRASH"
+"""The test build's fault hook: "<dir>:<method>,<method>…" makes the board's process die once
+per named method, after the call's transaction commits and before its reply leaves; the dir
+keeps which have died (a restarted board does not die again on the retried call)."""
+
+
+def _fault_hook() -> frozenset[str]:
+    """The methods `CRASH_ENV` names, read once when the board starts; none in a real run."""
+    where, _, methods = os.environ.get(CRASH_ENV, "").partition(":")
+    return frozenset(m for m in methods.split(",") if m and where)
+
+
+def _crash_once(methods: frozenset[str], method: str) -> None:
+    marker = Path(os.environ[CRASH_ENV].partition(":")[0]) / method
+    if not marker.exists():
+        marker.touch()
+        os._exit(1)
 
 
 class Board:
+    MUTATING = frozenset(
+        {
+            "add",
+            "approve",
+            "drop",
+            "record_progress",
+            "record_unreadable",
+            "reorder",
+            "amend",
+            "record_answer",
+            "stop",
+            "lease",
+            "heartbeat",
+            "complete",
+            "complete_and_lease",
+            "fail",
+            "release",
+            "record_usage",
+            "step",
+            "replayed",
+            "write_file",
+            "claim_planner",
+            "release_planner",
+        }
+    )
+    """The calls that change the board: each carries a request id (`invoke`)."""
+
     def __init__(
         self,
         objective_id: str,
@@ -82,38 +130,24 @@ class Board:
         state_dir: str | None = None,
         clock: Callable[[], float] = time.time,
         readonly: bool = False,
+        restarted: bool | None = None,
     ) -> None:
+        """`restarted`: this board takes over from one whose process died mid-run (default:
+        whether Ray restarted this actor), so the planner claim and the leases held then come
+        back, each with a fresh grace period, instead of ending."""
         self.objective_id = objective_id
         self.objective = objective
-        self.settings = settings
+        self._settings = settings  # as created: a rebuild replays the amendments on them
         self.nonce = nonce  # tells the creator of this actor apart from later openers
         self.readonly = readonly
         self._clock = clock
         self.created = clock()
-        self._tasks = TaskList()
-        self._leases = Leases()
-        self._budget = Budget(settings)
-        self._bucket = RateBucket(settings.rpm, settings.tpm, clock())
-        self._results: list[Result] = []
-        self._acks = Acks()  # completions the planner has planned from
-        self._state = State.RUNNING
-        self._reason: Reason | None = None
-        self._detail = ""
-        self._planner: tuple[str, float] | None = None
-        self._workers: dict[str, WorkerStats] = {}
-        self._idle: dict[str, float] = {}  # workers turned away empty-handed, and when
-        self._progress = Progress()
-        self._answers: list[Answer] = []
-        self._files = Files()
-        self._tools: dict[str, ToolStats] = {}
-        self._ledger = Ledger()
-        self._tries: dict[int, int] = {}  # task id -> leases granted on it
-        self._replays = Replays()
-        self._journal_ok = True
         self._metrics = BoardMetrics(objective_id)
-        self._handlers: dict[EventKind, Callable[[dict[str, Any]], None]] = {
+        self._handlers: dict[EventKind, Callable[[Any], None]] = {  # each takes its own kind
             kind: getattr(self, f"_on_{kind.value}") for kind in EventKind
         }
+        self._crash_after = _fault_hook()
+        self._reset()
         self._journal: Journal | None = None
         self.state_dir = state_dir
         if state_dir is not None:
@@ -124,179 +158,254 @@ class Board:
                 readonly=readonly,
             )
             self.created = self._journal.info.created
-            self._replay()
+            self._replay(cluster.restarted() if restarted is None else restarted)
+
+    def _reset(self) -> None:
+        """Every part empty, as before the first event: the journal's replay fills them."""
+        self.settings = settings = self._settings
+        self._tasks = TaskList()
+        self._leases = Leases()
+        self._budget = Budget(settings)
+        self._bucket = RateBucket(settings.rpm, settings.tpm, self._clock())
+        self._results: list[Result] = []
+        self._acks = Acks()  # completions the planner has planned from
+        self._state = State.RUNNING
+        self._reason: Reason | None = None
+        self._detail = ""
+        self._claim = PlannerClaim()
+        self._roster = Roster()
+        self._progress = Progress()
+        self._answers = Answers()
+        self._files = Files()
+        self._tools = ToolTally()
+        self._ledger = Ledger()
+        self._tries: dict[int, int] = {}  # task id -> leases granted on it
+        self._replays = Replays()
+        self._journal_ok = True
 
     def __repr__(self) -> str:  # the dashboard's and the log prefix's name for this actor
         return cluster.actor_name(self.objective_id, "board")
 
     # -- events: the only way state changes ----------------------------------------------
 
-    def _emit(self, kind: EventKind, /, **data: Any) -> None:
-        data = scrub_data(data)  # what a tool, a model or a page let by is not kept
+    def _emit(self, event: ev.Event) -> None:
+        data = ev.encode(event)
+        scrubbed = scrub_data(data)  # what a tool, a model or a page let by is not kept
+        if scrubbed != data:
+            event = ev.decode(event.KIND, scrubbed)
         if self._journal is not None:
             try:
-                self._journal.append(kind, data)
+                self._journal.append(event.KIND, scrubbed)
             except JournalError:
                 self._journal_ok = False  # refuse new leases until a write succeeds again
                 raise
             self._journal_ok = True
-        self._handlers[kind](data)
+        self._handlers[event.KIND](event)
 
-    def _replay(self) -> None:
+    def _replay(self, restarted: bool) -> None:
+        """Rebuild from the journal. The claim and leases held when the journal ends either
+        come back with a fresh grace period (`restarted`: their holders may be alive, waiting
+        on this board) or end: a fresh board after a whole-cluster restart, or a reader."""
         assert self._journal is not None
         count = 0
         for event in self._journal.events():
-            self._handlers[event.kind](event.data)
+            self._handlers[event.kind](ev.decode(event.kind, event.data))
             count += 1
-        held = self._leases.ids()
-        if held:  # leases do not survive a restart: their tasks go back to the front
-            if self._journal.readonly:
-                self._on_expired({"ids": held})
-            else:
-                self._emit(EventKind.EXPIRED, ids=held)
+        now = self._clock()
+        if restarted and not self.readonly:
+            self._claim.restore(now)
+            self._leases.extend(now + self.settings.lease_ttl)
+        else:
+            self._claim.release()
+            held = self._leases.ids()
+            if held:  # their tasks go back to the front
+                if self._journal.readonly:
+                    self._on_expired(ev.Expired(held))
+                else:
+                    self._emit(ev.Expired(held))
         if count:
             log.info("board %s rebuilt from %d journal events", self.objective_id, count)
 
-    def _on_added(self, d: dict[str, Any]) -> None:
-        self._tasks.add(d["tasks"], hold=bool(d.get("hold")))
-        self._progress.exact_duplicates += d.get("exact", 0)
-        self._progress.near_duplicates += d.get("near", 0)
-        for _, why in d.get("refused", ()):  # a journal from before refusals has none
+    # -- calls: each one transaction, answered once -----------------------------------------
+
+    def invoke(self, rid: str, method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        """Run the board's `method`, as the call with request id `rid` (made once by its
+        client; "" for reads). Its events and its reply commit together: a call Ray retries
+        after this board's process died is answered with its first reply, its effect counted
+        once; one whose events never committed runs afresh (its process took them along)."""
+        call = getattr(self, method)
+        if not rid or self._journal is None or self.readonly:
+            return call(*args, **kwargs)
+        done, reply = self._journal.reply(rid)
+        if done:
+            return reply
+        self._journal.begin()
+        try:
+            reply = call(*args, **kwargs)
+        except BaseException:
+            self._end_call("", None)  # what it applied is kept; a failure is not a reply
+            raise
+        self._end_call(rid, reply)
+        if method in self._crash_after:  # the test build's fault hook; see `_fault_hook`
+            _crash_once(self._crash_after, method)
+        return reply
+
+    def _end_call(self, rid: str, reply: Any) -> None:
+        """Commit a call; if its events could not all be committed, what this board holds is
+        no longer its journal's: it is rebuilt from the journal (leases and claim kept, their
+        holders are alive) and the call fails."""
+        assert self._journal is not None
+        try:
+            if self._journal.commit(rid, reply):
+                return
+            cause = JournalError(f"cannot write the journal {self._journal.path}: rolled back")
+        except JournalError as exc:
+            cause = exc
+        self._journal_ok = False
+        self._reset()
+        self._replay(restarted=True)
+        self._journal_ok = False  # refuse new leases until a write succeeds again
+        raise cause
+
+    def _on_added(self, e: ev.Added) -> None:
+        self._tasks.add(e.tasks, hold=e.hold)
+        self._progress.exact_duplicates += e.exact
+        self._progress.near_duplicates += e.near
+        for _, why in e.refused:
             self._count(self._progress.refused, why)
-        planned = d.get("planned")
-        if isinstance(planned, list):
-            self._acks.ack(planned, len(self._results))
-        elif planned is not None:  # a journal from before concurrent planning
-            self._acks.ack_upto(planned, len(self._results))
+        if e.planned is not None:
+            self._acks.ack(e.planned, len(self._results))
+        if e.planned_upto is not None:
+            self._acks.ack_upto(e.planned_upto, len(self._results))
 
-    def _on_leased(self, d: dict[str, Any]) -> None:
-        tid = d["id"]
-        self._budget.reserve(tid, d.get("tokens", 0), d.get("cost", 0.0))
-        self._tasks.take(tid)
-        self._leases.grant(tid, d["token"], d["worker"], d["expires"])
-        self._tries[tid] = self._tries.get(tid, 0) + 1
+    def _on_leased(self, e: ev.Leased) -> None:
+        self._budget.reserve(e.id, e.tokens, e.cost)
+        self._tasks.take(e.id)
+        self._leases.grant(e.id, e.token, e.worker, e.expires)
+        self._tries[e.id] = self._tries.get(e.id, 0) + 1
 
-    def _on_expired(self, d: dict[str, Any]) -> None:
-        for tid in d["ids"]:
+    def _on_expired(self, e: ev.Expired) -> None:
+        for tid in e.ids:
             self._leases.end(tid)
             self._budget.unreserve(tid)
-        self._tasks.put_front(d["ids"])
+        self._tasks.put_front(e.ids)
 
     def _take_back(self, tid: int) -> None:
         """Remove an owned task from wherever it sits (held, or requeued after expiry). A call
         its worker still had in flight was reported by that worker: it charges nothing."""
-        if not self._leases.end(tid):
-            self._tasks.pending.remove(tid)
+        self._tasks.reclaim(tid, held=self._leases.end(tid))
         self._budget.unreserve(tid)
         self._ledger.landed(tid)
-        self._tasks.version += 1
 
-    def _on_completed(self, d: dict[str, Any]) -> None:
-        tid = d["id"]
-        self._take_back(tid)
-        self._tasks.done[tid] = d["token"]
-        self._ledger.forget(tid)
-        self._results.append(
-            Result(
-                tid,
-                self._tasks.tasks[tid].text,
-                d["text"],
-                d["worker"],
-                len(self._results),
-                d["at"],
-                d.get("flaw", ""),  # a journal from before flaws has none
-            )
-        )
-        if d.get("flaw"):
-            self._count(self._progress.flawed, d["flaw"])
-        self._stats(d["worker"]).completed += 1
+    def _on_completed(self, e: ev.Completed) -> None:
+        self._take_back(e.id)
+        self._tasks.complete(e.id, e.token)
+        self._ledger.forget(e.id)
+        text = self._tasks.tasks[e.id].text
+        seq = len(self._results)
+        self._results.append(Result(e.id, text, e.text, e.worker, seq, e.at, e.flaw))
+        if e.flaw:
+            self._count(self._progress.flawed, e.flaw)
+        self._stats(e.worker).completed += 1
 
-    def _on_failed(self, d: dict[str, Any]) -> None:
-        tid = d["id"]
-        self._take_back(tid)
-        task = self._tasks.tasks[tid]
-        task.attempts += 1
-        task.last_error = d["error"]
-        self._stats(d["worker"]).failed += 1
-        if d["dead"]:
-            self._tasks.dead.append(tid)
-            self._ledger.forget(tid)
-        else:
-            self._tasks.retry_later(tid, d["retry_at"])
+    def _on_failed(self, e: ev.Failed) -> None:
+        self._take_back(e.id)
+        self._tasks.fail(e.id, e.error, dead=e.dead, retry_at=e.retry_at)
+        self._stats(e.worker).failed += 1
+        if e.dead:
+            self._ledger.forget(e.id)
 
-    def _on_released(self, d: dict[str, Any]) -> None:
-        self._take_back(d["id"])
-        self._tasks.pending.insert(0, d["id"])
+    def _on_released(self, e: ev.Released) -> None:
+        self._take_back(e.id)
+        self._tasks.release(e.id)
 
-    def _on_reordered(self, d: dict[str, Any]) -> None:
-        self._tasks.reorder(d["first"])
+    def _on_reordered(self, e: ev.Reordered) -> None:
+        self._tasks.reorder(e.first)
 
-    def _on_planned(self, d: dict[str, Any]) -> None:  # journals from before concurrent planning
-        self._acks.ack_upto(d["upto"], len(self._results))
+    def _on_planned(self, e: ev.Planned) -> None:
+        self._acks.ack_upto(e.upto, len(self._results))
 
-    def _on_stopping(self, d: dict[str, Any]) -> None:
+    def _on_stopping(self, e: ev.Stopping) -> None:
         if self._state is State.RUNNING:
-            self._state, self._reason, self._detail = (
-                State.STOPPING,
-                Reason(d["reason"]),
-                d["detail"],
-            )
+            self._state, self._reason, self._detail = State.STOPPING, Reason(e.reason), e.detail
 
-    def _on_usage(self, d: dict[str, Any]) -> None:
-        cost = self._budget.settle(d["kind"], d["prompt"], d["completion"])
-        self._budget.usage[d["kind"]].estimated += bool(d.get("estimated"))
-        self._stats(d["worker"]).usage.add(d["prompt"], d["completion"], cost)
-        self._metrics.call(d["kind"], d["prompt"] + d["completion"], cost, d.get("latency") or 0)
+    def _on_usage(self, e: ev.Usage) -> None:
+        cost = self._budget.settle(e.kind, e.prompt, e.completion)
+        self._budget.usage[e.kind].estimated += e.estimated
+        self._stats(e.worker).usage.add(e.prompt, e.completion, cost)
+        self._metrics.call(e.kind, e.prompt + e.completion, cost, e.latency)
 
-    def _on_approved(self, d: dict[str, Any]) -> None:
-        self._tasks.approve(d["ids"])
+    def _on_approved(self, e: ev.Approved) -> None:
+        self._tasks.approve(e.ids)
 
-    def _on_dropped(self, d: dict[str, Any]) -> None:
-        self._tasks.drop(d["ids"])
+    def _on_dropped(self, e: ev.Dropped) -> None:
+        self._tasks.drop(e.ids)
 
-    def _on_progress(self, d: dict[str, Any]) -> None:
-        for key in ("stalls", "replans", "repeating", "checks"):
-            setattr(self._progress, key, d[key])
+    def _on_progress(self, e: ev.Progress) -> None:
+        self._progress = replace(
+            self._progress,
+            stalls=e.stalls,
+            replans=e.replans,
+            repeating=e.repeating,
+            checks=e.checks,
+        )
 
-    def _on_unreadable(self, d: dict[str, Any]) -> None:
-        self._count(self._progress.unreadable, d["kind"])
+    def _on_unreadable(self, e: ev.Unreadable) -> None:
+        self._count(self._progress.unreadable, e.kind)
 
     @staticmethod
     def _count(counts: dict[str, int], key: str) -> None:
         counts[key] = counts.get(key, 0) + 1
 
-    def _on_planner(self, d: dict[str, Any]) -> None:
-        pass  # a record of who planned when; the claim itself lives only while it is renewed
+    def _on_planner(self, e: ev.Planner) -> None:
+        """Who planned when. The claim lives while it is renewed (renewals are not journaled):
+        replayed, the last one claimed comes back only to a restarted board (`_replay`)."""
+        if e.action == "claimed":
+            self._claim.take(e.instance, self._clock())
+        else:
+            self._claim.release()
 
-    def _on_tool(self, d: dict[str, Any]) -> None:
-        stats = self._tools.setdefault(d["tool"], ToolStats())
-        stats.calls += 1
-        stats.failed += not d["ok"]
-        stats.seconds += d["latency"]
-        stats.bytes += d.get("bytes", 0)  # a journal from before bytes were counted has none
-        self._stats(d["worker"]).tool_calls += 1
+    def _on_tool(self, e: ev.Tool) -> None:
+        self._tools.count(e.tool, e.ok, e.latency, e.bytes)
+        self._stats(e.worker).tool_calls += 1
 
-    def _on_step(self, d: dict[str, Any]) -> None:
-        self._ledger.record(d["task"], d)
+    def _on_step(self, e: ev.Step) -> None:
+        calls = tuple((c[0], c[1], c[2]) for c in e.calls)  # the journal's JSON has lists
+        step = Step(
+            e.step,
+            e.kind,
+            e.text,
+            calls,
+            e.call,
+            e.tool,
+            e.ok,
+            e.prompt,
+            e.completion,
+            e.latency,
+            e.bytes,
+        )
+        self._ledger.record(e.task, step)
 
-    def _on_started(self, d: dict[str, Any]) -> None:
-        self._ledger.start(d["task"], d["step"], d["tool"])
+    def _on_started(self, e: ev.Started) -> None:
+        self._ledger.start(e.task, e.step, e.tool)
 
-    def _on_replayed(self, d: dict[str, Any]) -> None:
+    def _on_replayed(self, e: ev.Replayed) -> None:
         r = self._replays
-        for name in ("tasks", "steps", "calls", "tokens", "cost", "unknown"):
-            setattr(r, name, getattr(r, name) + d[name])
+        r.tasks, r.steps, r.calls = r.tasks + e.tasks, r.steps + e.steps, r.calls + e.calls
+        r.tokens, r.cost, r.unknown = r.tokens + e.tokens, r.cost + e.cost, r.unknown + e.unknown
 
-    def _on_wrote(self, d: dict[str, Any]) -> None:
-        self._files.write(d["path"], d["content"], d["key"])
+    def _on_wrote(self, e: ev.Wrote) -> None:
+        self._files.write(e.path, e.content, e.key)
 
-    def _on_answer(self, d: dict[str, Any]) -> None:
-        self._answers.append(Answer(**d))
+    def _on_answer(self, e: ev.Answer) -> None:
+        self._answers.keep(
+            Answer(e.revision, e.text, list(e.cited), e.met, e.missing, e.at, e.flaw)
+        )
 
-    def _on_reopened(self, d: dict[str, Any]) -> None:
-        self.settings = replace(self.settings, **d["settings"])
+    def _on_reopened(self, e: ev.Reopened) -> None:
+        self.settings = replace(self.settings, **e.settings)
         self._budget.settings = self.settings
-        if d["reopen"]:
+        if e.reopen:
             self._state, self._reason, self._detail = State.RUNNING, None, ""
             self._progress = replace(
                 self._progress, stalls=0, replans=0, repeating=0
@@ -311,7 +420,7 @@ class Board:
                 holder = self._leases.holder(tid)
                 self._charge(holder, "execution", flying.tokens, 0, 0.0, tid, flying.step, True)
         if expired:
-            self._emit(EventKind.EXPIRED, ids=expired)
+            self._emit(ev.Expired(expired))
         finishing = self._state is State.STOPPING and not self._leases
         if finishing:
             self._state = State.FINISHED
@@ -335,19 +444,14 @@ class Board:
         )
 
     def _stats(self, worker: str) -> WorkerStats:
-        stats = self._workers.get(worker)
-        if stats is None:
-            stats = self._workers[worker] = WorkerStats(worker)
-        return stats
+        return self._roster.stats(worker)
 
     def _seen_now(self, worker: str) -> None:
-        stats = self._stats(worker)
-        stats.last_seen = self._clock()
-        stats.first_seen = stats.first_seen or stats.last_seen
+        self._roster.seen(worker, self._clock())
 
     def _stop(self, reason: Reason, detail: str = "") -> None:
         if self._state is State.RUNNING:
-            self._emit(EventKind.STOPPING, reason=reason.value, detail=detail)
+            self._emit(ev.Stopping(reason.value, detail))
         self._settle()
 
     # -- reading ------------------------------------------------------------------------
@@ -384,7 +488,7 @@ class Board:
         self._settle()
         now = self._clock()
         t = self._tasks
-        planner = self._planner[0] if self._planner and self._planner[1] > now else None
+        planner = self._claim.holder(now)
         return Snapshot(
             objective_id=self.objective_id,
             objective=self.objective,
@@ -401,7 +505,7 @@ class Board:
             completed=len(self._results),
             dead=[t.tasks[i] for i in t.dead],
             unplanned=len(self._results) - len(self._acks),
-            workers=list(self._workers.values()),
+            workers=self._roster.all(),
             usage=dict(self._budget.usage),
             planner=planner,
             progress=replace(
@@ -412,8 +516,8 @@ class Board:
             ),
             settings=self.settings,
             awaiting=len(t.unapproved),
-            answer=self._answers[-1] if self._answers else None,
-            tools={k: replace(v) for k, v in self._tools.items()},
+            answer=self._answers.latest(),
+            tools=self._tools.view(),
             files=self._files.listing(),
             lacking=self._lacking(now),
             replays=replace(self._replays),
@@ -445,7 +549,7 @@ class Board:
 
     def answers(self) -> list[Answer]:
         """Every revision of the objective's answer, oldest first."""
-        return list(self._answers)
+        return self._answers.all()
 
     def task_texts(self) -> list[tuple[int, str]]:
         """Every task ever added, for a planner building its near-duplicate index."""
@@ -456,28 +560,21 @@ class Board:
     def claim_planner(self, instance: str) -> str | None:
         """Take or renew the planner role; returns the live holder if it is someone else."""
         now = self._clock()
-        if self._planner and self._planner[0] != instance and self._planner[1] > now:
-            return self._planner[0]
-        if not self._planner or self._planner[0] != instance:
-            self._emit(EventKind.PLANNER, instance=instance, action="claimed")
-        self._planner = (instance, now + C.PLANNER_TTL)
+        holder = self._claim.holder(now)
+        if holder is not None and holder != instance:
+            return holder
+        if self._claim.owner() != instance:
+            self._emit(ev.Planner(instance, "claimed"))
+        self._claim.take(instance, now)  # renewed
         self._seen_now(instance)
         return None
 
     def release_planner(self, instance: str) -> None:
-        if self._planner and self._planner[0] == instance:
-            self._emit(EventKind.PLANNER, instance=instance, action="released")
-            self._planner = None
+        if self._claim.owner() == instance:
+            self._emit(ev.Planner(instance, "released"))
 
     def _check_planner(self, planner: str | None) -> None:
-        if planner is None:
-            return
-        holder = self._planner[0] if self._planner and self._planner[1] > self._clock() else None
-        if holder != planner:
-            raise PlannerLost(
-                f"planner {planner} lost its claim (now {holder or 'nobody'}); "
-                "another instance plans this objective"
-            )
+        self._claim.check(planner, self._clock())
 
     def add(
         self,
@@ -509,13 +606,14 @@ class Board:
         acked = [s for s in planned or () if s not in self._acks and s < len(self._results)]
         if rows or acked or duplicates or near_duplicates or refused:
             self._emit(
-                EventKind.ADDED,
-                tasks=[list(r) for r in rows],
-                planned=acked or None,
-                exact=len(duplicates),
-                near=near_duplicates,
-                hold=hold,
-                **({"refused": [list(r) for r in refused]} if refused else {}),
+                ev.Added(
+                    tasks=rows,
+                    planned=acked or None,
+                    exact=len(duplicates),
+                    near=near_duplicates,
+                    hold=hold,
+                    refused=[(line, why) for line, why in refused],
+                )
             )
         return AddReport(
             [replace(self._tasks.tasks[r[0]]) for r in rows], duplicates, screened.repeats
@@ -528,30 +626,25 @@ class Board:
     def approve(self, ids: Sequence[int]) -> int:
         chosen = self._tasks.awaiting(ids)
         if chosen:
-            self._emit(EventKind.APPROVED, ids=chosen)
+            self._emit(ev.Approved(chosen))
         return len(chosen)
 
     def drop(self, ids: Sequence[int]) -> int:
         """Remove tasks a person rejected; only tasks still awaiting approval can go."""
         chosen = self._tasks.awaiting(ids)
         if chosen:
-            self._emit(EventKind.DROPPED, ids=chosen)
+            self._emit(ev.Dropped(chosen))
         return len(chosen)
 
     def record_progress(self, planner: str, progress: Progress) -> None:
         self._check_planner(planner)
-        self._emit(
-            EventKind.PROGRESS,
-            stalls=progress.stalls,
-            replans=progress.replans,
-            repeating=progress.repeating,
-            checks=progress.checks,
-        )
+        p = progress
+        self._emit(ev.Progress(p.stalls, p.replans, p.repeating, p.checks))
 
     def record_unreadable(self, planner: str, kind: str, text: str) -> None:
         """A model reply of `kind` the planner could not read, with its start (`text`)."""
         self._check_planner(planner)
-        self._emit(EventKind.UNREADABLE, instance=planner, kind=kind, text=text)
+        self._emit(ev.Unreadable(planner, kind, text))
 
     def amend(self, planner: str, changes: dict[str, Any]) -> bool:
         """New caps (`RunSettings.REOPENABLE`) from `coop start --resume`; a finished
@@ -562,7 +655,7 @@ class Board:
         if not changes:
             return False
         reopen = self._state is State.FINISHED
-        self._emit(EventKind.REOPENED, settings=changes, reopen=reopen)
+        self._emit(ev.Reopened(changes, reopen))
         return reopen
 
     def budget_short(self, prompt_tokens: int, completion_tokens: int) -> str:
@@ -572,9 +665,10 @@ class Board:
     def record_answer(self, planner: str, answer: Answer) -> Answer:
         """Journal the run's answer as the next revision (with the time it was recorded)."""
         self._check_planner(planner)
-        data = asdict(replace(answer, revision=len(self._answers) + 1, at=self._clock()))
-        self._emit(EventKind.ANSWER, **data)
-        return self._answers[-1]
+        a = answer
+        revision, at = self._answers.next_revision(), self._clock()
+        self._emit(ev.Answer(revision, a.text, list(a.cited), a.met, a.missing, at, a.flaw))
+        return self._answers.all()[-1]
 
     def reorder(self, version: int, order: Sequence[int]) -> ReorderReport:
         """Put `order` first; every other pending task keeps its relative place after them.
@@ -586,7 +680,7 @@ class Board:
         first, unknown = self._tasks.merge_order(order)
         stale = version != self._tasks.version
         if first:
-            self._emit(EventKind.REORDERED, first=first)
+            self._emit(ev.Reordered(first))
         return ReorderReport(len(first), unknown, stale)
 
     def plan_view(self, since: int, limit: int) -> PlanView:
@@ -623,17 +717,13 @@ class Board:
 
     def _live(self, now: float) -> list[WorkerStats]:
         """Workers heard from within a lease's time: those the planner can plan for."""
-        return [w for w in self._workers.values() if w.last_seen >= now - self.settings.lease_ttl]
+        return self._roster.live(now, self.settings.lease_ttl)
 
     def _lacking(self, now: float) -> dict[int, list[str]]:
         """Pending tasks no live worker can lease, and for each what every worker lacks."""
-        kits = [set(w.caps) for w in self._live(now) if w.slots]
-        lacking: dict[int, list[str]] = {}
-        for tid in self._tasks.pending:
-            needs = set(self._tasks.tasks[tid].needs)
-            if needs and not any(needs <= kit for kit in kits):
-                lacking[tid] = sorted(needs - set().union(*kits)) or sorted(needs)
-        return lacking
+        t = self._tasks
+        needs = ((tid, t.tasks[tid].needs) for tid in t.pending)
+        return self._roster.lacking(needs, now, self.settings.lease_ttl)
 
     def stop(self, reason: Reason = Reason.STOPPED, detail: str = "") -> State:
         self._settle()
@@ -659,9 +749,9 @@ class Board:
         kit = set(caps)
         tid = self._tasks.next_eligible(now, lambda task: set(task.needs) <= kit)
         if tid is None:
-            self._idle[worker] = now
+            self._roster.idle(worker, now)
             return self._state
-        self._idle.pop(worker, None)
+        self._roster.busy(worker)
         estimate = self._budget.estimate()
         if (cap := self._budget.over(estimate)) is not None:
             if not self._leases:  # nothing in flight could free budget: this is the end
@@ -669,15 +759,8 @@ class Board:
             return self._state
         token = self._leases.next_token
         try:
-            self._emit(
-                EventKind.LEASED,
-                id=tid,
-                token=token,
-                worker=worker,
-                expires=now + self.settings.lease_ttl,
-                tokens=estimate[0],
-                cost=estimate[1],
-            )
+            expires = now + self.settings.lease_ttl
+            self._emit(ev.Leased(tid, token, worker, expires, estimate[0], estimate[1]))
         except JournalError as exc:
             log.error("%s", exc)
             return self._state
@@ -692,8 +775,7 @@ class Board:
         self._settle()
         self._seen_now(worker)
         if seat is not None:
-            stats = self._stats(worker)
-            stats.slots, stats.caps, stats.sandbox = seat.slots, list(seat.caps), seat.sandbox
+            self._roster.seat(worker, seat)
         return self._leases.renew(held, self._clock() + self.settings.lease_ttl)
 
     def _owns(self, task_id: int, token: int) -> bool:
@@ -711,13 +793,7 @@ class Board:
         if not self._owns(task_id, token):
             return Outcome.STALE
         self._emit(
-            EventKind.COMPLETED,
-            id=task_id,
-            token=token,
-            worker=worker,
-            text=text[: C.MAX_RESULT_CHARS],
-            at=self._clock(),
-            **({"flaw": flaw} if flaw else {}),
+            ev.Completed(task_id, token, worker, text[: C.MAX_RESULT_CHARS], self._clock(), flaw)
         )
         if len(self._results) >= self.settings.max_tasks:
             self._stop(Reason.MAX_TASKS)
@@ -739,7 +815,7 @@ class Board:
         cannot starve idle ones."""
         outcome = self.complete(task_id, token, worker, text, flaw)
         recently = self._clock() - C.POLL_MAX * 2
-        if any(w != worker and at > recently for w, at in self._idle.items()):
+        if self._roster.others_idle(worker, recently):
             return outcome, self._state
         return outcome, self.lease(worker, caps)
 
@@ -753,14 +829,7 @@ class Board:
         attempts = self._tasks.tasks[task_id].attempts + 1
         dead = attempts >= self.settings.max_attempts
         delay = C.RETRY_DELAY * 2 ** (attempts - 1)
-        self._emit(
-            EventKind.FAILED,
-            id=task_id,
-            worker=worker,
-            error=error[:500],
-            dead=dead,
-            retry_at=self._clock() + delay,
-        )
+        self._emit(ev.Failed(task_id, worker, error[:500], dead, self._clock() + delay))
         self._settle()
         return Outcome.DEAD if dead else Outcome.REQUEUED
 
@@ -769,7 +838,7 @@ class Board:
         self._settle()
         if not self._owns(task_id, token):
             return Outcome.STALE
-        self._emit(EventKind.RELEASED, id=task_id)
+        self._emit(ev.Released(task_id))
         self._settle()
         return Outcome.REQUEUED
 
@@ -802,18 +871,8 @@ class Board:
     ) -> None:
         """A model call's usage event: a reported call, or (`estimated`) one in flight when
         its lease ended, charged by its reservation."""
-        extra: dict[str, Any] = {"step": step} if step is not None else {}
-        if estimated:
-            extra["estimated"] = True
         self._emit(
-            EventKind.USAGE,
-            worker=worker,
-            kind=kind,
-            prompt=prompt,
-            completion=completion,
-            latency=round(latency, 4),
-            task=task,
-            **extra,
+            ev.Usage(worker, kind, prompt, completion, round(latency, 4), task, step, estimated)
         )
 
     def _stop_if_spent(self) -> None:
@@ -855,7 +914,7 @@ class Board:
             return True, wait
         if starting:
             step = self._ledger.next_step(task_id)
-            self._emit(EventKind.STARTED, task=task_id, step=step, tool=starting, worker=worker)
+            self._emit(ev.Started(task_id, step, starting, worker))
         return True, 0.0
 
     def _record_step(self, task_id: int, token: int, worker: str, done: Step, owned: bool) -> None:
@@ -864,25 +923,37 @@ class Board:
                 worker, "execution", done.prompt, done.completion, done.latency, task_id, done.step
             )
         else:
-            self._emit(
-                EventKind.TOOL,
-                worker=worker,
-                task=task_id,
-                step=done.step,
-                tool=done.tool,
-                ok=done.ok,
-                latency=round(done.latency, 4),
-                bytes=done.bytes,
-            )
+            latency = round(done.latency, 4)
+            self._emit(ev.Tool(worker, task_id, done.step, done.tool, done.ok, latency, done.bytes))
         if owned and done.step == self._ledger.next_step(task_id):
-            data = asdict(done)
-            self._emit(EventKind.STEP, task=task_id, token=token, worker=worker, **data)
+            d = done
+            self._emit(
+                ev.Step(
+                    task_id,
+                    token,
+                    worker,
+                    d.step,
+                    d.kind,
+                    d.text,
+                    list(d.calls),
+                    d.call,
+                    d.tool,
+                    d.ok,
+                    d.prompt,
+                    d.completion,
+                    d.latency,
+                    d.bytes,
+                )
+            )
         self._stop_if_spent()
 
     def replayed(self, worker: str, task_id: int, saved: Replays) -> None:
         """A worker resumed a task from its ledger: what it did not redo (for the tape and
         status)."""
-        self._emit(EventKind.REPLAYED, worker=worker, task=task_id, **asdict(saved))
+        r = saved
+        self._emit(
+            ev.Replayed(worker, task_id, r.tasks, r.steps, r.calls, r.tokens, r.cost, r.unknown)
+        )
 
     def write_file(
         self, task_id: int, token: int, worker: str, path: str, content: str, key: str
@@ -899,9 +970,7 @@ class Board:
             self._files.check(where, content)
         except BadPath as exc:
             return False, f"not written: {exc}"
-        self._emit(
-            EventKind.WROTE, path=where, content=content, key=key, task=task_id, worker=worker
-        )
+        self._emit(ev.Wrote(where, content, key, task_id, worker))
         return True, f"wrote {where} ({self._files.size(where):,} bytes)"
 
     def read_file(self, path: str) -> str | None:

@@ -14,6 +14,9 @@ The same client runs over three targets:
 * a `Board` rebuilt read-only from its journal (`registry.reader` makes it): status, events
   and results of an objective with no cluster, through the same interface (`live` is False).
 
+Every call goes through `Board.invoke`, those that change the board with a request id made
+here once, so that a call Ray retries on a restarted board counts once.
+
 Errors behave the same over each target: the board's own exceptions (`JournalError`,
 `PlannerLost`…) are raised as themselves, not inside Ray's wrapper; a board that cannot be
 reached is `BoardUnavailable`.
@@ -21,10 +24,12 @@ reached is `BoardUnavailable`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import pickle
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -97,6 +102,7 @@ class BoardClient:
         self._reread = reread
         self._lock = threading.Lock() if board is not None else None
         self._given_up: str | None = None
+        self._prefix, self._calls = uuid.uuid4().hex[:16], itertools.count()  # request ids
 
     @classmethod
     def of_actor(cls, objective_id: str, handle: Any) -> BoardClient:
@@ -148,8 +154,9 @@ class BoardClient:
         self._check_given_up()
         if self._board is not None:
             assert self._lock is not None
+            rid = self._rid(fn.__name__)
             with self._lock:
-                out = fn(self._board, *_copy(args), **_copy(kwargs))
+                out: R = self._board.invoke(rid, fn.__name__, _copy(args), _copy(kwargs))
             return _copy(out)
         ref = self._submit(fn.__name__, args, kwargs)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -189,10 +196,19 @@ class BoardClient:
         """Send one call to the actor. A handle whose cluster is gone (this process shut Ray
         down, or the head went away) makes Ray raise outright: that is `BoardUnavailable`."""
         try:
-            return getattr(self._handle, method).remote(*args, **kwargs)
+            return self._handle.invoke.remote(self._rid(method), method, args, kwargs)
         except Exception as exc:  # RayError, or the ValueError of an unknown actor
             cause = cluster.death_cause(exc) if isinstance(exc, ray.exceptions.RayError) else exc
             raise BoardUnavailable(self.objective_id, str(cause).splitlines()[0]) from None
+
+    def _rid(self, method: str) -> str:
+        """A request id for a call to `method`, made once: Ray's retry of the call carries
+        the same one, and the board answers it with its first reply. Reads need none."""
+        if method not in Board.MUTATING:
+            return ""
+        return (
+            f"{self._prefix}-{next(self._calls)}"  # `next` of a count is atomic: threads share it
+        )
 
     # -- the board's methods, typed by the board's own signatures --------------------------------
 

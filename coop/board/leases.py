@@ -61,6 +61,11 @@ class Leases:
                 h.expires = deadline
         return lost
 
+    def extend(self, deadline: float) -> None:
+        """Every lease held lives until `deadline` at least (a restarted board's grace)."""
+        for held in self._held.values():
+            held.expires = max(held.expires, deadline)
+
     def holder(self, tid: int) -> str:
         """The worker holding `tid` ("" if nobody does)."""
         held = self._held.get(tid)

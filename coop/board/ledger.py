@@ -11,12 +11,9 @@ flight": if its lease ends that way, its estimated cost is charged (the server b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from coop.types import Step
-
-_STEP_FIELDS = {f.name for f in fields(Step)}
 
 
 @dataclass
@@ -44,10 +41,7 @@ class Ledger:
     def next_step(self, task: int) -> int:
         return len(self._steps.get(task, ())) + 1
 
-    def record(self, task: int, data: dict[str, Any]) -> None:
-        """Keep a step from its journaled event (lists where the record had tuples)."""
-        known = {k: v for k, v in data.items() if k in _STEP_FIELDS}
-        step = Step(**{**known, "calls": tuple(tuple(c) for c in known.get("calls", ()))})
+    def record(self, task: int, step: Step) -> None:
         self._steps.setdefault(task, []).append(step)
         self._started.get(task, {}).pop(step.step, None)
         flying = self._flying.get(task)

@@ -113,6 +113,31 @@ class TaskList:
         self.pending.append(tid)
         self.not_before[tid] = at
 
+    def reclaim(self, tid: int, *, held: bool) -> None:
+        """An owned task comes back to be finished or requeued: from its lease (`held`), or
+        from the pending list its expired lease had put it back on."""
+        if not held:
+            self.pending.remove(tid)
+        self.version += 1
+
+    def complete(self, tid: int, token: int) -> None:
+        """A reclaimed task is done, under the lease `token`."""
+        self.done[tid] = token
+
+    def fail(self, tid: int, error: str, *, dead: bool, retry_at: float) -> None:
+        """A reclaimed task's attempt failed: dead-lettered, or pending again after `retry_at`."""
+        task = self.tasks[tid]
+        task.attempts += 1
+        task.last_error = error
+        if dead:
+            self.dead.append(tid)
+        else:
+            self.retry_later(tid, retry_at)
+
+    def release(self, tid: int) -> None:
+        """A reclaimed task given back unattempted: first in line again."""
+        self.pending.insert(0, tid)
+
     def finished(self, tid: int) -> bool:
         return tid in self.done or tid in self.dead
 

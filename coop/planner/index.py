@@ -3,6 +3,7 @@ proposals that only reword one. Exact repeats are left to the board, which count
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -13,13 +14,17 @@ from coop.text import normalize
 
 
 class TaskIndex:
-    """Unit vectors of known tasks, in one matrix."""
+    """Unit vectors of known tasks, in one matrix. Safe across threads: its own lock guards the
+    matrix and the known texts (the model is called outside it), so an `add` is never lost to
+    another; a caller that must split and add as one step holds a lock of its own around both
+    (the planner's commit lock)."""
 
     def __init__(self, llm: LLM, on_usage: Callable[[int], None]) -> None:
         self.llm = llm
         self.on_usage = on_usage
         self.vectors = np.zeros((0, 0), dtype=np.float32)
         self.known: set[str] = set()
+        self._lock = threading.Lock()
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         out = self.llm.embed(list(texts))
@@ -31,18 +36,23 @@ class TaskIndex:
     def add(self, texts: Sequence[str]) -> None:
         if texts:
             new = self._embed(texts)
-            self.vectors = new if not self.vectors.size else np.vstack([self.vectors, new])
-            self.known.update(normalize(t) for t in texts)
+            with self._lock:
+                self.vectors = new if not self.vectors.size else np.vstack([self.vectors, new])
+                self.known.update(normalize(t) for t in texts)
 
     def split(self, proposals: Sequence[str]) -> tuple[list[str], list[str]]:
         """(to add, near-duplicates): a proposal too close to a known task, or to an earlier
         proposal of the same batch, is a near-duplicate."""
-        exact = [p for p in proposals if normalize(p) in self.known]
-        others = [p for p in proposals if normalize(p) not in self.known]
+        with self._lock:
+            seen = set(self.known)
+        exact = [p for p in proposals if normalize(p) in seen]
+        others = [p for p in proposals if normalize(p) not in seen]
         if not others:
             return exact, []
         vecs = self._embed(others)
-        known = (self.vectors @ vecs.T).max(axis=0) if self.vectors.size else np.zeros(len(vecs))
+        with self._lock:
+            vectors = self.vectors
+        known = (vectors @ vecs.T).max(axis=0) if vectors.size else np.zeros(len(vecs))
         fresh: list[str] = exact
         near: list[str] = []
         kept: list[int] = []  # rows of `vecs` accepted so far in this batch

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class Jobs:
         self.index = index
         self.review = review  # asks a person about new tasks, when one is at this terminal
         self._commit = threading.Lock()
+        self._unreviewed: queue.SimpleQueue[list[Task]] = queue.SimpleQueue()  # for `review`
 
     def create(
         self, batch: list[Result], wanted: int | None, abilities: Sequence[str] = ()
@@ -220,7 +222,7 @@ class Jobs:
             )
             self.index.add([t.text for t in report.added])
             if report.added and self.review is not None:
-                self._ask_person(report.added)
+                self._unreviewed.put(report.added)  # asked by the coordinator: `ask_person`
         out.added, out.proposed = report.added, len(proposals)
         out.repeats = report.repeats + len(near)
         return out
@@ -230,10 +232,16 @@ class Jobs:
         hits = self.ctx.memory.query(result.text, 2)
         return not any(h.task_id != result.task_id and h.score >= C.RESULT_SIMILARITY for h in hits)
 
-    def _ask_person(self, tasks: Sequence[Task]) -> None:
-        assert self.review is not None
-        approve, drop = self.review(tasks)
-        if approve:
-            self.ctx.board.approve(approve)
-        if drop:
-            self.ctx.board.drop(drop)
+    def ask_person(self) -> None:
+        """Ask the person at the terminal about the tasks added since the last time. Called by
+        the coordinator, on the main thread, outside the commit lock: the prompt is read
+        where the terminal's input goes, and creations go on while the person thinks."""
+        assert self.review is not None or self._unreviewed.empty()
+        while not self._unreviewed.empty():
+            tasks = self._unreviewed.get()
+            assert self.review is not None
+            approve, drop = self.review(tasks)
+            if approve:
+                self.ctx.board.approve(approve)
+            if drop:
+                self.ctx.board.drop(drop)

@@ -36,7 +36,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import replace
 
 from coop import constants as C
@@ -46,6 +46,7 @@ from coop.errors import CoopError
 from coop.llm import LLMError
 from coop.planner.index import TaskIndex
 from coop.planner.jobs import Job, Jobs, Outcome, Review
+from coop.planner.pool import DaemonPool
 from coop.types import PlanView, Progress, Reason, Result, State
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class Planner:
         self._fault = ""  # the last failure's fault, to tell the same malformed reply twice
         self._unread = 0  # completion checks in a row whose reply could not be read
         self._resume_at = 0.0  # no new calls before this (after a failure)
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: DaemonPool | None = None
         self._stuck_since = time.monotonic()  # last stall counted for tasks nobody can do
         self._stuck_note = ""
 
@@ -159,9 +160,7 @@ class Planner:
         """Plan until the board says the objective is finished; `fresh_plan` first (an
         objective reopened with larger caps plans afresh from what is done). Returns whether
         there was anything to plan (False: the objective had already finished)."""
-        self._pool = ThreadPoolExecutor(
-            self.settings.planner_calls + 3, thread_name_prefix="planner"
-        )
+        self._pool = DaemonPool(self.settings.planner_calls + 3, "planner")
         try:
             return self._coordinate(fresh_plan)
         except BoardUnavailable:
@@ -169,7 +168,7 @@ class Planner:
                 raise PlannerLost(f"{self._lost}; this planner stops") from None
             raise
         finally:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
 
     def release(self) -> None:
         """Give up the claim (kept until now: the answer is written under it). A board that
@@ -189,14 +188,13 @@ class Planner:
             return False  # a resumed run that had already ended: nothing to plan or embed
         self.progress = snap.progress
         self._milestone = snap.completed // C.CHECK_EVERY
-        if fresh_plan:
-            self._submit(Job.REPLAN, self.jobs.replan)
         indexed = False
         idle = C.POLL_MIN
         deadline = (
             time.monotonic() + self.settings.max_minutes * 60 if self.settings.max_minutes else None
         )
         while True:
+            self.jobs.ask_person()  # about the tasks the last jobs added, here on the main thread
             if self._lost:
                 raise PlannerLost(f"{self._lost}; this planner stops")
             if self.stop.is_set():
@@ -216,6 +214,8 @@ class Planner:
                     if not indexed:  # every task's embedding: once, and inside the retries
                         self.index.add([text for _, text in self.board.task_texts()])
                         indexed = True
+                        if fresh_plan:  # only now: its proposals are screened by the index
+                            self._submit(Job.REPLAN, self.jobs.replan)
                     self._schedule(view)
                 except LLMError as exc:
                     self._failed(exc)
