@@ -138,6 +138,19 @@ NUDGE = (
 )
 """Ends a prompt asked again because the first answer was degenerate (the synthesis), or
 follows that answer in a task's conversation (an execution)."""
+HOUSE = (
+    "Instructions from whoever set the objective, for every agent of the team: follow them "
+    "in everything you do and write.\n\n{instructions}"
+)
+"""The system message every prompt starts with when the run has `--instructions`."""
+
+
+def house(instructions: str) -> list[Message]:
+    """The messages a prompt starts with: the run's instructions, if it has any."""
+    text = instructions.strip()
+    return [{"role": "system", "content": HOUSE.format(instructions=text)}] if text else []
+
+
 _MET = re.compile(r"^\W*objective met\W*(yes|no)\b.*$", re.IGNORECASE | re.MULTILINE)
 # str.format substitutes values without re-reading them, so braces in an objective are safe.
 

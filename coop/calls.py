@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from coop.agents import house
 from coop.board import BoardClient
 from coop.config import RunSettings
 from coop.llm import LLM, Completion, LLMContextError, Message, said
@@ -74,15 +75,18 @@ def fitted(
     before: Callable[[int], None],
     answer_tokens: int | None = None,
 ) -> tuple[Completion, float]:
-    """One model call whose prompt fits: `build(budget)` makes the messages, `before(tokens)`
+    """One model call whose prompt fits: the run's instructions first (agents.house), then
+    what `build(budget)` makes for the room they leave, `before(tokens)`
     runs once they are made (the rate limit; for a task, its step ledger too), and a prompt
     too long for the model is made again, once, with half the context. Returns the reply and
     how long it took."""
     most = answer_tokens or ctx.settings.max_completion_tokens
+    head = house(ctx.settings.instructions)  # in every prompt, within its budget
     budget = ctx.settings.max_prompt_tokens - ctx.settings.max_completion_tokens
+    budget -= tokens_of(ctx.llm, head)
     retried = False
     while True:
-        messages = build(budget)
+        messages = [*head, *build(budget)]
         before(tokens_of(ctx.llm, messages) + most)
         began = time.monotonic()
         try:

@@ -13,7 +13,7 @@ import functools
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 import openai
@@ -146,13 +146,17 @@ class OfflineLLM:
     def chat(
         self, messages: list[Message], max_tokens: int, tools: list[dict[str, Any]]
     ) -> Completion:
-        """A plain prompt is `complete`'s; a conversation with tools is the simulator's."""
+        """A plain prompt is `complete`'s; a conversation with tools is the simulator's. The
+        run's instructions (a system message) change nothing the simulator says, but count."""
+        system = sum(self.tokenizer.count(said(m)) for m in messages if m.get("role") == "system")
+        messages = [m for m in messages if m.get("role") != "system"]
         if not tools and len(messages) == 1:
-            return self.complete(str(messages[0].get("content", "")), max_tokens)
+            done = self.complete(str(messages[0].get("content", "")), max_tokens)
+            return replace(done, prompt_tokens=done.prompt_tokens + system)
         text, calls = self.simulator.chat(messages, [t["function"]["name"] for t in tools])
         text = self.tokenizer.trim(text, max_tokens)
         asked = [ToolCall(f"call-{i}", n, json.dumps(args)) for i, (n, args) in enumerate(calls)]
-        prompt = self.tokenizer.count(json.dumps(messages))
+        prompt = self.tokenizer.count(json.dumps(messages)) + system
         return Completion(text, prompt, self.tokenizer.count(text), tuple(asked))
 
     def embed(self, texts: list[str]) -> Embeddings:

@@ -148,7 +148,8 @@ class Simulator:
         With tools, a task uses them the same way every time, one call a turn: it reads the
         notes its parent task left in the workspace, a `Collect concrete examples` task runs
         Python, and every task leaves its own notes; then it answers with what they gave."""
-        prompt = str(messages[0].get("content", ""))
+        asked = [m for m in messages if m.get("role") != "system"]  # not the instructions
+        prompt = str(asked[0].get("content", "")) if asked else ""
         if not tools or not prompt.startswith(PROMPT_MARKERS["execution"]):
             return self.reply(prompt), []
         answer = self._execute(prompt)

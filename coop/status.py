@@ -319,6 +319,18 @@ def event_line(e: Event) -> str:
     return "  ".join(bits)
 
 
+def stream(board: BoardClient, *, since: int, follow: bool) -> Iterator[Event]:
+    """The tape from `since`; with `follow`, kept going until the objective finishes."""
+    while True:
+        for e in board.all_events(since):
+            yield e
+            since = e.seq
+        if not follow or board.state()[0] is State.FINISHED:
+            return
+        time.sleep(0.5)
+        board.refresh()  # a journal view rereads the journal
+
+
 def tape(
     board: BoardClient,
     *,
@@ -329,14 +341,8 @@ def tape(
 ) -> None:
     """`coop events`: print the tape from `since`; with `follow`, keep printing until the
     objective finishes (or Ctrl-C)."""
-    while True:
-        for e in board.all_events(since):
-            out(e.to_json() if as_json else event_line(e))
-            since = e.seq
-        if not follow or board.state()[0] is State.FINISHED:
-            return
-        time.sleep(0.5)
-        board.refresh()  # a journal view rereads the journal
+    for e in stream(board, since=since, follow=follow):
+        out(e.to_json() if as_json else event_line(e))
 
 
 def review(board: BoardClient, *, approve_all: bool, drop: Sequence[int]) -> tuple[int, int]:

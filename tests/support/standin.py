@@ -74,6 +74,7 @@ class Call:
     completion_tokens: int = 0
     turn: int = 0  # the model's earlier turns in the conversation: which step of a task it is
     at: float = 0.0  # when it was answered
+    system: str = ""  # the request's system message: the run's instructions
 
 
 @dataclass
@@ -211,7 +212,9 @@ class StandIn:
         """(status, JSON payload or an HTML page, extra headers, seconds to wait first)."""
         instance = headers.get(INSTANCE_HEADER, "")
         model = str(body.get("model", ""))
-        prompt = _prompt(body) if path.endswith("/chat/completions") else ""
+        chat = path.endswith("/chat/completions")
+        prompt = _prompt(body) if chat else ""
+        system = _prompt(body, "system") if chat else ""
         kind = next((k for k, m in PROMPT_MARKERS.items() if prompt.startswith(m)), "other")
         call = Call(
             path,
@@ -223,6 +226,7 @@ class StandIn:
             if kind == "execution"
             else "",
         )
+        call.system = system
         messages = body.get("messages") or []
         call.turn = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
         status, payload, extra, delay = self._answer(path, headers, body, prompt, call)
@@ -280,7 +284,7 @@ class StandIn:
             text = self._tokenizer.trim(text, int(limit))
         if self.faults.escape:
             text = html.escape(text)
-        call.prompt_tokens = self._tokenizer.count(prompt)
+        call.prompt_tokens = self._tokenizer.count(prompt) + self._tokenizer.count(call.system)
         call.completion_tokens = self._tokenizer.count(text) + 10 * len(asked)
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
         if asked:
@@ -349,9 +353,12 @@ MakeStandIn = Callable[..., StandIn]
 """The `make_standin` fixture: a server made to measure for one test."""
 
 
-def _prompt(body: dict[str, Any]) -> str:
-    messages = body.get("messages") or []
-    return "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
+def _prompt(body: dict[str, Any], role: str = "") -> str:
+    """The text of the request's messages: of those with `role`, or (by default) of all but
+    the system message, which a model reads as standing instructions, not as the prompt."""
+    messages = [m for m in body.get("messages") or () if isinstance(m, dict)]
+    chosen = [m for m in messages if (m.get("role") == role if role else m.get("role") != "system")]
+    return "\n".join(str(m.get("content") or "") for m in chosen)
 
 
 def _error(message: str, code: str) -> dict[str, Any]:

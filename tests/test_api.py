@@ -1,0 +1,173 @@
+"""The Python API (`coop.run`, `coop.start`, `coop.open`, `Run`): driven in this process, which
+is already connected to the test cluster as a user's `ray.init()` script would be, against the
+model stand-in over HTTP; and in fresh interpreters where what matters is which cluster (or
+none) they find."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+import coop
+from coop.journal import EventKind
+from coop.types import Reason, State
+from tests.support.procs import ROOT, coop_env, run_coop, unique
+from tests.support.standin import MakeStandIn
+
+
+def python(
+    code: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`code` run by a fresh interpreter that imports this tree's coop."""
+    env = {**env, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_start_follow_wait_answer_in_one_process(
+    ray_cluster: Cluster,
+    make_standin: MakeStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """`coop.start` returns at once with the board open; the tape followed from this thread
+    ends when the objective does; `wait` and `answer` then tell the same end, and no second
+    connection to Ray was made. The run's instructions (a file) open every prompt the model
+    was sent, the planner's and the workers' alike."""
+    server = make_standin(latency=0.05)
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "stand-in")
+    house = tmp_path / "house.md"
+    house.write_text("Write in British English. Cite the parish council's figures.\n")
+    gcs = ray.get_runtime_context().gcs_address
+    run = coop.start(
+        unique("Plan a garden from Python"),
+        max_tasks=3,
+        workers=1,
+        model="m",
+        instructions=house,
+        max_prompt_tokens=1500,
+    )
+    try:
+        assert run.finished is None and run.status().state is not State.DORMANT
+        kinds = [e.kind for e in run.events(follow=True)]
+        snap = run.wait(timeout=120)
+    finally:  # a planner thread must not outlive its test (and the cluster)
+        if run.finished is None:
+            run.stop()
+            run.wait(120)
+    assert {EventKind.ADDED, EventKind.COMPLETED, EventKind.STOPPING} <= set(kinds)
+    assert snap.state is State.FINISHED and snap.reason is Reason.MAX_TASKS
+    answer = run.answer
+    assert answer is not None and answer.text and answer.revision == 1
+    assert set(answer.cited) <= {r.task_id for r in run.results()}
+    assert run.finished is not None and run.finished.report.exists()
+    assert len(run.results()) == 3
+    chats = [c for c in server.calls if c.path.endswith("/chat/completions")]
+    assert {"creation", "execution", "synthesis"} <= {c.kind for c in chats}
+    assert [c.kind for c in chats].count("synthesis") == 1
+    assert all("Cite the parish council's figures." in c.system for c in chats)
+    assert ray.get_runtime_context().gcs_address == gcs == ray_cluster.address
+
+
+def test_bad_settings_raise_the_line_the_cli_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong name, a wrong value and a wrong `COOP_*` value: a SettingError (a CoopError)
+    whose text is the CLI's one line for the same mistake, before anything starts."""
+    env = coop_env(None)
+    cases = [
+        ({"max_task": 3}, ["--max-task", "3"], {}),
+        ({"workers": -1}, ["--workers", "-1"], {}),
+        ({"llm": "gpt"}, ["--llm", "gpt"], {}),
+        ({"tools": ["workspace", "shell"]}, ["--tools", "workspace,shell"], {}),
+        ({}, [], {"COOP_MAX_TASKS": "lots"}),
+        ({"instructions": "/no/such/house.md"}, ["--instructions", "/no/such/house.md"], {}),
+    ]
+    for kwargs, flags, extra in cases:
+        cli = run_coop("start", "ok", "--llm", "offline", *flags, env={**env, **extra})
+        line = cli.stderr.strip().removeprefix("coop: error: ")
+        for name, value in extra.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(coop.SettingError) as raised:
+            coop.start("ok", **{"llm": "offline", **kwargs})
+        for name in extra:
+            monkeypatch.delenv(name)
+        assert isinstance(raised.value, coop.CoopError)
+        assert str(raised.value) == line, (kwargs, cli.stderr)
+
+
+def test_run_in_a_script_that_called_ray_init_uses_its_cluster(ray_cluster: Cluster) -> None:
+    """A user's script connects with a bare `ray.init(address=...)` (Ray's anonymous
+    namespace) and then runs an objective: coop keeps that one connection, starts no cluster
+    of its own (no GCS or raylet appears under the script) and finds its board again."""
+    script = """
+        import psutil, ray
+        ray.init(address="{address}")
+        import coop
+        run = coop.run("{objective}", llm="offline", max_tasks=2, workers=1)
+        mine = [p.name() for p in psutil.Process().children(recursive=True)]
+        print("GCS", ray.get_runtime_context().gcs_address)
+        print("OWN", [n for n in mine if "gcs_server" in n or "raylet" in n])
+        print("REASON", run.status().reason.value, bool(run.answer.text))
+        print("OPENED", coop.open(run.id).id == run.id)
+    """
+    objective = unique("From a driver")
+    env = coop_env(None)
+    done = python(script.format(address=ray_cluster.address, objective=objective), env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert f"GCS {ray_cluster.address}" in out and "OWN []" in out, out
+    assert "REASON max-tasks True" in out and "OPENED True" in out, out
+
+
+def test_open_a_finished_objective_with_no_cluster(ray_cluster: Cluster, tmp_path: Path) -> None:
+    """The objective's cluster is out of reach: `coop.open` reads its journal, in a process
+    that never connects to Ray; stopping it is refused in one line."""
+    objective = unique("Read from the journal")
+    run = coop.run(objective, llm="offline", max_tasks=2, workers=1)
+    assert run.answer is not None and run.answer.text
+    script = f"""
+        import coop, ray
+        run = coop.open({run.id[:-2]!r})
+        snap = run.status()
+        print("STATE", snap.state.value, snap.reason.value, len(run.results()))
+        print("ANSWER", run.answer.revision, run.answer.text == {run.answer.text!r})
+        print("TAPE", sum(1 for _ in run.events()) > 0)
+        print("RAY", ray.is_initialized())
+        try:
+            run.stop()
+        except coop.CoopError as exc:
+            print("STOP", exc)
+    """
+    env = coop_env(None, RAY_TMPDIR=str(tmp_path))  # no cluster to be found here
+    done = python(script, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "STATE dormant max-tasks 2" in out or "STATE finished max-tasks 2" in out, out
+    assert "ANSWER 1 True" in out and "TAPE True" in out and "RAY False" in out, out
+    assert "STOP" in out and "journal" in out.split("STOP", 1)[1], out
+
+
+def test_setting_env_vars_reach_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`COOP_*` variables are read for the keyword arguments not given, as for flags."""
+    from coop.config import RunSettings, StartSettings
+    from coop.declare import resolve
+
+    monkeypatch.setenv("COOP_MAX_TASKS", "7")
+    monkeypatch.setenv("COOP_TOOLS", "python workspace")
+    values = resolve({"workers": 0}, RunSettings, StartSettings)
+    assert values["max_tasks"] == 7 and values["tools"] == ("python", "workspace")
+    assert values["workers"] == 0 and values["address"] == os.environ.get("RAY_ADDRESS")
+    assert resolve({"max_tasks": 3}, RunSettings)["max_tasks"] == 3
