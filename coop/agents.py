@@ -121,6 +121,23 @@ SYNTHESIS = (
     "files as [file path]. End with one line: "
     "'Objective met: yes' or 'Objective met: no'."
 )
+SYNTHESIS_JSON = (
+    C.PROMPT_MARKERS["synthesis"] + "\n"
+    "A team of agents worked toward an objective. Write the objective's answer from their "
+    "results, as JSON.\n\n"
+    "Objective: {objective}\n\n"
+    "How the run ended: {ended}\n\n"
+    "Results, each marked with the id of its task, then the files the team left in its "
+    "workspace, each marked with its path:\n{results}\n\n"
+    "Answer with one JSON value that matches this JSON Schema, and nothing else:\n{schema}\n"
+    "Draw only on these results and files; where a text cites a task, write [#id]."
+)
+"""The synthesis when the run has an answer schema (`--answer-schema`, `answer_type=`)."""
+RETRY_JSON = (
+    "\n\nYour last answer did not match the schema ({error}). It was:\n{last}\n"
+    "Answer again with JSON only, matching the schema."
+)
+"""Ends the typed synthesis asked again: what was wrong, and what the model wrote."""
 NOTES = (
     C.PROMPT_MARKERS["synthesis"] + " (notes, part {part})\n"
     "A team of agents worked toward an objective. Condense these results of theirs into notes "
@@ -267,6 +284,27 @@ def synthesis_prompt(
     fixed = tokenizer.count(template.format(results="", **fields) + nudge)
     kept, _ = _fit(tokenizer, list(items), budget - fixed)
     return template.format(results="\n\n".join(kept), **fields) + nudge
+
+
+def typed_synthesis_prompt(
+    objective: str,
+    items: Sequence[str],
+    tokenizer: Tokenizer,
+    budget: int,
+    ended: str,
+    schema: str,
+    error: str = "",
+    last: str = "",
+) -> str:
+    """The answer as JSON matching `schema`, from cited results or notes; told, on its one
+    retry, the `error` of its `last` answer (cut to a quarter of the budget)."""
+    retry = ""
+    if error:
+        retry = RETRY_JSON.format(error=error, last=tokenizer.trim(last, max(budget // 4, 1)))
+    fields = {"objective": objective, "ended": ended, "schema": schema}
+    fixed = tokenizer.count(SYNTHESIS_JSON.format(results="", **fields) + retry)
+    kept, _ = _fit(tokenizer, list(items), budget - fixed)
+    return SYNTHESIS_JSON.format(results="\n\n".join(kept), **fields) + retry
 
 
 _TEMPLATES = (

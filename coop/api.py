@@ -15,16 +15,19 @@ import threading
 from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coop import config, crew, journal, planner, registry, tracing
 from coop.board import BoardClient
 from coop.config import JoinSettings, RunSettings, StartSettings
-from coop.declare import resolve
+from coop.declare import SettingError, resolve
 from coop.planner.jobs import Review
 from coop.runs import Planning, Run
 from coop.tools.kit import Kit, mcp_file, read_caps
 from coop.worker import WorkerReport
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 _RUN = frozenset(f.name for f in fields(RunSettings))
 
@@ -38,20 +41,27 @@ class Terminal:
     review: Review | None = None
 
 
-def run(objective: str, **settings: Any) -> Run:
+def run(objective: str, *, answer_type: type[BaseModel] | None = None, **settings: Any) -> Run:
     """Plan `objective` to its end in this thread, with this process's workers, and write its
-    answer and report as `coop start` does; the finished Run."""
-    return plan(objective, _resolved(settings), background=False, explicit=settings)
+    answer and report as `coop start` does; the finished Run. `answer_type`: a pydantic model
+    the answer is JSON of (`Run.answer_as(answer_type)` reads it), as `--answer-schema`."""
+    values = _resolved(settings, answer_type)
+    return plan(objective, values, background=False, explicit=settings)
 
 
-def start(objective: str, **settings: Any) -> Run:
+def start(objective: str, *, answer_type: type[BaseModel] | None = None, **settings: Any) -> Run:
     """Begin `objective` and return once its board exists: the planner goes on in a thread of
     this process, with this process's workers. `Run.wait()` for its end."""
-    return plan(objective, _resolved(settings), background=True, explicit=settings)
+    values = _resolved(settings, answer_type)
+    return plan(objective, values, background=True, explicit=settings)
 
 
-def _resolved(settings: Mapping[str, Any]) -> dict[str, Any]:
+def _resolved(settings: Mapping[str, Any], answer_type: type[BaseModel] | None) -> dict[str, Any]:
     config.load_env()  # `.env`'s COOP_* variables, as for the CLI
+    if answer_type is not None:
+        if "answer_schema" in settings:
+            raise SettingError("give answer_type= or answer_schema=, not both")
+        settings = {**settings, "answer_schema": answer_type.model_json_schema()}
     return resolve(settings, RunSettings, StartSettings)
 
 

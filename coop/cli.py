@@ -148,9 +148,10 @@ def approve(objective: str, approve_all: bool, drop: tuple[int, ...], address: s
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["markdown", "jsonl"]),
+    type=click.Choice(["markdown", "jsonl", "json"]),
     default="markdown",
     show_default=True,
+    help="json: with --final, the answer as its --answer-schema asked.",
 )
 @click.option("--final", is_flag=True, help="Only the objective's answer, as Markdown.")
 @click.option(
@@ -163,10 +164,12 @@ def approve(objective: str, approve_all: bool, drop: tuple[int, ...], address: s
 def results(objective: str, fmt: str, final: bool, output: str | None, address: str | None) -> int:
     """The results of OBJECTIVE, live or from its journal, as Markdown or JSON lines; with
     --final, its answer alone."""
+    if fmt == "json" and not final:
+        raise click.UsageError("--format json is the answer's: add --final")
     run = api.open(objective, address=address)
     snap = run.status()
     if final:
-        text = report.final(snap)
+        text = report.final_json(snap) if fmt == "json" else report.final(snap)
     else:
         done = run.results()
         text = report.markdown(snap, done) if fmt == "markdown" else report.jsonl(snap, done)

@@ -45,6 +45,31 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+class SchemaFile(click.ParamType):  # type: ignore[type-arg]
+    """A JSON Schema file (or, in Python, the schema itself) as its compact JSON text, checked
+    to be a JSON Schema."""
+
+    name = "schema"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from coop.answers import schema_problem
+
+        if not value:
+            return ""
+        if isinstance(value, dict):
+            schema: object = value
+        else:
+            text = FileText().convert(value, param, ctx)
+            try:
+                schema = json.loads(text)
+            except ValueError as exc:
+                self.fail(f"{os.fspath(value)!r} is not JSON: {exc}", param, ctx)
+        problem = schema_problem(schema)
+        if problem:
+            self.fail(problem, param, ctx)
+        return json.dumps(schema, separators=(",", ":"), sort_keys=True)
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """The settings one objective runs with; no secrets here, it is stored in the board.
@@ -170,6 +195,13 @@ class RunSettings:
         "A file of instructions every agent follows (house style, language, constraints, "
         "sources): put in every planner and worker prompt.",
         metavar="FILE",
+    )
+    answer_schema: str = setting(
+        "",
+        SchemaFile(),
+        "A JSON Schema the answer must match: written as JSON (structured outputs where the "
+        "server has them), checked, asked again once if it does not match.",
+        metavar="FILE.json",
     )
     weaviate_collection: str = setting(
         C.DEFAULT_COLLECTION,

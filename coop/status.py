@@ -20,7 +20,7 @@ from rich.text import Text
 from coop import constants as C
 from coop.board import BoardClient, BoardUnavailable
 from coop.journal import Event
-from coop.report import flawed, judged, tally
+from coop.report import flawed, judged, tally, unmatched
 from coop.tables import UNBOUNDED, Col, fit
 from coop.text import one_line
 from coop.types import Answer, EventKind, Objective, Pulse, Snapshot, State, Task
@@ -207,6 +207,7 @@ def _answer_line(answer: Answer | None) -> str:
         return f"missing: {answer.missing if answer else 'not yet'}"
     cites = f"cites {len(answer.cited)} task(s)"
     flaw = f"; {flawed(answer)}" if answer.flaw else ""
+    flaw += f"; {unmatched(answer)}" if answer.invalid else ""
     return f"revision {answer.revision}, {cites}, objective {judged(answer)}{flaw}"
 
 

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 import ray
+from pydantic import BaseModel
 from ray.cluster_utils import Cluster
 
 import coop
+from coop.answers import AnswerTypeError
 from coop.journal import EventKind
 from coop.types import Reason, State
 from tests.support.procs import ROOT, coop_env, run_coop, unique
@@ -83,11 +85,19 @@ def test_start_follow_wait_answer_in_one_process(
     assert ray.get_runtime_context().gcs_address == gcs == ray_cluster.address
 
 
-def test_bad_settings_raise_the_line_the_cli_prints(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A wrong name, a wrong value and a wrong `COOP_*` value: a SettingError (a CoopError)
+def test_bad_settings_raise_the_line_the_cli_prints(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A wrong name, a wrong value and a wrong `COOP_*` value, an unreadable instructions
+    file, an answer schema that is not JSON or not a JSON Schema: a SettingError (a CoopError)
     whose text is the CLI's one line for the same mistake, before anything starts."""
     env = coop_env(None)
+    (tmp_path / "bad.json").write_text('{"type": 12}')
+    (tmp_path / "prose.json").write_text("an answer with a title")
+    bad, prose = str(tmp_path / "bad.json"), str(tmp_path / "prose.json")
     cases = [
+        ({"answer_schema": bad}, ["--answer-schema", bad], {}),
+        ({"answer_schema": prose}, ["--answer-schema", prose], {}),
         ({"max_task": 3}, ["--max-task", "3"], {}),
         ({"workers": -1}, ["--workers", "-1"], {}),
         ({"llm": "gpt"}, ["--llm", "gpt"], {}),
@@ -106,6 +116,7 @@ def test_bad_settings_raise_the_line_the_cli_prints(monkeypatch: pytest.MonkeyPa
             monkeypatch.delenv(name)
         assert isinstance(raised.value, coop.CoopError)
         assert str(raised.value) == line, (kwargs, cli.stderr)
+        assert len(cli.stderr.strip().splitlines()) == 1 and cli.returncode == 2, cli.stderr
 
 
 def test_run_in_a_script_that_called_ray_init_uses_its_cluster(ray_cluster: Cluster) -> None:
@@ -171,3 +182,69 @@ def test_setting_env_vars_reach_the_api(monkeypatch: pytest.MonkeyPatch) -> None
     assert values["max_tasks"] == 7 and values["tools"] == ("python", "workspace")
     assert values["workers"] == 0 and values["address"] == os.environ.get("RAY_ADDRESS")
     assert resolve({"max_tasks": 3}, RunSettings)["max_tasks"] == 3
+
+
+class Step(BaseModel):
+    what: str
+    weeks: int
+
+
+class GardenPlan(BaseModel):
+    """The typed answer the tests ask for: nested, so its schema has `$defs`."""
+
+    title: str
+    steps: list[Step]
+
+
+def test_a_typed_answer_is_json_of_the_model(
+    ray_cluster: Cluster, make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`answer_type=` a pydantic model: the synthesis asks with structured outputs, the answer
+    is JSON of the model, `answer_as` returns it typed, and `coop results --final --format
+    json` prints the same JSON."""
+    server = make_standin()
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "stand-in")
+    run = coop.run(
+        unique("A typed plan"), answer_type=GardenPlan, max_tasks=2, workers=1, model="m"
+    )
+    plan = run.answer_as(GardenPlan)
+    assert isinstance(plan, GardenPlan) and plan.steps and plan.title
+    answer = run.answer
+    assert answer is not None and not answer.invalid
+    assert GardenPlan.model_validate_json(answer.data) == plan
+    synthesis = [c for c in server.calls if c.kind == "synthesis"]
+    assert len(synthesis) == 1 and synthesis[0].structured
+    printed = run_coop("results", run.id, "--final", "--format", "json", env=coop_env(ray_cluster))
+    assert printed.returncode == 0, printed.stderr
+    assert GardenPlan.model_validate_json(printed.stdout) == plan
+
+
+def test_an_answer_that_never_matches_is_reported_and_kept(
+    ray_cluster: Cluster, make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server without structured outputs refuses them: the answer is asked in words,
+    misses the schema, is asked once more (shown its error), misses again: kept as written,
+    marked so in the status, the report and `answer_as`."""
+    wrong = '{"title": "Garden", "steps": [{"what": "dig"}]}'
+    server = make_standin(structured=False, scripted={"synthesis": ["Here is the plan!", wrong]})
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "stand-in")
+    run = coop.run(
+        unique("An untyped plan"), answer_type=GardenPlan, max_tasks=2, workers=1, model="m"
+    )
+    answer = run.answer
+    assert answer is not None and answer.text == wrong and not answer.data
+    assert "steps[0]" in answer.invalid and "weeks" in answer.invalid
+    synthesis = [c for c in server.calls if c.kind == "synthesis"]
+    assert [c.status for c in synthesis] == [400, 200, 200]
+    with pytest.raises(AnswerTypeError, match="never matched its schema"):
+        run.answer_as(GardenPlan)
+    env = coop_env(ray_cluster)
+    status = run_coop("status", run.id, env=env)
+    assert "does not match its schema" in status.stdout, status.stdout
+    assert (
+        run.finished is not None and "does not match its schema" in run.finished.report.read_text()
+    )
+    printed = run_coop("results", run.id, "--final", "--format", "json", env=env)
+    assert printed.returncode == 1 and "no JSON answer" in printed.stderr
