@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ import coop
 from coop.answers import AnswerTypeError
 from coop.journal import EventKind
 from coop.types import Reason, State
+from coop.worker import WorkerReport
 from tests.support.procs import ROOT, coop_env, run_coop, unique
 from tests.support.standin import MakeStandIn
 
@@ -248,3 +250,23 @@ def test_an_answer_that_never_matches_is_reported_and_kept(
     )
     printed = run_coop("results", run.id, "--final", "--format", "json", env=env)
     assert printed.returncode == 1 and "no JSON answer" in printed.stderr
+
+
+def test_join_from_python_works_an_objective_planned_elsewhere(ray_cluster: Cluster) -> None:
+    """`coop.start(..., workers=0)` only plans; `coop.join` (here from another thread, as a
+    second script would) is the worker that completes its tasks. A wrong join setting is the
+    CLI's line."""
+    with pytest.raises(coop.SettingError, match="Invalid value for '--concurrency'"):
+        coop.join("anything", concurrency=0)
+    run = coop.start(unique("Planned here, worked there"), llm="offline", max_tasks=2, workers=0)
+    reports: list[object] = []
+    worker = threading.Thread(target=lambda: reports.append(coop.join(run.id, concurrency=2)))
+    worker.start()
+    try:
+        snap = run.wait(timeout=120)
+    finally:
+        worker.join(120)
+    assert snap.reason is Reason.MAX_TASKS and len(reports) == 1
+    report = reports[0]
+    assert isinstance(report, WorkerReport) and report.completed == 2 and not report.fatal
+    assert {r.worker for r in run.results()} == {report.worker}
