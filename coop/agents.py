@@ -281,9 +281,21 @@ def synthesis_prompt(
     template = SYNTHESIS if part == 0 else NOTES
     fields = {"objective": objective, "part": part, "ended": ended}
     nudge = NUDGE.format(flaw=flaw) if flaw else ""
-    fixed = tokenizer.count(template.format(results="", **fields) + nudge)
+    return _filled(template, fields, items, tokenizer, budget, nudge)
+
+
+def _filled(
+    template: str,
+    fields: dict[str, object],
+    items: Sequence[str],
+    tokenizer: Tokenizer,
+    budget: int,
+    tail: str,
+) -> str:
+    """A synthesis template with as many of `items` as fit `budget` beside `tail`."""
+    fixed = tokenizer.count(template.format(results="", **fields) + tail)
     kept, _ = _fit(tokenizer, list(items), budget - fixed)
-    return template.format(results="\n\n".join(kept), **fields) + nudge
+    return template.format(results="\n\n".join(kept), **fields) + tail
 
 
 def typed_synthesis_prompt(
@@ -301,10 +313,8 @@ def typed_synthesis_prompt(
     retry = ""
     if error:
         retry = RETRY_JSON.format(error=error, last=tokenizer.trim(last, max(budget // 4, 1)))
-    fields = {"objective": objective, "ended": ended, "schema": schema}
-    fixed = tokenizer.count(SYNTHESIS_JSON.format(results="", **fields) + retry)
-    kept, _ = _fit(tokenizer, list(items), budget - fixed)
-    return SYNTHESIS_JSON.format(results="\n\n".join(kept), **fields) + retry
+    fields: dict[str, object] = {"objective": objective, "ended": ended, "schema": schema}
+    return _filled(SYNTHESIS_JSON, fields, items, tokenizer, budget, retry)
 
 
 _TEMPLATES = (
