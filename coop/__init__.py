@@ -1,1 +1,41 @@
-"""coop: distributed, cooperative autonomous agents on Ray."""
+"""coop: distributed, cooperative autonomous agents on Ray.
+
+    import coop
+    run = coop.run("Plan a community garden", llm="offline", max_tasks=5)
+    print(run.answer.text)
+
+The public API (`run`, `start`, `open`, `join`, `Run`, `CoopError`, `SettingError`) is loaded
+on first use, so that `import coop` stays cheap: Ray is imported when a run needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from coop.api import join, open, run, start
+    from coop.declare import SettingError
+    from coop.errors import CoopError
+    from coop.runs import Run
+
+__all__ = ["CoopError", "Run", "SettingError", "join", "open", "run", "start"]
+
+_WHERE = {
+    "run": "coop.api",
+    "start": "coop.api",
+    "open": "coop.api",
+    "join": "coop.api",
+    "Run": "coop.runs",
+    "SettingError": "coop.declare",
+    "CoopError": "coop.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, imported when first asked for."""
+    if name not in _WHERE:
+        raise AttributeError(f"module 'coop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value

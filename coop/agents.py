@@ -121,6 +121,23 @@ SYNTHESIS = (
     "files as [file path]. End with one line: "
     "'Objective met: yes' or 'Objective met: no'."
 )
+SYNTHESIS_JSON = (
+    C.PROMPT_MARKERS["synthesis"] + "\n"
+    "A team of agents worked toward an objective. Write the objective's answer from their "
+    "results, as JSON.\n\n"
+    "Objective: {objective}\n\n"
+    "How the run ended: {ended}\n\n"
+    "Results, each marked with the id of its task, then the files the team left in its "
+    "workspace, each marked with its path:\n{results}\n\n"
+    "Answer with one JSON value that matches this JSON Schema, and nothing else:\n{schema}\n"
+    "Draw only on these results and files; where a text cites a task, write [#id]."
+)
+"""The synthesis when the run has an answer schema (`--answer-schema`, `answer_type=`)."""
+RETRY_JSON = (
+    "\n\nYour last answer did not match the schema ({error}). It was:\n{last}\n"
+    "Answer again with JSON only, matching the schema."
+)
+"""Ends the typed synthesis asked again: what was wrong, and what the model wrote."""
 NOTES = (
     C.PROMPT_MARKERS["synthesis"] + " (notes, part {part})\n"
     "A team of agents worked toward an objective. Condense these results of theirs into notes "
@@ -138,6 +155,19 @@ NUDGE = (
 )
 """Ends a prompt asked again because the first answer was degenerate (the synthesis), or
 follows that answer in a task's conversation (an execution)."""
+HOUSE = (
+    "Instructions from whoever set the objective, for every agent of the team: follow them "
+    "in everything you do and write.\n\n{instructions}"
+)
+"""The system message every prompt starts with when the run has `--instructions`."""
+
+
+def house(instructions: str) -> list[Message]:
+    """The messages a prompt starts with: the run's instructions, if it has any."""
+    text = instructions.strip()
+    return [{"role": "system", "content": HOUSE.format(instructions=text)}] if text else []
+
+
 _MET = re.compile(r"^\W*objective met\W*(yes|no)\b.*$", re.IGNORECASE | re.MULTILINE)
 # str.format substitutes values without re-reading them, so braces in an objective are safe.
 
@@ -251,9 +281,40 @@ def synthesis_prompt(
     template = SYNTHESIS if part == 0 else NOTES
     fields = {"objective": objective, "part": part, "ended": ended}
     nudge = NUDGE.format(flaw=flaw) if flaw else ""
-    fixed = tokenizer.count(template.format(results="", **fields) + nudge)
+    return _filled(template, fields, items, tokenizer, budget, nudge)
+
+
+def _filled(
+    template: str,
+    fields: dict[str, object],
+    items: Sequence[str],
+    tokenizer: Tokenizer,
+    budget: int,
+    tail: str,
+) -> str:
+    """A synthesis template with as many of `items` as fit `budget` beside `tail`."""
+    fixed = tokenizer.count(template.format(results="", **fields) + tail)
     kept, _ = _fit(tokenizer, list(items), budget - fixed)
-    return template.format(results="\n\n".join(kept), **fields) + nudge
+    return template.format(results="\n\n".join(kept), **fields) + tail
+
+
+def typed_synthesis_prompt(
+    objective: str,
+    items: Sequence[str],
+    tokenizer: Tokenizer,
+    budget: int,
+    ended: str,
+    schema: str,
+    error: str = "",
+    last: str = "",
+) -> str:
+    """The answer as JSON matching `schema`, from cited results or notes; told, on its one
+    retry, the `error` of its `last` answer (cut to a quarter of the budget)."""
+    retry = ""
+    if error:
+        retry = RETRY_JSON.format(error=error, last=tokenizer.trim(last, max(budget // 4, 1)))
+    fields: dict[str, object] = {"objective": objective, "ended": ended, "schema": schema}
+    return _filled(SYNTHESIS_JSON, fields, items, tokenizer, budget, retry)
 
 
 _TEMPLATES = (

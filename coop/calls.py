@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from coop.agents import house
 from coop.board import BoardClient
 from coop.config import RunSettings
 from coop.llm import LLM, Completion, LLMContextError, Message, said
@@ -43,11 +44,13 @@ def ask(
     build: Callable[[int], str],
     task_id: int | None = None,
     answer_tokens: int | None = None,
+    schema: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     """One completion: the answer, and the prompt it answers (a reply is judged against its
     own prompt's instructions). `build(budget)` makes the prompt for a token budget, so that
     a retry with less context can rebuild it. `answer_tokens`: the most the answer may take
-    (default: `--max-completion-tokens`)."""
+    (default: `--max-completion-tokens`); `schema`: the answer is JSON held to it where the
+    server takes structured outputs (NoStructuredOutputs where not)."""
     sent = ""
 
     def wait_turn(tokens: int) -> None:
@@ -59,7 +62,7 @@ def ask(
         sent = build(budget)
         return [{"role": "user", "content": sent}]
 
-    reply, latency = fitted(ctx, kind, turn, [], wait_turn, answer_tokens)
+    reply, latency = fitted(ctx, kind, turn, [], wait_turn, answer_tokens, schema)
     ctx.board.record_usage(
         ctx.name, kind.value, reply.prompt_tokens, reply.completion_tokens, latency, task_id
     )
@@ -73,20 +76,26 @@ def fitted(
     tools: list[dict[str, Any]],
     before: Callable[[int], None],
     answer_tokens: int | None = None,
+    schema: dict[str, Any] | None = None,
 ) -> tuple[Completion, float]:
-    """One model call whose prompt fits: `build(budget)` makes the messages, `before(tokens)`
+    """One model call whose prompt fits: the run's instructions first (agents.house), then
+    what `build(budget)` makes for the room they leave, `before(tokens)`
     runs once they are made (the rate limit; for a task, its step ledger too), and a prompt
     too long for the model is made again, once, with half the context. Returns the reply and
     how long it took."""
     most = answer_tokens or ctx.settings.max_completion_tokens
+    head = house(ctx.settings.instructions)  # in every prompt, within its budget
     budget = ctx.settings.max_prompt_tokens - ctx.settings.max_completion_tokens
+    budget -= tokens_of(ctx.llm, head)
     retried = False
     while True:
-        messages = build(budget)
+        messages = [*head, *build(budget)]
         before(tokens_of(ctx.llm, messages) + most)
         began = time.monotonic()
         try:
-            return ctx.llm.chat(messages, most, tools), time.monotonic() - began
+            if schema is None:
+                return ctx.llm.chat(messages, most, tools), time.monotonic() - began
+            return ctx.llm.chat(messages, most, tools, schema), time.monotonic() - began
         except LLMContextError:
             if retried:
                 raise

@@ -1,148 +1,31 @@
-"""The `coop` command: parses flags (merged with `COOP_*` env vars) and hands off to one role."""
+"""The `coop` command: parses flags (merged with `COOP_*` env vars, both declared once in
+declare.py's way) and hands off to the Python API (api.py); every expected failure becomes one
+line and an exit code in `main`, the one place that maps them."""
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import ray
+from click.core import ParameterSource
 from rich.console import Console
 
-from coop import (
-    cluster,
-    config,
-    crew,
-    journal,
-    planner,
-    registry,
-    report,
-    secrets,
-    status,
-    tables,
-    tracing,
-)
-from coop import constants as C
+from coop import api, cluster, config, journal, registry, report, secrets, status, tables, tracing
+from coop.config import JoinSettings, NodeSettings, RunSettings, StartSettings
+from coop.declare import option, options
 from coop.errors import CoopError
 from coop.text import one_line
-from coop.tools.kit import Kit, mcp_file, read_caps
-from coop.types import Reason
 
-F = TypeVar("F", bound=Callable[..., Any])
 console = tables.wide_console()
-address_option = click.option(
-    "--address",
-    envvar="RAY_ADDRESS",
-    metavar="HOST:PORT",
-    help="Ray cluster to use [env RAY_ADDRESS].",
-)
-
-
-def _int(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]:
-    return click.option(
-        name,
-        type=click.IntRange(min=minimum),
-        default=default,
-        show_default=True,
-        envvar=f"COOP_{name[2:].upper().replace('-', '_')}",
-        help=help,
-    )
-
-
-mcp_option = click.option(
-    "--mcp",
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="MCP servers for this node's workers: an mcpServers JSON file (stdio or url).",
-)
-cap_option = click.option(
-    "--cap",
-    multiple=True,
-    metavar="NAME",
-    help="A capability this node's workers have, e.g. gpu or browser (repeatable).",
-)
-
-otlp_endpoint_option = click.option(
-    "--otlp-endpoint",
-    metavar="URL",
-    help="OTLP/HTTP collector for the objective's trace, e.g. http://localhost:6006 "
-    "[env OTEL_EXPORTER_OTLP_ENDPOINT; headers from OTEL_EXPORTER_OTLP_HEADERS].",
-)
-otlp_content_option = click.option(
-    "--otlp-content",
-    is_flag=True,
-    help="Put the model's replies, tool outputs and the answer on the spans (the journal holds "
-    "no prompts); scrubbed of secrets. Default: counts, names and times only.",
-)
-
-
-def _tools(help: str) -> Callable[[F], F]:
-    """`--tools a,b`, checked against the built-in tools."""
-    return click.option(
-        "--tools",
-        callback=lambda ctx, param, value: _names(value),
-        default="",
-        envvar="COOP_TOOLS",
-        metavar="A,B",
-        help=help,
-    )
-
-
-def _names(value: str | tuple[str, ...]) -> tuple[str, ...]:
-    """`a,b c` as ("a", "b", "c"): tools given with commas, spaces or both."""
-    text = value if isinstance(value, str) else ",".join(value)
-    names = {n.strip().lower() for n in text.replace(" ", ",").split(",") if n.strip()}
-    unknown = sorted(names - set(config.TOOL_CHOICES))
-    if unknown:
-        choices = ", ".join(config.TOOL_CHOICES)
-        raise click.BadParameter(f"unknown tool {unknown[0]!r}: choose from {choices}")
-    return tuple(sorted(names))
-
-
-def _resources(raw: str | None) -> dict[str, float]:
-    """`--resources '{"GPU": 1}'` as a dict, or one line."""
-    if not raw:
-        return {}
-    bad = click.BadParameter(
-        """a JSON object of positive numbers, like '{"GPU": 1}'""", param_hint="--resources"
-    )
-    try:
-        value = json.loads(raw)
-        amounts = {str(k): float(v) for k, v in value.items()} if isinstance(value, dict) else {}
-    except (ValueError, TypeError):
-        raise bad from None
-    if not amounts or min(amounts.values()) <= 0:
-        raise bad
-    return amounts
-
-
-def _float(name: str, default: float, kind: click.FloatRange, help: str) -> Callable[[F], F]:
-    return click.option(
-        name,
-        type=kind,
-        default=default,
-        show_default=True,
-        envvar=f"COOP_{name[2:].upper().replace('-', '_')}",
-        help=help,
-    )
-
-
-def _choice(name: str, choices: tuple[str, ...], help: str) -> Callable[[F], F]:
-    """An option with a closed set of values, the first the default, with its COOP_ variable."""
-    return click.option(
-        name,
-        type=click.Choice(choices),
-        default=choices[0],
-        show_default=True,
-        envvar=f"COOP_{name[2:].upper().replace('-', '_')}",
-        help=help,
-    )
+address_option = option(NodeSettings, "address")
+otlp_endpoint_option = option(StartSettings, "otlp_endpoint")
+otlp_content_option = option(StartSettings, "otlp_content")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -154,174 +37,17 @@ def cli(quiet: bool) -> None:
 
 @cli.command()
 @click.argument("objective")
-@_choice(
-    "--llm",
-    config.LLM_CHOICES,
-    "openai: any OpenAI-compatible server; offline: the simulated model.",
-)
-@click.option("--model", envvar="COOP_MODEL", default=C.DEFAULT_MODEL, show_default=True)
-@click.option(
-    "--embedding-model",
-    envvar="COOP_EMBEDDING_MODEL",
-    default=C.DEFAULT_EMBEDDING_MODEL,
-    show_default=True,
-)
-@click.option(
-    "--tokenizer",
-    envvar="COOP_TOKENIZER",
-    default="",
-    metavar="FILE|NAME",
-    help="An open model's tokenizer.json (or Hugging Face name in the local cache) for "
-    "exact prompt fitting; needs coop[tokenizers]. Default: tiktoken's, else an estimate.",
-)
-@click.option(
-    "--initial-task", envvar="COOP_INITIAL_TASK", default=C.DEFAULT_INITIAL_TASK, show_default=True
-)
-@_choice(
-    "--memory",
-    C.MEMORY_CHOICES,
-    "Where results are shared: coop's in-cluster store, a Weaviate server "
-    "(WEAVIATE_URL, WEAVIATE_API_KEY) or embedded Weaviate.",
-)
-@click.option(
-    "--weaviate-collection",
-    envvar="COOP_WEAVIATE_COLLECTION",
-    default=C.DEFAULT_COLLECTION,
-    show_default=True,
-    help="Weaviate collection holding every objective's results, one tenant each.",
-)
-@click.option(
-    "--resume",
-    is_flag=True,
-    help="Continue an objective (id, prefix or text), live or from its journal.",
-)
-@click.option(
-    "--standby",
-    is_flag=True,
-    help="If another planner runs this objective, wait and take over when it stops.",
-)
-@_int("--workers", C.DEFAULT_WORKERS, 0, "Worker loops in this process; 0 plans only.")
-@_int("--concurrency", C.DEFAULT_CONCURRENCY, 1, "Tasks in flight per local worker.")
-@_int("--max-tasks", C.DEFAULT_MAX_TASKS, 1, "Stop after this many completed tasks.")
-@_int("--max-attempts", C.DEFAULT_MAX_ATTEMPTS, 1, "Attempts before a task is dead-lettered.")
-@_int("--context-k", C.DEFAULT_CONTEXT_K, 0, "Results from memory given to each execution.")
-@_int("--max-prompt-tokens", C.DEFAULT_MAX_PROMPT_TOKENS, 1, "Token budget of one prompt.")
-@_int(
-    "--planner-calls",
-    C.DEFAULT_PLANNER_CALLS,
-    1,
-    "Most task-creation calls in flight at once; demand decides how many are made.",
-)
-@_int("--rpm", 0, 0, "Model requests per minute across the cluster (0: no limit).")
-@_int("--tpm", 0, 0, "Model tokens per minute across the cluster (0: no limit).")
-@_int("--max-tokens", 0, 0, "Stop when the objective has used this many tokens (0: no cap).")
-@click.option(
-    "--max-cost",
-    type=click.FloatRange(min=0.0),
-    default=0.0,
-    envvar="COOP_MAX_COST",
-    help="Stop when the objective has cost this many USD (0: no cap); prices from "
-    "the built-in table or COOP_PRICES.",
-)
-@click.option(
-    "--max-minutes",
-    type=click.FloatRange(min=0.0),
-    default=0.0,
-    envvar="COOP_MAX_MINUTES",
-    help="Stop after this many minutes of planning.",
-)
-@_float(
-    "--synthesis-reserve",
-    C.DEFAULT_SYNTHESIS_RESERVE,
-    click.FloatRange(min=0.0, max=1.0, max_open=True),
-    "Share of --max-tokens and --max-cost no task may use: kept for writing the answer.",
-)
-@click.option(
-    "--approve",
-    is_flag=True,
-    envvar="COOP_APPROVE",
-    help="New tasks wait for a person: `coop approve`, or a prompt in this terminal.",
-)
-@_float(
-    "--model-timeout",
-    C.DEFAULT_MODEL_TIMEOUT,
-    click.FloatRange(min=1.0),
-    "Seconds to wait for one answer from the model server before retrying.",
-)
-@_float(
-    "--lease-ttl",
-    C.DEFAULT_LEASE_TTL,
-    click.FloatRange(min=1.0),
-    "Seconds a silent worker keeps a task before it is requeued.",
-)
-@_tools(f"Built-in tools every worker offers the model: {', '.join(config.TOOL_CHOICES)}.")
-@_int("--max-steps", C.DEFAULT_MAX_STEPS, 1, "Model and tool calls one task may take.")
-@_choice(
-    "--sandbox",
-    config.SANDBOX_CHOICES,
-    "Isolation for the python tool: the strongest the node has, or exactly the one named.",
-)
-@_int(
-    "--scratch-mb",
-    C.DEFAULT_SCRATCH_MB,
-    1,
-    "MiB a python call may write: its /tmp and its /dev/shm, each (RAM, gone with the call).",
-)
-@click.option(
-    "--fetch-allow",
-    multiple=True,
-    envvar="COOP_FETCH_ALLOW",
-    metavar="CIDR",
-    help="A network the fetch tool may reach though not public (repeatable).",
-)
-@mcp_option
-@cap_option
-@otlp_endpoint_option
-@otlp_content_option
-@address_option
-def start(
-    objective: str,
-    resume: bool,
-    standby: bool,
-    workers: int,
-    concurrency: int,
-    address: str | None,
-    mcp: str | None,
-    cap: tuple[str, ...],
-    otlp_endpoint: str | None,
-    otlp_content: bool,
-    **settings: Any,
-) -> int:
+@options(RunSettings, StartSettings)
+def start(objective: str, **settings: Any) -> int:
     """Create OBJECTIVE and plan it to the end: the only instance that creates tasks."""
-    traces = None
-    if tracing.configured(otlp_endpoint):  # off, and OpenTelemetry not loaded, when unset
-        traces = functools.partial(tracing.live, endpoint=otlp_endpoint, content=otlp_content)
-        tracing.check(otlp_endpoint)
-    text = objective.strip() if resume else config.check_objective(objective)
-    live = sys.stderr.isatty() and logging.getLogger("coop").isEnabledFor(logging.INFO)
-    kit = Kit(mcp=mcp_file(mcp), caps=read_caps(cap))  # for this process's own workers
-    settings["fetch_allow"] = tuple(settings["fetch_allow"])
-    hooks = planner.Hooks(
-        workers=functools.partial(crew.start_crew, count=workers, concurrency=concurrency, kit=kit),
-        progress=functools.partial(status.progress_line, Console(stderr=True)) if live else None,
-        review=status.review_tasks,
-        traces=traces,
-    )
     ctx = click.get_current_context()
-    changes = {  # caps given on the command line: a resumed objective takes them
-        name: settings[name]
-        for name in config.RunSettings.REOPENABLE
-        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
-    }
-    done = planner.start(
-        text,
-        config.new_settings(**settings),
-        hooks,
-        address=address,
-        resume=resume,
-        standby=standby,
-        changes=changes if resume or standby else None,
-    )
+    typed = [n for n in settings if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
+    live = sys.stderr.isatty() and logging.getLogger("coop").isEnabledFor(logging.INFO)
+    progress = functools.partial(status.progress_line, Console(stderr=True)) if live else None
+    terminal = api.Terminal(progress, status.review_tasks)
+    run = api.plan(objective, settings, background=False, terminal=terminal, explicit=typed)
+    assert run.finished is not None  # planned here, to its end
+    done = run.finished
     status.render_status(console, done.snapshot)
     status.render_answer(console, done.snapshot.answer, done.answer)
     console.print(f"report: {done.report}", highlight=False, soft_wrap=True)
@@ -330,41 +56,10 @@ def start(
 
 @cli.command()
 @click.argument("objective")
-@_int("--concurrency", C.DEFAULT_CONCURRENCY, 1, "Tasks in flight in this worker.")
-@click.option(
-    "--node",
-    metavar="NODE_ID",
-    help="Run the worker on this Ray node (id or unique prefix, see `ray list nodes`); "
-    "default: the node this command runs on.",
-)
-@_tools("Built-in tools this worker offers besides the run's.")
-@mcp_option
-@cap_option
-@click.option(
-    "--resources",
-    metavar="JSON",
-    help="Ray resources the worker needs, e.g. '{\"GPU\": 1}': it runs where they are.",
-)
-@click.option(
-    "--sandbox",
-    type=click.Choice(config.SANDBOX_CHOICES),
-    help="Isolation for this worker's python tool (default: the run's).",
-)
-@address_option
-def join(
-    objective: str,
-    concurrency: int,
-    node: str | None,
-    address: str | None,
-    tools: tuple[str, ...],
-    mcp: str | None,
-    cap: tuple[str, ...],
-    resources: str | None,
-    sandbox: str | None,
-) -> int:
+@options(JoinSettings)
+def join(objective: str, **settings: Any) -> int:
     """Work on OBJECTIVE (id, id prefix or exact text) until it finishes."""
-    kit = Kit(tools, mcp_file(mcp), read_caps(cap), sandbox or "", _resources(resources))
-    done = crew.join(objective, address, concurrency, node, kit)
+    done = api.work(objective, JoinSettings(**settings))
     console.print(
         f"{done.worker} on node {done.node[:8] or '?'}: {done.completed} completed, "
         f"{done.failed} failed; objective {done.final_state.value}",
@@ -387,11 +82,11 @@ def list_(address: str | None) -> int:
 @address_option
 def status_(objective: str, watch: bool, address: str | None) -> int:
     """Tasks by state, instances, usage and budget of OBJECTIVE, live or from its journal."""
-    board = registry.reader(objective, journal.state_dir(), address)
+    run = api.open(objective, address=address)
     if watch:
-        status.watch(console, board)
+        status.watch(console, run.board)
     else:
-        status.render_status(console, board.snapshot())
+        status.render_status(console, run.status())
     return 0
 
 
@@ -419,20 +114,16 @@ def events(
     address: str | None,
 ) -> int:
     """The tape of OBJECTIVE: every state change and model call, in order."""
+    if otlp and (follow or since):
+        raise click.UsageError("--otlp sends the whole tape: not with --follow or --since")
     if otlp:
-        if follow or since:
-            raise click.UsageError("--otlp sends the whole tape: not with --follow or --since")
         tracing.check(otlp_endpoint)
-        board = registry.reader(objective, journal.state_dir(), address)
-        sent = tracing.export(board, otlp_endpoint, content=otlp_content)
-        click.echo(f"{sent} spans of {board.objective_id} sent", err=True)
-        return 0
-    status.tape(
-        registry.reader(objective, journal.state_dir(), address),
-        since=since,
-        follow=follow,
-        as_json=as_json,
-    )
+    run = api.open(objective, address=address)
+    if otlp:
+        sent = tracing.export(run.board, otlp_endpoint, content=otlp_content)
+        click.echo(f"{sent} spans of {run.id} sent", err=True)
+    else:
+        status.tape(run.board, since=since, follow=follow, as_json=as_json)
     return 0
 
 
@@ -443,10 +134,12 @@ def events(
 @address_option
 def approve(objective: str, approve_all: bool, drop: tuple[int, ...], address: str | None) -> int:
     """Approve or drop the tasks of OBJECTIVE that wait for a person (`start --approve`)."""
-    cluster.connect(address, start_local=False)
-    board = registry.find(objective)
-    approved, dropped = status.review(board, approve_all=approve_all, drop=drop)
-    console.print(f"{board.objective_id}: {approved} approved, {dropped} dropped", highlight=False)
+    run = api.open(objective, address=address)
+    if approve_all or drop:
+        approved, dropped = run.approve(None if approve_all else [], drop)
+    else:  # ask, task by task
+        approved, dropped = status.review(run.live(), approve_all=False, drop=())
+    console.print(f"{run.id}: {approved} approved, {dropped} dropped", highlight=False)
     return 0
 
 
@@ -455,9 +148,10 @@ def approve(objective: str, approve_all: bool, drop: tuple[int, ...], address: s
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["markdown", "jsonl"]),
+    type=click.Choice(["markdown", "jsonl", "json"]),
     default="markdown",
     show_default=True,
+    help="json: with --final, the answer as its --answer-schema asked.",
 )
 @click.option("--final", is_flag=True, help="Only the objective's answer, as Markdown.")
 @click.option(
@@ -470,12 +164,14 @@ def approve(objective: str, approve_all: bool, drop: tuple[int, ...], address: s
 def results(objective: str, fmt: str, final: bool, output: str | None, address: str | None) -> int:
     """The results of OBJECTIVE, live or from its journal, as Markdown or JSON lines; with
     --final, its answer alone."""
-    board = registry.reader(objective, journal.state_dir(), address)
-    snap = board.snapshot()
+    if fmt == "json" and not final:
+        raise click.UsageError("--format json is the answer's: add --final")
+    run = api.open(objective, address=address)
+    snap = run.status()
     if final:
-        text = report.final(snap)
+        text = report.final_json(snap) if fmt == "json" else report.final(snap)
     else:
-        done = board.results()
+        done = run.results()
         text = report.markdown(snap, done) if fmt == "markdown" else report.jsonl(snap, done)
     if output:
         report.save(Path(output), text)
@@ -489,10 +185,8 @@ def results(objective: str, fmt: str, final: bool, output: str | None, address: 
 @address_option
 def stop(objective: str, address: str | None) -> int:
     """Ask every instance of OBJECTIVE to stop: no new leases, in-flight work is kept."""
-    cluster.connect(address, start_local=False)
-    board = registry.find(objective)
-    state = board.stop(Reason.STOPPED)
-    console.print(f"{board.objective_id}: {state.value}", highlight=False)
+    run = api.open(objective, address=address)
+    console.print(f"{run.id}: {run.stop().value}", highlight=False)
     return 0
 
 

@@ -152,7 +152,12 @@ class Connection:
 def connect(address: str | None, *, start_local: bool, stream_logs: bool = False) -> Connection:
     """Join the cluster at `address` (or RAY_ADDRESS, or one running on this machine); failing
     that, start a local one on loopback if allowed. `stream_logs`: print the log lines of the
-    worker actors this process starts, prefixed with their names."""
+    worker actors this process starts, prefixed with their names.
+
+    A process already connected (a script that called `ray.init()`, a Ray Job's driver, a
+    second command of the Python API) keeps its connection: Ray allows one per process."""
+    if ray.is_initialized():
+        return _current()
     address = address or os.environ.get("RAY_ADDRESS") or _local_cluster_address()
     kwargs: dict[str, Any] = {
         "namespace": C.NAMESPACE,
@@ -202,6 +207,16 @@ def connect(address: str | None, *, start_local: bool, stream_logs: bool = False
         f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard,
         started_here=address is None,
     )
+
+
+def _current() -> Connection:
+    """The connection this process already has, described as `connect` describes one."""
+    gcs = ray.get_runtime_context().gcs_address
+    node = ray._private.worker.global_worker.node
+    dashboard = node.address_info.get("webui_url") if node is not None else None
+    if dashboard and "://" not in dashboard:
+        dashboard = f"http://{dashboard}"
+    return Connection(gcs, dashboard or None, started_here=False)
 
 
 HEAD_RESOURCE = "node:__internal_head__"
@@ -318,10 +333,10 @@ def existing_actor(objective_id: str, role: str) -> Any | None:
 
 
 def actor_names() -> list[str]:
-    return [
-        a["name"] if isinstance(a, dict) else a
-        for a in ray.util.list_named_actors(all_namespaces=False)
-    ]
+    """coop's named actors, whatever namespace this process's own connection is in (a user's
+    `ray.init()` has Ray's anonymous one)."""
+    named = ray.util.list_named_actors(all_namespaces=True)
+    return [a["name"] for a in named if a["namespace"] == C.NAMESPACE]
 
 
 def instance_name(suffix: str = "") -> str:
@@ -347,9 +362,13 @@ def leave(grace: float = LEAVE_GRACE) -> bool:
 def stop_on_signals() -> threading.Event:
     """An event set by the first SIGINT/SIGTERM; a second SIGINT interrupts at once.
 
-    Call it after `connect`: ray.init replaces the SIGTERM handler with one that exits.
+    Call it after `connect`: ray.init replaces the SIGTERM handler with one that exits. Off
+    the main thread (`coop.start` plans in a thread of the caller's) signals stay the
+    caller's: the event is only set by whoever holds it.
     """
     stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return stop
 
     def handler(signum: int, _frame: object) -> None:
         if stop.is_set() and signum == signal.SIGINT:

@@ -17,9 +17,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import click
 from dotenv import find_dotenv, load_dotenv
 
 from coop import constants as C
+from coop.declare import FileText, ToolNames, setting
 from coop.errors import CoopError
 from coop.secrets import scrub
 
@@ -43,41 +45,168 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+class SchemaFile(click.ParamType):  # type: ignore[type-arg]
+    """A JSON Schema file (or, in Python, the schema itself) as its compact JSON text, checked
+    to be a JSON Schema."""
+
+    name = "schema"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from coop.answers import schema_problem
+
+        if not value:
+            return ""
+        if isinstance(value, dict):
+            schema: object = value
+        else:
+            text = FileText().convert(value, param, ctx)
+            try:
+                schema = json.loads(text)
+            except ValueError as exc:
+                self.fail(f"{os.fspath(value)!r} is not JSON: {exc}", param, ctx)
+        problem = schema_problem(schema)
+        if problem:
+            self.fail(problem, param, ctx)
+        return json.dumps(schema, separators=(",", ":"), sort_keys=True)
+
+
 @dataclass(frozen=True)
 class RunSettings:
-    """The settings one objective runs with; no secrets here, it is stored in the board."""
+    """The settings one objective runs with; no secrets here, it is stored in the board.
 
-    llm: str = "openai"
-    model: str = C.DEFAULT_MODEL
-    embedding_model: str = C.DEFAULT_EMBEDDING_MODEL
+    A field made with `setting(...)` is also a flag of `coop start`, a keyword of
+    `coop.run`/`coop.start` and a `COOP_*` variable (see declare.py); the others are decided
+    by coop itself."""
+
+    llm: str = setting(
+        "openai",
+        click.Choice(LLM_CHOICES),
+        "openai: any OpenAI-compatible server; offline: the simulated model.",
+    )
+    model: str = setting(C.DEFAULT_MODEL)
+    embedding_model: str = setting(C.DEFAULT_EMBEDDING_MODEL)
     base_url: str | None = None
-    initial_task: str = C.DEFAULT_INITIAL_TASK
-    max_tasks: int = C.DEFAULT_MAX_TASKS
-    lease_ttl: float = C.DEFAULT_LEASE_TTL
-    max_attempts: int = C.DEFAULT_MAX_ATTEMPTS
-    context_k: int = C.DEFAULT_CONTEXT_K
-    max_prompt_tokens: int = C.DEFAULT_MAX_PROMPT_TOKENS
+    initial_task: str = setting(C.DEFAULT_INITIAL_TASK)
+    max_tasks: int = setting(
+        C.DEFAULT_MAX_TASKS, click.IntRange(min=1), "Stop after this many completed tasks."
+    )
+    lease_ttl: float = setting(
+        C.DEFAULT_LEASE_TTL,
+        click.FloatRange(min=1.0),
+        "Seconds a silent worker keeps a task before it is requeued.",
+    )
+    max_attempts: int = setting(
+        C.DEFAULT_MAX_ATTEMPTS, click.IntRange(min=1), "Attempts before a task is dead-lettered."
+    )
+    context_k: int = setting(
+        C.DEFAULT_CONTEXT_K, click.IntRange(min=0), "Results from memory given to each execution."
+    )
+    max_prompt_tokens: int = setting(
+        C.DEFAULT_MAX_PROMPT_TOKENS, click.IntRange(min=1), "Token budget of one prompt."
+    )
     max_completion_tokens: int = C.DEFAULT_MAX_COMPLETION_TOKENS
-    model_timeout: float = C.DEFAULT_MODEL_TIMEOUT  # seconds the client waits for one answer
-    planner_calls: int = C.DEFAULT_PLANNER_CALLS  # most creation calls in flight at once
+    model_timeout: float = setting(
+        C.DEFAULT_MODEL_TIMEOUT,
+        click.FloatRange(min=1.0),
+        "Seconds to wait for one answer from the model server before retrying.",
+    )
+    planner_calls: int = setting(
+        C.DEFAULT_PLANNER_CALLS,
+        click.IntRange(min=1),
+        "Most task-creation calls in flight at once; demand decides how many are made.",
+    )
     exact_tokens: bool = True  # False: the planner had no tokenizer; all estimate
-    tokenizer: str = ""  # an open model's tokenizer.json (or Hugging Face name); "": tiktoken
-    tools: tuple[str, ...] = ()  # built-in tools every worker offers (TOOL_CHOICES)
-    max_steps: int = C.DEFAULT_MAX_STEPS  # model and tool calls one task may take
-    sandbox: str = "auto"  # the isolation the `python` tool asks for
-    scratch_mb: int = C.DEFAULT_SCRATCH_MB  # what a `python` call may write, per tmpfs
-    fetch_allow: tuple[str, ...] = ()  # networks `fetch` may reach though not public
-    rpm: int = 0  # cluster-wide model requests per minute, 0 for no limit
-    tpm: int = 0  # cluster-wide model tokens per minute, 0 for no limit
-    max_tokens: int = 0  # budgets for the whole objective; 0 for none
-    max_cost: float = 0.0
-    max_minutes: float = 0.0
-    synthesis_reserve: float = C.DEFAULT_SYNTHESIS_RESERVE  # share of a cap kept for the answer
-    approve: bool = False  # new tasks wait for a person's approval before anyone leases them
+    tokenizer: str = setting(
+        "",
+        metavar="FILE|NAME",
+        help="An open model's tokenizer.json (or Hugging Face name in the local cache) for "
+        "exact prompt fitting; needs coop[tokenizers]. Default: tiktoken's, else an estimate.",
+    )
+    tools: tuple[str, ...] = setting(
+        (),
+        ToolNames(TOOL_CHOICES),
+        f"Built-in tools every worker offers the model: {', '.join(TOOL_CHOICES)}.",
+        metavar="A,B",
+    )
+    max_steps: int = setting(
+        C.DEFAULT_MAX_STEPS, click.IntRange(min=1), "Model and tool calls one task may take."
+    )
+    sandbox: str = setting(
+        "auto",
+        click.Choice(SANDBOX_CHOICES),
+        "Isolation for the python tool: the strongest the node has, or exactly the one named.",
+    )
+    scratch_mb: int = setting(
+        C.DEFAULT_SCRATCH_MB,
+        click.IntRange(min=1),
+        "MiB a python call may write: its /tmp and its /dev/shm, each (RAM, gone with the call).",
+    )
+    fetch_allow: tuple[str, ...] = setting(
+        (),
+        multiple=True,
+        metavar="CIDR",
+        help="A network the fetch tool may reach though not public (repeatable).",
+    )
+    rpm: int = setting(
+        0, click.IntRange(min=0), "Model requests per minute across the cluster (0: no limit)."
+    )
+    tpm: int = setting(
+        0, click.IntRange(min=0), "Model tokens per minute across the cluster (0: no limit)."
+    )
+    max_tokens: int = setting(
+        0,
+        click.IntRange(min=0),
+        "Stop when the objective has used this many tokens (0: no cap).",
+    )
+    max_cost: float = setting(
+        0.0,
+        click.FloatRange(min=0.0),
+        "Stop when the objective has cost this many USD (0: no cap); prices from "
+        "the built-in table or COOP_PRICES.",
+        show_default=False,
+    )
+    max_minutes: float = setting(
+        0.0,
+        click.FloatRange(min=0.0),
+        "Stop after this many minutes of planning.",
+        show_default=False,
+    )
+    synthesis_reserve: float = setting(
+        C.DEFAULT_SYNTHESIS_RESERVE,
+        click.FloatRange(min=0.0, max=1.0, max_open=True),
+        "Share of --max-tokens and --max-cost no task may use: kept for writing the answer.",
+    )
+    approve: bool = setting(
+        False,
+        flag=True,
+        help="New tasks wait for a person: `coop approve`, or a prompt in this terminal.",
+    )
     prices: tuple[float, float, float] = (0.0, 0.0, 0.0)  # USD per 1M: in, out, embedding
-    memory: str = "cluster"  # one of C.MEMORY_CHOICES
+    memory: str = setting(
+        "cluster",
+        click.Choice(C.MEMORY_CHOICES),
+        "Where results are shared: coop's in-cluster store, a Weaviate server "
+        "(WEAVIATE_URL, WEAVIATE_API_KEY) or embedded Weaviate.",
+    )
     weaviate_url: str | None = None  # WEAVIATE_URL when the objective was created, redacted
-    weaviate_collection: str = C.DEFAULT_COLLECTION
+    instructions: str = setting(
+        "",
+        FileText(),
+        "A file of instructions every agent follows (house style, language, constraints, "
+        "sources): put in every planner and worker prompt.",
+        metavar="FILE",
+    )
+    answer_schema: str = setting(
+        "",
+        SchemaFile(),
+        "A JSON Schema the answer must match: written as JSON (structured outputs where the "
+        "server has them), checked, asked again once if it does not match.",
+        metavar="FILE.json",
+    )
+    weaviate_collection: str = setting(
+        C.DEFAULT_COLLECTION,
+        help="Weaviate collection holding every objective's results, one tenant each.",
+    )
 
     REOPENABLE = ("max_tasks", "max_tokens", "max_cost", "max_minutes")
     """Settings `coop start --resume` may change: the caps, to continue a finished objective."""
@@ -100,12 +229,8 @@ class RunSettings:
         return f"openai-compatible {self.model}{where}"
 
     def validate(self) -> RunSettings:
-        if self.llm not in LLM_CHOICES:
-            raise CoopError(f"unknown --llm {self.llm!r}: choose one of {', '.join(LLM_CHOICES)}")
-        if self.memory not in C.MEMORY_CHOICES:
-            raise CoopError(
-                f"unknown --memory {self.memory!r}: choose one of {', '.join(C.MEMORY_CHOICES)}"
-            )
+        """What no one flag's type can check: names, networks, and settings together (the
+        types of declare.py checked each value as it was given)."""
         if not _COLLECTION.fullmatch(self.weaviate_collection):
             raise CoopError(
                 f"bad Weaviate collection name {self.weaviate_collection!r}: a capital letter "
@@ -114,22 +239,13 @@ class RunSettings:
         for flag, name in (("--model", self.model), ("--embedding-model", self.embedding_model)):
             if not name.strip():
                 raise CoopError(f"{flag} is empty: name the model the server should use")
-        unknown = [t for t in self.tools if t not in TOOL_CHOICES]
-        if unknown:
-            raise CoopError(
-                f"unknown tool {unknown[0]!r} in --tools: choose from {', '.join(TOOL_CHOICES)}"
-            )
-        if self.sandbox not in SANDBOX_CHOICES:
-            raise CoopError(f"unknown --sandbox {self.sandbox!r}: {', '.join(SANDBOX_CHOICES)}")
-        if self.scratch_mb < 1:
-            raise CoopError(f"--scratch-mb {self.scratch_mb}: a python call needs at least 1 MiB")
         for net in self.fetch_allow:
             try:
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
                 raise CoopError(f"--fetch-allow {net!r} is not a network like 10.0.0.0/8") from None
-        if not 0.0 <= self.synthesis_reserve < 1.0:
-            raise CoopError("--synthesis-reserve is a share of the caps: from 0 to below 1")
+        if self.instructions:
+            self._fit_instructions()
         if self.simulated:
             return replace(
                 self, model=C.OFFLINE_MODEL, embedding_model=C.OFFLINE_MODEL, base_url=None
@@ -140,6 +256,134 @@ class RunSettings:
                 f"({self.max_completion_tokens})"
             )
         return self
+
+    def _fit_instructions(self) -> None:
+        """Instructions go in every prompt: they may take half of what context has of it."""
+        from coop import tokens  # tiktoken, only when there are instructions to count
+
+        room = (self.max_prompt_tokens - self.max_completion_tokens) // 2
+        size = tokens.estimating(self.model).count(self.instructions)
+        if size > room:
+            raise CoopError(
+                f"--instructions is about {size} tokens; at most {room} fit in a prompt with "
+                f"--max-prompt-tokens {self.max_prompt_tokens}: shorten the file"
+            )
+
+
+class Resources(click.ParamType):  # type: ignore[type-arg]
+    """`'{"GPU": 1}'` (or a dict) as Ray resources: a JSON object of positive numbers."""
+
+    name = "resources"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            raw = json.loads(value) if isinstance(value, str) else value
+            amounts = {str(k): float(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+        except (ValueError, TypeError):
+            amounts = {}
+        if not amounts or min(amounts.values()) <= 0:
+            self.fail("""a JSON object of positive numbers, like '{"GPU": 1}'""", param, ctx)
+        return amounts
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What a `coop` process brings to the cluster besides the run's settings: its MCP
+    servers, its named capabilities, and where the cluster is. Not stored in the board."""
+
+    mcp: str | None = setting(
+        None,
+        click.Path(dir_okay=False),
+        "MCP servers for this node's workers: an mcpServers JSON file (stdio or url).",
+        metavar="FILE",
+        envvar=None,
+    )
+    cap: tuple[str, ...] = setting(
+        (),
+        multiple=True,
+        metavar="NAME",
+        help="A capability this node's workers have, e.g. gpu or browser (repeatable).",
+        envvar=None,
+    )
+    address: str | None = setting(
+        None,
+        metavar="HOST:PORT",
+        help="Ray cluster to use [env RAY_ADDRESS].",
+        envvar="RAY_ADDRESS",
+    )
+
+
+@dataclass(frozen=True)
+class StartSettings(NodeSettings):
+    """`coop start`'s own settings (`coop.run`, `coop.start`): this process's part."""
+
+    resume: bool = setting(
+        False,
+        flag=True,
+        help="Continue an objective (id, prefix or text), live or from its journal.",
+        envvar=None,
+    )
+    standby: bool = setting(
+        False,
+        flag=True,
+        help="If another planner runs this objective, wait and take over when it stops.",
+        envvar=None,
+    )
+    workers: int = setting(
+        C.DEFAULT_WORKERS, click.IntRange(min=0), "Worker loops in this process; 0 plans only."
+    )
+    concurrency: int = setting(
+        C.DEFAULT_CONCURRENCY, click.IntRange(min=1), "Tasks in flight per local worker."
+    )
+    otlp_endpoint: str | None = setting(
+        None,
+        metavar="URL",
+        help="OTLP/HTTP collector for the objective's trace, e.g. http://localhost:6006 "
+        "[env OTEL_EXPORTER_OTLP_ENDPOINT; headers from OTEL_EXPORTER_OTLP_HEADERS].",
+        envvar=None,
+    )
+    otlp_content: bool = setting(
+        False,
+        flag=True,
+        help="Put the model's replies, tool outputs and the answer on the spans (the journal "
+        "holds no prompts); scrubbed of secrets. Default: counts, names and times only.",
+        envvar=None,
+    )
+
+
+@dataclass(frozen=True)
+class JoinSettings(NodeSettings):
+    """`coop join`'s settings (`coop.join`): one worker of this process on an objective."""
+
+    concurrency: int = setting(
+        C.DEFAULT_CONCURRENCY, click.IntRange(min=1), "Tasks in flight in this worker."
+    )
+    node: str | None = setting(
+        None,
+        metavar="NODE_ID",
+        help="Run the worker on this Ray node (id or unique prefix, see `ray list nodes`); "
+        "default: the node this command runs on.",
+        envvar=None,
+    )
+    tools: tuple[str, ...] = setting(
+        (),
+        ToolNames(TOOL_CHOICES),
+        "Built-in tools this worker offers besides the run's.",
+        metavar="A,B",
+    )
+    resources: dict[str, float] | None = setting(
+        None,
+        Resources(),
+        "Ray resources the worker needs, e.g. '{\"GPU\": 1}': it runs where they are.",
+        metavar="JSON",
+        envvar=None,
+    )
+    sandbox: str | None = setting(
+        None,
+        click.Choice(SANDBOX_CHOICES),
+        "Isolation for this worker's python tool (default: the run's).",
+        envvar=None,
+    )
 
 
 _COLLECTION = re.compile(r"[A-Z][A-Za-z0-9_]{0,254}")

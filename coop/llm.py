@@ -13,7 +13,7 @@ import functools
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 import openai
@@ -70,6 +70,10 @@ class LLMFatalError(CoopError):
     the objective stops at once instead of burning attempts on every task."""
 
 
+class NoStructuredOutputs(Exception):
+    """The server refused a `response_format` json_schema request: ask in words instead."""
+
+
 class LLMContextError(Exception):
     """The prompt was longer than the model's context: retry once with less context."""
 
@@ -119,9 +123,15 @@ class LLM(Protocol):
         ...
 
     def chat(
-        self, messages: list[Message], max_tokens: int, tools: list[dict[str, Any]]
+        self,
+        messages: list[Message],
+        max_tokens: int,
+        tools: list[dict[str, Any]],
+        schema: dict[str, Any] | None = None,
     ) -> Completion:
-        """A conversation, with tools offered (OpenAI tools API): an answer, or tool calls."""
+        """A conversation, with tools offered (OpenAI tools API): an answer, or tool calls.
+        `schema`: the answer is JSON held to it (structured outputs); NoStructuredOutputs
+        when the server does not take them."""
         ...
 
     def embed(self, texts: list[str]) -> Embeddings: ...
@@ -144,15 +154,29 @@ class OfflineLLM:
         return Completion(text, self.tokenizer.count(prompt), self.tokenizer.count(text))
 
     def chat(
-        self, messages: list[Message], max_tokens: int, tools: list[dict[str, Any]]
+        self,
+        messages: list[Message],
+        max_tokens: int,
+        tools: list[dict[str, Any]],
+        schema: dict[str, Any] | None = None,
     ) -> Completion:
-        """A plain prompt is `complete`'s; a conversation with tools is the simulator's."""
+        """A plain prompt is `complete`'s (or, with a schema, the simulator's value matching
+        it); a conversation with tools is the simulator's. The run's instructions (a system
+        message) change nothing the simulator says, but count."""
+        system = sum(self.tokenizer.count(said(m)) for m in messages if m.get("role") == "system")
+        messages = [m for m in messages if m.get("role") != "system"]
+        if schema is not None:
+            asked_for = str(messages[-1].get("content", ""))
+            value = json.dumps(self.simulator.instance(schema, asked_for))
+            sent = self.tokenizer.count(asked_for) + system
+            return Completion(value, sent, self.tokenizer.count(value))
         if not tools and len(messages) == 1:
-            return self.complete(str(messages[0].get("content", "")), max_tokens)
+            done = self.complete(str(messages[0].get("content", "")), max_tokens)
+            return replace(done, prompt_tokens=done.prompt_tokens + system)
         text, calls = self.simulator.chat(messages, [t["function"]["name"] for t in tools])
         text = self.tokenizer.trim(text, max_tokens)
         asked = [ToolCall(f"call-{i}", n, json.dumps(args)) for i, (n, args) in enumerate(calls)]
-        prompt = self.tokenizer.count(json.dumps(messages))
+        prompt = self.tokenizer.count(json.dumps(messages)) + system
         return Completion(text, prompt, self.tokenizer.count(text), tuple(asked))
 
     def embed(self, texts: list[str]) -> Embeddings:
@@ -234,19 +258,34 @@ class OpenAILLM:
         return self.chat([{"role": "user", "content": prompt}], max_tokens, [])
 
     def chat(
-        self, messages: list[Message], max_tokens: int, tools: list[dict[str, Any]]
+        self,
+        messages: list[Message],
+        max_tokens: int,
+        tools: list[dict[str, Any]],
+        schema: dict[str, Any] | None = None,
     ) -> Completion:
         extra: dict[str, Any] = {"tools": tools} if tools else {}
-        resp = self._request(
-            "a chat completion",
-            lambda: self.client.chat.completions.create(
-                model=self.model,
-                messages=messages,  # type: ignore[arg-type]
-                max_tokens=max_tokens,
-                temperature=0.2,
-                **extra,
-            ),
-        )
+        if schema is not None:
+            extra["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": schema},
+            }
+
+        def send() -> Any:
+            try:
+                return self.client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,  # type: ignore[arg-type]
+                    max_tokens=max_tokens,
+                    temperature=0.2,
+                    **extra,
+                )
+            except openai.BadRequestError as exc:
+                if schema is not None and _refuses_format(exc):
+                    raise NoStructuredOutputs(_line(str(exc.message))) from None
+                raise
+
+        resp = self._request("a chat completion", send)
         try:
             _need(isinstance(resp, ChatCompletion), f"a {type(resp).__name__}")
             _need(bool(resp.choices), "no choices")
@@ -359,6 +398,13 @@ class OpenAILLM:
             f"model server {self.where} refused ({exc.status_code} {type(exc).__name__}): "
             f"{_line(str(exc.message))}"
         )
+
+
+def _refuses_format(exc: openai.BadRequestError) -> bool:
+    """Whether a 400 is the server refusing `response_format` (vLLM, llama.cpp and OpenAI
+    name the parameter, or json_schema, in their refusal)."""
+    said = str(exc.message).lower()
+    return "response_format" in said or "json_schema" in said
 
 
 class _Malformed(Exception):

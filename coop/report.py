@@ -34,6 +34,13 @@ def flawed(answer: Answer | None) -> str:
     return f"the model's answer {answer.flaw}" if answer is not None and answer.flaw else ""
 
 
+def unmatched(answer: Answer | None) -> str:
+    """Why a kept answer is not the JSON its schema asked for, in words ("" when it is)."""
+    if answer is None or not answer.invalid:
+        return ""
+    return f"the answer does not match its schema ({answer.invalid})"
+
+
 def tally(counts: dict[str, int]) -> str:
     """Counts by reason, biggest first: "3 (2 a placeholder, 1 restates the prompt)"."""
     if not counts:
@@ -55,6 +62,7 @@ def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
             + (", ".join(f"#{t}" for t in answer.cited) or "no task")
             + f" · objective {judged(answer)}"
             + (f" · **{flawed(answer)}**" if answer.flaw else "")
+            + (f" · **{unmatched(answer)}**" if answer.invalid else "")
             + "*",
         ]
     else:
@@ -163,8 +171,22 @@ def final(snap: Snapshot) -> str:
     if answer is None or not answer.text:
         why = answer.missing if answer is not None else "its run has not ended yet"
         raise CoopError(f"{snap.objective_id} has no answer: {why}")
-    note = f"> Note: {flawed(answer)} (kept as the model wrote it).\n\n" if answer.flaw else ""
+    wrong = "; ".join(w for w in (flawed(answer), unmatched(answer)) if w)
+    note = f"> Note: {wrong} (kept as the model wrote it).\n\n" if wrong else ""
     return note + answer.text.rstrip() + "\n"
+
+
+def final_json(snap: Snapshot) -> str:
+    """The answer as the JSON its schema asked for (`coop results --final --format json`)."""
+    answer = snap.answer
+    if answer is not None and answer.data:
+        return answer.data + "\n"
+    if not snap.settings.answer_schema:
+        raise CoopError(
+            f"{snap.objective_id} was not asked for JSON: start it with --answer-schema"
+        )
+    why = unmatched(answer) or (answer.missing if answer else "its run has not ended yet")
+    raise CoopError(f"{snap.objective_id} has no JSON answer: {why}")
 
 
 def path(root: Path, objective_id: str) -> Path:

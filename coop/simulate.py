@@ -24,6 +24,7 @@ import numpy as np
 
 from coop.config import TOOL_CHOICES
 from coop.constants import OFFLINE_EMBEDDING_DIM, PROMPT_MARKERS
+from coop.text import one_line
 
 TEMPLATES = (
     "Research the background of",
@@ -119,6 +120,14 @@ class Simulator:
     _issued: int = field(default=0, repr=False)  # the last task a supply proposed
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def instance(self, schema: dict[str, Any], prompt: str) -> Any:
+        """A value matching `schema`, as a server holding a model to it (structured outputs)
+        answers: the simulated answer's first line for its strings, the task ids the prompt
+        shows cited in the first, 1 for its numbers."""
+        ids = re.findall(r"^\[#(\d+)\]", prompt, re.MULTILINE)
+        said = one_line(self._synthesize(prompt), 80) + "".join(f" [#{i}]" for i in ids[:3])
+        return _instance(schema, schema, said)
+
     def reply(self, prompt: str) -> str:
         kind = next((k for k, m in PROMPT_MARKERS.items() if prompt.startswith(m)), "execution")
         if kind in ("creation", "replan") and self.stubborn:
@@ -148,7 +157,8 @@ class Simulator:
         With tools, a task uses them the same way every time, one call a turn: it reads the
         notes its parent task left in the workspace, a `Collect concrete examples` task runs
         Python, and every task leaves its own notes; then it answers with what they gave."""
-        prompt = str(messages[0].get("content", ""))
+        asked = [m for m in messages if m.get("role") != "system"]  # not the instructions
+        prompt = str(asked[0].get("content", "")) if asked else ""
         if not tools or not prompt.startswith(PROMPT_MARKERS["execution"]):
             return self.reply(prompt), []
         answer = self._execute(prompt)
@@ -275,3 +285,36 @@ def lexical_embedding(text: str, dim: int = OFFLINE_EMBEDDING_DIM) -> list[float
     norm = float(np.linalg.norm(vec))
     result: list[float] = (vec / norm if norm else vec).tolist()
     return result
+
+
+def _instance(schema: Any, root: dict[str, Any], said: str) -> Any:
+    """The simplest value `schema` admits (references into `root`'s `$defs` followed), its
+    strings `said`."""
+    if not isinstance(schema, dict):
+        return said
+    if "$ref" in schema:
+        target: Any = root
+        for part in str(schema["$ref"]).lstrip("#/").split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return _instance(target, root, said)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return _instance(schema[key][0], root, said)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: _instance(v, root, said) for k, v in props.items()}
+    if kind == "array":
+        return [_instance(schema.get("items", {}), root, said)] * max(1, schema.get("minItems", 1))
+    if kind in ("integer", "number"):
+        return max(1, schema.get("minimum", 1))
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return said

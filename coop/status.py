@@ -20,7 +20,7 @@ from rich.text import Text
 from coop import constants as C
 from coop.board import BoardClient, BoardUnavailable
 from coop.journal import Event
-from coop.report import flawed, judged, tally
+from coop.report import flawed, judged, tally, unmatched
 from coop.tables import UNBOUNDED, Col, fit
 from coop.text import one_line
 from coop.types import Answer, EventKind, Objective, Pulse, Snapshot, State, Task
@@ -207,6 +207,7 @@ def _answer_line(answer: Answer | None) -> str:
         return f"missing: {answer.missing if answer else 'not yet'}"
     cites = f"cites {len(answer.cited)} task(s)"
     flaw = f"; {flawed(answer)}" if answer.flaw else ""
+    flaw += f"; {unmatched(answer)}" if answer.invalid else ""
     return f"revision {answer.revision}, {cites}, objective {judged(answer)}{flaw}"
 
 
@@ -319,6 +320,18 @@ def event_line(e: Event) -> str:
     return "  ".join(bits)
 
 
+def stream(board: BoardClient, *, since: int, follow: bool) -> Iterator[Event]:
+    """The tape from `since`; with `follow`, kept going until the objective finishes."""
+    while True:
+        for e in board.all_events(since):
+            yield e
+            since = e.seq
+        if not follow or board.state()[0] is State.FINISHED:
+            return
+        time.sleep(0.5)
+        board.refresh()  # a journal view rereads the journal
+
+
 def tape(
     board: BoardClient,
     *,
@@ -329,14 +342,8 @@ def tape(
 ) -> None:
     """`coop events`: print the tape from `since`; with `follow`, keep printing until the
     objective finishes (or Ctrl-C)."""
-    while True:
-        for e in board.all_events(since):
-            out(e.to_json() if as_json else event_line(e))
-            since = e.seq
-        if not follow or board.state()[0] is State.FINISHED:
-            return
-        time.sleep(0.5)
-        board.refresh()  # a journal view rereads the journal
+    for e in stream(board, since=since, follow=follow):
+        out(e.to_json() if as_json else event_line(e))
 
 
 def review(board: BoardClient, *, approve_all: bool, drop: Sequence[int]) -> tuple[int, int]:

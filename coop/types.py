@@ -302,6 +302,8 @@ class Answer:
     missing: str = ""  # why there is no answer
     at: float = 0.0
     flaw: str = ""  # kept though the model's output is degenerate: "repeats itself"…
+    data: str = ""  # with an answer schema: the answer as JSON that matches it
+    invalid: str = ""  # with an answer schema: why the answer never matched it (text kept)
 
 
 @dataclass(frozen=True)

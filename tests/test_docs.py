@@ -11,8 +11,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ray.cluster_utils import Cluster
+
 from tests.support import raylets
-from tests.support.procs import ROOT, wait_for
+from tests.support.procs import ROOT, coop_env, wait_for
 
 BIN = Path(sys.executable).parent
 """Where `coop` and `ray` are installed: first on PATH, activated virtualenv or not."""
@@ -84,3 +86,30 @@ def test_the_cluster_steps_work_verbatim_from_an_empty_home(tmp_path: Path) -> N
     finally:
         raylets.down(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def readme_python(heading: str) -> str:
+    """The first python block after `heading`, as written."""
+    section = (ROOT / "README.md").read_text().split(heading, 1)[1]
+    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)[0]
+
+
+def test_the_python_example_runs_verbatim(ray_cluster: Cluster, tmp_path: Path) -> None:
+    """The README's "Use from Python" example, as written, in a fresh interpreter with a fresh
+    state dir: it runs its objective to the end and prints the typed answer's steps."""
+    script = tmp_path / "example.py"
+    script.write_text(readme_python("## Use from Python"))
+    env = coop_env(ray_cluster, COOP_STATE_DIR=str(tmp_path / "state"), PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].endswith("max-tasks 5 results"), done.stdout
+    assert len(lines) >= 3 and lines[2].startswith("- ") and lines[2].endswith(" weeks)")
+    assert "Traceback" not in done.stderr

@@ -61,8 +61,17 @@ def submit(
 ) -> tuple[str, subprocess.CompletedProcess[str]]:
     """`ray job submit ... -- coop start <objective> --llm offline <flags>`; the state dir
     reaches the entrypoint through the job's runtime env."""
-    job_id = f"coop-{uuid.uuid4().hex[:8]}"
     runtime_env = {"env_vars": {"COOP_STATE_DIR": str(state), "COLUMNS": "200"}}
+    # the coop beside this interpreter: no activated virtualenv needed
+    entrypoint = [str(COOP), "start", objective, "--llm", "offline", *flags]
+    return submit_job(cluster, runtime_env, entrypoint, wait=wait)
+
+
+def submit_job(
+    cluster: LocalCluster, runtime_env: dict[str, object], entrypoint: list[str], wait: bool
+) -> tuple[str, subprocess.CompletedProcess[str]]:
+    """`ray job submit --runtime-env-json ... -- <entrypoint>`, under a fresh submission id."""
+    job_id = f"coop-{uuid.uuid4().hex[:8]}"
     proc = ray(
         cluster,
         "job",
@@ -75,12 +84,7 @@ def submit(
         json.dumps(runtime_env),
         *([] if wait else ["--no-wait"]),
         "--",
-        str(COOP),  # the coop beside this interpreter: no activated virtualenv needed
-        "start",
-        objective,
-        "--llm",
-        "offline",
-        *flags,
+        *entrypoint,
     )
     return job_id, proc
 
@@ -261,3 +265,26 @@ def test_ray_job_stop_stops_the_run_cleanly(cluster: LocalCluster, state_dir: Pa
     logs = api.get_job_logs(job_id)
     assert "finished (stopped by user)" in logs
     assert f"report: {state_dir / 'reports' / f'{oid}.md'}" in logs
+
+
+def test_a_python_script_using_the_api_runs_as_a_ray_job(
+    cluster: LocalCluster, state_dir: Path
+) -> None:
+    """`ray job submit -- python script.py`, the script a user's driver: `coop.run` attaches to
+    the job's cluster (the address and token the supervisor gives it, no cluster of its own),
+    runs the objective to its end, and the script reads the answer and its typed status."""
+    objective = f"Draft a seed swap flyer [{uuid.uuid4().hex[:6]}]"
+    script = state_dir / "driver.py"
+    script.write_text(
+        "import coop, ray\n"
+        f"run = coop.run({objective!r}, llm='offline', max_tasks=2, workers=1)\n"
+        "print('GCS', ray.get_runtime_context().gcs_address)\n"
+        "print('ENDED', run.status().reason.value, run.answer.revision, bool(run.answer.text))\n"
+    )
+    runtime_env = {"env_vars": {"COOP_STATE_DIR": str(state_dir), "PYTHONPATH": str(ROOT)}}
+    job_id, proc = submit_job(cluster, runtime_env, [sys.executable, str(script)], wait=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and f"Job '{job_id}' succeeded" in out, out[-3000:]
+    logs = jobs_api(cluster).get_job_logs(job_id)
+    assert f"GCS {cluster.address}" in logs and "ENDED max-tasks 1 True" in logs, logs[-3000:]
+    assert (state_dir / "reports" / f"{objective_id(objective)}.md").is_file()

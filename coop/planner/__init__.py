@@ -48,6 +48,7 @@ class Hooks:
     progress: Callable[[BoardClient], AbstractContextManager[None]] | None = None
     review: Review | None = None
     traces: Callable[[BoardClient], AbstractContextManager[None]] | None = None  # live spans
+    opened: Callable[[BoardClient], None] | None = None  # told once the board is planned here
 
 
 def _open(
@@ -132,6 +133,8 @@ def start(
         planner.settings = settings = board.run_settings()
     if new:
         board.add([settings.initial_task], planner=name)
+    if hooks.opened is not None:
+        hooks.opened(board)
     crew = hooks.workers(board, settings)
     showing = (
         hooks.progress(board)

@@ -17,6 +17,10 @@ citations (degenerate.py) — is asked for once more, told what was wrong with i
 degenerate answer is kept, marked with its `flaw`, for status, the report and
 `coop results --final` to say so. Only citations of the run's own tasks are counted.
 
+With an answer schema, the answer is JSON matching it (answers.py): asked for with structured
+outputs where the server takes them, else in words; a reply that does not match is asked for
+once more, shown its error; a second miss is kept as written, marked `invalid`.
+
 Every call is an ordinary counted, rate-limited call. Before the first, the whole synthesis's
 likely cost is held against what is left of the budget, so a run stopped by a cap gets its
 answer only if `--synthesis-reserve` kept room for it, and says so if not.
@@ -24,15 +28,17 @@ answer only if `--synthesis-reserve` kept room for it, and says so if not.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import math
 import re
 from collections.abc import Callable, Sequence
 
-from coop import agents, degenerate
+from coop import agents, answers, degenerate
 from coop import constants as C
 from coop.calls import Context, ask
-from coop.llm import LLMContextError, LLMError
+from coop.llm import LLMContextError, LLMError, NoStructuredOutputs
 from coop.types import Answer, Kind, Result
 
 log = logging.getLogger(__name__)
@@ -67,6 +73,8 @@ def synthesize(
         return Answer(missing=f"{short}; keep part of a cap for it with --synthesis-reserve")
     try:
         last = _condense(ctx, items, groups)
+        if ctx.settings.answer_schema:
+            return _typed(ctx, last, ended, {r.task_id for r in results})
         body, met, flaw = _final(ctx, last, ended, "")
         if flaw and not ctx.board.budget_short(*_price(ctx, [last])):
             log.warning("the model's answer %s; asking once more", flaw)
@@ -77,8 +85,49 @@ def synthesize(
         return Answer(missing="the model's answer was empty")
     if flaw:
         log.warning("the model's answer %s: kept, and marked so", flaw)
-    cited = sorted({int(n) for n in _CITED.findall(body)} & {r.task_id for r in results})
-    return Answer(text=body, cited=cited, met=met, flaw=flaw)
+    return Answer(text=body, cited=_cites(body, {r.task_id for r in results}), met=met, flaw=flaw)
+
+
+def _typed(ctx: Context, part: list[str], ended: str, tasks: set[int]) -> Answer:
+    """The answer as JSON matching the run's schema: with structured outputs where the server
+    takes them, else asked in words and parsed; asked once more, shown its error, if it does
+    not match. One that never does is kept as written, marked `invalid`."""
+    schema = json.loads(ctx.settings.answer_schema)
+    structured, text, error = True, "", ""
+    for _ in range(2):
+        build = functools.partial(
+            agents.typed_synthesis_prompt,
+            ctx.objective,
+            part,
+            ctx.llm.tokenizer,
+            ended=ended,
+            schema=ctx.settings.answer_schema,
+            error=error,
+            last=text,
+        )
+        try:
+            text, _ = ask(ctx, Kind.SYNTHESIS, build, schema=schema if structured else None)
+        except NoStructuredOutputs as exc:
+            log.info("the model server takes no structured outputs (%s): asking in words", exc)
+            structured = False
+            text, _ = ask(ctx, Kind.SYNTHESIS, build)
+        value, error = answers.check(text, schema)
+        if not error:
+            data = json.dumps(value, ensure_ascii=False)
+            return Answer(
+                text=json.dumps(value, indent=2, ensure_ascii=False),
+                cited=_cites(data, tasks),
+                data=data,
+            )
+        log.warning("the model's answer does not match the schema: %s", error)
+    if not text.strip():
+        return Answer(missing="the model's answer was empty")
+    return Answer(text=text, cited=_cites(text, tasks), invalid=error)
+
+
+def _cites(text: str, tasks: set[int]) -> list[int]:
+    """The run's own tasks `text` cites as [#id]."""
+    return sorted({int(n) for n in _CITED.findall(text)} & tasks)
 
 
 def group(items: Sequence[str], size: Callable[[list[str]], int], room: int) -> list[list[str]]:

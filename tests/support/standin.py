@@ -74,6 +74,8 @@ class Call:
     completion_tokens: int = 0
     turn: int = 0  # the model's earlier turns in the conversation: which step of a task it is
     at: float = 0.0  # when it was answered
+    system: str = ""  # the request's system message: the run's instructions
+    structured: bool = False  # asked with response_format json_schema
 
 
 @dataclass
@@ -92,6 +94,10 @@ class StandIn:
     scripted: dict[str, list[str]] = field(default_factory=dict)
     """Replies by agent kind ("synthesis", "creation"…), served in order, the last one again
     and again: what a real model said, in place of the simulator's."""
+    structured: bool = True
+    """Whether it takes `response_format` json_schema (structured outputs), as vLLM and OpenAI
+    do, holding the answer to the schema; False: it refuses them with a 400, as servers
+    without them do."""
     calls: list[Call] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -211,7 +217,9 @@ class StandIn:
         """(status, JSON payload or an HTML page, extra headers, seconds to wait first)."""
         instance = headers.get(INSTANCE_HEADER, "")
         model = str(body.get("model", ""))
-        prompt = _prompt(body) if path.endswith("/chat/completions") else ""
+        chat = path.endswith("/chat/completions")
+        prompt = _prompt(body) if chat else ""
+        system = _prompt(body, "system") if chat else ""
         kind = next((k for k, m in PROMPT_MARKERS.items() if prompt.startswith(m)), "other")
         call = Call(
             path,
@@ -223,6 +231,7 @@ class StandIn:
             if kind == "execution"
             else "",
         )
+        call.system = system
         messages = body.get("messages") or []
         call.turn = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
         status, payload, extra, delay = self._answer(path, headers, body, prompt, call)
@@ -260,14 +269,21 @@ class StandIn:
         if path.endswith("/embeddings"):
             return 200, self._embeddings(body, call), {}, delay
         if path.endswith("/chat/completions"):
+            if _schema(body) is not None and not self.structured:
+                message = "response_format type 'json_schema' is not supported by this server"
+                return 400, _error(message, "invalid_request_error"), {}, 0.0
             return 200, self._chat(prompt, body, call), {}, delay
         return 404, _error(f"no route {path}", "not_found"), {}, 0.0
 
     def _chat(self, prompt: str, body: dict[str, Any], call: Call) -> dict[str, Any]:
         tools = [t["function"]["name"] for t in body.get("tools") or () if "function" in t]
         asked: list[tuple[str, dict[str, Any]]] = []
+        schema = _schema(body)
+        call.structured = schema is not None
         if self.roll(self.faults.rate_malformed):
             text = MALFORMED
+        elif schema is not None:  # decoding held to the schema
+            text = json.dumps(self.simulator.instance(schema, prompt))
         elif self.scripted.get(call.kind):
             replies = self.scripted[call.kind]
             text = replies.pop(0) if len(replies) > 1 else replies[0]
@@ -280,7 +296,7 @@ class StandIn:
             text = self._tokenizer.trim(text, int(limit))
         if self.faults.escape:
             text = html.escape(text)
-        call.prompt_tokens = self._tokenizer.count(prompt)
+        call.prompt_tokens = self._tokenizer.count(prompt) + self._tokenizer.count(call.system)
         call.completion_tokens = self._tokenizer.count(text) + 10 * len(asked)
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
         if asked:
@@ -349,9 +365,21 @@ MakeStandIn = Callable[..., StandIn]
 """The `make_standin` fixture: a server made to measure for one test."""
 
 
-def _prompt(body: dict[str, Any]) -> str:
-    messages = body.get("messages") or []
-    return "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
+def _prompt(body: dict[str, Any], role: str = "") -> str:
+    """The text of the request's messages: of those with `role`, or (by default) of all but
+    the system message, which a model reads as standing instructions, not as the prompt."""
+    messages = [m for m in body.get("messages") or () if isinstance(m, dict)]
+    chosen = [m for m in messages if (m.get("role") == role if role else m.get("role") != "system")]
+    return "\n".join(str(m.get("content") or "") for m in chosen)
+
+
+def _schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON Schema a request's `response_format` holds the answer to, if any."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    schema = (fmt.get("json_schema") or {}).get("schema")
+    return schema if isinstance(schema, dict) else {}
 
 
 def _error(message: str, code: str) -> dict[str, Any]:
