@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jsonschema
@@ -75,6 +75,8 @@ class Toolbox:
             out = ToolOutput.error(f"there is no tool {name!r}; the tools are: {known}")
             return Ran(name, "", out, 0.0, 0)
         provider, spec = found
+        if spec.timeout:
+            at = replace(at, timeout=spec.timeout)
         try:
             args = json.loads(arguments or "{}")
             if not isinstance(args, dict):
