@@ -25,11 +25,12 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints, overload
+from typing import Any, TypedDict, get_type_hints, overload
 
 import pydantic
 import pydantic_core
 import ray
+from typing_extensions import Unpack  # typing has it from 3.11; pydantic brings this
 
 from coop.board import BoardClient
 from coop.errors import CoopError
@@ -250,40 +251,40 @@ def _arguments(fn: Callable[..., Any], where: str) -> tuple[str, type[pydantic.B
     return context, model
 
 
+class Options(TypedDict, total=False):
+    """What `@coop.tool(...)` takes: a name, a placement (each call a Ray task with
+    `resources={"GPU": 1}`, `num_cpus=`, `memory=` bytes, `runtime_env=`) and a timeout in
+    seconds."""
+
+    name: str
+    resources: Mapping[str, float]
+    num_cpus: float
+    memory: int
+    runtime_env: Mapping[str, Any]
+    timeout: float
+
+
 @overload
 def tool(fn: Callable[..., Any], /) -> Tool: ...
 
 
 @overload
-def tool(
-    *,
-    name: str | None = None,
-    resources: Mapping[str, float] | None = None,
-    num_cpus: float | None = None,
-    memory: int | None = None,
-    runtime_env: Mapping[str, Any] | None = None,
-    timeout: float | None = None,
-) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(**options: Unpack[Options]) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(
-    fn: Callable[..., Any] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    resources: Mapping[str, float] | None = None,
-    num_cpus: float | None = None,
-    memory: int | None = None,
-    runtime_env: Mapping[str, Any] | None = None,
-    timeout: float | None = None,
+    fn: Callable[..., Any] | None = None, /, **options: Unpack[Options]
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """`@coop.tool`, or `@coop.tool(...)` with a name, a placement (`resources={"GPU": 1}`,
-    `num_cpus=`, `memory=` bytes, `runtime_env=`: each call a Ray task with them) or a
-    timeout in seconds."""
-    placement = Placement(dict(resources or {}), num_cpus, memory, runtime_env)
+    """`@coop.tool`, or `@coop.tool(...)` with `Options`."""
+    placement = Placement(
+        dict(options.get("resources") or {}),
+        options.get("num_cpus"),
+        options.get("memory"),
+        options.get("runtime_env"),
+    )
 
     def make(f: Callable[..., Any]) -> Tool:
-        return Tool(f, name, placement, timeout)
+        return Tool(f, options.get("name"), placement, options.get("timeout"))
 
     return make(fn) if fn is not None else make
 
