@@ -31,6 +31,7 @@ from coop import (
 from coop import constants as C
 from coop.errors import CoopError
 from coop.text import one_line
+from coop.tools.functions import load
 from coop.tools.kit import Kit, mcp_file, read_caps
 from coop.types import Reason
 
@@ -60,6 +61,14 @@ mcp_option = click.option(
     type=click.Path(dir_okay=False),
     metavar="FILE",
     help="MCP servers for this node's workers: an mcpServers JSON file (stdio or url).",
+)
+tool_option = click.option(
+    "--tool",
+    "python_tools",
+    multiple=True,
+    metavar="MODULE:FUNCTION",
+    help="A Python function this node's workers offer as a tool, imported by its path, "
+    "e.g. mypkg.tools:search (repeatable; a @coop.tool keeps its name and placement).",
 )
 cap_option = click.option(
     "--cap",
@@ -275,6 +284,7 @@ def cli(quiet: bool) -> None:
     help="A network the fetch tool may reach though not public (repeatable).",
 )
 @mcp_option
+@tool_option
 @cap_option
 @otlp_endpoint_option
 @otlp_content_option
@@ -287,6 +297,7 @@ def start(
     concurrency: int,
     address: str | None,
     mcp: str | None,
+    python_tools: tuple[str, ...],
     cap: tuple[str, ...],
     otlp_endpoint: str | None,
     otlp_content: bool,
@@ -299,13 +310,16 @@ def start(
         tracing.check(otlp_endpoint)
     text = objective.strip() if resume else config.check_objective(objective)
     live = sys.stderr.isatty() and logging.getLogger("coop").isEnabledFor(logging.INFO)
-    kit = Kit(mcp=mcp_file(mcp), caps=read_caps(cap))  # for this process's own workers
+    kit = Kit(  # for this process's own workers
+        mcp=mcp_file(mcp), caps=read_caps(cap), functions=tuple(map(load, python_tools))
+    )
     settings["fetch_allow"] = tuple(settings["fetch_allow"])
     hooks = planner.Hooks(
         workers=functools.partial(crew.start_crew, count=workers, concurrency=concurrency, kit=kit),
         progress=functools.partial(status.progress_line, Console(stderr=True)) if live else None,
         review=status.review_tasks,
         traces=traces,
+        check=kit.check,
     )
     ctx = click.get_current_context()
     changes = {  # caps given on the command line: a resumed objective takes them
@@ -339,6 +353,7 @@ def start(
 )
 @_tools("Built-in tools this worker offers besides the run's.")
 @mcp_option
+@tool_option
 @cap_option
 @click.option(
     "--resources",
@@ -358,12 +373,20 @@ def join(
     address: str | None,
     tools: tuple[str, ...],
     mcp: str | None,
+    python_tools: tuple[str, ...],
     cap: tuple[str, ...],
     resources: str | None,
     sandbox: str | None,
 ) -> int:
     """Work on OBJECTIVE (id, id prefix or exact text) until it finishes."""
-    kit = Kit(tools, mcp_file(mcp), read_caps(cap), sandbox or "", _resources(resources))
+    kit = Kit(
+        tools,
+        mcp_file(mcp),
+        read_caps(cap),
+        sandbox or "",
+        _resources(resources),
+        tuple(map(load, python_tools)),
+    )
     done = crew.join(objective, address, concurrency, node, kit)
     console.print(
         f"{done.worker} on node {done.node[:8] or '?'}: {done.completed} completed, "

@@ -48,6 +48,9 @@ class Hooks:
     progress: Callable[[BoardClient], AbstractContextManager[None]] | None = None
     review: Review | None = None
     traces: Callable[[BoardClient], AbstractContextManager[None]] | None = None  # live spans
+    check: Callable[[RunSettings], None] | None = None
+    """What the local workers need of the cluster (a placed tool some node can run), checked
+    once connected and before the objective is opened: a bad kit is one line, nothing made."""
 
 
 def _open(
@@ -98,6 +101,8 @@ def start(
         # decided once for the objective: workers do not try for an encoding the planner lacks
         settings = replace(settings, exact_tokens=probe.tokenizer.exact)
     conn = cluster.connect(address, start_local=True, stream_logs=True)
+    if hooks.check is not None:
+        hooks.check(settings)
     board, objective, settings, new = _open(
         objective, settings, root, resume=resume, standby=standby
     )
