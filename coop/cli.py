@@ -168,7 +168,26 @@ def cli(quiet: bool) -> None:
     config.LLM_CHOICES,
     "openai: any OpenAI-compatible server; offline: the simulated model.",
 )
-@click.option("--model", envvar="COOP_MODEL", default=C.DEFAULT_MODEL, show_default=True)
+@click.option(
+    "--model",
+    envvar="COOP_MODEL",
+    default=C.DEFAULT_MODEL,
+    show_default=True,
+    help="The model of every role not given one of its own below.",
+)
+@click.option(
+    "--planner-model",
+    envvar="COOP_PLANNER_MODEL",
+    default="",
+    help="The planner's model: task creation, prioritization, the completion check.",
+)
+@click.option("--worker-model", envvar="COOP_WORKER_MODEL", default="", help="The workers' model.")
+@click.option(
+    "--answer-model",
+    envvar="COOP_ANSWER_MODEL",
+    default="",
+    help="The model that writes the answer from the results.",
+)
 @click.option(
     "--embedding-model",
     envvar="COOP_EMBEDDING_MODEL",

@@ -27,6 +27,18 @@ LLM_CHOICES = ("openai", "offline")
 TOOL_CHOICES = ("workspace", "python", "fetch")
 """The built-in tools (`--tools`): each off unless enabled."""
 SANDBOX_CHOICES = ("auto", "bubblewrap", "namespaces", "process")
+ROLES = ("planner", "worker", "answer")
+"""Who calls the model, each with a model of its own (`--planner-model`…; `--model` for all):
+the planner (task creation, prioritization, the completion check), the workers (execution
+steps) and the synthesis of the answer."""
+ROLE_OF_KIND = {
+    "creation": "planner",
+    "prioritization": "planner",
+    "completion-check": "planner",
+    "execution": "worker",
+    "synthesis": "answer",
+}
+"""Which role makes each kind of model call (coop.types.Kind's values)."""
 
 
 def load_env() -> None:
@@ -49,6 +61,9 @@ class RunSettings:
 
     llm: str = "openai"
     model: str = C.DEFAULT_MODEL
+    planner_model: str = ""  # each role's model; "" for `model`
+    worker_model: str = ""
+    answer_model: str = ""
     embedding_model: str = C.DEFAULT_EMBEDDING_MODEL
     base_url: str | None = None
     initial_task: str = C.DEFAULT_INITIAL_TASK
@@ -75,6 +90,7 @@ class RunSettings:
     synthesis_reserve: float = C.DEFAULT_SYNTHESIS_RESERVE  # share of a cap kept for the answer
     approve: bool = False  # new tasks wait for a person's approval before anyone leases them
     prices: tuple[float, float, float] = (0.0, 0.0, 0.0)  # USD per 1M: in, out, embedding
+    role_prices: tuple[tuple[str, float, float], ...] = ()  # (role, in, out): its own model's
     memory: str = "cluster"  # one of C.MEMORY_CHOICES
     weaviate_url: str | None = None  # WEAVIATE_URL when the objective was created, redacted
     weaviate_collection: str = C.DEFAULT_COLLECTION
@@ -83,10 +99,28 @@ class RunSettings:
     """Settings `coop start --resume` may change: the caps, to continue a finished objective."""
 
     def cost(self, kind: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for one call of `kind`, at the prices of the model its role uses."""
         p_in, p_out, p_embed = self.prices
         if kind == "embedding":
             return prompt_tokens * p_embed / 1e6
+        role = ROLE_OF_KIND.get(kind, "worker")
+        p_in, p_out = next(((i, o) for r, i, o in self.role_prices if r == role), (p_in, p_out))
         return (prompt_tokens * p_in + completion_tokens * p_out) / 1e6
+
+    def model_of(self, role: str) -> str:
+        """The model `role` (one of ROLES) calls."""
+        named: str = getattr(self, f"{role}_model")
+        return named or self.model
+
+    def model_for(self, kind: str) -> str:
+        """The model a call of `kind` (coop.types.Kind's values) goes to."""
+        if kind == "embedding":
+            return self.embedding_model
+        return self.model_of(ROLE_OF_KIND.get(kind, "worker"))
+
+    def models(self) -> dict[str, str]:
+        """Each role's model, in ROLES order."""
+        return {role: self.model_of(role) for role in ROLES}
 
     @property
     def simulated(self) -> bool:
@@ -97,7 +131,11 @@ class RunSettings:
         if self.simulated:
             return C.SIMULATED_LABEL
         where = f" at {self.base_url}" if self.base_url else ""
-        return f"openai-compatible {self.model}{where}"
+        models = self.models()
+        if len(set(models.values())) == 1:
+            return f"openai-compatible {self.model}{where}"
+        said = ", ".join(f"{role} {model}" for role, model in models.items())
+        return f"openai-compatible ({said}){where}"
 
     def validate(self) -> RunSettings:
         if self.llm not in LLM_CHOICES:
@@ -132,7 +170,13 @@ class RunSettings:
             raise CoopError("--synthesis-reserve is a share of the caps: from 0 to below 1")
         if self.simulated:
             return replace(
-                self, model=C.OFFLINE_MODEL, embedding_model=C.OFFLINE_MODEL, base_url=None
+                self,
+                model=C.OFFLINE_MODEL,
+                embedding_model=C.OFFLINE_MODEL,
+                base_url=None,
+                planner_model="",
+                worker_model="",
+                answer_model="",
             )
         if self.max_prompt_tokens <= self.max_completion_tokens:
             raise CoopError(
@@ -165,13 +209,18 @@ def new_settings(**options: Any) -> RunSettings:
     ).validate()
     table = price_table()
     chat, embed = _price(table, settings.model), _price(table, settings.embedding_model)
-    if settings.max_cost and chat is None:
-        raise CoopError(
-            f"--max-cost needs a price for {settings.model}: set COOP_PRICES="
-            f"'{{\"{settings.model}\": [usd_per_1M_input, usd_per_1M_output]}}'"
-        )
+    roles: list[tuple[str, float, float]] = []
+    for role, model in settings.models().items():
+        price = _price(table, model)
+        if settings.max_cost and price is None:
+            raise CoopError(
+                f"--max-cost needs a price for {model}: set COOP_PRICES="
+                f"'{{\"{model}\": [usd_per_1M_input, usd_per_1M_output]}}'"
+            )
+        if model != settings.model:
+            roles.append((role, *(price or (0.0, 0.0))))
     chat, embed = chat or (0.0, 0.0), embed or (0.0, 0.0)
-    return replace(settings, prices=(chat[0], chat[1], embed[0]))
+    return replace(settings, prices=(chat[0], chat[1], embed[0]), role_prices=tuple(roles))
 
 
 def price_table() -> dict[str, tuple[float, float]]:

@@ -95,7 +95,7 @@ def start(
     root = journal.state_dir()
     checked = 0  # tokens the check of the model spent: charged once the board is open
     if not (resume or standby):  # a missing key, model or memory fails here, before anything
-        probe = make_llm(settings, name)
+        probe = make_llm(settings, name, "planner")
         checked = probe.check()
         memories.check(settings, root)
         # decided once for the objective: workers do not try for an encoding the planner lacks
@@ -107,7 +107,7 @@ def start(
         objective, settings, root, resume=resume, standby=standby
     )
     oid = board.objective_id
-    llm = make_llm(settings, name)
+    llm = make_llm(settings, name, "planner")
     if resume or standby:  # settings from the board: its model and memory are checked now
         checked = llm.check()
         memories.check(settings, root)
@@ -189,7 +189,8 @@ def _answer(planner: Planner, board: BoardClient, files: dict[str, str]) -> Answ
     pending = board.pulse().pending
     ended = f"{reason.value}{f' ({detail})' if detail else ''}; tasks completed: "
     ended += f"{len(results)}, still pending: {pending}"
-    written = synthesize(planner.ctx, results, ended, list(files.items()))
+    answering = make_llm(planner.settings, planner.name, "answer")  # the answer's own model
+    written = synthesize(replace(planner.ctx, llm=answering), results, ended, list(files.items()))
     answer = board.record_answer(planner.name, written)
     if answer.text:
         log.info(
