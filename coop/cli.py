@@ -131,6 +131,13 @@ def _resources(raw: str | None) -> dict[str, float]:
     return amounts
 
 
+def _role_model(role: str, help: str) -> Callable[[F], F]:
+    """`--<role>-model`: one role's own model (config.ROLES), else `--model`."""
+    return click.option(
+        f"--{role}-model", envvar=f"COOP_{role.upper()}_MODEL", default="", help=help
+    )
+
+
 def _float(name: str, default: float, kind: click.FloatRange, help: str) -> Callable[[F], F]:
     return click.option(
         name,
@@ -175,19 +182,9 @@ def cli(quiet: bool) -> None:
     show_default=True,
     help="The model of every role not given one of its own below.",
 )
-@click.option(
-    "--planner-model",
-    envvar="COOP_PLANNER_MODEL",
-    default="",
-    help="The planner's model: task creation, prioritization, the completion check.",
-)
-@click.option("--worker-model", envvar="COOP_WORKER_MODEL", default="", help="The workers' model.")
-@click.option(
-    "--answer-model",
-    envvar="COOP_ANSWER_MODEL",
-    default="",
-    help="The model that writes the answer from the results.",
-)
+@_role_model("planner", "The planner's model: task creation, prioritization, the completion check.")
+@_role_model("worker", "The workers' model: the steps of each task.")
+@_role_model("answer", "The model that writes the answer from the results.")
 @click.option(
     "--embedding-model",
     envvar="COOP_EMBEDDING_MODEL",
