@@ -149,7 +149,7 @@ class OfflineLLM:
         """A plain prompt is `complete`'s; a conversation with tools is the simulator's."""
         if not tools and len(messages) == 1:
             return self.complete(str(messages[0].get("content", "")), max_tokens)
-        text, calls = self.simulator.chat(messages, [t["function"]["name"] for t in tools])
+        text, calls = self.simulator.chat(messages, tools)
         text = self.tokenizer.trim(text, max_tokens)
         asked = [ToolCall(f"call-{i}", n, json.dumps(args)) for i, (n, args) in enumerate(calls)]
         prompt = self.tokenizer.count(json.dumps(messages))

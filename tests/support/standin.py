@@ -277,7 +277,7 @@ class StandIn:
         elif tools and (asked := self._scripted_call(body.get("messages") or [], tools)):
             text = ""
         elif tools:  # the simulator's tool use, as tool_calls
-            text, asked = self.simulator.chat(body.get("messages") or [], tools)
+            text, asked = self.simulator.chat(body.get("messages") or [], body["tools"])
         else:
             text = self.simulator.reply(prompt)
         limit = body.get("max_tokens") or body.get("max_completion_tokens")
