@@ -68,6 +68,7 @@ def main() -> int:
     state = Path(tempfile.mkdtemp(prefix="coop-bench-tools-"))
     os.environ["COOP_STATE_DIR"] = str(state)
     ray.init(
+        address="local",  # a cluster of its own, never one already running here
         num_cpus=2,
         resources={RESOURCE: 1},
         include_dashboard=False,
