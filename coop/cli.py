@@ -329,13 +329,14 @@ def start(
     kit = Kit(  # for this process's own workers
         mcp=mcp_file(mcp), caps=read_caps(cap), functions=tuple(map(load, python_tools))
     )
+    kit.check_names()
     settings["fetch_allow"] = tuple(settings["fetch_allow"])
     hooks = planner.Hooks(
         workers=functools.partial(crew.start_crew, count=workers, concurrency=concurrency, kit=kit),
         progress=functools.partial(status.progress_line, Console(stderr=True)) if live else None,
         review=status.review_tasks,
         traces=traces,
-        check=kit.check,
+        check=kit.check_cluster,
     )
     ctx = click.get_current_context()
     changes = {  # caps given on the command line: a resumed objective takes them
@@ -403,6 +404,7 @@ def join(
         _resources(resources),
         tuple(map(load, python_tools)),
     )
+    kit.check_names()
     done = crew.join(objective, address, concurrency, node, kit)
     console.print(
         f"{done.worker} on node {done.node[:8] or '?'}: {done.completed} completed, "

@@ -49,11 +49,16 @@ def _tool_steps(events: list[dict[str, Any]], tool: str) -> list[dict[str, Any]]
     return [e for e in events if e["event"] == "step" and e["kind"] == "tool" and e["tool"] == tool]
 
 
+def _worker(log: Path) -> str:
+    """The worker a `coop join` ran, from its last line."""
+    return log.read_text().strip().splitlines()[-1].split(" on node ", 1)[0]
+
+
 def test_placed_tools_run_where_their_resource_is(
     cluster: LocalCluster, make_standin: MakeStandIn, tmp_path: Path
 ) -> None:
     server = make_standin(
-        simulator=Simulator(fanout=2, limit=2),
+        simulator=Simulator(fanout=3, limit=3),
         tool_args={"where": [{}], "here": [{}], "stuck": [{}]},
     )
     env = cluster.client_env(coop_env(None, server))
@@ -92,6 +97,11 @@ def test_placed_tools_run_where_their_resource_is(
     assert f"on node {node_b[:8]}" in (tmp_path / "b.log").read_text()
     shown = run_coop("events", oid, "--json", env=env)
     events = [json.loads(line) for line in shown.stdout.splitlines()]
+    # each tool is a capability: a task that needs one went to the worker offering it
+    caps = {_worker(tmp_path / "a.log"): {"where", "stuck"}, _worker(tmp_path / "b.log"): {"here"}}
+    needs = {t[0]: set(t[3]) for e in events if e["event"] == "added" for t in e["tasks"]}
+    done_by = {e["id"]: e["worker"] for e in events if e["event"] == "completed"}
+    assert any(needs.values()) and all(needs[t] <= caps[w] for t, w in done_by.items())
     wheres = _tool_steps(events, "where")
     assert wheres and all(s["ok"] and s["text"] == node_b for s in wheres)
     heres = _tool_steps(events, "here")

@@ -25,7 +25,7 @@ from coop.tools.functions import Tool, ToolDefinitionError, as_text, check_place
 from coop.tools.kit import Kit
 from coop.tools.mcp import ServerConfig
 from coop.types import EventKind, Reason
-from tests.support.procs import coop_env, spawn_start, unique
+from tests.support.procs import assert_one_line_error, coop_env, run_coop, spawn_start, unique
 from tests.support.standin import MakeStandIn
 
 
@@ -208,3 +208,26 @@ def test_a_resource_no_node_has_is_one_line_naming_it(ray_cluster: Cluster) -> N
     assert "asks for 1 TPU: no node of the cluster has that much" in str(caught.value)
     with pytest.raises(ToolDefinitionError, match="asks for 64 CPU"):
         check_placeable([coop.tool(num_cpus=64)(broken)])
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["join", "x", "--tool", "tests.nowhere:f"], "--tool 'tests.nowhere:f' does not import"),
+        (["join", "x", "--tool", "tests.test_pytools:absent"], "has no function 'absent'"),
+        (
+            ["start", "y", "--llm", "offline", *["--tool", "tests.test_pytools:lookup"] * 2],
+            "two tools named 'lookup': the name is another Python tool's",
+        ),
+        (
+            ["join", "x", "--cap", "note", "--tool", "tests.test_pytools:note"],
+            "the name is a --cap's",
+        ),
+    ],
+)
+def test_bad_tools_on_the_command_line_are_one_line_before_connecting(
+    args: list[str], said: str
+) -> None:
+    """No cluster is given or running for these: the line comes before any connection."""
+    proc = run_coop(*args, env=coop_env(None, RAY_ADDRESS="127.0.0.1:1"), timeout=60)
+    assert_one_line_error(proc, said)

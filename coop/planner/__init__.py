@@ -48,7 +48,7 @@ class Hooks:
     progress: Callable[[BoardClient], AbstractContextManager[None]] | None = None
     review: Review | None = None
     traces: Callable[[BoardClient], AbstractContextManager[None]] | None = None  # live spans
-    check: Callable[[RunSettings], None] | None = None
+    check: Callable[[], None] | None = None
     """What the local workers need of the cluster (a placed tool some node can run), checked
     once connected and before the objective is opened: a bad kit is one line, nothing made."""
 
@@ -102,7 +102,7 @@ def start(
         settings = replace(settings, exact_tokens=probe.tokenizer.exact)
     conn = cluster.connect(address, start_local=True, stream_logs=True)
     if hooks.check is not None:
-        hooks.check(settings)
+        hooks.check()
     board, objective, settings, new = _open(
         objective, settings, root, resume=resume, standby=standby
     )

@@ -65,13 +65,18 @@ class Kit:
                     f"MCP server {server.name!r} has the name of a built-in tool or a --cap: "
                     "rename it in the file"
                 )
-        self._check_functions()
+        self.check_names()
+        self.check_cluster()
         if "python" in self.builtins(settings):
             choose(self.sandbox or settings.sandbox)  # SandboxUnavailable, in one line
 
-    def _check_functions(self) -> None:
+    def check_cluster(self) -> None:
+        """Some node of the connected cluster can run each placed Python tool."""
+        check_placeable([t for t in self.functions if t.placement])
+
+    def check_names(self) -> None:
         """Each Python tool's name is its own: not another's, a built-in's, a --cap's or an MCP
-        server's (whose tools are `server__tool`); and some node can run each placed one."""
+        server's (whose tools are `server__tool`). Needs no cluster: said before connecting."""
         seen: set[str] = set()
         servers = {s.name.lower() for s in self.mcp}
         for t in self.functions:
@@ -88,7 +93,6 @@ class Kit:
                     "give one another with @coop.tool(name=...)"
                 )
             seen.add(t.name)
-        check_placeable([t for t in self.functions if t.placement])
 
 
 def toolbox(board: BoardClient, settings: RunSettings, kit: Kit) -> tuple[Toolbox, str]:
