@@ -6,6 +6,8 @@ starts."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,12 +22,27 @@ from coop import crew, registry
 from coop.board import BoardClient
 from coop.config import RunSettings
 from coop.simulate import Simulator
-from coop.tools import ToolOutput
-from coop.tools.functions import Tool, ToolDefinitionError, as_text, check_placeable, load
+from coop.tools import Invocation, ToolOutput
+from coop.tools.box import Toolbox
+from coop.tools.functions import (
+    FunctionProvider,
+    Tool,
+    ToolDefinitionError,
+    as_text,
+    check_placeable,
+    load,
+)
 from coop.tools.kit import Kit
 from coop.tools.mcp import ServerConfig
 from coop.types import EventKind, Reason
-from tests.support.procs import assert_one_line_error, coop_env, run_coop, spawn_start, unique
+from tests.support.procs import (
+    STATE_DIR,
+    assert_one_line_error,
+    coop_env,
+    run_coop,
+    spawn_start,
+    unique,
+)
 from tests.support.standin import MakeStandIn
 
 
@@ -59,6 +76,20 @@ def note(path: str, ctx: coop.ToolContext) -> str:
     """Writes a note to the shared workspace."""
     written, said = ctx.workspace.write(path, f"from task {ctx.task_id}")
     return f"{written}: {said}"
+
+
+@coop.tool(num_cpus=0.1)
+def dies(marker: str) -> str:
+    """Counts its runs in a file, then ends its own process."""
+    with open(marker, "a") as f:
+        f.write("ran\n")
+    os._exit(1)
+
+
+@coop.tool(num_cpus=0.1, runtime_env={"env_vars": {"COOP_TOOL_TEST": "set by runtime_env"}})
+def environ(name: str) -> str:
+    """A variable of the process the call ran in."""
+    return os.environ.get(name, "unset")
 
 
 def _steps(board: BoardClient, tool: str) -> list[dict[str, Any]]:
@@ -231,3 +262,19 @@ def test_bad_tools_on_the_command_line_are_one_line_before_connecting(
     """No cluster is given or running for these: the line comes before any connection."""
     proc = run_coop(*args, env=coop_env(None, RAY_ADDRESS="127.0.0.1:1"), timeout=60)
     assert_one_line_error(proc, said)
+
+
+def test_a_placed_call_is_never_retried_and_takes_its_runtime_env(
+    ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    """Ray retries a task whose worker died (3 times by default): a placed tool's call is made
+    once — the step ledger, not Ray, decides what runs again."""
+    board = registry.create_board(unique("Placed calls"), RunSettings(llm="offline"), STATE_DIR)
+    box = Toolbox([FunctionProvider(t, board) for t in (dies, environ)])
+    at = Invocation(f"{board.objective_id}/1/2", 1, 1, "w", timeout=60.0)
+    marker = tmp_path / "runs"
+    ran = box.run("dies", json.dumps({"marker": str(marker)}), at)
+    assert not ran.output.ok and ran.output.text.startswith("dies failed: ")
+    assert marker.read_text() == "ran\n"
+    ran = box.run("environ", json.dumps({"name": "COOP_TOOL_TEST"}), at)
+    assert ran.output == ToolOutput(True, "set by runtime_env")
