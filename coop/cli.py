@@ -134,7 +134,10 @@ def _resources(raw: str | None) -> dict[str, float]:
 def _role_model(role: str, help: str) -> Callable[[F], F]:
     """`--<role>-model`: one role's own model (config.ROLES), else `--model`."""
     return click.option(
-        f"--{role}-model", envvar=f"COOP_{role.upper()}_MODEL", default="", help=help
+        f"--{role}-model",
+        envvar=f"COOP_{role.upper()}_MODEL",
+        default="",
+        help=f"{help} Default: --model.",
     )
 
 
@@ -175,13 +178,7 @@ def cli(quiet: bool) -> None:
     config.LLM_CHOICES,
     "openai: any OpenAI-compatible server; offline: the simulated model.",
 )
-@click.option(
-    "--model",
-    envvar="COOP_MODEL",
-    default=C.DEFAULT_MODEL,
-    show_default=True,
-    help="The model of every role not given one of its own below.",
-)
+@click.option("--model", envvar="COOP_MODEL", default=C.DEFAULT_MODEL, show_default=True)
 @_role_model("planner", "The planner's model: task creation, prioritization, the completion check.")
 @_role_model("worker", "The workers' model: the steps of each task.")
 @_role_model("answer", "The model that writes the answer from the results.")
