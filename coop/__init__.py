@@ -4,8 +4,9 @@
     run = coop.run("Plan a community garden", llm="offline", max_tasks=5)
     print(run.answer.text)
 
-The public API (`run`, `start`, `open`, `join`, `Run`, `CoopError`, `SettingError`) is loaded
-on first use, so that `import coop` stays cheap: Ray is imported when a run needs it.
+The public API (`run`, `start`, `open`, `join`, `Run`, `tool`, `ToolContext`, `CoopError`,
+`SettingError`) is loaded on first use, so that `import coop` stays cheap: Ray is imported
+when a run or a tool needs it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,19 @@ if TYPE_CHECKING:
     from coop.declare import SettingError
     from coop.errors import CoopError
     from coop.runs import Run
+    from coop.tools.functions import ToolContext, tool
 
-__all__ = ["CoopError", "Run", "SettingError", "join", "open", "run", "start"]
+__all__ = [
+    "CoopError",
+    "Run",
+    "SettingError",
+    "ToolContext",
+    "join",
+    "open",
+    "run",
+    "start",
+    "tool",
+]
 
 _WHERE = {
     "run": "coop.api",
@@ -29,6 +41,8 @@ _WHERE = {
     "Run": "coop.runs",
     "SettingError": "coop.declare",
     "CoopError": "coop.errors",
+    "tool": "coop.tools.functions",
+    "ToolContext": "coop.tools.functions",
 }
 
 

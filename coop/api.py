@@ -23,6 +23,7 @@ from coop.config import JoinSettings, RunSettings, StartSettings
 from coop.declare import SettingError, resolve
 from coop.planner.jobs import Review
 from coop.runs import Planning, Run
+from coop.tools.functions import Tool, load
 from coop.tools.kit import Kit, mcp_file, read_caps
 from coop.worker import WorkerReport
 
@@ -45,15 +46,31 @@ def run(objective: str, *, answer_type: type[BaseModel] | None = None, **setting
     """Plan `objective` to its end in this thread, with this process's workers, and write its
     answer and report as `coop start` does; the finished Run. `answer_type`: a pydantic model
     the answer is JSON of (`Run.answer_as(answer_type)` reads it), as `--answer-schema`."""
+    settings, functions = own_tools(settings)
     values = _resolved(settings, answer_type)
-    return plan(objective, values, background=False, explicit=settings)
+    return plan(objective, values, background=False, explicit=settings, functions=functions)
 
 
 def start(objective: str, *, answer_type: type[BaseModel] | None = None, **settings: Any) -> Run:
     """Begin `objective` and return once its board exists: the planner goes on in a thread of
     this process, with this process's workers. `Run.wait()` for its end."""
+    settings, functions = own_tools(settings)
     values = _resolved(settings, answer_type)
-    return plan(objective, values, background=True, explicit=settings)
+    return plan(objective, values, background=True, explicit=settings, functions=functions)
+
+
+def own_tools(settings: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[Tool, ...]]:
+    """`tools=` mixes built-in tools' names with Python functions (`tools=[search,
+    "workspace"]`): the names are the run's setting, stored in its board; the functions are
+    this process's workers' own tools, which reach its worker actors through Ray's pickling."""
+    given = settings.get("tools")
+    if given is None or isinstance(given, str):
+        return dict(settings), ()
+    names = tuple(t for t in given if isinstance(t, str))
+    functions = tuple(
+        t if isinstance(t, Tool) else Tool(t) for t in given if not isinstance(t, str)
+    )
+    return {**settings, "tools": names}, functions
 
 
 def _resolved(settings: Mapping[str, Any], answer_type: type[BaseModel] | None) -> dict[str, Any]:
@@ -76,18 +93,22 @@ def join(objective: str, **settings: Any) -> WorkerReport:
     """Work on a running objective with one worker of this process until it finishes, as
     `coop join` does (`concurrency=`, `tools=`, `mcp=`, `cap=`, `resources=`, `node=`…)."""
     config.load_env()
-    return work(objective, JoinSettings(**resolve(settings, JoinSettings)))
+    settings, functions = own_tools(settings)
+    return work(objective, JoinSettings(**resolve(settings, JoinSettings)), functions)
 
 
-def work(objective: str, given: JoinSettings) -> WorkerReport:
-    """`join` and `coop join`: one path, from settings already checked."""
+def work(objective: str, given: JoinSettings, functions: tuple[Tool, ...] = ()) -> WorkerReport:
+    """`join` and `coop join`: one path, from settings already checked. `functions`: Python
+    tools given as functions, besides those `given.tool` names by path."""
     kit = Kit(
         given.tools,
         mcp_file(given.mcp),
         read_caps(given.cap),
         given.sandbox or "",
         given.resources or {},
+        (*map(load, given.tool), *functions),
     )
+    kit.check_names()
     return crew.join(objective, given.address, given.concurrency, given.node, kit)
 
 
@@ -98,10 +119,12 @@ def plan(
     background: bool,
     explicit: Collection[str],
     terminal: Terminal | None = None,
+    functions: tuple[Tool, ...] = (),
 ) -> Run:
     """`run` and `start`, and `coop start`: one path, from every setting of RunSettings and
     StartSettings already checked (`values`). `explicit`: the settings the user gave, the caps
-    of which a resumed objective takes."""
+    of which a resumed objective takes. `functions`: Python tools of this process's workers
+    given as functions, besides those `--tool` names by path."""
     own = StartSettings(**{k: v for k, v in values.items() if k not in _RUN})
     run_settings = {k: v for k, v in values.items() if k in _RUN}
     traces = None
@@ -111,7 +134,10 @@ def plan(
             tracing.live, endpoint=own.otlp_endpoint, content=own.otlp_content
         )
     text = objective.strip() if own.resume else config.check_objective(objective)
-    kit = Kit(mcp=mcp_file(own.mcp), caps=read_caps(own.cap))  # for this process's own workers
+    kit = Kit(  # for this process's own workers
+        mcp=mcp_file(own.mcp), caps=read_caps(own.cap), functions=(*map(load, own.tool), *functions)
+    )
+    kit.check_names()
     changes = {n: run_settings[n] for n in RunSettings.REOPENABLE if n in explicit}
     planning = Planning()
     opened: list[BoardClient] = []
@@ -129,6 +155,7 @@ def plan(
         review=terminal.review if terminal else None,
         traces=traces,
         opened=on_open,
+        check=kit.check_cluster,
     )
     checked = config.new_settings(**run_settings)
 

@@ -29,6 +29,18 @@ LLM_CHOICES = ("openai", "offline")
 TOOL_CHOICES = ("workspace", "python", "fetch")
 """The built-in tools (`--tools`): each off unless enabled."""
 SANDBOX_CHOICES = ("auto", "bubblewrap", "namespaces", "process")
+ROLES = ("planner", "worker", "answer")
+"""Who calls the model, each with a model of its own (`--planner-model`…; `--model` for all):
+the planner (task creation, prioritization, the completion check), the workers (execution
+steps) and the synthesis of the answer."""
+ROLE_OF_KIND = {
+    "creation": "planner",
+    "prioritization": "planner",
+    "completion-check": "planner",
+    "execution": "worker",
+    "synthesis": "answer",
+}
+"""Which role makes each kind of model call (coop.types.Kind's values)."""
 
 
 def load_env() -> None:
@@ -83,7 +95,18 @@ class RunSettings:
         click.Choice(LLM_CHOICES),
         "openai: any OpenAI-compatible server; offline: the simulated model.",
     )
-    model: str = setting(C.DEFAULT_MODEL)
+    model: str = setting(C.DEFAULT_MODEL, help="The model of every role not given its own.")
+    planner_model: str = setting(
+        "",
+        help="The planner's model: task creation, prioritization, the completion check. "
+        "Default: --model.",
+    )
+    worker_model: str = setting(
+        "", help="The workers' model: the steps of each task. Default: --model."
+    )
+    answer_model: str = setting(
+        "", help="The model that writes the answer from the results. Default: --model."
+    )
     embedding_model: str = setting(C.DEFAULT_EMBEDDING_MODEL)
     base_url: str | None = None
     initial_task: str = setting(C.DEFAULT_INITIAL_TASK)
@@ -182,6 +205,7 @@ class RunSettings:
         help="New tasks wait for a person: `coop approve`, or a prompt in this terminal.",
     )
     prices: tuple[float, float, float] = (0.0, 0.0, 0.0)  # USD per 1M: in, out, embedding
+    role_prices: tuple[tuple[str, float, float], ...] = ()  # (role, in, out): its own model's
     memory: str = setting(
         "cluster",
         click.Choice(C.MEMORY_CHOICES),
@@ -212,10 +236,28 @@ class RunSettings:
     """Settings `coop start --resume` may change: the caps, to continue a finished objective."""
 
     def cost(self, kind: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for one call of `kind`, at the prices of the model its role uses."""
         p_in, p_out, p_embed = self.prices
         if kind == "embedding":
             return prompt_tokens * p_embed / 1e6
+        role = ROLE_OF_KIND.get(kind, "worker")
+        p_in, p_out = next(((i, o) for r, i, o in self.role_prices if r == role), (p_in, p_out))
         return (prompt_tokens * p_in + completion_tokens * p_out) / 1e6
+
+    def model_of(self, role: str) -> str:
+        """The model `role` (one of ROLES) calls."""
+        named: str = getattr(self, f"{role}_model")
+        return named or self.model
+
+    def model_for(self, kind: str) -> str:
+        """The model a call of `kind` (coop.types.Kind's values) goes to."""
+        if kind == "embedding":
+            return self.embedding_model
+        return self.model_of(ROLE_OF_KIND.get(kind, "worker"))
+
+    def models(self) -> dict[str, str]:
+        """Each role's model, in ROLES order."""
+        return {role: self.model_of(role) for role in ROLES}
 
     @property
     def simulated(self) -> bool:
@@ -226,7 +268,11 @@ class RunSettings:
         if self.simulated:
             return C.SIMULATED_LABEL
         where = f" at {self.base_url}" if self.base_url else ""
-        return f"openai-compatible {self.model}{where}"
+        models = self.models()
+        if len(set(models.values())) == 1:
+            return f"openai-compatible {self.model}{where}"
+        said = ", ".join(f"{role} {model}" for role, model in models.items())
+        return f"openai-compatible ({said}){where}"
 
     def validate(self) -> RunSettings:
         """What no one flag's type can check: names, networks, and settings together (the
@@ -248,7 +294,13 @@ class RunSettings:
             self._fit_instructions()
         if self.simulated:
             return replace(
-                self, model=C.OFFLINE_MODEL, embedding_model=C.OFFLINE_MODEL, base_url=None
+                self,
+                model=C.OFFLINE_MODEL,
+                embedding_model=C.OFFLINE_MODEL,
+                base_url=None,
+                planner_model="",
+                worker_model="",
+                answer_model="",
             )
         if self.max_prompt_tokens <= self.max_completion_tokens:
             raise CoopError(
@@ -289,7 +341,8 @@ class Resources(click.ParamType):  # type: ignore[type-arg]
 @dataclass(frozen=True)
 class NodeSettings:
     """What a `coop` process brings to the cluster besides the run's settings: its MCP
-    servers, its named capabilities, and where the cluster is. Not stored in the board."""
+    servers, its Python tools, its named capabilities, and where the cluster is. Not stored
+    in the board."""
 
     mcp: str | None = setting(
         None,
@@ -297,6 +350,14 @@ class NodeSettings:
         "MCP servers for this node's workers: an mcpServers JSON file (stdio or url).",
         metavar="FILE",
         envvar=None,
+    )
+    tool: tuple[str, ...] = setting(
+        (),
+        multiple=True,
+        metavar="MODULE:FUNCTION",
+        help="A Python function this node's workers offer as a tool, imported by its path, "
+        "e.g. mypkg.tools:search (repeatable; a @coop.tool keeps its name and placement). "
+        "From Python, give the functions themselves in tools=.",
     )
     cap: tuple[str, ...] = setting(
         (),
@@ -409,13 +470,18 @@ def new_settings(**options: Any) -> RunSettings:
     ).validate()
     table = price_table()
     chat, embed = _price(table, settings.model), _price(table, settings.embedding_model)
-    if settings.max_cost and chat is None:
-        raise CoopError(
-            f"--max-cost needs a price for {settings.model}: set COOP_PRICES="
-            f"'{{\"{settings.model}\": [usd_per_1M_input, usd_per_1M_output]}}'"
-        )
+    roles: list[tuple[str, float, float]] = []
+    for role, model in settings.models().items():
+        price = _price(table, model)
+        if settings.max_cost and price is None:
+            raise CoopError(
+                f"--max-cost needs a price for {model}: set COOP_PRICES="
+                f"'{{\"{model}\": [usd_per_1M_input, usd_per_1M_output]}}'"
+            )
+        if model != settings.model:
+            roles.append((role, *(price or (0.0, 0.0))))
     chat, embed = chat or (0.0, 0.0), embed or (0.0, 0.0)
-    return replace(settings, prices=(chat[0], chat[1], embed[0]))
+    return replace(settings, prices=(chat[0], chat[1], embed[0]), role_prices=tuple(roles))
 
 
 def price_table() -> dict[str, tuple[float, float]]:

@@ -49,7 +49,7 @@ class WorkerActor:
         configure_logging(quiet)  # coop's log format and secret filter
         self.name = name
         self._stop = threading.Event()
-        llm = make_llm(settings, name)
+        llm = make_llm(settings, name, "worker")
         memory = open_memory(settings, objective.id, llm, board.storage(), metered(board, name))
         ctx = Context(board, llm, memory, settings, objective.text, name)
         self._tools, isolation = toolbox(board, settings, kit)
@@ -157,7 +157,7 @@ def join(
     settings = board.run_settings()
     if not settings.simulated:  # this node's own endpoint, key and model: one line if not
         name = cluster.instance_name()
-        if checked := make_llm(settings, name).check():  # its embeddings call is charged
+        if checked := make_llm(settings, name, "worker").check():  # its embeddings call is charged
             board.record_usage(name, Kind.EMBEDDING.value, checked, 0)
     crew = start_crew(board, settings, count=1, concurrency=concurrency, node=node, kit=kit)
     log.info("joined %s as %s (%s)", board.objective_id, crew.names()[0], settings.label)

@@ -154,6 +154,8 @@ class Answer(Event):
     missing: str
     at: float
     flaw: str
+    data: str  # with an answer schema: the answer as JSON that matches it
+    invalid: str  # with an answer schema: why the answer never matched it
 
 
 @dataclass(frozen=True)
@@ -305,6 +307,6 @@ _V1_ADDED: dict[EventKind, dict[str, Any]] = {
     EventKind.LEASED: {"tokens": 0, "cost": 0.0},  # before leases reserved budget
     EventKind.USAGE: {"latency": 0.0, "task": None},  # before latency and tasks were kept
     EventKind.TOOL: {"bytes": 0},  # before tool output was measured
-    EventKind.ANSWER: {"flaw": ""},  # before degenerate answers were marked
+    EventKind.ANSWER: {"flaw": "", "data": "", "invalid": ""},  # before marks and schemas
     EventKind.WROTE: {"worker": ""},  # before writes said whose they were
 }

@@ -173,7 +173,7 @@ class OfflineLLM:
         if not tools and len(messages) == 1:
             done = self.complete(str(messages[0].get("content", "")), max_tokens)
             return replace(done, prompt_tokens=done.prompt_tokens + system)
-        text, calls = self.simulator.chat(messages, [t["function"]["name"] for t in tools])
+        text, calls = self.simulator.chat(messages, tools)
         text = self.tokenizer.trim(text, max_tokens)
         asked = [ToolCall(f"call-{i}", n, json.dumps(args)) for i, (n, args) in enumerate(calls)]
         prompt = self.tokenizer.count(json.dumps(messages)) + system
@@ -196,10 +196,16 @@ _FATAL = (
 class OpenAILLM:
     """The official openai client, against api.openai.com or any compatible server."""
 
-    def __init__(self, settings: RunSettings, instance: str) -> None:
+    def __init__(self, settings: RunSettings, instance: str, role: str = "worker") -> None:
+        """`role`: whose calls this client makes (config.ROLES): it asks for that role's
+        model; its check asks the server for every model the run names."""
         endpoint = local_endpoint(settings)
         self.where = endpoint.base_url or "api.openai.com"
-        self.model = settings.model
+        self.model = settings.model_of(role)
+        self._named = {settings.model: "--model"}  # each model the run names, and its flag
+        for r, model in settings.models().items():
+            if model != settings.model:
+                self._named[model] = f"--{r}-model"
         self.embedding_model = settings.embedding_model
         self.timeout = settings.model_timeout
         self._exact_tokens = settings.exact_tokens
@@ -235,12 +241,13 @@ class OpenAILLM:
                 f"model server {self.where} answered with something that is not a model "
                 "listing: is OPENAI_BASE_URL an OpenAI-compatible API (ending in /v1)?"
             ) from None
-        for model in {self.model, self.embedding_model}:
+        named = {**self._named, self.embedding_model: "--embedding-model"}
+        for model, flag in named.items():
             if listed and not any(m == model or m.startswith(f"{model}:") for m in listed):
                 shown = ", ".join(sorted(listed)[:8]) + (" …" if len(listed) > 8 else "")
                 raise LLMFatalError(
                     f"model server {self.where} does not know the model {model!r} "
-                    f"(it serves: {shown}); pass --model / --embedding-model"
+                    f"(it serves: {shown}); pass another {flag}"
                 )
         return self._check_embeddings()
 
@@ -455,7 +462,8 @@ def _is_context_error(exc: openai.BadRequestError) -> bool:
     )
 
 
-def make_llm(settings: RunSettings, instance: str) -> LLM:
+def make_llm(settings: RunSettings, instance: str, role: str) -> LLM:
+    """The model client `role` (config.ROLES) calls its model with."""
     if settings.simulated:
         return OfflineLLM()
-    return OpenAILLM(settings, instance)
+    return OpenAILLM(settings, instance, role)

@@ -153,6 +153,8 @@ def _settings(info: JournalInfo) -> RunSettings:
     known = {k: v for k, v in info.settings.items() if k in names}
     if "prices" in known:
         known["prices"] = tuple(known["prices"])
+    if "role_prices" in known:
+        known["role_prices"] = tuple(tuple(p) for p in known["role_prices"])
     return RunSettings(**known)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from coop.errors import CoopError
 from coop.journal import Event
-from coop.types import Answer, Result, Snapshot
+from coop.types import Answer, Result, Snapshot, Usage
 
 _HEADING = re.compile(r"^(#{1,4}) ", re.MULTILINE)
 
@@ -99,14 +99,19 @@ def markdown(snap: Snapshot, results: Sequence[Result]) -> str:
         "",
         "## Usage",
         "",
-        "| agent | calls | prompt tokens | completion tokens | cost (USD) |",
-        "|---|---:|---:|---:|---:|",
+        "| agent | model | calls | prompt tokens | completion tokens | cost (USD) |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {kind} | {u.calls} | {u.prompt_tokens} | {u.completion_tokens} | {u.cost:.4f} |"
+        f"| {kind} | {snap.settings.model_for(kind)} | {u.calls} | {u.prompt_tokens} | "
+        f"{u.completion_tokens} | {u.cost:.4f} |"
         for kind, u in snap.usage.items()
         if u.calls
     ]
+    models = by_model(snap)
+    if len(models) > 1:
+        lines += ["", "| model | calls | tokens | cost (USD) |", "|---|---:|---:|---:|"]
+        lines += [f"| {m} | {u.calls} | {u.tokens} | {u.cost:.4f} |" for m, u in models.items()]
     if snap.tools:
         lines += [
             "",
@@ -163,6 +168,15 @@ def jsonl(snap: Snapshot, results: Sequence[Result]) -> str:
         + "\n"
         for r in results
     )
+
+
+def by_model(snap: Snapshot) -> dict[str, Usage]:
+    """The run's usage and cost per model (each role may have its own; caps count them all)."""
+    kinds: dict[str, list[Usage]] = {}
+    for kind, u in snap.usage.items():
+        if u.calls:
+            kinds.setdefault(snap.settings.model_for(kind), []).append(u)
+    return {model: Usage.total(parts) for model, parts in kinds.items()}
 
 
 def final(snap: Snapshot) -> str:

@@ -150,20 +150,30 @@ class Simulator:
         return self._execute(prompt)
 
     def chat(
-        self, messages: Sequence[dict[str, Any]], tools: Sequence[str]
+        self, messages: Sequence[dict[str, Any]], specs: Sequence[dict[str, Any]]
     ) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
-        """A turn of a conversation: (the answer, []) or ("", [the tool call to make]).
+        """A turn of a conversation, with the tools offered (OpenAI tools API specs): (the
+        answer, []) or ("", [the tool call to make]).
 
         With tools, a task uses them the same way every time, one call a turn: it reads the
         notes its parent task left in the workspace, a `Collect concrete examples` task runs
-        Python, and every task leaves its own notes; then it answers with what they gave."""
+        Python, it calls each of the user's own tools (not a built-in, not an MCP server's)
+        whose arguments it can fill from their schema, and every task leaves its own notes;
+        then it answers with what they gave."""
         asked = [m for m in messages if m.get("role") != "system"]  # not the instructions
         prompt = str(asked[0].get("content", "")) if asked else ""
-        if not tools or not prompt.startswith(PROMPT_MARKERS["execution"]):
+        if not specs or not prompt.startswith(PROMPT_MARKERS["execution"]):
             return self.reply(prompt), []
         answer = self._execute(prompt)
-        step = _step(prompt.rsplit("Your task:", 1)[-1].split("\n", 1)[0])
+        task = prompt.rsplit("Your task:", 1)[-1].split("\n", 1)[0].strip()
+        step = _step(task)
+        tools = [t["function"]["name"] for t in specs if "function" in t]
         plan = self._tool_plan(step, answer, tools)
+        own = [t["function"] for t in specs if "function" in t and _own(t["function"]["name"])]
+        for spec in own:
+            filled = _fill(spec.get("parameters") or {}, task, step)
+            if filled is not None:
+                plan.insert(len(plan) - ("workspace_write" in tools), (spec["name"], filled))
         made = sum(len(m.get("tool_calls") or ()) for m in messages if m.get("role") == "assistant")
         if made < len(plan):
             return "", [plan[made]]
@@ -263,6 +273,33 @@ def _needs(step: int, prompt: str) -> str:
     names = [n.strip() for n in listed.group(1).split(",")] if listed else []
     named = [n for n in names if n not in TOOL_CHOICES]
     return f" [needs: {named[0]}]" if named and step % len(TEMPLATES) == 3 else ""
+
+
+def _own(name: str) -> bool:
+    """A tool of the user's own: not a built-in, not an MCP server's (`server__tool`)."""
+    builtin = name in TOOL_CHOICES or name.startswith("workspace_")
+    return not builtin and "__" not in name
+
+
+def _fill(schema: dict[str, Any], task: str, step: int) -> dict[str, Any] | None:
+    """Arguments for a tool from its JSON schema, as a model would pick them from the task:
+    text for a string, the step for a number; None when a required one is of no simple type."""
+    simple: dict[str, Any] = {
+        "string": task,
+        "integer": step,
+        "number": float(step),
+        "boolean": True,
+        "array": [],
+        "object": {},
+    }
+    args: dict[str, Any] = {}
+    properties = schema.get("properties") or {}
+    for name in schema.get("required") or ():
+        kind = (properties.get(name) or {}).get("type")
+        if kind not in simple:
+            return None
+        args[name] = simple[kind]
+    return args
 
 
 def _step(text: str) -> int:

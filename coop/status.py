@@ -159,6 +159,7 @@ def status_view(snap: Snapshot, recent: Sequence[Event] = (), width: int = UNBOU
         parts.append(fit("waiting for a capability", waiting, rows, width))
     usage = [
         Col("agent"),
+        Col("model", text=True),
         Col("calls"),
         Col("prompt tokens", "prompt"),
         Col("completion tokens", "completion"),
@@ -166,7 +167,14 @@ def status_view(snap: Snapshot, recent: Sequence[Event] = (), width: int = UNBOU
     ]
     total = snap.total
     rows = [
-        [k, str(u.calls), str(u.prompt_tokens), str(u.completion_tokens), f"${u.cost:.4f}"]
+        [
+            k,
+            snap.settings.model_for(k) if k != "total" else "",
+            str(u.calls),
+            str(u.prompt_tokens),
+            str(u.completion_tokens),
+            f"${u.cost:.4f}",
+        ]
         for k, u in [*snap.usage.items(), ("total", total)]
     ]
     parts.append(fit("usage", usage, rows, width))

@@ -96,7 +96,8 @@ def readme_python(heading: str) -> str:
 
 def test_the_python_example_runs_verbatim(ray_cluster: Cluster, tmp_path: Path) -> None:
     """The README's "Use from Python" example, as written, in a fresh interpreter with a fresh
-    state dir: it runs its objective to the end and prints the typed answer's steps."""
+    state dir: it runs its objective to the end, its own function is called as a tool, and it
+    prints the typed answer's steps."""
     script = tmp_path / "example.py"
     script.write_text(readme_python("## Use from Python"))
     env = coop_env(ray_cluster, COOP_STATE_DIR=str(tmp_path / "state"), PYTHONPATH=str(ROOT))
@@ -111,5 +112,7 @@ def test_the_python_example_runs_verbatim(ray_cluster: Cluster, tmp_path: Path) 
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert lines[0].endswith("max-tasks 5 results"), done.stdout
-    assert len(lines) >= 3 and lines[2].startswith("- ") and lines[2].endswith(" weeks)")
+    called = int(lines[1].removeprefix("frost_dates called ").removesuffix(" times"))
+    assert called >= 1, done.stdout  # the script's own function, called by worker actors
+    assert len(lines) >= 4 and lines[3].startswith("- ") and lines[3].endswith(" weeks)")
     assert "Traceback" not in done.stderr

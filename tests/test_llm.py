@@ -91,8 +91,8 @@ def test_no_key_and_no_base_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(CoopError, match="--llm offline"):
-        make_llm(RunSettings(), "i")
-    assert isinstance(make_llm(RunSettings(llm="offline").validate(), "i"), OfflineLLM)
+        make_llm(RunSettings(), "i", "worker")
+    assert isinstance(make_llm(RunSettings(llm="offline").validate(), "i", "worker"), OfflineLLM)
 
 
 @pytest.mark.live

@@ -79,3 +79,11 @@ def test_bench_traces_smoke_sends_spans_side_by_side() -> None:
     (on,) = [line for line in proc.stdout.splitlines() if line.startswith("| on |")]
     assert any(line.startswith("| off |") for line in proc.stdout.splitlines())
     assert float(on.split("|")[4]) >= 4  # a task's attempt, its two model calls and its tool
+
+
+def test_the_python_tool_example_calls_its_tool_in_every_task() -> None:
+    """`coop start --tool scripts.example_tool:forecast`, offline: the simulated model calls
+    the user's tool in every task and each call answered (the script checks both)."""
+    proc = run_script("example_tool")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "called forecast: {" in proc.stdout

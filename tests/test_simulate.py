@@ -6,6 +6,9 @@ from __future__ import annotations
 from coop import agents
 from coop.simulate import Simulator, lexical_embedding, task_text
 from coop.tokens import estimating
+from coop.tools import ToolSpec
+from coop.tools.functions import Tool
+from coop.tools.workspace import SPECS
 from coop.types import Result, Task
 
 TOK = estimating("test")
@@ -76,3 +79,33 @@ def test_simulated_tasks_are_not_near_duplicates_of_each_other() -> None:
         for j in range(i)
     )
     assert worst < 0.92
+
+
+def test_the_simulated_model_calls_the_users_own_tools_with_arguments_from_their_schema() -> None:
+    """Every task calls each user tool whose required arguments have a simple type, once,
+    before it leaves its notes; built-ins and MCP servers' tools are not called unasked."""
+
+    def forecast(place: str, days: int, exact: bool = False) -> str:
+        """Rain for a place."""
+        return place
+
+    def opaque(shape: dict[str, int] | None) -> str:
+        """Takes what the simulator cannot fill."""
+        return ""
+
+    specs = [s.openai() for s in (*SPECS, Tool(forecast).spec(), Tool(opaque).spec())]
+    specs.append(ToolSpec("time__now", "An MCP server's tool.").openai())
+    sim = Simulator()
+    prompt = agents.execution_messages("obj", task_text(3), [], [], TOK, 4000)
+    history: list[dict[str, object]] = list(prompt)
+    made = []
+    while True:
+        text, calls = sim.chat(history, specs)
+        if not calls:
+            break
+        made += calls
+        history.append({"role": "assistant", "tool_calls": [{"function": {"name": calls[0][0]}}]})
+        history.append({"role": "tool", "content": "ok"})
+    assert [name for name, _ in made] == ["workspace_read", "forecast", "workspace_write"]
+    assert made[1][1] == {"place": task_text(3), "days": 3}
+    assert text.endswith("- tool: ok")

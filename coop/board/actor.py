@@ -399,7 +399,9 @@ class Board:
 
     def _on_answer(self, e: ev.Answer) -> None:
         self._answers.keep(
-            Answer(e.revision, e.text, list(e.cited), e.met, e.missing, e.at, e.flaw)
+            Answer(
+                e.revision, e.text, list(e.cited), e.met, e.missing, e.at, e.flaw, e.data, e.invalid
+            )
         )
 
     def _on_reopened(self, e: ev.Reopened) -> None:
@@ -667,7 +669,11 @@ class Board:
         self._check_planner(planner)
         a = answer
         revision, at = self._answers.next_revision(), self._clock()
-        self._emit(ev.Answer(revision, a.text, list(a.cited), a.met, a.missing, at, a.flaw))
+        self._emit(
+            ev.Answer(
+                revision, a.text, list(a.cited), a.met, a.missing, at, a.flaw, a.data, a.invalid
+            )
+        )
         return self._answers.all()[-1]
 
     def reorder(self, version: int, order: Sequence[int]) -> ReorderReport:

@@ -49,6 +49,9 @@ class Hooks:
     review: Review | None = None
     traces: Callable[[BoardClient], AbstractContextManager[None]] | None = None  # live spans
     opened: Callable[[BoardClient], None] | None = None  # told once the board is planned here
+    check: Callable[[], None] | None = None
+    """What the local workers need of the cluster (a placed tool some node can run), checked
+    once connected and before the objective is opened: a bad kit is one line, nothing made."""
 
 
 def _open(
@@ -93,17 +96,19 @@ def start(
     root = journal.state_dir()
     checked = 0  # tokens the check of the model spent: charged once the board is open
     if not (resume or standby):  # a missing key, model or memory fails here, before anything
-        probe = make_llm(settings, name)
+        probe = make_llm(settings, name, "planner")
         checked = probe.check()
         memories.check(settings, root)
         # decided once for the objective: workers do not try for an encoding the planner lacks
         settings = replace(settings, exact_tokens=probe.tokenizer.exact)
     conn = cluster.connect(address, start_local=True, stream_logs=True)
+    if hooks.check is not None:
+        hooks.check()
     board, objective, settings, new = _open(
         objective, settings, root, resume=resume, standby=standby
     )
     oid = board.objective_id
-    llm = make_llm(settings, name)
+    llm = make_llm(settings, name, "planner")
     if resume or standby:  # settings from the board: its model and memory are checked now
         checked = llm.check()
         memories.check(settings, root)
@@ -187,7 +192,8 @@ def _answer(planner: Planner, board: BoardClient, files: dict[str, str]) -> Answ
     pending = board.pulse().pending
     ended = f"{reason.value}{f' ({detail})' if detail else ''}; tasks completed: "
     ended += f"{len(results)}, still pending: {pending}"
-    written = synthesize(planner.ctx, results, ended, list(files.items()))
+    answering = make_llm(planner.settings, planner.name, "answer")  # the answer's own model
+    written = synthesize(replace(planner.ctx, llm=answering), results, ended, list(files.items()))
     answer = board.record_answer(planner.name, written)
     if answer.text:
         log.info(

@@ -32,6 +32,7 @@ class ToolSpec:
     description: str
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
     unsafe_to_repeat: bool = False  # a call cut short by a crash is not simply run again
+    timeout: float = 0.0  # seconds a call may take; 0: the toolbox's
 
     def openai(self) -> dict[str, Any]:
         """The spec as the OpenAI tools API takes it."""

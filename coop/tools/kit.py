@@ -21,9 +21,13 @@ from coop.sandbox import Limits, choose
 from coop.secrets import keep_config
 from coop.tools import ToolProvider
 from coop.tools.box import Toolbox
+from coop.tools.fetch import SPEC as FETCH
 from coop.tools.fetch import Fetch
-from coop.tools.mcp import ServerConfig, open_servers, read_config
+from coop.tools.functions import FunctionProvider, Tool, ToolDefinitionError, check_placeable
+from coop.tools.mcp import SEPARATOR, ServerConfig, open_servers, read_config
+from coop.tools.python import SPEC as PYTHON
 from coop.tools.python import Python
+from coop.tools.workspace import SPECS as WORKSPACE
 from coop.tools.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,8 @@ MCP_START_TIMEOUT = 30.0
 """Seconds an MCP server has to start and list its tools before it is left out."""
 CAP = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 """A named capability: lower-case, like `gpu`, `browser`, `db-eu`."""
+BUILTIN_NAMES = frozenset({*TOOL_CHOICES, *(s.name for s in (*WORKSPACE, PYTHON, FETCH))})
+"""The built-in tools' names and capabilities: no Python tool may take one."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class Kit:
     caps: tuple[str, ...] = ()  # named capabilities: a GPU, a browser, a private database
     sandbox: str = ""  # the isolation asked for here; "" for the run's
     resources: dict[str, float] = field(default_factory=dict)  # Ray resources to place it by
+    functions: tuple[Tool, ...] = ()  # Python tools (`@coop.tool`, `--tool module:function`)
 
     def builtins(self, settings: RunSettings) -> list[str]:
         return sorted(set(settings.tools) | set(self.tools))
@@ -58,8 +65,34 @@ class Kit:
                     f"MCP server {server.name!r} has the name of a built-in tool or a --cap: "
                     "rename it in the file"
                 )
+        self.check_names()
+        self.check_cluster()
         if "python" in self.builtins(settings):
             choose(self.sandbox or settings.sandbox)  # SandboxUnavailable, in one line
+
+    def check_cluster(self) -> None:
+        """Some node of the connected cluster can run each placed Python tool."""
+        check_placeable([t for t in self.functions if t.placement])
+
+    def check_names(self) -> None:
+        """Each Python tool's name is its own: not another's, a built-in's, a --cap's or an MCP
+        server's (whose tools are `server__tool`). Needs no cluster: said before connecting."""
+        seen: set[str] = set()
+        servers = {s.name.lower() for s in self.mcp}
+        for t in self.functions:
+            owners = {
+                "another Python tool's": t.name in seen,
+                "a built-in tool's": t.name in BUILTIN_NAMES,
+                "a --cap's": t.name in self.caps,
+                "an MCP server's": t.name.split(SEPARATOR, 1)[0] in servers,
+            }
+            taken = next((owner for owner, clash in owners.items() if clash), "")
+            if taken:
+                raise ToolDefinitionError(
+                    f"two tools named {t.name!r}: the name is {taken}; "
+                    "give one another with @coop.tool(name=...)"
+                )
+            seen.add(t.name)
 
 
 def toolbox(board: BoardClient, settings: RunSettings, kit: Kit) -> tuple[Toolbox, str]:
@@ -83,6 +116,7 @@ def toolbox(board: BoardClient, settings: RunSettings, kit: Kit) -> tuple[Toolbo
         for line in problems:
             log.warning("%s; its tools are left out", line)
         providers.extend(servers)
+    providers.extend(FunctionProvider(t, board) for t in kit.functions)
     return Toolbox(providers), isolation
 
 

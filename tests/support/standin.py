@@ -98,6 +98,9 @@ class StandIn:
     """Whether it takes `response_format` json_schema (structured outputs), as vLLM and OpenAI
     do, holding the answer to the schema; False: it refuses them with a 400, as servers
     without them do."""
+    tool_args: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Arguments the model calls each named tool with, once per task, when a task is offered
+    it (served in order, the last one again and again): how tests call tools of their own."""
     calls: list[Call] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -287,8 +290,10 @@ class StandIn:
         elif self.scripted.get(call.kind):
             replies = self.scripted[call.kind]
             text = replies.pop(0) if len(replies) > 1 else replies[0]
+        elif tools and (asked := self._scripted_call(body.get("messages") or [], tools)):
+            text = ""
         elif tools:  # the simulator's tool use, as tool_calls
-            text, asked = self.simulator.chat(body.get("messages") or [], tools)
+            text, asked = self.simulator.chat(body.get("messages") or [], body["tools"])
         else:
             text = self.simulator.reply(prompt)
         limit = body.get("max_tokens") or body.get("max_completion_tokens")
@@ -332,6 +337,24 @@ class StandIn:
                 "total_tokens": call.prompt_tokens + call.completion_tokens,
             }
         return reply
+
+    def _scripted_call(
+        self, messages: list[dict[str, Any]], tools: list[str]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The call of the first tool of `tool_args` offered and not yet called in this
+        conversation (none once each has been called)."""
+        made = {
+            c["function"]["name"]
+            for m in messages
+            if isinstance(m, dict) and m.get("role") == "assistant"
+            for c in m.get("tool_calls") or ()
+        }
+        for name, queue in self.tool_args.items():
+            if name in tools and name not in made:
+                with self._lock:
+                    args = queue.pop(0) if len(queue) > 1 else queue[0]
+                return [(name, args)]
+        return []
 
     def _embeddings(self, body: dict[str, Any], call: Call) -> dict[str, Any]:
         inputs = body.get("input", [])
