@@ -53,7 +53,8 @@ def run(objective: str, *, answer_type: type[BaseModel] | None = None, **setting
 
 def start(objective: str, *, answer_type: type[BaseModel] | None = None, **settings: Any) -> Run:
     """Begin `objective` and return once its board exists: the planner goes on in a thread of
-    this process, with this process's workers. `Run.wait()` for its end."""
+    this process, with this process's workers. `Run.wait()` for its end; a script that ends
+    sooner waits for it at exit (`Run.stop()` ends it sooner, its work kept)."""
     settings, functions = own_tools(settings)
     values = _resolved(settings, answer_type)
     return plan(objective, values, background=True, explicit=settings, functions=functions)
@@ -180,7 +181,9 @@ def plan(
     if not background:
         go()
         return Run(opened[0], planning)
-    planning.thread = threading.Thread(target=go, name=f"coop-planner-{text[:20]}", daemon=True)
+    # not a daemon: a script that ends after `coop.start` waits for its objective's end (as
+    # for a thread of its own), instead of killing its planner and workers mid-run
+    planning.thread = threading.Thread(target=go, name=f"coop-planner-{text[:20]}")
     planning.thread.start()
     ready.wait()
     if not opened:  # it failed before the board was there: nothing started

@@ -124,7 +124,8 @@ def test_bad_settings_raise_the_line_the_cli_prints(
 def test_run_in_a_script_that_called_ray_init_uses_its_cluster(ray_cluster: Cluster) -> None:
     """A user's script connects with a bare `ray.init(address=...)` (Ray's anonymous
     namespace) and then runs an objective: coop keeps that one connection, starts no cluster
-    of its own (no GCS or raylet appears under the script) and finds its board again."""
+    of its own (no GCS or raylet appears under the script) and finds its board again. An
+    objective it then only starts is planned to its end before the script exits."""
     script = """
         import psutil, ray
         ray.init(address="{address}")
@@ -135,6 +136,8 @@ def test_run_in_a_script_that_called_ray_init_uses_its_cluster(ray_cluster: Clus
         print("OWN", [n for n in mine if "gcs_server" in n or "raylet" in n])
         print("REASON", run.status().reason.value, bool(run.answer.text))
         print("OPENED", coop.open(run.id).id == run.id)
+        started = coop.start("{objective} again", llm="offline", max_tasks=2, workers=1)
+        print("STARTED", started.id)  # and the script ends: its exit waits for the objective
     """
     objective = unique("From a driver")
     env = coop_env(None)
@@ -143,6 +146,9 @@ def test_run_in_a_script_that_called_ray_init_uses_its_cluster(ray_cluster: Clus
     out = done.stdout
     assert f"GCS {ray_cluster.address}" in out and "OWN []" in out, out
     assert "REASON max-tasks True" in out and "OPENED True" in out, out
+    started = coop.open(out.split("STARTED ")[1].split()[0]).status()
+    assert started.state is State.FINISHED and started.reason is Reason.MAX_TASKS, out
+    assert started.answer is not None and started.answer.text and started.completed == 2
 
 
 def test_open_a_finished_objective_with_no_cluster(ray_cluster: Cluster, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from coop.llm import OpenAILLM
 from coop.planner import loop
 from coop.planner.loop import Planner
 from coop.planner.synthesis import synthesize
+from coop.runs import Run
 from coop.types import EventKind, Lease, Reason, Refusal, State
 from coop.worker import Worker
 from tests.support.board import in_process
@@ -187,6 +188,8 @@ def test_a_degenerate_answer_is_asked_again_once_then_kept_and_marked(
         assert answer.cited == [1, 2]  # [#99] names no task: not counted
         assert final == answer.text + "\n" and "repeats" not in str(said.renderables[0])
     assert board.answers()[-1].flaw == flaw  # journaled with it
+    seen = Run(board).answer  # as the Python API shows it
+    assert seen is not None and seen.flaw == flaw and seen.text == answer.text
 
 
 def tape(events: list[Event]) -> str:
