@@ -142,3 +142,7 @@ PRICES: dict[str, tuple[float, float]] = {  # see the comment below
 }
 SIMULATED_LABEL = "offline simulated model (no real LLM)"
 """How the simulated model is named in banners, status and results: never taken for real."""
+
+STATE_DIR_ENV = "COOP_STATE_DIR"
+"""Where coop keeps its journals, memory and reports (default ~/.coop); read also by the
+sandbox launcher, which imports nothing but the standard library, dotenv and pyseccomp."""

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from coop import events
+from coop.constants import STATE_DIR_ENV
 from coop.errors import CoopError
 from coop.types import EventKind
 
@@ -39,7 +40,6 @@ READABLE = frozenset({"coop-journal/1", FORMAT})
 REPLIES_KEPT = 10_000
 """Replies remembered for retried calls: Ray retries a call as soon as the restarted board
 answers, so the newest few thousand are all a retry can ask for."""
-STATE_DIR_ENV = "COOP_STATE_DIR"
 
 
 class JournalError(CoopError):

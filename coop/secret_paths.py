@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dotenv import find_dotenv
 
-from coop.journal import STATE_DIR_ENV
+from coop.constants import STATE_DIR_ENV  # not journal: the launcher has no click, no Ray
 
 RUN = Path("/run")
 """The host's sockets (docker's, dbus's, systemd's)."""

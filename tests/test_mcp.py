@@ -31,6 +31,7 @@ from coop.tools.mcp import (
     read_config,
     tool_name,
 )
+from tests.support import mcp_nonsense
 from tests.support.mcp_servers import SCRIPT
 from tests.support.procs import SECRET, wait_for
 
@@ -42,6 +43,11 @@ PROBE = {"command": sys.executable, "args": [str(SCRIPT)]}
 
 def probe(mode: str = "stdio", *more: str, **extra: Any) -> dict[str, Any]:
     return {"command": sys.executable, "args": [str(SCRIPT), mode, *more], **extra}
+
+
+def nonsense(mode: str) -> dict[str, Any]:
+    """A server that is not JSON-RPC (mcp_nonsense.py): `garbage` or `babble`."""
+    return {"command": sys.executable, "args": [str(mcp_nonsense.SCRIPT), mode]}
 
 
 def config(tmp_path: Path, **servers: dict[str, Any]) -> Path:
@@ -289,7 +295,7 @@ def test_servers_that_cannot_start_are_one_line_each_and_the_rest_start(tmp_path
                 tmp_path,
                 good=PROBE,
                 missing={"command": "/no/such/mcp-server"},
-                garbage=probe("garbage"),
+                garbage=nonsense("garbage"),
                 empty=probe("empty"),
                 refused={"url": closed, "headers": {"Authorization": f"Bearer {SECRET}"}},
             )
@@ -314,7 +320,7 @@ def test_a_server_that_never_answers_initialize_is_one_line_after_the_timeout(
     tmp_path: Path,
 ) -> None:
     begun = time.monotonic()
-    servers, (line,) = open_servers(read_config(config(tmp_path, babble=probe("babble"))), 2)
+    servers, (line,) = open_servers(read_config(config(tmp_path, babble=nonsense("babble"))), 2)
     assert servers == [] and time.monotonic() - begun < 2 + SLACK
     assert "did not answer initialize within 2s" in line and "not JSON-RPC: 'Welcome" in line
 

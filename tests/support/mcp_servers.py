@@ -4,8 +4,8 @@ mid-call, a hang, garbage on stdout) that a well-made server never commits.
 
 Run as a script, `python mcp_servers.py MODE [PORT]`; it needs nothing of coop, nor the tests'
 environment. Modes: `stdio` (the probe), `http PORT` (the probe over streamable HTTP on
-127.0.0.1), `garbage` (writes lines that are not JSON-RPC and exits), `babble` (writes them and
-never answers), `empty` (a server with no tools), `malformed` (its tool calls answer nonsense).
+127.0.0.1), `empty` (a server with no tools), `malformed` (its tool calls answer nonsense).
+Servers that are not JSON-RPC at all are mcp_nonsense.py's.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from mcp.server.mcpserver import Context, MCPServer
 
 SCRIPT = Path(__file__).resolve()
 """This file: what a test's config runs, by path, with the test's interpreter."""
-NONSENSE = b"Welcome to a server that talks nonsense!\n"
-"""What a broken server writes where JSON-RPC belongs."""
 
 
 def probe(wire: int) -> MCPServer:
@@ -70,7 +68,7 @@ def probe(wire: int) -> MCPServer:
     @server.tool()
     def garble() -> str:
         """Writes a line that is not JSON-RPC onto the protocol's stdout, then answers."""
-        os.write(wire, NONSENSE)
+        os.write(wire, b"probe: a line that is not JSON-RPC\n")
         return "answered anyway"
 
     return server
@@ -100,10 +98,6 @@ def main(argv: list[str]) -> None:
     wire = os.dup(1)  # before the SDK diverts fd 1 to stderr, to keep the protocol's stdout clean
     if mode == "http":
         probe(wire).run("streamable-http", host="127.0.0.1", port=int(argv[2]))
-    elif mode in ("garbage", "babble"):
-        os.write(wire, NONSENSE * 3)
-        if mode == "babble":
-            sys.stdin.read()  # never answers; leaves when the client closes stdin
     elif mode == "empty":
         MCPServer("empty").run()
     elif mode == "malformed":
