@@ -10,12 +10,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+import ray
+
 from coop import cluster
 from coop.board import Board, BoardClient
+from coop.board.actor import CRASH_ENV
 from coop.calls import Context, metered
 from coop.config import RunSettings
+from coop.journal import JournalError
 from coop.llm import OfflineLLM
-from coop.types import Lease, Outcome, State, Step
+from coop.types import EventKind, Lease, Outcome, State, Step
 from coop.worker import Worker
 from tests.support.memory import InProcessMemory
 
@@ -87,3 +92,84 @@ def test_a_lease_after_the_first_carries_the_tasks_steps() -> None:
     assert isinstance(again, Lease) and again.attempt == 2
     assert again.steps == (done,) and again.started == {}
     assert board.snapshot().usage["embedding"].tokens == 4
+
+
+def _riding(board: BoardClient) -> list[Any]:
+    """The calls that carry a task's usage, each with some, in an order that lets each land."""
+    board.add(["a", "b", "c"])
+    first = board.lease("w")
+    assert isinstance(first, Lease)
+    tid, token = first.task.id, first.token
+    replies: list[Any] = [board.step(tid, token, "w", None, 100, "", (3, 4))]
+    replies.append(board.complete(tid, token, "w", "done 1", "", Step(1, "model", "x", prompt=9)))
+    second = board.lease("w")
+    assert isinstance(second, Lease)
+    outcome, third = board.complete_and_lease(
+        second.task.id, second.token, "w", "done 2", (), "", Step(1, "model", "y", prompt=5), (6,)
+    )
+    assert isinstance(third, Lease)
+    return [*replies, outcome, third.task.id, third.token]
+
+
+def _books(board: BoardClient) -> tuple[Any, ...]:
+    usage = board.snapshot().usage
+    events = Counter(e.kind.value for e in board.all_events())
+    return (
+        {k: (u.calls, u.prompt_tokens) for k, u in usage.items()},
+        events,
+        [(r.task_id, r.text) for r in board.results()],
+    )
+
+
+def test_usage_riding_on_a_call_counts_once_when_the_board_dies_before_replying(
+    ray_cluster: object, tmp_path: Path
+) -> None:
+    run = RunSettings(llm="offline", lease_ttl=20, max_tasks=100).validate()
+    reference = BoardClient.in_process(Board("ref-0a1b2c3d", "o", run, "n", str(tmp_path)))
+    want = (_riding(reference), _books(reference))
+    oid = f"retry-{uuid.uuid4().hex[:8]}"
+    died = tmp_path / "died"
+    died.mkdir()
+    riding = ("step", "complete", "complete_and_lease")
+    options = cluster.restartable(oid, "board") | {
+        "max_restarts": -1,
+        "max_task_retries": -1,
+        "runtime_env": {"env_vars": {CRASH_ENV: f"{died}:{','.join(riding)}"}},
+    }
+    handle: Any = ray.remote(Board).options(**options)
+    handle = handle.remote(oid, "o", run, "n", str(tmp_path))
+    board = BoardClient.of_actor(oid, handle)
+    got = (_riding(board), _books(board))
+    assert sorted(p.name for p in died.iterdir()) == sorted(riding)  # each one died
+    assert got == want
+
+
+def test_a_completion_the_journal_refused_left_nothing_and_its_retry_charges_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal takes the usage riding on a completion and refuses the completion itself
+    (a write error SQLite does not roll back by itself): the call leaves nothing behind, so
+    its worker's retry, a new call, charges the usage once."""
+    run = RunSettings(llm="offline", lease_ttl=20).validate()
+    board = BoardClient.in_process(Board("full-0a1b2c3d", "o", run, "n", str(tmp_path)))
+    board.add(["a"])
+    held = board.lease("w")
+    assert isinstance(held, Lease)
+    journal = board._board._journal  # type: ignore[union-attr]
+    assert journal is not None
+    append = journal.append
+
+    def refuse_completions(kind: EventKind, data: dict[str, Any]) -> None:
+        if kind is EventKind.COMPLETED:
+            raise JournalError("cannot write the journal: disk I/O error")
+        append(kind, data)
+
+    monkeypatch.setattr(journal, "append", refuse_completions)
+    last = Step(1, "model", "the answer", prompt=30, completion=7)
+    with pytest.raises(JournalError, match="I/O"):
+        board.complete(held.task.id, held.token, "w", "x", "", last, (5,))
+    assert board.snapshot().usage["execution"].calls == 0  # nothing of it was kept
+    monkeypatch.setattr(journal, "append", append)  # the worker's retry lands
+    assert board.complete(held.task.id, held.token, "w", "x", "", last, (5,)) is Outcome.ACCEPTED
+    usage = board.snapshot().usage
+    assert (usage["execution"].calls, usage["embedding"].calls) == (1, 1)
