@@ -113,17 +113,12 @@ def tokens_of(llm: LLM, messages: list[Message]) -> int:
 @dataclass
 class Tab:
     """What one task ran up that its board has not been told yet: the tokens of each
-    embedding call made for it, and its last step. It goes to the board with the task's next
-    call (`Board.step`, `Board.complete`), which settles it first, instead of a call of its
-    own per item."""
+    embedding call made for it, and its last step. It goes to the board with the task's
+    completion (`Board.complete`), which settles it first, instead of a call of its own per
+    item: a step call that writes nothing costs the board no journal transaction."""
 
     embedded: list[int] = field(default_factory=list)
     last: Step | None = None
-
-    def take(self) -> tuple[int, ...]:
-        """The embedding calls not yet told, now told."""
-        told, self.embedded = tuple(self.embedded), []
-        return told
 
 
 _tabs = threading.local()
@@ -143,7 +138,7 @@ def tab(board: BoardClient, name: str, lease: Lease) -> Iterator[Tab]:
         _tabs.tab = None
         if open_.last is not None:
             board.last_step(lease.task.id, lease.token, name, open_.last)
-        for tokens in open_.take():
+        for tokens in open_.embedded:
             board.record_usage(name, Kind.EMBEDDING.value, tokens, 0)
 
 

@@ -196,17 +196,11 @@ class _Task:
     def _between(self, acquire: int = 0, starting: str = "") -> None:
         """Record the finished step and open the next, in one round trip; wait while the
         cluster-wide rate limit holds a model call back."""
-        ctx, lease, open_ = self.ctx, self.lease, current_tab()
+        ctx, lease = self.ctx, self.lease
         while True:
-            told = open_.take() if open_ is not None else ()
-            try:
-                owned, wait = ctx.board.step(
-                    lease.task.id, lease.token, ctx.name, self.pending, acquire, starting, told
-                )
-            except BaseException:
-                if open_ is not None:  # not settled: it goes with the task's next call
-                    open_.embedded[:0] = told
-                raise
+            owned, wait = ctx.board.step(
+                lease.task.id, lease.token, ctx.name, self.pending, acquire, starting
+            )
             self.pending = None
             if not owned:
                 raise LeaseLost(f"task #{lease.task.id}: the lease went to another worker")

@@ -814,16 +814,22 @@ class Board:
         Returns only once it is in the journal; raises JournalError if it could not be
         written (then nothing of the call is), and the worker keeps the task and tries again.
 
-        What the task ran up since its last call rides along, so that a task's end is one
-        round trip: `last`, its final step (recorded as `step` records it), and `embedded`,
-        the tokens of each embedding call made for it (remembering its result). Both are
-        settled before the result, even under a lost lease: they were paid."""
+        What the task ran up and the board was not told rides along, so that a task's end is
+        one round trip: `last`, its final step (recorded as `step` records it), and
+        `embedded`, the tokens of each embedding call made for it (its memory query and the
+        write of its result). Both are settled before the result, even under a lost lease:
+        they were paid. Until then the lease's reservation stood for the task's spending."""
         self._settle()
         self._seen_now(worker)
         if self._tasks.done.get(task_id) == token:
             return Outcome.DUPLICATE  # its usage was settled by the call that completed it
         owned = self._owns(task_id, token)
-        self._tab(task_id, token, worker, last, embedded, owned)
+        if last is not None:
+            self._record_step(task_id, token, worker, last, owned)
+        for tokens in embedded:  # each its own usage event, as `record_usage` writes it
+            self._charge(worker, Kind.EMBEDDING.value, tokens, 0, 0.0, None)
+        if embedded:
+            self._stop_if_spent()
         if not owned:
             return Outcome.STALE
         self._emit(
@@ -929,19 +935,17 @@ class Board:
         done: Step | None = None,
         acquire: int = 0,
         starting: str = "",
-        embedded: Sequence[int] = (),
     ) -> tuple[bool, float]:
         """A task's worker between two steps, in one round trip: record the step that just
         finished (`done`; a model call's usage is settled even under a lost lease: it was
-        paid) and the embedding calls made for the task since its last call (`embedded`:
-        the tokens of each, so that the budget counts them before the next model call
-        starts), then open the next — `acquire` tokens from the rate limit for a model call
+        paid), then open the next — `acquire` tokens from the rate limit for a model call
         (noted as in flight once granted), or mark an unsafe tool as `starting`. Returns
         (whether the lease is still the worker's, seconds to wait before asking again)."""
         self._settle()
         self._seen_now(worker)
         owned = self._owns(task_id, token)
-        self._tab(task_id, token, worker, done, embedded, owned)
+        if done is not None:
+            self._record_step(task_id, token, worker, done, owned)
         if not owned:
             return False, 0.0
         if acquire:
@@ -954,24 +958,6 @@ class Board:
             step = self._ledger.next_step(task_id)
             self._emit(ev.Started(task_id, step, starting, worker))
         return True, 0.0
-
-    def _tab(
-        self,
-        task_id: int,
-        token: int,
-        worker: str,
-        done: Step | None,
-        embedded: Sequence[int],
-        owned: bool,
-    ) -> None:
-        """Settle what a task's worker reports with a call: its finished step, and its
-        embedding calls (each its own usage event, as `record_usage` writes it)."""
-        if done is not None:
-            self._record_step(task_id, token, worker, done, owned)
-        for tokens in embedded:
-            self._charge(worker, Kind.EMBEDDING.value, tokens, 0, 0.0, None)
-        if embedded:
-            self._stop_if_spent()
 
     def _record_step(self, task_id: int, token: int, worker: str, done: Step, owned: bool) -> None:
         if done.kind == "model":
