@@ -17,18 +17,19 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from coop import config, crew, journal, planner, registry, tracing
+from coop import config, journal, registry, tracing
 from coop.board import BoardClient
 from coop.config import JoinSettings, RunSettings, StartSettings
 from coop.declare import SettingError, resolve
-from coop.planner.jobs import Review
 from coop.runs import Planning, Run
-from coop.tools.functions import Tool, load
-from coop.tools.kit import Kit, mcp_file, read_caps
-from coop.worker import WorkerReport
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the planner, the workers and their tools are loaded by what runs them:
+    # openai, mcp and pydantic cost `coop status` and every reader a second or more
     from pydantic import BaseModel
+
+    from coop.planner.jobs import Review
+    from coop.tools.functions import Tool
+    from coop.worker import WorkerReport
 
 _RUN = frozenset(f.name for f in fields(RunSettings))
 
@@ -64,6 +65,8 @@ def own_tools(settings: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[Tool, 
     """`tools=` mixes built-in tools' names with Python functions (`tools=[search,
     "workspace"]`): the names are the run's setting, stored in its board; the functions are
     this process's workers' own tools, which reach its worker actors through Ray's pickling."""
+    from coop.tools.functions import Tool
+
     given = settings.get("tools")
     if given is None or isinstance(given, str):
         return dict(settings), ()
@@ -101,6 +104,10 @@ def join(objective: str, **settings: Any) -> WorkerReport:
 def work(objective: str, given: JoinSettings, functions: tuple[Tool, ...] = ()) -> WorkerReport:
     """`join` and `coop join`: one path, from settings already checked. `functions`: Python
     tools given as functions, besides those `given.tool` names by path."""
+    from coop import crew
+    from coop.tools.functions import load
+    from coop.tools.kit import Kit, mcp_file, read_caps
+
     kit = Kit(
         given.tools,
         mcp_file(given.mcp),
@@ -126,6 +133,10 @@ def plan(
     StartSettings already checked (`values`). `explicit`: the settings the user gave, the caps
     of which a resumed objective takes. `functions`: Python tools of this process's workers
     given as functions, besides those `--tool` names by path."""
+    from coop import crew, planner
+    from coop.tools.functions import load
+    from coop.tools.kit import Kit, mcp_file, read_caps
+
     own = StartSettings(**{k: v for k, v in values.items() if k not in _RUN})
     run_settings = {k: v for k, v in values.items() if k in _RUN}
     traces = None
