@@ -54,13 +54,23 @@ def swarm(**kw: object) -> Situation:
             Decision(creations=(Creation(8, 8), Creation(8, 10))),
         ),
         # the head holds tasks no prioritization has seen: one call orders it
-        (swarm(head=5, unordered=3), Decision(prioritize=True)),
+        (swarm(unordered=3), Decision(prioritize=True)),
+        # 9 ready but 8 free slots take all but one at once: their order changes nothing
+        (swarm(leased=0, ready=9, unordered=9), Decision()),
         # one prioritization at a time
-        (swarm(head=5, unordered=3, busy=frozenset({PRIORITIZE})), Decision()),
+        (swarm(unordered=3, busy=frozenset({PRIORITIZE})), Decision()),
         # a single new task in the head: nothing to order it against
-        (swarm(head=5, unordered=1), Decision()),
+        (swarm(unordered=1), Decision()),
         # CHECK_EVERY more completions since the last periodic check: a check
         (swarm(completed=20, milestone=1), Decision(check=True)),
+        # a check is due but nothing is ready or leased: the calls in flight refill the list
+        # or it runs dry and the dry check comes; a check now would see neither
+        (
+            swarm(
+                completed=20, milestone=1, ready=0, leased=0, creating=1, busy=frozenset({CREATE})
+            ),
+            Decision(),
+        ),
         # a check is due but one is in flight: not two at once
         (swarm(completed=20, milestone=1, busy=frozenset({CHECK})), Decision()),
         # the list ran dry and this count was never checked: a check of the dry list

@@ -11,9 +11,12 @@ threads and the board, lets each rule be tested as a row of a table.
   plans a fuller batch in the background when the queue holds a full batch, the ready tasks
   run short of a round of slots, or nothing is leased;
 * **prioritization**: one call at a time, when the head of the list holds at least two tasks
-  the last one did not order;
-* **the completion check**: every `CHECK_EVERY` completions, and when the list runs dry (at
-  most once per count of completions; still dry after that check, a fresh plan instead);
+  the last one did not order and at least two ready tasks will wait for a slot: an order of
+  tasks the free slots take at once changes nothing;
+* **the completion check**: every `CHECK_EVERY` completions, but not while nothing is ready or
+  leased (the calls in flight refill the list, or it runs dry and is checked then); and when
+  the list runs dry (at most once per count of completions; still dry after that check, a
+  fresh plan instead);
 * **waiting**: only tasks no live worker can do are left and nothing is in flight.
 """
 
@@ -42,8 +45,7 @@ class Situation:
     busy: frozenset[Job] = frozenset()  # the kinds of job in flight, creation included
     expected: float = 3.0  # tasks a creation call is expected to bring
     calls: int = 4  # most creation calls in flight (`--planner-calls`)
-    head: int = 0  # pending tasks prioritization looks at
-    unordered: int = 0  # of those, ones the last prioritization did not see
+    unordered: int = 0  # pending tasks at the head the last prioritization did not see
     completed: int = 0
     dry: bool = False  # nothing pending, leased or unplanned
     stuck: int = 0  # pending tasks no live worker can do
@@ -79,9 +81,11 @@ def decide(s: Situation) -> Decision:
     queued -= sum(c.size for c in creations)
     creating = s.creating + len(creations)
     busy = s.busy | ({Job.CREATE} if creations else set())
-    prioritize = Job.PRIORITIZE not in busy and s.head >= 2 and s.unordered >= 2
-    waiting = bool(s.stuck) and not (s.ready or s.leased or queued or busy)
-    due = s.completed // C.CHECK_EVERY > s.milestone
+    queueing = s.ready - max(0, s.slots - s.leased)  # ready tasks no free slot takes now
+    prioritize = Job.PRIORITIZE not in busy and s.unordered >= 2 and queueing >= 2
+    stuck = bool(s.stuck) and not (s.ready or s.leased or queued or busy)
+    between = not (s.ready or s.leased)  # the swarm refilled by calls in flight, or run dry
+    due = s.completed // C.CHECK_EVERY > s.milestone and not between
     dry = s.dry and not queued and not creating and Job.REPLAN not in busy
     check = Job.CHECK not in busy and (due or (dry and s.completed != s.checked))
     replan = not check and dry and Job.CHECK not in busy and s.completed == s.checked
@@ -92,7 +96,7 @@ def decide(s: Situation) -> Decision:
         check=check,
         dry_check=check and dry,
         replan=replan,
-        waiting=waiting,
+        waiting=stuck,
     )
 
 

@@ -180,7 +180,6 @@ class Planner:
             busy=frozenset(busy),
             expected=self._yield,
             calls=self.settings.planner_calls,
-            head=len(view.head),
             unordered=sum(1 for tid in view.head if tid not in self._ordered),
             completed=view.completed,
             dry=view.dry,
