@@ -30,7 +30,7 @@ from coop.llm import Message, ToolCall
 from coop.memory import Hit
 from coop.tools import Invocation, ToolOutput
 from coop.tools.box import Toolbox
-from coop.types import Kind, Lease, Replays, Step
+from coop.types import Kind, Lease, Replays, Step, StepKind
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class _Task:
     def _model(self, specs: list[dict[str, Any]]) -> tuple[str, list[ToolCall]]:
         """This step's reply: the recorded one, or a call to the model now."""
         done = self.recorded.get(self.step)
-        if done is not None and done.kind == "model":
+        if done is not None and done.kind is StepKind.MODEL:
             s = self.saved
             s.steps, s.calls = s.steps + 1, s.calls + 1
             s.tokens += done.prompt + done.completion
@@ -123,7 +123,7 @@ class _Task:
         calls = tuple((c.id, c.name, c.arguments) for c in reply.tool_calls)
         self.pending = Step(
             self.step,
-            "model",
+            StepKind.MODEL,
             reply.text,
             calls,
             prompt=reply.prompt_tokens,
@@ -158,7 +158,7 @@ class _Task:
     def _tool(self, call: ToolCall) -> ToolOutput:
         """This step's tool output: recorded, unknown (an unsafe call cut short), or run now."""
         done = self.recorded.get(self.step)
-        if done is not None and done.kind == "tool":
+        if done is not None and done.kind is StepKind.TOOL:
             self.saved.steps += 1
             return ToolOutput(done.ok, done.text)
         assert self.tools is not None
@@ -167,7 +167,9 @@ class _Task:
             self.saved.unknown += 1
             out = ToolOutput.error(UNKNOWN)
             self._between()
-            self.pending = Step(self.step, "tool", out.text, call=call.id, tool=call.name, ok=False)
+            self.pending = Step(
+                self.step, StepKind.TOOL, out.text, call=call.id, tool=call.name, ok=False
+            )
             return out
         unsafe = spec is not None and spec.unsafe_to_repeat
         self._between(starting=call.name if unsafe else "")
@@ -181,7 +183,7 @@ class _Task:
             )
         self.pending = Step(
             self.step,
-            "tool",
+            StepKind.TOOL,
             ran.output.text,
             call=call.id,
             tool=ran.tool,

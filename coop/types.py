@@ -230,6 +230,14 @@ class ToolStats:
     bytes: int = 0  # what the tool answered (UTF-8), before any cut
 
 
+class StepKind(str, enum.Enum):
+    """What a step of a task was: a model call or a tool call. Sent from a worker to the board
+    with each step; the journal stores the value."""
+
+    MODEL = "model"
+    TOOL = "tool"
+
+
 @dataclass(frozen=True)
 class Step:
     """One finished step of a task, as the step ledger keeps it and a worker replays it: a
@@ -237,7 +245,7 @@ class Step:
     (its output, answering the model's call `call`)."""
 
     step: int  # numbered from 1 within the task, across its attempts
-    kind: str  # "model" or "tool"
+    kind: StepKind
     text: str = ""
     calls: tuple[tuple[str, str, str], ...] = ()  # model: (id, name, arguments) of each call
     call: str = ""  # tool: the id of the model's call it answers

@@ -45,7 +45,7 @@ from coop.memory.weaviate import (
 from coop.memory.weaviate import where as weaviate_where
 from coop.simulate import Simulator
 from coop.text import objective_id
-from coop.types import Lease, Snapshot, Step
+from coop.types import Lease, Snapshot, Step, StepKind
 from scripts import bench_sandbox
 from tests.support.cluster import Coop, local_cluster
 from tests.support.standin import StandIn
@@ -203,7 +203,9 @@ def ledger_overhead(a: argparse.Namespace, state: Path, rows: list[list[str]]) -
     steps_ms, bare_ms = [], []
     reply = "r" * 400  # a short model reply, as a tool-calling turn is
     for n in range(1, a.cycles * a.repeats + 1):
-        done = Step(n, "model", reply, (("c", "workspace_read", '{"path": "x"}'),), prompt=900)
+        done = Step(
+            n, StepKind.MODEL, reply, (("c", "workspace_read", '{"path": "x"}'),), prompt=900
+        )
         t = time.perf_counter()
         ray.get(bare.ping.remote())
         bare_ms.append((time.perf_counter() - t) * 1e3)

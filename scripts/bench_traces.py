@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from coop import tracing
 from coop.board import Board, BoardClient
 from coop.config import RunSettings
-from coop.types import Answer, Lease, Step
+from coop.types import Answer, Lease, Step, StepKind
 
 PLANNER = "bench-planner-1"
 """The planner instance that claims the board (it records the planner calls and the answer)."""
@@ -72,13 +72,15 @@ def _work(board: BoardClient, worker: str, latency: float, calls: list[int]) -> 
         tid, token = lease.task.id, lease.token
         board.step(tid, token, worker, None, acquire=100)
         time.sleep(latency)
-        ask = Step(1, "model", "", (("c1", "python", '{"code": "1"}'),), prompt=90, completion=20)
+        ask = Step(
+            1, StepKind.MODEL, "", (("c1", "python", '{"code": "1"}'),), prompt=90, completion=20
+        )
         board.step(tid, token, worker, ask)
         time.sleep(latency / 10)
-        tool = Step(2, "tool", "1", call="c1", tool="python", latency=latency / 10, bytes=1)
+        tool = Step(2, StepKind.TOOL, "1", call="c1", tool="python", latency=latency / 10, bytes=1)
         board.step(tid, token, worker, tool, acquire=100)
         time.sleep(latency)
-        board.step(tid, token, worker, Step(3, "model", "done", prompt=120, completion=30))
+        board.step(tid, token, worker, Step(3, StepKind.MODEL, "done", prompt=120, completion=30))
         board.complete(tid, token, worker, f"result of task {tid}")
         calls.append(2)
 

@@ -25,7 +25,18 @@ from coop.board.actor import CRASH_ENV
 from coop.config import RunSettings
 from coop.journal import journal_path
 from coop.simulate import Simulator
-from coop.types import Answer, Lease, Outcome, Progress, Reason, Replays, Seat, State, Step
+from coop.types import (
+    Answer,
+    Lease,
+    Outcome,
+    Progress,
+    Reason,
+    Replays,
+    Seat,
+    State,
+    Step,
+    StepKind,
+)
 from tests.support.board import Clock
 from tests.support.procs import STATE_DIR, coop_env, spawn_start, unique, wait_for
 from tests.support.standin import MakeStandIn
@@ -138,7 +149,7 @@ def _calls(board: BoardClient) -> list[tuple[str, Callable[[], Any]]]:
         ("reorder", lambda: board.reorder(board.pending_window(9)[0], [3, 2])),
         ("lease", lease("first")),
         ("heartbeat", lambda: board.heartbeat("w", [tok("first")], Seat(2, ("x",)))),
-        ("step", lambda: board.step(*tok("first"), "w", Step(1, "model", "hi", prompt=9))),
+        ("step", lambda: board.step(*tok("first"), "w", Step(1, StepKind.MODEL, "hi", prompt=9))),
         ("record_usage", lambda: board.record_usage("w", "embedding", 7, 0)),
         ("write_file", lambda: board.write_file(*tok("first"), "w", "f.md", "hi", "k1")),
         ("replayed", lambda: board.replayed("w", tok("first")[0], Replays(tasks=1, steps=1))),

@@ -20,7 +20,7 @@ from coop.llm import Completion, Message, OfflineLLM
 from coop.tools import Invocation, ToolOutput, ToolSpec
 from coop.tools.box import Toolbox
 from coop.tools.workspace import Workspace
-from coop.types import EventKind, Lease, Step
+from coop.types import EventKind, Lease, Step, StepKind
 from tests.support.board import Clock
 from tests.support.memory import InProcessMemory
 from tests.support.procs import wait_for
@@ -147,7 +147,7 @@ def test_a_stale_lease_cannot_append_steps() -> None:
     clock.now += 11
     new = b.lease("w2")
     assert isinstance(new, Lease)
-    late = Step(1, "model", "a late reply", prompt=10, completion=5)
+    late = Step(1, StepKind.MODEL, "a late reply", prompt=10, completion=5)
     assert b.step(old.task.id, old.token, "w1", late) == (False, 0.0)
     assert b.steps(new.task.id) == ([], {})
     assert b.snapshot().usage["execution"].calls == 1  # it was paid for: counted, not kept
@@ -181,7 +181,7 @@ def test_the_ledger_survives_a_rebuild_from_the_journal(tmp_path: Path) -> None:
     assert isinstance(lease, Lease)
     b.step(lease.task.id, lease.token, "w", None, acquire=100)
     model = Step(
-        1, "model", "", (("c1", "workspace_read", '{"path": "x"}'),), prompt=9, completion=3
+        1, StepKind.MODEL, "", (("c1", "workspace_read", '{"path": "x"}'),), prompt=9, completion=3
     )
     b.step(lease.task.id, lease.token, "w", model, starting="workspace_write")
     run = RunSettings(llm="offline", lease_ttl=10, max_tasks=100).validate()
@@ -192,9 +192,9 @@ def test_the_ledger_survives_a_rebuild_from_the_journal(tmp_path: Path) -> None:
 
 def test_steps_are_kept_once_in_order() -> None:
     ledger = Ledger()
-    ledger.record(3, Step(step=1, kind="model", text="t", calls=(("a", "b", "{}"),)))
+    ledger.record(3, Step(step=1, kind=StepKind.MODEL, text="t", calls=(("a", "b", "{}"),)))
     ledger.start(3, 2, "card")
-    ledger.record(3, Step(step=2, kind="tool", text="out", call="a", tool="b"))
+    ledger.record(3, Step(step=2, kind=StepKind.TOOL, text="out", call="a", tool="b"))
     assert [s.step for s in ledger.steps(3)] == [1, 2] and ledger.started(3) == {}
     assert ledger.steps(3)[0].calls == (("a", "b", "{}"),) and ledger.next_step(3) == 3
     ledger.fly(3, 3, 500, 0.01)

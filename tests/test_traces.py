@@ -23,7 +23,7 @@ from coop.constants import OFFLINE_MODEL
 from coop.journal import Journal, journal_path
 from coop.simulate import Simulator
 from coop.traces import Converter, SpanRecord, node_of, span_id, trace_id
-from coop.types import Answer, EventKind, Lease, Reason, Replays, Step
+from coop.types import Answer, EventKind, Lease, Reason, Replays, Step, StepKind
 from tests.support.board import Clock
 from tests.support.procs import (
     SECRET,
@@ -49,7 +49,9 @@ def _lease(board: BoardClient, worker: str) -> Lease:
 
 
 def _model(step: int, prompt: int, completion: int, *calls: tuple[str, str, str]) -> Step:
-    return Step(step, "model", "thinking", calls, prompt=prompt, completion=completion, latency=0.5)
+    return Step(
+        step, StepKind.MODEL, "thinking", calls, prompt=prompt, completion=completion, latency=0.5
+    )
 
 
 def _run(tmp_path: Path) -> tuple[BoardClient, Clock]:
@@ -69,7 +71,9 @@ def _run(tmp_path: Path) -> tuple[BoardClient, Clock]:
     board.step(tid, first.token, A, None, acquire=50)
     call = ("c1", "python", '{"code": "print(1)"}')
     board.step(tid, first.token, A, _model(1, 30, 7, call), starting="")
-    tool = Step(2, "tool", f"printed 1 {SECRET}", call="c1", tool="python", latency=0.2, bytes=9)
+    tool = Step(
+        2, StepKind.TOOL, f"printed 1 {SECRET}", call="c1", tool="python", latency=0.2, bytes=9
+    )
     board.step(tid, first.token, A, tool)
     board.record_usage(A, "embedding", 11, 0, latency=0.05, task_id=tid)
     board.complete(tid, first.token, A, "sorted")

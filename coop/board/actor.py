@@ -67,6 +67,7 @@ from coop.types import (
     Snapshot,
     State,
     Step,
+    StepKind,
     Task,
     Usage,
     WorkerStats,
@@ -384,7 +385,7 @@ class Board:
         calls = tuple((c[0], c[1], c[2]) for c in e.calls)  # the journal's JSON has lists
         step = Step(
             e.step,
-            e.kind,
+            StepKind(e.kind),
             e.text,
             calls,
             e.call,
@@ -960,7 +961,7 @@ class Board:
         return True, 0.0
 
     def _record_step(self, task_id: int, token: int, worker: str, done: Step, owned: bool) -> None:
-        if done.kind == "model":
+        if done.kind is StepKind.MODEL:
             self._charge(
                 worker, "execution", done.prompt, done.completion, done.latency, task_id, done.step
             )
@@ -975,7 +976,7 @@ class Board:
                     token,
                     worker,
                     d.step,
-                    d.kind,
+                    d.kind.value,
                     d.text,
                     list(d.calls),
                     d.call,

@@ -2,36 +2,26 @@
 when to stop — with as many model calls in flight as the swarm needs.
 
 A coordinator (this module) reads the board each turn (`Board.plan_view`: new completions
-and the demand for tasks) and schedules jobs (jobs.py) on a pool of threads:
+and the demand for tasks), asks the demand policy (demand.py, a pure function) which calls
+to start, and runs them as jobs (jobs.py) on a pool of threads: creation from the
+completions nobody has planned from, prioritization off the critical path, the completion
+check, and a fresh plan when progress stalls. A batch's tasks and its acknowledgement land
+in one journal event, so a completion is never planned twice or skipped, across a planner's
+death too.
 
-* **creation**: the completions nobody has planned from are split into batches, as many calls
-  at once as demand calls for (idle worker slots plus about one queued task per slot, less
-  the tasks ready and those the calls in flight will bring), up to `--planner-calls`; each
-  prompt says how many tasks are wanted when the queue is short. With the demand met, one
-  call plans a fuller batch in the background. At the task cap no call is made: completions
-  are acknowledged as they are. A batch's tasks and its acknowledgement land in one journal
-  event, so a completion is never planned twice or skipped, across a planner's death too;
-* **prioritization**, off the critical path: one call at a time, whenever the head of the
-  queue holds tasks it has not ordered; the board merges a late order into the current list;
-* **the completion check**, every `CHECK_EVERY` completions and whenever the list runs dry,
-  and **a fresh plan** when progress stalls.
-
-It keeps a progress ledger in the spirit of Magentic-One's, applied here in the coordinator
-as jobs finish: a batch that adds no task and whose results say nothing new is a stall; at
-`STALL_LIMIT` stalls it replans from scratch, and after `MAX_REPLANS` fruitless replans the
-objective stops as stalled. Batches that only re-propose finished work stop it as a loop.
+As jobs finish the coordinator feeds the progress ledger (ledger.py) and acts on its verdicts:
+a fresh plan, or the end as stalled or as a loop.
 
 A model call that fails is tried again after a pause that doubles (its batch goes back to
 the queue, unacknowledged); after `MAX_FAILURES` failures in a row the objective stops as
-`failed` with the fault's one line. Planning is a lease on the board, renewed by a heartbeat
-thread: a second planner is refused (or waits, with `--standby`), and one whose claim lapsed
-is fenced out of adding tasks.
+`failed` with the fault's one line. Planning is a lease on the board (claim.py): a second
+planner is refused (or waits, with `--standby`), and one whose claim lapsed is fenced out of
+adding tasks.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -42,14 +32,18 @@ from dataclasses import replace
 from coop import constants as C
 from coop.board import BoardUnavailable, PlannerLost
 from coop.calls import Context, metered
-from coop.errors import CoopError
 from coop.llm import LLMError
+from coop.planner.claim import ClaimKeeper
+from coop.planner.demand import Situation, decide
 from coop.planner.index import TaskIndex
 from coop.planner.jobs import Job, Jobs, Outcome, Review
+from coop.planner.ledger import UNREADABLE_CHECKS, Ledger, Verdict
 from coop.planner.pool import DaemonPool
 from coop.types import PlanView, Progress, Reason, Result, State
 
 log = logging.getLogger(__name__)
+
+__all__ = ["UNREADABLE_CHECKS", "Planner"]
 
 RETRY_AFTER_ERROR = 2.0
 """Seconds before planning is tried again after a model call failed (after the client's own
@@ -58,15 +52,10 @@ RETRY_MAX = 60.0
 MAX_FAILURES = 6
 """Failed planning calls in a row (about two minutes of pauses) before the objective stops as
 `failed`: a model server that long gone will not plan this objective."""
-ASK_MAX = 10
-"""Most tasks one creation prompt asks for when the queue is short."""
 YIELD_START = 3.0
 """Tasks a creation call is expected to bring before any has returned; then the running mean."""
 TICK = C.POLL_MIN
 """Seconds the coordinator waits for a job to finish before it looks at the board again."""
-UNREADABLE_CHECKS = 3
-"""Completion checks in a row whose reply could not be read before the objective stops as
-stalled: a model that cannot answer the check in JSON would otherwise be asked until a cap."""
 STUCK_PATIENCE = 60.0
 """Seconds that only tasks no live worker can do are left before that counts as a stall: time
 for a worker that can do them to join."""
@@ -81,10 +70,8 @@ class Planner:
         self.stop = stop
         self.index = TaskIndex(ctx.llm, metered(ctx.board, ctx.name))
         self.jobs = Jobs(ctx, self.index, review)
-        self.progress = Progress()
-        self._lost: str | None = None
-        self._done = threading.Event()  # released: the claim keeper stops
-        self._renewing = threading.Lock()
+        self.ledger = Ledger()
+        self._claim = ClaimKeeper(ctx.board, ctx.name, stop)
         self._queue: deque[Result] = deque()  # claimed completions, waiting for a creation
         self._cursor = 0  # the next completion this planner has not claimed
         self._running: dict[Future[Outcome], Job] = {}
@@ -95,64 +82,25 @@ class Planner:
         self._milestone = 0  # completions // CHECK_EVERY at the last periodic check
         self._failures = 0
         self._fault = ""  # the last failure's fault, to tell the same malformed reply twice
-        self._unread = 0  # completion checks in a row whose reply could not be read
         self._resume_at = 0.0  # no new calls before this (after a failure)
         self._pool: DaemonPool | None = None
         self._stuck_since = time.monotonic()  # last stall counted for tasks nobody can do
         self._stuck_note = ""
 
+    @property
+    def progress(self) -> Progress:
+        """The progress ledger's counts, as the board keeps them."""
+        return self.ledger.progress
+
     # -- the planner lease ----------------------------------------------------------------
 
     def claim(self, *, wait: bool) -> None:
         """Become the planner, or fail (or, with `wait`, stand by) while another one is."""
-        announced = False
-        while True:
-            asked = time.monotonic()
-            if (holder := self.board.claim_planner(self.name)) is None:
-                break
-            if not wait:
-                raise CoopError(
-                    f"another planner ({holder}) is running this objective; run "
-                    "`coop join` to add workers, or `coop start --standby` to wait"
-                )
-            if not announced:
-                log.info("standing by: %s plans this objective; taking over if it stops", holder)
-                announced = True
-            if self.stop.wait(C.PLANNER_TTL / 3):
-                raise CoopError("stopped while standing by")
-        keeper = threading.Thread(
-            target=self._keep_claim, args=(asked,), name="planner-claim", daemon=True
-        )
-        keeper.start()
+        self._claim.claim(wait=wait)
 
-    def _keep_claim(self, renewed: float) -> None:
-        """Renew the claim every third of its TTL until it is released. Another holder means
-        the claim was lost. A claim left unrenewed for a whole TTL (`renewed`: when the last
-        renewal that got through was sent) may be another instance's by now: this planner
-        stops as well, at once, even while it cannot reach the board (a partition), rather
-        than plan on a board it may no longer own; whatever it sent meanwhile is fenced out
-        by the board."""
-        while not self._done.wait(C.PLANNER_TTL / 3):
-            sent = time.monotonic()
-            try:
-                with self._renewing:  # never renewed after `release`
-                    if self._done.is_set():
-                        return
-                    holder = self.board.claim_planner(self.name, timeout=C.PLANNER_TTL / 3)
-            except BoardUnavailable as exc:
-                if time.monotonic() - renewed < C.PLANNER_TTL:
-                    continue
-                self._lost = (
-                    f"this planner lost its claim: it could not renew it for "
-                    f"{C.PLANNER_TTL:g}s ({exc.cause})"
-                )
-            else:
-                if holder is None:
-                    renewed = sent
-                    continue
-                self._lost = f"{holder} took over planning"
-            self.board.give_up(f"{self._lost}; this planner stops")
-            return
+    def release(self) -> None:
+        """Give up the claim, once the answer is written under it."""
+        self._claim.release()
 
     # -- the coordinator --------------------------------------------------------------------
 
@@ -164,29 +112,17 @@ class Planner:
         try:
             return self._coordinate(fresh_plan)
         except BoardUnavailable:
-            if self._lost:  # given up on the board: say why
-                raise PlannerLost(f"{self._lost}; this planner stops") from None
+            if self._claim.lost:  # given up on the board: say why
+                raise PlannerLost(f"{self._claim.lost}; this planner stops") from None
             raise
         finally:
             self._pool.shutdown()
-
-    def release(self) -> None:
-        """Give up the claim (kept until now: the answer is written under it). A board that
-        cannot be reached lets it lapse on its own."""
-        with self._renewing:
-            self._done.set()
-        if self._lost:
-            return
-        try:
-            self.board.release_planner(self.name)
-        except BoardUnavailable as exc:
-            log.debug("planner claim not released (it lapses by itself): %s", exc)
 
     def _coordinate(self, fresh_plan: bool) -> bool:
         snap = self.board.snapshot()
         if snap.state is State.FINISHED:
             return False  # a resumed run that had already ended: nothing to plan or embed
-        self.progress = snap.progress
+        self.ledger = Ledger(snap.progress)
         self._milestone = snap.completed // C.CHECK_EVERY
         indexed = False
         idle = C.POLL_MIN
@@ -195,8 +131,8 @@ class Planner:
         )
         while True:
             self.jobs.ask_person()  # about the tasks the last jobs added, here on the main thread
-            if self._lost:
-                raise PlannerLost(f"{self._lost}; this planner stops")
+            if self._claim.lost:
+                raise PlannerLost(f"{self._claim.lost}; this planner stops")
             if self.stop.is_set():
                 self.board.stop(Reason.STOPPED)
             if deadline is not None and time.monotonic() > deadline:
@@ -232,46 +168,48 @@ class Planner:
         """Completions worth claiming now: enough for every creation call that may start."""
         return max(0, C.PLANNER_BATCH * self.settings.planner_calls - len(self._queue))
 
+    def _situation(self, view: PlanView) -> Situation:
+        busy = list(self._running.values())
+        return Situation(
+            room=view.room,
+            slots=view.slots,
+            leased=view.leased,
+            ready=view.ready,
+            queued=len(self._queue),
+            creating=busy.count(Job.CREATE),
+            busy=frozenset(busy),
+            expected=self._yield,
+            calls=self.settings.planner_calls,
+            unordered=sum(1 for tid in view.head if tid not in self._ordered),
+            completed=view.completed,
+            dry=view.dry,
+            stuck=view.stuck,
+            milestone=self._milestone,
+            checked=self._checked,
+        )
+
     def _schedule(self, view: PlanView) -> None:
-        creating = sum(1 for job in self._running.values() if job is Job.CREATE)
-        if self._queue and view.room <= 0:  # a cap (tasks or budget): nothing more may be added
+        """Start the calls the demand policy asks for in this view."""
+        d = decide(self._situation(view))
+        if d.acknowledge:  # a cap (tasks or budget): nothing more may be added
             batch = list(self._queue)
             self._queue.clear()
             self.jobs.acknowledge(batch)
-        coming = creating * self._yield
-        buffer = max(view.slots, 1)  # about one queued task per slot, so none waits on a call
-        want = min(max(0, view.slots - view.leased) + buffer - view.ready, view.room) - coming
-        while self._queue and creating < self.settings.planner_calls:
-            urgent = want > 0
-            background = not creating and (
-                len(self._queue) >= C.PLANNER_BATCH or view.ready < buffer or not view.leased
-            )
-            if not (urgent or background):
-                break
-            free = self.settings.planner_calls - creating
-            calls = min(free, max(1, math.ceil(want / self._yield))) if urgent else 1
-            size = min(C.PLANNER_BATCH, max(1, math.ceil(len(self._queue) / calls)))
-            batch = [self._queue.popleft() for _ in range(min(size, len(self._queue)))]
-            wanted = min(ASK_MAX, max(1, math.ceil(want / calls))) if urgent else None
-            job = self._submit(Job.CREATE, self.jobs.create, batch, wanted, view.capabilities)
+        for c in d.creations:
+            batch = [self._queue.popleft() for _ in range(c.size)]
+            job = self._submit(Job.CREATE, self.jobs.create, batch, c.wanted, view.capabilities)
             self._batches[job] = batch
-            creating += 1
-            want -= self._yield
-        busy = set(self._running.values())
-        fresh = [tid for tid in view.head if tid not in self._ordered]
-        if Job.PRIORITIZE not in busy and len(view.head) >= 2 and len(fresh) >= 2:
+        if d.prioritize:
             self._ordered = set(view.head)
             self._submit(Job.PRIORITIZE, self.jobs.prioritize)
-        if view.stuck and not (view.ready or view.leased or creating or self._queue or busy):
+        if d.waiting:
             self._waiting(view)
-        due = view.completed // C.CHECK_EVERY > self._milestone
-        dry = view.dry and not self._queue and not creating and Job.REPLAN not in busy
-        if Job.CHECK not in busy and (due or (dry and view.completed != self._checked)):
+        if d.check:
             self._milestone = view.completed // C.CHECK_EVERY
-            if dry:  # a periodic check may have seen results still being planned: not this
+            if d.dry_check:  # a periodic check may have seen results still being planned
                 self._checked = view.completed
             self._submit(Job.CHECK, self.jobs.check, view.completed)
-        elif dry and Job.CHECK not in busy and view.completed == self._checked:
+        elif d.replan:
             self._replan()  # checked at this count already, and still dry: plan afresh
 
     def _waiting(self, view: PlanView) -> None:
@@ -318,16 +256,15 @@ class Planner:
             )
             self._ledger(out.added != [], out.proposed, out.repeats)
         elif job is Job.CHECK:
-            self.progress.checks += 1
+            unread = self.ledger.checked(out.unreadable)
             self._record()
-            self._unread = self._unread + 1 if out.unreadable else 0
             if out.met:
                 self.board.stop(Reason.DONE, out.why)
-            elif self._unread >= UNREADABLE_CHECKS:
+            elif unread:
                 self.board.stop(
                     Reason.STALLED,
-                    f"the model's completion check could not be read {self._unread} times "
-                    f"in a row (last: {out.why!r}); it did not answer in JSON",
+                    f"the model's completion check could not be read {self.ledger.unread} "
+                    f"times in a row (last: {out.why!r}); it did not answer in JSON",
                 )
 
     def _failed(self, exc: LLMError) -> None:
@@ -348,32 +285,31 @@ class Planner:
         self._resume_at = time.monotonic() + pause
 
     def _ledger(self, progress: bool, proposed: int, repeats: int) -> None:
-        p = self.progress
-        p.stalls = max(0, p.stalls - 1) if progress else p.stalls + 1
-        if proposed and not progress and 2 * repeats >= proposed:
-            p.repeating += 1
-        elif progress:
-            p.repeating = 0
+        """A batch's outcome into the ledger, recorded on the board, and its verdict acted on."""
+        verdict = self.ledger.batch(progress, proposed, repeats)
         self._record()
-        if p.repeating >= C.LOOP_BATCHES:
+        if verdict is Verdict.LOOP:
             self.board.stop(
-                Reason.LOOP, f"the model re-proposed finished work {p.repeating} times in a row"
+                Reason.LOOP,
+                f"the model re-proposed finished work {self.progress.repeating} times in a row",
             )
-        elif p.stalls >= C.STALL_LIMIT:
+        elif verdict is Verdict.REPLAN:
             self._replan()
 
     def _replan(self) -> None:
         """A fresh plan, or the end as stalled after MAX_REPLANS of them."""
-        p = self.progress
-        if p.replans >= C.MAX_REPLANS:
+        if self.ledger.spent:
             why = "; ".join(
-                filter(None, [f"no progress after {p.replans} fresh plans", self._stuck_note])
+                filter(
+                    None,
+                    [f"no progress after {self.progress.replans} fresh plans", self._stuck_note],
+                )
             )
             self.board.stop(Reason.STALLED, why)
             return
         if Job.REPLAN in self._running.values():
             return
-        p.replans, p.stalls = p.replans + 1, 0
+        self.ledger.replanned()
         self._record()
         self._submit(Job.REPLAN, self.jobs.replan)
 

@@ -1,0 +1,125 @@
+"""The planner's demand policy, a pure function: from what the board shows and what is in
+flight (a `Situation`), which model calls to start now (a `Decision`). The coordinator
+(loop.py) gathers the one and carries out the other; keeping the arithmetic here, free of
+threads and the board, lets each rule be tested as a row of a table.
+
+* **creation**: at a cap (tasks or budget) no call is made and the claimed completions are
+  acknowledged as they are. Otherwise the want is idle worker slots plus about one queued
+  task per slot, less the tasks ready and those the creation calls in flight will bring
+  (`expected` each); the queued completions are split over as many calls as that want needs,
+  up to `planner_calls` in flight, each asking for its share. With the want met, one call
+  plans a fuller batch in the background when the queue holds a full batch, the ready tasks
+  run short of a round of slots, or nothing is leased;
+* **prioritization**: one call at a time, when the head of the list holds at least two tasks
+  the last one did not order and at least two ready tasks will wait for a slot: an order of
+  tasks the free slots take at once changes nothing;
+* **the completion check**: every `CHECK_EVERY` completions, but not while nothing is ready or
+  leased (the calls in flight refill the list, or it runs dry and is checked then); and when
+  the list runs dry (at most once per count of completions; still dry after that check, a
+  fresh plan instead);
+* **waiting**: only tasks no live worker can do are left and nothing is in flight.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from coop import constants as C
+from coop.planner.jobs import Job
+
+ASK_MAX = 10
+"""Most tasks one creation prompt asks for when the queue is short."""
+
+
+@dataclass(frozen=True)
+class Situation:
+    """One turn's inputs: the board's numbers (as `PlanView` says them) and the planner's."""
+
+    room: int  # tasks that may still be added (task cap, budget)
+    slots: int  # tasks the live workers may hold at once
+    leased: int
+    ready: int  # pending tasks a worker may take now
+    queued: int = 0  # completions claimed and waiting for a creation call
+    creating: int = 0  # creation calls in flight
+    busy: frozenset[Job] = frozenset()  # the kinds of job in flight, creation included
+    expected: float = 3.0  # tasks a creation call is expected to bring
+    calls: int = 4  # most creation calls in flight (`--planner-calls`)
+    unordered: int = 0  # pending tasks at the head the last prioritization did not see
+    completed: int = 0
+    dry: bool = False  # nothing pending, leased or unplanned
+    stuck: int = 0  # pending tasks no live worker can do
+    milestone: int = 0  # completed // CHECK_EVERY at the last periodic check
+    checked: int = -1  # completions at the last check of a dry list (-1: none yet)
+
+
+@dataclass(frozen=True)
+class Creation:
+    """One creation call: the next `size` queued completions, asking for `wanted` tasks
+    (None: the prompt names no number, the call is in the background)."""
+
+    size: int
+    wanted: int | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    acknowledge: bool = False  # every queued completion, without a call: a cap is reached
+    creations: tuple[Creation, ...] = field(default_factory=tuple)
+    prioritize: bool = False
+    check: bool = False
+    dry_check: bool = False  # the check is of a dry list (remembered: one per count)
+    replan: bool = False  # dry, and already checked at this count
+    waiting: bool = False  # only tasks no live worker can do are left
+
+
+def decide(s: Situation) -> Decision:
+    """The calls to start now in situation `s`."""
+    acknowledge = s.queued > 0 and s.room <= 0
+    queued = 0 if acknowledge else s.queued
+    creations = _creations(s, queued)
+    queued -= sum(c.size for c in creations)
+    creating = s.creating + len(creations)
+    busy = s.busy | ({Job.CREATE} if creations else set())
+    queueing = s.ready - max(0, s.slots - s.leased)  # ready tasks no free slot takes now
+    prioritize = Job.PRIORITIZE not in busy and s.unordered >= 2 and queueing >= 2
+    stuck = bool(s.stuck) and not (s.ready or s.leased or queued or busy)
+    between = not (s.ready or s.leased)  # the swarm refilled by calls in flight, or run dry
+    due = s.completed // C.CHECK_EVERY > s.milestone and not between
+    dry = s.dry and not queued and not creating and Job.REPLAN not in busy
+    check = Job.CHECK not in busy and (due or (dry and s.completed != s.checked))
+    replan = not check and dry and Job.CHECK not in busy and s.completed == s.checked
+    return Decision(
+        acknowledge=acknowledge,
+        creations=creations,
+        prioritize=prioritize,
+        check=check,
+        dry_check=check and dry,
+        replan=replan,
+        waiting=stuck,
+    )
+
+
+def _creations(s: Situation, queued: int) -> tuple[Creation, ...]:
+    """The creation calls for `queued` completions: as many as the want needs, or one in the
+    background."""
+    creating = s.creating
+    buffer = max(s.slots, 1)  # about one queued task per slot, so none waits on a call
+    want = min(max(0, s.slots - s.leased) + buffer - s.ready, s.room) - creating * s.expected
+    out: list[Creation] = []
+    while queued and creating < s.calls:
+        urgent = want > 0
+        background = not creating and (
+            queued >= C.PLANNER_BATCH or s.ready < buffer or not s.leased
+        )
+        if not (urgent or background):
+            break
+        free = s.calls - creating
+        calls = min(free, max(1, math.ceil(want / s.expected))) if urgent else 1
+        size = min(C.PLANNER_BATCH, max(1, math.ceil(queued / calls)), queued)
+        wanted = min(ASK_MAX, max(1, math.ceil(want / calls))) if urgent else None
+        out.append(Creation(size, wanted))
+        queued -= size
+        creating += 1
+        want -= s.expected
+    return tuple(out)

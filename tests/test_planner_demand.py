@@ -1,0 +1,111 @@
+"""The demand policy as a table: each row a situation the coordinator can be in and the calls
+it must start, with why. No threads, no board: `decide` is a pure function."""
+
+from __future__ import annotations
+
+import pytest
+
+from coop.planner.demand import Creation, Decision, Situation, decide
+from coop.planner.jobs import Job
+
+CREATE, PRIORITIZE, CHECK, REPLAN = Job.CREATE, Job.PRIORITIZE, Job.CHECK, Job.REPLAN
+
+
+def swarm(**kw: object) -> Situation:
+    """8 slots, all busy, a round of tasks ready, room to spare, nothing queued or in flight:
+    the demand is met; a row changes what it is about."""
+    base: dict[str, object] = dict(room=1000, slots=8, leased=8, ready=8)
+    base.update(kw)
+    return Situation(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "situation, decision",
+    [
+        # demand met and nothing queued: nothing to do
+        (swarm(), Decision()),
+        # at a cap, claimed completions are acknowledged without a call: no task may be added
+        (swarm(room=0, queued=5, ready=0, leased=0), Decision(acknowledge=True)),
+        # an idle swarm wants 16 (8 idle slots + a round queued): the 2 queued completions
+        # go one to a call, each asking for its share of what is still wanted
+        (
+            swarm(leased=0, ready=0, queued=2),
+            Decision(creations=(Creation(1, 4), Creation(1, 5))),
+        ),
+        # the want is met and the queue short: no call, not even in the background
+        (swarm(queued=2), Decision()),
+        # the want is met but a full batch is queued: one call plans it in the background,
+        # naming no number of tasks
+        (swarm(queued=10), Decision(creations=(Creation(8, None),))),
+        # one ready task short of a round of slots: one call for the queue, asking for 1
+        (swarm(ready=7, queued=3), Decision(creations=(Creation(3, 1),))),
+        # the calls in flight will bring what is wanted (2 × 3 ≥ 4): none more
+        (swarm(ready=4, queued=3, creating=2, busy=frozenset({CREATE})), Decision()),
+        # every creation call allowed is in flight: the queue waits however long it is
+        (
+            swarm(ready=0, leased=0, queued=20, creating=4, busy=frozenset({CREATE})),
+            Decision(),
+        ),
+        # room for 2 more tasks only: one call for the whole queue, asking for 2
+        (swarm(room=2, leased=0, ready=0, queued=3), Decision(creations=(Creation(3, 2),))),
+        # a long queue is split in batches of at most PLANNER_BATCH
+        (
+            swarm(leased=0, ready=0, queued=20, calls=2),
+            Decision(creations=(Creation(8, 8), Creation(8, 10))),
+        ),
+        # the head holds tasks no prioritization has seen: one call orders it
+        (swarm(unordered=3), Decision(prioritize=True)),
+        # 9 ready but 8 free slots take all but one at once: their order changes nothing
+        (swarm(leased=0, ready=9, unordered=9), Decision()),
+        # one prioritization at a time
+        (swarm(unordered=3, busy=frozenset({PRIORITIZE})), Decision()),
+        # a single new task in the head: nothing to order it against
+        (swarm(unordered=1), Decision()),
+        # CHECK_EVERY more completions since the last periodic check: a check
+        (swarm(completed=20, milestone=1), Decision(check=True)),
+        # a check is due but nothing is ready or leased: the calls in flight refill the list
+        # or it runs dry and the dry check comes; a check now would see neither
+        (
+            swarm(
+                completed=20, milestone=1, ready=0, leased=0, creating=1, busy=frozenset({CREATE})
+            ),
+            Decision(),
+        ),
+        # a check is due but one is in flight: not two at once
+        (swarm(completed=20, milestone=1, busy=frozenset({CHECK})), Decision()),
+        # the list ran dry and this count was never checked: a check of the dry list
+        (
+            swarm(dry=True, ready=0, leased=0, completed=13, milestone=1),
+            Decision(check=True, dry_check=True),
+        ),
+        # still dry after the check at this very count: a fresh plan
+        (
+            swarm(dry=True, ready=0, leased=0, completed=13, milestone=1, checked=13),
+            Decision(replan=True),
+        ),
+        # dry while a fresh plan is in flight: wait for it
+        (
+            swarm(dry=True, ready=0, leased=0, completed=13, milestone=1, busy=frozenset({REPLAN})),
+            Decision(),
+        ),
+        # dry on the board, but a creation is still planning results: no check yet
+        (
+            swarm(
+                dry=True,
+                ready=0,
+                leased=0,
+                completed=13,
+                milestone=1,
+                creating=1,
+                busy=frozenset({CREATE}),
+            ),
+            Decision(),
+        ),
+        # only tasks no live worker can do, nothing in flight: time to wait for such a worker
+        (swarm(stuck=2, ready=0, leased=0), Decision(waiting=True)),
+        # ... not while a job in flight may still change that
+        (swarm(stuck=2, ready=0, leased=0, busy=frozenset({PRIORITIZE})), Decision()),
+    ],
+)
+def test_the_demand_policy(situation: Situation, decision: Decision) -> None:
+    assert decide(situation) == decision
