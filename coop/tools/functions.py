@@ -298,7 +298,7 @@ def load(path: str) -> Tool:
         raise ToolDefinitionError(f"--tool {path!r}: give it as package.module:function")
     here = os.getcwd()  # as uvicorn and rq do: `coop start --tool mytools:f` beside mytools.py
     if here not in sys.path and "" not in sys.path:
-        sys.path.insert(0, here)  # before Ray connects: its workers take the driver's sys.path
+        sys.path.insert(0, here)  # workers find it too: Ray adds the driver's cwd to theirs
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or whatever the module raised on import
