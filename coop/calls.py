@@ -6,9 +6,11 @@ long for the model. Planner and workers both call the model through here, each w
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from coop.agents import house
@@ -16,7 +18,7 @@ from coop.board import BoardClient
 from coop.config import RunSettings
 from coop.llm import LLM, Completion, LLMContextError, Message, said
 from coop.memory import Memory
-from coop.types import Kind
+from coop.types import Kind, Lease, Step
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +110,52 @@ def tokens_of(llm: LLM, messages: list[Message]) -> int:
     return sum(llm.tokenizer.count(said(m)) for m in messages)
 
 
+@dataclass
+class Tab:
+    """What one task ran up that its board has not been told yet: the tokens of each
+    embedding call made for it, and its last step. It goes to the board with the task's
+    completion (`Board.complete`), which settles it first, instead of a call of its own per
+    item: a step call that writes nothing costs the board no journal transaction."""
+
+    embedded: list[int] = field(default_factory=list)
+    last: Step | None = None
+
+
+_tabs = threading.local()
+"""The tab open on this thread. A worker's memory is made once and shared by its slots, each
+a thread working one task: its embedding recorder finds the task's tab by thread."""
+
+
+@contextmanager
+def tab(board: BoardClient, name: str, lease: Lease) -> Iterator[Tab]:
+    """Open a tab for `lease`'s task on this thread. Whatever no call took when it closes (the
+    task failed, or was given up) is told as before, one call per item: nothing paid goes
+    uncharged."""
+    open_ = _tabs.tab = Tab()
+    try:
+        yield open_
+    finally:
+        _tabs.tab = None
+        if open_.last is not None:
+            board.last_step(lease.task.id, lease.token, name, open_.last)
+        for tokens in open_.embedded:
+            board.record_usage(name, Kind.EMBEDDING.value, tokens, 0)
+
+
+def current_tab() -> Tab | None:
+    """The tab of the task this thread works on, if a worker's slot opened one."""
+    found: Tab | None = getattr(_tabs, "tab", None)
+    return found
+
+
 def metered(board: BoardClient, name: str) -> Callable[[int], None]:
-    """A recorder of embedding tokens, for memory and indexes that embed on `name`'s behalf."""
+    """A recorder of embedding tokens, for memory and indexes that embed on `name`'s behalf:
+    on the tab of the task this thread works on, else told to the board at once."""
 
     def record(tokens: int) -> None:
-        board.record_usage(name, Kind.EMBEDDING.value, tokens, 0)
+        if (open_ := current_tab()) is not None:
+            open_.embedded.append(tokens)
+        else:
+            board.record_usage(name, Kind.EMBEDDING.value, tokens, 0)
 
     return record

@@ -276,9 +276,16 @@ OMITTED: dict[type[Event], frozenset[str]] = {
 """Fields left off the tape while they hold their default."""
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def encode(event: Event) -> dict[str, Any]:
-    """An event's line on the tape (without its place and time)."""
-    data = asdict(event)
+    """An event's line on the tape (without its place and time). Most events (a usage, a
+    lease, a completion: several per task) hold scalars only, which need no deep copy: the
+    board journals every event, and `asdict`'s copy was a fifth of its time per task."""
+    values = vars(event)
+    flat = all(isinstance(v, _SCALARS) for v in values.values())
+    data = dict(values) if flat else asdict(event)
     for name in OMITTED.get(type(event), ()):
         if not data[name]:
             del data[name]

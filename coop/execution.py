@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coop import agents, degenerate
-from coop.calls import RATE_WAIT_MAX, Context, fitted
+from coop.calls import RATE_WAIT_MAX, Context, current_tab, fitted
 from coop.errors import CoopError
 from coop.llm import Message, ToolCall
 from coop.memory import Hit
@@ -211,11 +211,15 @@ class _Task:
             time.sleep(min(wait, RATE_WAIT_MAX))
 
     def _close(self) -> None:
-        """The last step goes to the board with no one waiting (the completion follows it in
-        order), and what replaying saved goes on the tape."""
+        """The last step goes on the task's tab, to ride on its completion (with no tab open,
+        to the board with no one waiting: the completion follows it in order), and what
+        replaying saved goes on the tape."""
         ctx, lease = self.ctx, self.lease
         if self.pending is not None:
-            ctx.board.last_step(lease.task.id, lease.token, ctx.name, self.pending)
+            if (open_ := current_tab()) is not None:
+                open_.last = self.pending
+            else:
+                ctx.board.last_step(lease.task.id, lease.token, ctx.name, self.pending)
             self.pending = None
         s = self.saved
         if s.steps or s.unknown:
@@ -229,10 +233,7 @@ class _Task:
 
 
 def execute(ctx: Context, lease: Lease, context: Sequence[Hit], tools: Toolbox | None) -> Done:
-    """Do the leased task (resuming from its ledger when it was leased before): its answer."""
-    recorded: dict[int, Step] = {}
-    started: dict[int, str] = {}
-    if lease.attempt > 1:
-        steps, started = ctx.board.steps(lease.task.id)
-        recorded = {s.step: s for s in steps}
-    return _Task(ctx, lease, context, tools, recorded, started).run()
+    """Do the leased task (resuming from its ledger, which a lease after the first carries,
+    when it was leased before): its answer."""
+    recorded = {s.step: s for s in lease.steps}
+    return _Task(ctx, lease, context, tools, recorded, dict(lease.started)).run()

@@ -124,9 +124,28 @@ def keep_config(*maps: Mapping[str, str]) -> None:
     keep(value for names in maps for name, value in names.items() if SECRET_NAME.search(name))
 
 
+SHORT = 64
+"""Strings up to this long are scrubbed through a cache: an event's names and kinds (its
+worker, "execution", "model"…) come back on every event the board journals."""
+
+
 def scrub(text: str) -> str:
     """`text` with every secret coop knows of, and everything shaped like one, masked."""
-    known = _known()
+    return _scrub(text, _known())
+
+
+def _scrub(text: str, known: tuple[str, ...]) -> str:
+    if len(text) <= SHORT:
+        return _scrub_short(text, known)
+    return _scrub_text(text, known)
+
+
+@functools.lru_cache(maxsize=1024)
+def _scrub_short(text: str, known: tuple[str, ...]) -> str:
+    return _scrub_text(text, known)  # keyed by what is known: a secret kept later counts
+
+
+def _scrub_text(text: str, known: tuple[str, ...]) -> str:
     for value in known:
         if len(value) < PIECE:  # too short to look for in pieces: whole only
             text = text.replace(value, MASK)
@@ -142,14 +161,18 @@ def scrub(text: str) -> str:
 
 def scrub_data(data: Any) -> Any:
     """`data` (an event's: JSON-like) with every string in it scrubbed."""
+    return _scrub_data(data, _known())  # the secrets known, looked up once per event
+
+
+def _scrub_data(data: Any, known: tuple[str, ...]) -> Any:
     if isinstance(data, str):
-        return scrub(data)
+        return _scrub(data, known)
     if isinstance(data, list):
-        return [scrub_data(item) for item in data]
+        return [_scrub_data(item, known) for item in data]
     if isinstance(data, tuple):
-        return tuple(scrub_data(item) for item in data)
+        return tuple(_scrub_data(item, known) for item in data)
     if isinstance(data, dict):
-        return {key: scrub_data(value) for key, value in data.items()}
+        return {key: _scrub_data(value, known) for key, value in data.items()}
     return data
 
 

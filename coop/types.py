@@ -155,6 +155,9 @@ class Lease:
     worker: str
     ttl: float
     attempt: int = 1  # the how-manieth lease of this task
+    # a task leased before comes with its step ledger, so resuming costs no call of its own:
+    steps: tuple[Step, ...] = ()  # its finished steps, to replay instead of redo
+    started: dict[int, str] = field(default_factory=dict)  # unsafe tools begun, never done
 
 
 @dataclass(frozen=True)

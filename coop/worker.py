@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from coop import constants as C
 from coop.board import BoardUnavailable
-from coop.calls import Context
+from coop.calls import Context, Tab, tab
 from coop.execution import LeaseLost, execute
 from coop.journal import JournalError
 from coop.llm import LLMError, LLMFatalError
@@ -124,12 +124,13 @@ class Worker:
             self._held[task.id] = lease.token
         nxt: Lease | State | None = None
         try:
-            # from memory once, not once per prompt try
-            context = self.ctx.memory.query(task.text, self.ctx.settings.context_k)
-            done = execute(self.ctx, lease, context, self.tools)
-            text = done.text
-            self.ctx.memory.add(task.id, task.text, text, token=lease.token, worker=self.name)
-            outcome, nxt = self._complete(lease, text, done.flaw)
+            with tab(self.board, self.name, lease) as bill:  # told before fail or release
+                # from memory once, not once per prompt try
+                context = self.ctx.memory.query(task.text, self.ctx.settings.context_k)
+                done = execute(self.ctx, lease, context, self.tools)
+                text = done.text
+                self.ctx.memory.add(task.id, task.text, text, token=lease.token, worker=self.name)
+                outcome, nxt = self._complete(lease, text, done.flaw, bill)
             if outcome is Outcome.STALE:
                 log.warning("task #%d: lease lost before completion; result discarded", task.id)
             else:
@@ -153,19 +154,27 @@ class Worker:
                     self._held[nxt.task.id] = nxt.token
         return nxt
 
-    def _complete(self, lease: Lease, text: str, flaw: str) -> tuple[Outcome, Lease | State | None]:
-        """Record the result (`flaw`: what makes it degenerate, kept all the same), and take
-        the next task in the same call, unless stopping; while the journal refuses writes,
-        keep the task and retry."""
+    def _complete(
+        self, lease: Lease, text: str, flaw: str, bill: Tab
+    ) -> tuple[Outcome, Lease | State | None]:
+        """Record the result (`flaw`: what makes it degenerate, kept all the same) with what
+        the task ran up since its last call (`bill`), and take the next task in the same
+        call, unless stopping; while the journal refuses writes, keep the task and retry (a
+        refused call left nothing: the retry carries the same bill)."""
         pause = 0.5
+        tid, token, name = lease.task.id, lease.token, self.name
         while True:
+            last, embedded = bill.last, tuple(bill.embedded)
             try:
                 if self.stop.is_set():
-                    done = self.board.complete(lease.task.id, lease.token, self.name, text, flaw)
-                    return done, None
-                return self.board.complete_and_lease(
-                    lease.task.id, lease.token, self.name, text, self.seat.caps, flaw
-                )
+                    done = self.board.complete(tid, token, name, text, flaw, last, embedded)
+                    got: tuple[Outcome, Lease | State | None] = done, None
+                else:
+                    got = self.board.complete_and_lease(
+                        tid, token, name, text, self.seat.caps, flaw, last, embedded
+                    )
+                bill.last, bill.embedded = None, []
+                return got
             except JournalError as exc:
                 log.warning(
                     "task #%d: result not recorded yet (%s); retrying in %.0fs",

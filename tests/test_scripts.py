@@ -60,6 +60,14 @@ def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_ceiling_smoke_runs_before_and_after() -> None:
+    """The board ceiling bench runs this tree and ec5169f, each on its own package."""
+    proc = run_script("bench_ceiling", "--smoke")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| board ceiling: tasks/s sustained" in proc.stdout
+    assert "| board ceiling: tasks per CPU-second of the board's process" in proc.stdout
+
+
 def test_multinode_demo_spreads_work_over_every_worker_node() -> None:
     """A head and two worker nodes (real raylets on 127.0.0.1): each pinned `coop join`
     executed tasks on its own node, and no task ran twice."""

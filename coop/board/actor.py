@@ -52,6 +52,7 @@ from coop.types import (
     AddReport,
     Answer,
     EventKind,
+    Kind,
     Lease,
     Objective,
     Outcome,
@@ -243,6 +244,12 @@ class Board:
         self._journal.begin()
         try:
             reply = call(*args, **kwargs)
+        except JournalError:
+            # all or nothing: a completion carries its task's usage, and its worker's retry
+            # (a new call) must not charge what a half-written first try kept
+            self._journal.rollback()
+            self._rebuild()
+            raise
         except BaseException:
             self._end_call("", None)  # what it applied is kept; a failure is not a reply
             raise
@@ -262,11 +269,15 @@ class Board:
             cause = JournalError(f"cannot write the journal {self._journal.path}: rolled back")
         except JournalError as exc:
             cause = exc
-        self._journal_ok = False
+        self._rebuild()
+        raise cause
+
+    def _rebuild(self) -> None:
+        """What this board holds is no longer its journal's: hold what the journal holds
+        (leases and claim kept, their holders are alive)."""
         self._reset()
         self._replay(restarted=True)
         self._journal_ok = False  # refuse new leases until a write succeeds again
-        raise cause
 
     def _on_added(self, e: ev.Added) -> None:
         self._tasks.add(e.tasks, hold=e.hold)
@@ -772,7 +783,8 @@ class Board:
             log.error("%s", exc)
             return self._state
         task, tries = replace(self._tasks.tasks[tid]), self._tries[tid]
-        return Lease(task, token, worker, self.settings.lease_ttl, tries)
+        steps, started = self.steps(tid) if tries > 1 else ([], {})
+        return Lease(task, token, worker, self.settings.lease_ttl, tries, tuple(steps), started)
 
     def heartbeat(
         self, worker: str, held: Sequence[tuple[int, int]], seat: Seat | None = None
@@ -789,15 +801,37 @@ class Board:
         """True when `token` is the newest lease on a task that is not finished."""
         return self._leases.is_newest(task_id, token) and not self._tasks.finished(task_id)
 
-    def complete(self, task_id: int, token: int, worker: str, text: str, flaw: str = "") -> Outcome:
+    def complete(
+        self,
+        task_id: int,
+        token: int,
+        worker: str,
+        text: str,
+        flaw: str = "",
+        last: Step | None = None,
+        embedded: Sequence[int] = (),
+    ) -> Outcome:
         """Record a result (`flaw`: what makes it degenerate, when it was kept all the same).
         Returns only once it is in the journal; raises JournalError if it could not be
-        written, and the worker keeps the task and tries again."""
+        written (then nothing of the call is), and the worker keeps the task and tries again.
+
+        What the task ran up and the board was not told rides along, so that a task's end is
+        one round trip: `last`, its final step (recorded as `step` records it), and
+        `embedded`, the tokens of each embedding call made for it (its memory query and the
+        write of its result). Both are settled before the result, even under a lost lease:
+        they were paid. Until then the lease's reservation stood for the task's spending."""
         self._settle()
         self._seen_now(worker)
         if self._tasks.done.get(task_id) == token:
-            return Outcome.DUPLICATE
-        if not self._owns(task_id, token):
+            return Outcome.DUPLICATE  # its usage was settled by the call that completed it
+        owned = self._owns(task_id, token)
+        if last is not None:
+            self._record_step(task_id, token, worker, last, owned)
+        for tokens in embedded:  # each its own usage event, as `record_usage` writes it
+            self._charge(worker, Kind.EMBEDDING.value, tokens, 0, 0.0, None)
+        if embedded:
+            self._stop_if_spent()
+        if not owned:
             return Outcome.STALE
         self._emit(
             ev.Completed(task_id, token, worker, text[: C.MAX_RESULT_CHARS], self._clock(), flaw)
@@ -815,12 +849,14 @@ class Board:
         text: str,
         caps: Sequence[str] = (),
         flaw: str = "",
+        last: Step | None = None,
+        embedded: Sequence[int] = (),
     ) -> tuple[Outcome, Lease | State]:
         """`complete`, then `lease` for the same worker, in one round trip: a busy worker's
         steady state costs one actor call per task instead of two. While another worker has
         recently found nothing to do, the next task is left for it instead, so a fast worker
         cannot starve idle ones."""
-        outcome = self.complete(task_id, token, worker, text, flaw)
+        outcome = self.complete(task_id, token, worker, text, flaw, last, embedded)
         recently = self._clock() - C.POLL_MAX * 2
         if self._roster.others_idle(worker, recently):
             return outcome, self._state
