@@ -9,8 +9,10 @@ earlier commits, side by side, on one private Ray cluster and one stand-in model
 Each run is `coop start OBJECTIVE --workers 0 --max-tasks N` plus W `coop join --concurrency C`,
 the stand-in proposing a fixed 3 new tasks per creation call (as scripts/bench.py's whole
 objective). Per version and W × C: finished tasks per second in the steady state against the
-ideal W × C / latency, planner calls and tokens per executed task, and how busy the cores were.
-Versions are interleaved per shape, so drift on the machine hits all of them alike.
+ideal W × C / latency, planner calls and tokens per executed task, how busy the cores were,
+and coop's CPU per finished task over the whole run, start-up included (every process on the
+machine but this one, which holds the stand-in: run it on a quiet machine). Versions are
+interleaved per shape, so drift on the machine hits all of them alike.
 
 An earlier commit runs from its own `coop/` package, exported with `git archive` into a temp dir,
 through `python -c "... from coop.cli import main ..."` started *in* that dir. The working
@@ -31,6 +33,7 @@ import argparse
 import contextlib
 import json
 import math
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -152,6 +155,7 @@ class Run:
     executions: float = 0.0  # execution calls per task: the same work a task in every version
     kinds: set[str] = field(default_factory=set)  # the journal's event kinds
     board: str = ""  # the file the board actor's class came from
+    cpu: float = float("nan")  # coop's CPU seconds per finished task over the whole run
 
 
 def git(repo: Path, *args: str) -> str:
@@ -267,6 +271,18 @@ def read_journal(path: Path, cpu: Cpu) -> Run:
     )
 
 
+def others_cpu() -> float:
+    """CPU seconds spent so far by every process on the machine but this one: the machine's
+    busy time (/proc/stat, where exited processes stay counted) less this process's own, which
+    holds the stand-in model and the samplers. Over a run on a quiet machine, that is coop's:
+    its commands, the Ray processes running its actors, and Ray's own, which serve them."""
+    with open("/proc/stat") as stat:
+        fields = [int(n) for n in stat.readline().split()[1:]]
+    busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle, iowait
+    mine = resource.getrusage(resource.RUSAGE_SELF)
+    return busy - mine.ru_utime - mine.ru_stime
+
+
 def one_run(
     v: Version, w: int, c: int, tasks: int, server: StandIn, cpu: Cpu, timeout: float
 ) -> Run:
@@ -276,6 +292,7 @@ def one_run(
     objective = f"Before and after {v.label} {w}x{c} {time.time_ns()}"
     oid = objective_id(objective)
     deadline = time.monotonic() + timeout
+    spent = others_cpu()
     start = v.spawn("start", objective, "--workers", "0", "--max-tasks", str(tasks))
     procs = [start]
     try:
@@ -291,13 +308,14 @@ def one_run(
         except subprocess.TimeoutExpired:
             raise RunFailed(f"`coop start` still running after {timeout:.0f} s") from None
         v.stop_all(procs[1:])
+        spent = others_cpu() - spent
         code = board_code(oid)
         if not code.is_relative_to(v.code):
             raise SystemExit(f"{v.label}: its board actor ran {code}, not code from {v.code}")
         run = read_journal(v.state / "journal" / f"{oid}.db", cpu)
         if v.cwd is not None and NEW_ONLY in run.kinds and not journals_steps(v.code):
             raise SystemExit(f"{v.label}: its journal has {NEW_ONLY!r} events: not its own board")
-        run.board = str(code)
+        run.board, run.cpu = str(code), spent / run.finished
         return run
     finally:
         v.stop_all([p for p in procs if p.poll() is None], grace=10)
@@ -317,6 +335,7 @@ def median_run(runs: list[Run]) -> Run:
         calls={k: med([r.calls[k] for r in runs]) for k in PLANNER_KINDS},
         tokens=med([r.tokens for r in runs]),
         busy=med([r.busy for r in runs]),
+        cpu=med([r.cpu for r in runs]),
         ended=", ".join(sorted({r.ended for r in runs})),
         kinds=set().union(*(r.kinds for r in runs)),
     )
@@ -324,7 +343,7 @@ def median_run(runs: list[Run]) -> Run:
 
 def row(shape: str, label: str, ideal: float, runs: list[Run], failures: list[str]) -> list[str]:
     if not runs:
-        return [shape, label, "**failed**: " + "; ".join(failures), *[""] * 7]
+        return [shape, label, "**failed**: " + "; ".join(failures), *[""] * 8]
     m = median_run(runs)
     each = " / ".join(f"{m.calls[k]:.2f}" for k in PLANNER_KINDS)
     failed = f" ({len(failures)} failed)" if failures else ""
@@ -338,6 +357,7 @@ def row(shape: str, label: str, ideal: float, runs: list[Run], failures: list[st
         each,
         f"{m.tokens:.0f}",
         f"{m.busy:.0%}",
+        f"{m.cpu * 1000:.0f} ms",
         m.ended,
     ]
 
@@ -418,6 +438,7 @@ def main() -> int:
         "creation / prioritization / check",
         "planner tokens/task",
         "cores busy",
+        "coop CPU/task",
         "ended",
     ]
     print()

@@ -95,6 +95,10 @@ def _crash_once(methods: frozenset[str], method: str) -> None:
         os._exit(1)
 
 
+NO_ROOM = "the next task would not fit in what is left"
+"""Why a run ended at a cap while it still had work or a question to ask."""
+
+
 class Board:
     MUTATING = frozenset(
         {
@@ -703,11 +707,18 @@ class Board:
 
     def plan_view(self, since: int, limit: int) -> PlanView:
         """One turn's view for the planner: up to `limit` unacknowledged completions from
-        sequence number `since` on, and the demand for tasks (see `PlanView`)."""
+        sequence number `since` on, and the demand for tasks (see `PlanView`).
+
+        A list run dry with no task of the usual cost left under a cap's share for tasks ends
+        the run at that cap, as a lease refused for it with nothing in flight does: asking the
+        model whether the objective is met would be paid from the answer's reserve."""
         self._settle()
         now, done, t = self._clock(), len(self._results), self._tasks
         seqs = list(itertools.islice(self._acks.unacked(since, done), limit))
         pending, leased = len(t.pending), len(self._leases)
+        dry = not pending and not leased and len(self._acks) == done
+        if dry and (cap := self._budget.over(self._budget.estimate())) is not None:
+            self._stop(cap, NO_ROOM)
         workers = self._live(now)
         stuck = len(self._lacking(now))
         return PlanView(
@@ -721,7 +732,7 @@ class Board:
             slots=sum(w.slots for w in workers),
             room=self._room(done + leased + pending, pending),
             head=t.pending[: C.PRIORITIZE_WINDOW],
-            dry=not pending and not leased and len(self._acks) == done,
+            dry=dry,
             capabilities=sorted({c for w in workers for c in w.caps}),
             stuck=stuck,
         )
@@ -773,7 +784,7 @@ class Board:
         estimate = self._budget.estimate()
         if (cap := self._budget.over(estimate)) is not None:
             if not self._leases:  # nothing in flight could free budget: this is the end
-                self._stop(cap, "the next task would not fit in what is left")
+                self._stop(cap, NO_ROOM)
             return self._state
         token = self._leases.next_token
         try:
@@ -817,9 +828,9 @@ class Board:
 
         What the task ran up and the board was not told rides along, so that a task's end is
         one round trip: `last`, its final step (recorded as `step` records it), and
-        `embedded`, the tokens of each embedding call made for it (its memory query and the
+        `embedded`, the tokens of each embedding call made for it since its last step (the
         write of its result). Both are settled before the result, even under a lost lease:
-        they were paid. Until then the lease's reservation stood for the task's spending."""
+        they were paid. Until then the lease's reservation stood for the last step."""
         self._settle()
         self._seen_now(worker)
         if self._tasks.done.get(task_id) == token:
@@ -827,10 +838,7 @@ class Board:
         owned = self._owns(task_id, token)
         if last is not None:
             self._record_step(task_id, token, worker, last, owned)
-        for tokens in embedded:  # each its own usage event, as `record_usage` writes it
-            self._charge(worker, Kind.EMBEDDING.value, tokens, 0, 0.0, None)
-        if embedded:
-            self._stop_if_spent()
+        self._charge_embedded(worker, embedded)
         if not owned:
             return Outcome.STALE
         self._emit(
@@ -936,15 +944,23 @@ class Board:
         done: Step | None = None,
         acquire: int = 0,
         starting: str = "",
+        embedded: Sequence[int] = (),
     ) -> tuple[bool, float]:
-        """A task's worker between two steps, in one round trip: record the step that just
-        finished (`done`; a model call's usage is settled even under a lost lease: it was
-        paid), then open the next — `acquire` tokens from the rate limit for a model call
+        """A task's worker between two steps, in one round trip: settle the embedding calls
+        made for the task since its last call (`embedded`: its memory query, before the first
+        step) and the step that just finished (`done`) — both even under a lost lease: they
+        were paid —, then open the next: `acquire` tokens from the rate limit for a model call
         (noted as in flight once granted), or mark an unsafe tool as `starting`. Returns
-        (whether the lease is still the worker's, seconds to wait before asking again)."""
+        (whether the lease is still the worker's, seconds to wait before asking again).
+
+        Embeddings are settled here, as they happen, not saved for the completion: the
+        lease's reservation covers the task's model calls only, and a run near its cap must
+        see what in-flight tasks spent before it leases another (the answer's reserve was
+        spent that way)."""
         self._settle()
         self._seen_now(worker)
         owned = self._owns(task_id, token)
+        self._charge_embedded(worker, embedded)
         if done is not None:
             self._record_step(task_id, token, worker, done, owned)
         if not owned:
@@ -959,6 +975,14 @@ class Board:
             step = self._ledger.next_step(task_id)
             self._emit(ev.Started(task_id, step, starting, worker))
         return True, 0.0
+
+    def _charge_embedded(self, worker: str, embedded: Sequence[int]) -> None:
+        """Settle a task's embedding calls, each its own usage event (as `record_usage`
+        writes it)."""
+        for tokens in embedded:
+            self._charge(worker, Kind.EMBEDDING.value, tokens, 0, 0.0, None)
+        if embedded:
+            self._stop_if_spent()
 
     def _record_step(self, task_id: int, token: int, worker: str, done: Step, owned: bool) -> None:
         if done.kind is StepKind.MODEL:
