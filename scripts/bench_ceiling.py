@@ -102,7 +102,8 @@ def measure(workers: int, seconds: float) -> dict[str, Any]:
                 done += 1
             return done
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    # its own instance, never a cluster already running on the machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         with tempfile.TemporaryDirectory(prefix="coop-ceiling-") as state:
             oid = f"ceiling-{uuid.uuid4().hex[:8]}"
