@@ -10,9 +10,9 @@ Each run is `coop start OBJECTIVE --workers 0 --max-tasks N` plus W `coop join -
 the stand-in proposing a fixed 3 new tasks per creation call (as scripts/bench.py's whole
 objective). Per version and W × C: finished tasks per second in the steady state against the
 ideal W × C / latency, planner calls and tokens per executed task, how busy the cores were,
-and coop's CPU per finished task over the whole run, start-up included (every process on the
-machine but this one, which holds the stand-in: run it on a quiet machine). Versions are
-interleaved per shape, so drift on the machine hits all of them alike.
+and coop's CPU per finished task over the whole run, start-up included (the Ray cluster's
+processes and the `coop` commands, from /proc; not the stand-in, which runs in this process).
+Versions are interleaved per shape, so drift on the machine hits all of them alike.
 
 An earlier commit runs from its own `coop/` package, exported with `git archive` into a temp dir,
 through `python -c "... from coop.cli import main ..."` started *in* that dir. The working
@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import json
 import math
-import resource
 import sqlite3
 import statistics
 import subprocess
@@ -271,16 +270,31 @@ def read_journal(path: Path, cpu: Cpu) -> Run:
     )
 
 
-def others_cpu() -> float:
-    """CPU seconds spent so far by every process on the machine but this one: the machine's
-    busy time (/proc/stat, where exited processes stay counted) less this process's own, which
-    holds the stand-in model and the samplers. Over a run on a quiet machine, that is coop's:
-    its commands, the Ray processes running its actors, and Ray's own, which serve them."""
-    with open("/proc/stat") as stat:
-        fields = [int(n) for n in stat.readline().split()[1:]]
-    busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle, iowait
-    mine = resource.getrusage(resource.RUSAGE_SELF)
-    return busy - mine.ru_utime - mine.ru_stime
+def coop_cpu() -> float:
+    """CPU seconds spent so far by this process's descendants: the Ray cluster it started (GCS,
+    raylet, the workers running coop's actors) and the `coop` commands it spawned, those that
+    ended included (a reaped process's time is in its parent's cutime/cstime). Not this
+    process's own time, which holds the stand-in model and the samplers, nor anything else on
+    the machine: the figure holds under other load."""
+    parents: dict[int, list[int]] = {}
+    times: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        rest = text[text.rindex(")") + 2 :].split()
+        pid = int(stat.parent.name)
+        parents.setdefault(int(rest[1]), []).append(pid)
+        times[pid] = sum(int(n) for n in rest[11:15])  # utime, stime, cutime, cstime
+    me = os.getpid()
+    own = os.times()
+    total, todo = 0, list(parents.get(me, []))
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0)
+        todo += parents.get(pid, [])
+    return total / os.sysconf("SC_CLK_TCK") + own.children_user + own.children_system
 
 
 def one_run(
@@ -292,7 +306,7 @@ def one_run(
     objective = f"Before and after {v.label} {w}x{c} {time.time_ns()}"
     oid = objective_id(objective)
     deadline = time.monotonic() + timeout
-    spent = others_cpu()
+    spent = coop_cpu()
     start = v.spawn("start", objective, "--workers", "0", "--max-tasks", str(tasks))
     procs = [start]
     try:
@@ -308,7 +322,7 @@ def one_run(
         except subprocess.TimeoutExpired:
             raise RunFailed(f"`coop start` still running after {timeout:.0f} s") from None
         v.stop_all(procs[1:])
-        spent = others_cpu() - spent
+        spent = coop_cpu() - spent
         code = board_code(oid)
         if not code.is_relative_to(v.code):
             raise SystemExit(f"{v.label}: its board actor ran {code}, not code from {v.code}")
