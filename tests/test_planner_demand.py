@@ -82,25 +82,17 @@ def swarm(**kw: object) -> Situation:
             swarm(leased=0, ready=0, queued=20, calls=2),
             Decision(creations=(Creation(8, 8), Creation(8, 10))),
         ),
-        # the head holds tasks no prioritization has seen, and more wait than a round of the
-        # 8 slots takes: one call orders it (it decides which wait a round longer)
-        (swarm(ready=12, unordered=3), Decision(prioritize=True)),
-        # 8 ready and 8 busy slots: all 8 go out in the next round whatever their order
-        (swarm(unordered=3), Decision()),
+        # the head holds tasks no prioritization has seen: one call orders it
+        (swarm(unordered=3), Decision(prioritize=True)),
         # 9 ready but 8 free slots take all but one at once: their order changes nothing
         (swarm(leased=0, ready=9, unordered=9), Decision()),
-        # 30 ready, all slots busy, and about 8 tasks are leased while the call runs (tasks
-        # as quick as the call): of the head's 10, 2 still wait when the order lands, both
-        # leased in the next round whatever their order
-        (swarm(ready=30, unordered=10, turnover=8.0), Decision()),
-        # ... 2 free slots and 6 leased meanwhile: the same 2
-        (swarm(leased=6, ready=30, unordered=10, turnover=6.0), Decision()),
-        # ... at half that pace, 6 wait when it lands: still all within the next round
-        (swarm(ready=30, unordered=10, turnover=4.0), Decision()),
-        # ... tasks 20 times as long as the call: 9.6 wait, more than the round of 8
-        (swarm(ready=30, unordered=10, turnover=0.4), Decision(prioritize=True)),
-        # ... a swarm of 4 slots, 4 leased while the call runs: 6 wait, 2 past the next round
-        (swarm(slots=4, leased=4, ready=30, unordered=10, turnover=4.0), Decision(prioritize=True)),
+        # 30 ready, all slots busy, but about 9 tasks are leased while the call runs: of the
+        # head's 10 only one is still waiting when the order lands, and one has no order
+        (swarm(ready=30, unordered=10, turnover=8.5), Decision()),
+        # ... 2 free slots and 7 leased meanwhile: 1 left, the same
+        (swarm(leased=6, ready=30, unordered=10, turnover=7.0), Decision()),
+        # ... at half that pace, 5 of the 10 still wait when the order lands: it is worth a call
+        (swarm(ready=30, unordered=10, turnover=4.5), Decision(prioritize=True)),
         # one prioritization at a time
         (swarm(unordered=3, busy=frozenset({PRIORITIZE})), Decision()),
         # a single new task in the head: nothing to order it against

@@ -12,11 +12,10 @@ threads and the board, lets each rule be tested as a row of a table.
   leased. After `BARREN` creation calls in a row that brought no task, calls started for the
   want would bring none sooner: creation runs only in the background until one brings tasks;
 * **prioritization**: one call at a time, when the head of the list holds at least two tasks
-  the last one did not order and, of the tasks it orders, more will still wait when its
-  answer lands than a round of slots takes: the free slots take some at once, and while the
-  call runs about `turnover` more are leased in the order they have. An order of tasks that
-  are all leased before it lands, or all in the next round whatever their order, changes
-  nothing; one that lands on more than a round decides which of them wait a round longer;
+  the last one did not order and at least two of the tasks it orders will still wait when
+  its answer lands: the free slots take some at once, and while the call runs about
+  `turnover` more are leased in the order they have. An order of tasks leased before it
+  lands changes nothing;
 * **the completion check**: every `CHECK_EVERY` completions, but not while nothing is ready
   and either nothing is leased (the calls in flight refill the list, or it runs dry and is
   checked then) or nothing is being planned (the leased tasks' results refill it, or it runs
@@ -97,7 +96,7 @@ def decide(s: Situation) -> Decision:
     busy = s.busy | ({Job.CREATE} if creations else set())
     free = max(0, s.slots - s.leased)
     waiting = min(s.ready, C.PRIORITIZE_WINDOW) - free - s.turnover  # ordered, still there after
-    prioritize = Job.PRIORITIZE not in busy and s.unordered >= 2 and waiting >= max(s.slots, 1) + 1
+    prioritize = Job.PRIORITIZE not in busy and s.unordered >= 2 and waiting >= 2
     stuck = bool(s.stuck) and not (s.ready or s.leased or queued or busy)
     planning = bool(queued or creating or Job.REPLAN in busy)
     between = not s.ready and not (s.leased and planning)  # refilled by what is under way, or dry
