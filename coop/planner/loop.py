@@ -260,7 +260,8 @@ class Planner:
     def _finish(self, future: Future[Outcome], job: Job) -> None:
         batch = self._batches.pop(future, [])
         took = time.monotonic() - self._started.pop(future)
-        self._took[job] = self._took.get(job, took) + (took - self._took.get(job, took)) / 4
+        mean = self._took.get(job, took)
+        self._took[job] = mean + (took - mean) / 4  # a running mean, as the yield's
         try:
             out = future.result()
         except LLMError as exc:
@@ -279,6 +280,8 @@ class Planner:
                 C.MAX_REPLANS,
                 len(out.added),
             )
+            if out.added:  # a fresh plan that brings tasks: the plan is not running out
+                self._barren = 0
             self._ledger(out.added != [], out.proposed, out.repeats)
         elif job is Job.CHECK:
             unread = self.ledger.checked(out.unreadable)
