@@ -5,6 +5,7 @@ earlier commits, side by side, on one private Ray cluster and one stand-in model
     python -m scripts.before_after                       # this tree against 6030720, 53466da
     python -m scripts.before_after --against HEAD~2      # any commits (repeatable)
     python -m scripts.before_after --smoke               # a minute or so: checks the harness
+    python -m scripts.before_after --against main --shapes 2x4,4x4 --planner 50,500
 
 Each run is `coop start OBJECTIVE --workers 0 --max-tasks N` plus W `coop join --concurrency C`,
 the stand-in proposing a fixed 3 new tasks per creation call (as scripts/bench.py's whole
@@ -13,6 +14,11 @@ ideal W × C / latency, planner calls and tokens per executed task, how busy the
 and coop's CPU per finished task over the whole run, start-up included (the Ray cluster's
 processes and the `coop` commands, from /proc; not the stand-in, which runs in this process).
 Versions are interleaved per shape, so drift on the machine hits all of them alike.
+
+`--planner SIZES` adds scripts/bench.py's planner-cost runs to the same interleaving: 2 workers ×
+4 in flight, the stand-in proposing 3 new tasks per completed task up to SIZE tasks (no task
+cap: the run ends when the completion check finds the tree done), so that the planner's calls
+per task and the throughput of whole objectives come from one run.
 
 An earlier commit runs from its own `coop/` package, exported with `git archive` into a temp dir,
 through `python -c "... from coop.cli import main ..."` started *in* that dir. The working
@@ -99,6 +105,11 @@ def parse() -> argparse.Namespace:
     )
     p.add_argument("--repo", type=Path, default=ROOT, help="the git repository of the commits")
     p.add_argument("--shapes", default="1x1,1x4,2x4,4x4,8x4", help="workers x in flight each")
+    p.add_argument(
+        "--planner",
+        default="",
+        help="planner-cost runs too: tasks in the tree, comma-separated (as the bench: 50,500)",
+    )
     p.add_argument("--latency", type=float, default=0.5, help="seconds per chat completion")
     p.add_argument("--repeats", type=int, default=1, help="runs per version and shape (median)")
     p.add_argument("--timeout", type=float, default=900, help="seconds one run may take")
@@ -108,7 +119,8 @@ def parse() -> argparse.Namespace:
     a.seconds, a.least = 8.0, 40  # tasks per run: max(least, ideal rate × seconds)
     if a.smoke:
         a.shapes, a.latency, a.seconds, a.least, a.timeout = "1x2", 0.1, 2.0, 20, 300
-    a.shapes = tuple(tuple(int(n) for n in wc.split("x")) for wc in a.shapes.split(","))
+    a.shapes = tuple(tuple(int(n) for n in wc.split("x")) for wc in a.shapes.split(",") if wc)
+    a.planner = tuple(int(n) for n in a.planner.split(",") if n)
     return a
 
 
@@ -298,11 +310,21 @@ def coop_cpu() -> float:
 
 
 def one_run(
-    v: Version, w: int, c: int, tasks: int, server: StandIn, cpu: Cpu, timeout: float
+    v: Version,
+    w: int,
+    c: int,
+    tasks: int,
+    server: StandIn,
+    cpu: Cpu,
+    timeout: float,
+    tree: int = 0,
 ) -> Run:
-    """`coop start --workers 0` and W `coop join`, as scripts/bench.py's whole objective, then
-    the checks that the version's own code ran, then its journal's figures."""
-    server.simulator = Simulator(per_call=3, limit=10**6)
+    """`coop start --workers 0` and W `coop join`, as scripts/bench.py's whole objective (or,
+    with `tree`, its planner cost: a tree of that many tasks, no cap), then the checks that
+    the version's own code ran, then its journal's figures."""
+    server.simulator = (
+        Simulator(fanout=3, limit=tree) if tree else Simulator(per_call=3, limit=10**6)
+    )
     objective = f"Before and after {v.label} {w}x{c} {time.time_ns()}"
     oid = objective_id(objective)
     deadline = time.monotonic() + timeout
@@ -334,6 +356,16 @@ def one_run(
     finally:
         v.stop_all([p for p in procs if p.poll() is None], grace=10)
         kill_actors(oid)
+
+
+def runs_of(a: argparse.Namespace) -> list[tuple[int, int, int]]:
+    """(workers, in flight, tree size or 0) of each kind of run: the whole objectives, then the
+    planner-cost trees, always 2 × 4 as in scripts/bench.py."""
+    return [(w, c, 0) for w, c in a.shapes] + [(2, 4, size) for size in a.planner]
+
+
+def shape_of(w: int, c: int, tree: int) -> str:
+    return f"{w}×{c}" + (f", tree of {tree}" if tree else "")
 
 
 def median_run(runs: list[Run]) -> Run:
@@ -410,24 +442,25 @@ def main() -> int:
             results: dict[tuple[str, str], tuple[list[Run], list[str]]] = {}
             turn = 0
             try:
-                for w, cc in a.shapes:
+                for w, cc, tree in runs_of(a):
                     ideal = w * cc / a.latency
-                    tasks = max(a.least, int(ideal * a.seconds))
+                    tasks = 100_000 if tree else max(a.least, int(ideal * a.seconds))
+                    key = shape_of(w, cc, tree)
                     for _ in range(a.repeats):
                         order = versions[turn % len(versions) :] + versions[: turn % len(versions)]
                         turn += 1  # no version is always the first after a pause
                         for v in order:
-                            runs, failures = results.setdefault((f"{w}×{cc}", v.label), ([], []))
+                            runs, failures = results.setdefault((key, v.label), ([], []))
                             t = time.monotonic()
                             try:
-                                run = one_run(v, w, cc, tasks, server, cpu, a.timeout)
+                                run = one_run(v, w, cc, tasks, server, cpu, a.timeout, tree)
                             except RunFailed as exc:
                                 failures.append(str(exc))
-                                print(f"{v.label} {w}×{cc}: failed: {exc}\n{v.log_tail()}")
+                                print(f"{v.label} {key}: failed: {exc}\n{v.log_tail()}")
                                 continue
                             runs.append(run)
                             print(
-                                f"{v.label} {w}×{cc}: {run.finished} tasks, {run.rate:.1f}/s of "
+                                f"{v.label} {key}: {run.finished} tasks, {run.rate:.1f}/s of "
                                 f"{ideal:.0f}/s ideal, ended {run.ended}, "
                                 f"{time.monotonic() - t:.0f} s",
                                 flush=True,
@@ -437,11 +470,13 @@ def main() -> int:
     finally:
         server.stop()
     rows = []
-    for w, cc in a.shapes:
+    for w, cc, tree in runs_of(a):
         ideal = w * cc / a.latency
         for v in versions:
-            runs, failures = results.get((f"{w}×{cc}", v.label), ([], ["not run"]))
-            rows.append(row(f"{w}×{cc} ({ideal:.0f}/s)", v.label, ideal, runs, failures))
+            runs, failures = results.get((shape_of(w, cc, tree), v.label), ([], ["not run"]))
+            rows.append(
+                row(f"{shape_of(w, cc, tree)} ({ideal:.0f}/s)", v.label, ideal, runs, failures)
+            )
     header = [
         "W×C (ideal)",
         "version",
@@ -456,7 +491,8 @@ def main() -> int:
         "ended",
     ]
     print()
-    print(f"latency {a.latency} s a chat completion; 3 new tasks a creation call; ", end="")
+    print(f"latency {a.latency} s a chat completion; 3 new tasks a creation call ", end="")
+    print("(planner cost: 3 a completed task, up to the tree's size); ", end="")
     print(f"repeats {a.repeats}; stand-in answers {capacity:.0f} requests/s when nothing sleeps")
     print("\n".join(notes))
     print()

@@ -37,7 +37,7 @@ def swarm(**kw: object) -> Situation:
         # the want is met but a full batch is queued: one call plans it in the background,
         # naming no number of tasks
         (swarm(queued=10), Decision(creations=(Creation(8, None),))),
-        # one ready task short of a round of slots: one call for the queue, asking for 1
+        # one ready task short of a round of slots: a want of 1, one call for the queue
         (swarm(ready=7, queued=3), Decision(creations=(Creation(3, 1),))),
         # the calls in flight will bring what is wanted (2 × 3 ≥ 4): none more
         (swarm(ready=4, queued=3, creating=2, busy=frozenset({CREATE})), Decision()),
@@ -48,6 +48,35 @@ def swarm(**kw: object) -> Situation:
         ),
         # room for 2 more tasks only: one call for the whole queue, asking for 2
         (swarm(room=2, leased=0, ready=0, queued=3), Decision(creations=(Creation(3, 2),))),
+        # the last two creation calls brought no task (the plan is running out): a want of 12
+        # is not met sooner by a call for each completion as it comes; with 4 tasks still
+        # leased, more completions come to fold into one call
+        (swarm(leased=4, ready=0, queued=3, barren=2), Decision()),
+        # ... a full batch: one call in the background
+        (
+            swarm(leased=4, ready=0, queued=8, barren=2),
+            Decision(creations=(Creation(8, None),)),
+        ),
+        # ... nothing leased, so no more completions coming: one call for what is queued
+        (
+            swarm(leased=0, ready=0, queued=3, barren=2),
+            Decision(creations=(Creation(3, None),)),
+        ),
+        # ... one barren call is not yet a trend: the want starts calls
+        (
+            swarm(leased=4, ready=0, queued=3, barren=1),
+            Decision(creations=(Creation(1, 3), Creation(1, 3), Creation(1, 3))),
+        ),
+        # ... and while a call runs, the completions wait for the next one, folded
+        (
+            swarm(leased=4, ready=0, queued=2, barren=2, creating=1, busy=frozenset({CREATE})),
+            Decision(),
+        ),
+        # ... even with nothing leased: the call in flight is the one that may bring tasks
+        (
+            swarm(leased=0, ready=0, queued=9, barren=2, creating=1, busy=frozenset({CREATE})),
+            Decision(),
+        ),
         # a long queue is split in batches of at most PLANNER_BATCH
         (
             swarm(leased=0, ready=0, queued=20, calls=2),
@@ -57,6 +86,13 @@ def swarm(**kw: object) -> Situation:
         (swarm(unordered=3), Decision(prioritize=True)),
         # 9 ready but 8 free slots take all but one at once: their order changes nothing
         (swarm(leased=0, ready=9, unordered=9), Decision()),
+        # 30 ready, all slots busy, but about 9 tasks are leased while the call runs: of the
+        # head's 10 only one is still waiting when the order lands, and one has no order
+        (swarm(ready=30, unordered=10, turnover=8.5), Decision()),
+        # ... 2 free slots and 7 leased meanwhile: 1 left, the same
+        (swarm(leased=6, ready=30, unordered=10, turnover=7.0), Decision()),
+        # ... at half that pace, 5 of the 10 still wait when the order lands: it is worth a call
+        (swarm(ready=30, unordered=10, turnover=4.5), Decision(prioritize=True)),
         # one prioritization at a time
         (swarm(unordered=3, busy=frozenset({PRIORITIZE})), Decision()),
         # a single new task in the head: nothing to order it against
@@ -70,6 +106,17 @@ def swarm(**kw: object) -> Situation:
                 completed=20, milestone=1, ready=0, leased=0, creating=1, busy=frozenset({CREATE})
             ),
             Decision(),
+        ),
+        # a check is due, nothing is ready and nothing is being planned: the leased task's
+        # result refills the list or it runs dry and is checked then; a verdict now would
+        # save no task (the leased one is paid for)
+        (swarm(completed=50, milestone=4, ready=0, leased=1), Decision()),
+        # ... but with a creation in flight (a swarm that outruns its planner): the check
+        (
+            swarm(
+                completed=50, milestone=4, ready=0, leased=8, creating=1, busy=frozenset({CREATE})
+            ),
+            Decision(check=True),
         ),
         # a check is due but one is in flight: not two at once
         (swarm(completed=20, milestone=1, busy=frozenset({CHECK})), Decision()),

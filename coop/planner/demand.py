@@ -8,15 +8,20 @@ threads and the board, lets each rule be tested as a row of a table.
   task per slot, less the tasks ready and those the creation calls in flight will bring
   (`expected` each); the queued completions are split over as many calls as that want needs,
   up to `planner_calls` in flight, each asking for its share. With the want met, one call
-  plans a fuller batch in the background when the queue holds a full batch, the ready tasks
-  run short of a round of slots, or nothing is leased;
+  plans a fuller batch in the background when the queue holds a full batch or nothing is
+  leased. After `BARREN` creation calls in a row that brought no task, calls started for the
+  want would bring none sooner: creation runs only in the background until one brings tasks;
 * **prioritization**: one call at a time, when the head of the list holds at least two tasks
-  the last one did not order and at least two ready tasks will wait for a slot: an order of
-  tasks the free slots take at once changes nothing;
-* **the completion check**: every `CHECK_EVERY` completions, but not while nothing is ready or
-  leased (the calls in flight refill the list, or it runs dry and is checked then); and when
-  the list runs dry (at most once per count of completions; still dry after that check, a
-  fresh plan instead);
+  the last one did not order and at least two of the tasks it orders will still wait when
+  its answer lands: the free slots take some at once, and while the call runs about
+  `turnover` more are leased in the order they have. An order of tasks leased before it
+  lands changes nothing;
+* **the completion check**: every `CHECK_EVERY` completions, but not while nothing is ready
+  and either nothing is leased (the calls in flight refill the list, or it runs dry and is
+  checked then) or nothing is being planned (the leased tasks' results refill it, or it runs
+  dry: a verdict now would save no task, the running ones are paid for); and when the list
+  runs dry (at most once per count of completions; still dry after that check, a fresh plan
+  instead);
 * **waiting**: only tasks no live worker can do are left and nothing is in flight.
 """
 
@@ -30,6 +35,12 @@ from coop.planner.jobs import Job
 
 ASK_MAX = 10
 """Most tasks one creation prompt asks for when the queue is short."""
+BARREN = 2
+"""Creation calls in a row that brought no task before the want stops starting calls. The
+model says the plan is running out (as at the end of every plan): a call started for each
+completion as it comes would bring no task sooner, only more calls. The completions are
+folded into calls in the background instead (a full batch, or what is queued once nothing
+is leased, so no more are coming), and the first that brings a task ends it."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,8 @@ class Situation:
     expected: float = 3.0  # tasks a creation call is expected to bring
     calls: int = 4  # most creation calls in flight (`--planner-calls`)
     unordered: int = 0  # pending tasks at the head the last prioritization did not see
+    turnover: float = 0.0  # tasks leased while a prioritization call runs (rate × its duration)
+    barren: int = 0  # creation calls in a row, the last to return, that brought no task
     completed: int = 0
     dry: bool = False  # nothing pending, leased or unplanned
     stuck: int = 0  # pending tasks no live worker can do
@@ -81,10 +94,12 @@ def decide(s: Situation) -> Decision:
     queued -= sum(c.size for c in creations)
     creating = s.creating + len(creations)
     busy = s.busy | ({Job.CREATE} if creations else set())
-    queueing = s.ready - max(0, s.slots - s.leased)  # ready tasks no free slot takes now
-    prioritize = Job.PRIORITIZE not in busy and s.unordered >= 2 and queueing >= 2
+    free = max(0, s.slots - s.leased)
+    waiting = min(s.ready, C.PRIORITIZE_WINDOW) - free - s.turnover  # ordered, still there after
+    prioritize = Job.PRIORITIZE not in busy and s.unordered >= 2 and waiting >= 2
     stuck = bool(s.stuck) and not (s.ready or s.leased or queued or busy)
-    between = not (s.ready or s.leased)  # the swarm refilled by calls in flight, or run dry
+    planning = bool(queued or creating or Job.REPLAN in busy)
+    between = not s.ready and not (s.leased and planning)  # refilled by what is under way, or dry
     due = s.completed // C.CHECK_EVERY > s.milestone and not between
     dry = s.dry and not queued and not creating and Job.REPLAN not in busy
     check = Job.CHECK not in busy and (due or (dry and s.completed != s.checked))
@@ -108,10 +123,8 @@ def _creations(s: Situation, queued: int) -> tuple[Creation, ...]:
     want = min(max(0, s.slots - s.leased) + buffer - s.ready, s.room) - creating * s.expected
     out: list[Creation] = []
     while queued and creating < s.calls:
-        urgent = want > 0
-        background = not creating and (
-            queued >= C.PLANNER_BATCH or s.ready < buffer or not s.leased
-        )
+        urgent = want > 0 and s.barren < BARREN
+        background = not creating and (queued >= C.PLANNER_BATCH or not s.leased)
         if not (urgent or background):
             break
         free = s.calls - creating

@@ -54,6 +54,8 @@ MAX_FAILURES = 6
 `failed`: a model server that long gone will not plan this objective."""
 YIELD_START = 3.0
 """Tasks a creation call is expected to bring before any has returned; then the running mean."""
+PACE_WINDOW = 5.0
+"""Seconds of completions the pace is measured over: tasks leased a second, as slots free up."""
 TICK = C.POLL_MIN
 """Seconds the coordinator waits for a job to finish before it looks at the board again."""
 STUCK_PATIENCE = 60.0
@@ -75,8 +77,12 @@ class Planner:
         self._queue: deque[Result] = deque()  # claimed completions, waiting for a creation
         self._cursor = 0  # the next completion this planner has not claimed
         self._running: dict[Future[Outcome], Job] = {}
+        self._started: dict[Future[Outcome], float] = {}  # when each job was submitted
+        self._took: dict[Job, float] = {}  # each kind of job's running mean duration, seconds
+        self._seen: deque[tuple[float, int]] = deque()  # (time, completions) of recent views
         self._batches: dict[Future[Outcome], list[Result]] = {}  # what each creation plans
         self._yield = YIELD_START
+        self._barren = 0  # creation calls in a row that brought no task
         self._ordered: set[int] = set()  # task ids the last prioritization saw
         self._checked = -1  # completions at the last check of a dry list (-1: none yet)
         self._milestone = 0  # completions // CHECK_EVERY at the last periodic check
@@ -140,6 +146,9 @@ class Planner:
                     Reason.TIMEOUT, f"ran for --max-minutes {self.settings.max_minutes:g}"
                 )
             view = self.board.plan_view(self._cursor, self._room_in_queue())
+            self._seen.append((time.monotonic(), view.completed))
+            while len(self._seen) > 2 and self._seen[1][0] < self._seen[-1][0] - PACE_WINDOW:
+                self._seen.popleft()
             self._queue.extend(view.results)
             if view.results:
                 self._cursor = view.results[-1].seq + 1
@@ -179,14 +188,26 @@ class Planner:
             creating=busy.count(Job.CREATE),
             busy=frozenset(busy),
             expected=self._yield,
+            barren=self._barren,
             calls=self.settings.planner_calls,
             unordered=sum(1 for tid in view.head if tid not in self._ordered),
+            turnover=self._turnover(),
             completed=view.completed,
             dry=view.dry,
             stuck=view.stuck,
             milestone=self._milestone,
             checked=self._checked,
         )
+
+    def _turnover(self) -> float:
+        """Tasks leased while a prioritization call runs: the pace of completions (a slot
+        that frees is leased again) times the call's duration (a creation call's until a
+        prioritization has been timed; none before any call: nothing is assumed)."""
+        if len(self._seen) < 2:
+            return 0.0
+        took = self._took.get(Job.PRIORITIZE, self._took.get(Job.CREATE, 0.0))
+        (t0, c0), (t1, c1) = self._seen[0], self._seen[-1]
+        return (c1 - c0) / (t1 - t0) * took if t1 > t0 else 0.0
 
     def _schedule(self, view: PlanView) -> None:
         """Start the calls the demand policy asks for in this view."""
@@ -231,12 +252,16 @@ class Planner:
         assert self._pool is not None
         future = self._pool.submit(fn, *args)
         self._running[future] = job
+        self._started[future] = time.monotonic()
         return future
 
     # -- what finished jobs mean ---------------------------------------------------------------
 
     def _finish(self, future: Future[Outcome], job: Job) -> None:
         batch = self._batches.pop(future, [])
+        took = time.monotonic() - self._started.pop(future)
+        mean = self._took.get(job, took)
+        self._took[job] = mean + (took - mean) / 4  # a running mean, as the yield's
         try:
             out = future.result()
         except LLMError as exc:
@@ -246,6 +271,7 @@ class Planner:
         self._failures, self._fault = 0, ""
         if job is Job.CREATE:
             self._yield += (len(out.added) - self._yield) / 4  # a running mean of what calls bring
+            self._barren = 0 if out.added else self._barren + 1
             self._ledger(out.added != [] or out.novel, out.proposed, out.repeats)
         elif job is Job.REPLAN:
             log.info(
@@ -254,6 +280,8 @@ class Planner:
                 C.MAX_REPLANS,
                 len(out.added),
             )
+            if out.added:  # a fresh plan that brings tasks: the plan is not running out
+                self._barren = 0
             self._ledger(out.added != [], out.proposed, out.repeats)
         elif job is Job.CHECK:
             unread = self.ledger.checked(out.unreadable)
