@@ -113,9 +113,9 @@ def tokens_of(llm: LLM, messages: list[Message]) -> int:
 @dataclass
 class Tab:
     """What one task ran up that its board has not been told yet: the tokens of each
-    embedding call made for it, and its last step. It goes to the board with the task's
-    completion (`Board.complete`), which settles it first, instead of a call of its own per
-    item: a step call that writes nothing costs the board no journal transaction."""
+    embedding call made for it, and its last step. The embeddings go to the board with the
+    task's next call (a `Board.step` before a model call, or the completion), the last step
+    with its completion, which settle them first, instead of a call of their own per item."""
 
     embedded: list[int] = field(default_factory=list)
     last: Step | None = None

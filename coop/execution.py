@@ -196,14 +196,19 @@ class _Task:
     # -- the board, between steps --------------------------------------------------------------
 
     def _between(self, acquire: int = 0, starting: str = "") -> None:
-        """Record the finished step and open the next, in one round trip; wait while the
+        """Record the finished step and the embedding calls made since the last (the memory
+        query, before the first) and open the next, in one round trip; wait while the
         cluster-wide rate limit holds a model call back."""
         ctx, lease = self.ctx, self.lease
+        bill = current_tab()
         while True:
+            embedded = tuple(bill.embedded) if bill is not None else ()
             owned, wait = ctx.board.step(
-                lease.task.id, lease.token, ctx.name, self.pending, acquire, starting
+                lease.task.id, lease.token, ctx.name, self.pending, acquire, starting, embedded
             )
             self.pending = None
+            if bill is not None:
+                bill.embedded.clear()
             if not owned:
                 raise LeaseLost(f"task #{lease.task.id}: the lease went to another worker")
             if wait <= 0:

@@ -9,7 +9,9 @@ earlier commits, side by side, on one private Ray cluster and one stand-in model
 Each run is `coop start OBJECTIVE --workers 0 --max-tasks N` plus W `coop join --concurrency C`,
 the stand-in proposing a fixed 3 new tasks per creation call (as scripts/bench.py's whole
 objective). Per version and W × C: finished tasks per second in the steady state against the
-ideal W × C / latency, planner calls and tokens per executed task, and how busy the cores were.
+ideal W × C / latency, planner calls and tokens per executed task, how busy the cores were,
+and coop's CPU per finished task over the whole run, start-up included (the Ray cluster's
+processes and the `coop` commands, from /proc; not the stand-in, which runs in this process).
 Versions are interleaved per shape, so drift on the machine hits all of them alike.
 
 An earlier commit runs from its own `coop/` package, exported with `git archive` into a temp dir,
@@ -152,6 +154,7 @@ class Run:
     executions: float = 0.0  # execution calls per task: the same work a task in every version
     kinds: set[str] = field(default_factory=set)  # the journal's event kinds
     board: str = ""  # the file the board actor's class came from
+    cpu: float = float("nan")  # coop's CPU seconds per finished task over the whole run
 
 
 def git(repo: Path, *args: str) -> str:
@@ -267,6 +270,33 @@ def read_journal(path: Path, cpu: Cpu) -> Run:
     )
 
 
+def coop_cpu() -> float:
+    """CPU seconds spent so far by this process's descendants: the Ray cluster it started (GCS,
+    raylet, the workers running coop's actors) and the `coop` commands it spawned, those that
+    ended included (a reaped process's time is in its parent's cutime/cstime). Not this
+    process's own time, which holds the stand-in model and the samplers, nor anything else on
+    the machine: the figure holds under other load."""
+    parents: dict[int, list[int]] = {}
+    times: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        rest = text[text.rindex(")") + 2 :].split()
+        pid = int(stat.parent.name)
+        parents.setdefault(int(rest[1]), []).append(pid)
+        times[pid] = sum(int(n) for n in rest[11:15])  # utime, stime, cutime, cstime
+    me = os.getpid()
+    own = os.times()
+    total, todo = 0, list(parents.get(me, []))
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0)
+        todo += parents.get(pid, [])
+    return total / os.sysconf("SC_CLK_TCK") + own.children_user + own.children_system
+
+
 def one_run(
     v: Version, w: int, c: int, tasks: int, server: StandIn, cpu: Cpu, timeout: float
 ) -> Run:
@@ -276,6 +306,7 @@ def one_run(
     objective = f"Before and after {v.label} {w}x{c} {time.time_ns()}"
     oid = objective_id(objective)
     deadline = time.monotonic() + timeout
+    spent = coop_cpu()
     start = v.spawn("start", objective, "--workers", "0", "--max-tasks", str(tasks))
     procs = [start]
     try:
@@ -291,13 +322,14 @@ def one_run(
         except subprocess.TimeoutExpired:
             raise RunFailed(f"`coop start` still running after {timeout:.0f} s") from None
         v.stop_all(procs[1:])
+        spent = coop_cpu() - spent
         code = board_code(oid)
         if not code.is_relative_to(v.code):
             raise SystemExit(f"{v.label}: its board actor ran {code}, not code from {v.code}")
         run = read_journal(v.state / "journal" / f"{oid}.db", cpu)
         if v.cwd is not None and NEW_ONLY in run.kinds and not journals_steps(v.code):
             raise SystemExit(f"{v.label}: its journal has {NEW_ONLY!r} events: not its own board")
-        run.board = str(code)
+        run.board, run.cpu = str(code), spent / run.finished
         return run
     finally:
         v.stop_all([p for p in procs if p.poll() is None], grace=10)
@@ -317,6 +349,7 @@ def median_run(runs: list[Run]) -> Run:
         calls={k: med([r.calls[k] for r in runs]) for k in PLANNER_KINDS},
         tokens=med([r.tokens for r in runs]),
         busy=med([r.busy for r in runs]),
+        cpu=med([r.cpu for r in runs]),
         ended=", ".join(sorted({r.ended for r in runs})),
         kinds=set().union(*(r.kinds for r in runs)),
     )
@@ -324,7 +357,7 @@ def median_run(runs: list[Run]) -> Run:
 
 def row(shape: str, label: str, ideal: float, runs: list[Run], failures: list[str]) -> list[str]:
     if not runs:
-        return [shape, label, "**failed**: " + "; ".join(failures), *[""] * 7]
+        return [shape, label, "**failed**: " + "; ".join(failures), *[""] * 8]
     m = median_run(runs)
     each = " / ".join(f"{m.calls[k]:.2f}" for k in PLANNER_KINDS)
     failed = f" ({len(failures)} failed)" if failures else ""
@@ -338,6 +371,7 @@ def row(shape: str, label: str, ideal: float, runs: list[Run], failures: list[st
         each,
         f"{m.tokens:.0f}",
         f"{m.busy:.0%}",
+        f"{m.cpu * 1000:.0f} ms",
         m.ended,
     ]
 
@@ -418,6 +452,7 @@ def main() -> int:
         "creation / prioritization / check",
         "planner tokens/task",
         "cores busy",
+        "coop CPU/task",
         "ended",
     ]
     print()

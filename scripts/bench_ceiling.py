@@ -2,13 +2,13 @@
 """The board ceiling: tasks a second one board sustains when N simulated workers run a task's
 whole call pattern against it (no model, no memory), this tree against an earlier commit.
 
-    python -m scripts.bench_ceiling                      # this tree against ec5169f
+    python -m scripts.bench_ceiling                      # this tree against 950d2f4
     python -m scripts.bench_ceiling --against HEAD~3     # any commit
     python -m scripts.bench_ceiling --smoke              # seconds: checks the harness
 
 A board is one thread, so the calls a task costs set an objective's ceiling. Each simulated
 worker is a Ray actor of its own doing, per task, what a worker's one-step task without tools
-sends the board: before (ec5169f) the embedding usage of the memory query (not waited for),
+sends the board: before (950d2f4) the embedding usage of the memory query (not waited for),
 the step that takes the rate limit, the last step and the usage of the memory write (neither
 waited for) and the completion that leases the next; after, the step that takes the rate
 limit and the completion carrying the last step and both embedding calls' usage. Every call goes
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE = "ec5169f"
+BEFORE = "950d2f4"
 QUERY_TOKENS, WRITE_TOKENS = 12, 40  # a memory query's and a memory write's embedding tokens
 
 
@@ -67,7 +67,7 @@ def measure(workers: int, seconds: float) -> dict[str, Any]:
     from coop import cluster
     from coop.board import Board
     from coop.config import RunSettings
-    from coop.types import Lease, Step
+    from coop.types import Lease, Step, StepKind
 
     new = "embedded" in inspect.signature(Board.complete).parameters
 
@@ -86,7 +86,7 @@ def measure(workers: int, seconds: float) -> dict[str, Any]:
             got = call("lease", name, ())
             while isinstance(got, Lease) and time.monotonic() < end:
                 tid, token = got.task.id, got.token
-                last = Step(1, "model", "r" * 400, prompt=900, completion=200, latency=0.5)
+                last = Step(1, StepKind.MODEL, "r" * 400, prompt=900, completion=200, latency=0.5)
                 if new:
                     call("step", tid, token, name, None, 1200, "")
                     _, got = call(
@@ -102,7 +102,8 @@ def measure(workers: int, seconds: float) -> dict[str, Any]:
                 done += 1
             return done
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    # its own instance, never a cluster already running on the machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         with tempfile.TemporaryDirectory(prefix="coop-ceiling-") as state:
             oid = f"ceiling-{uuid.uuid4().hex[:8]}"

@@ -14,6 +14,7 @@ import ray
 
 from coop import cluster
 from coop.board import Board, BoardClient
+from coop.board.actor import NO_ROOM
 from coop.config import RunSettings
 from coop.types import Lease, Outcome, Reason, Seat, State
 from tests.support.board import Clock, drive, leased, make_board
@@ -216,6 +217,31 @@ def test_the_planner_is_offered_no_room_for_tasks_the_budget_could_not_run() -> 
     board.record_usage(lease.worker, "creation", 301, 0)  # planner calls spend from it too
     assert board.plan_view(0, 10).room == 0
     assert make_board(max_tasks=7).plan_view(0, 10).room == 7  # no budget: the task cap
+
+
+def test_a_list_run_dry_with_no_room_under_the_tasks_share_ends_at_the_cap() -> None:
+    """With nothing left to do and no task of the usual cost left under the tasks' share of
+    a cap, the run ends at that cap when the planner next looks, as a lease refused with
+    nothing in flight ends it: a completion check then would be paid from the answer's
+    reserve (a run ended "done" without its answer that way)."""
+    board = make_board(
+        max_tokens=1000,
+        max_prompt_tokens=300,
+        max_completion_tokens=100,
+        max_tasks=100,
+        synthesis_reserve=0.3,
+    )
+    board.add(["a"])
+    lease = leased(board)
+    board.record_usage(lease.worker, "execution", 200, 100)  # a task costs ~300; 700 for tasks
+    board.complete(lease.task.id, lease.token, lease.worker, "r")
+    board.add([], planned=[0])  # its completion planned from, nothing added: the list is dry
+    view = board.plan_view(1, 10)
+    assert view.dry and view.state is State.RUNNING  # 400 left: one more task fits
+    board.record_usage("planner", "creation", 150, 0)  # a planner call that added nothing: 250
+    view = board.plan_view(1, 10)
+    assert view.dry and view.state is State.FINISHED
+    assert board.state() == (State.FINISHED, Reason.MAX_TOKENS, NO_ROOM)
 
 
 def test_cost_budget_uses_the_price_table() -> None:

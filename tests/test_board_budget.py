@@ -26,6 +26,16 @@ def test_the_estimate_follows_the_mean_execution() -> None:
     assert tokens == 301 and cost == pytest.approx((200 + 600) / 2 / 1e6)
 
 
+def test_the_estimate_counts_the_embeddings_made_beside_each_execution() -> None:
+    b = budget(prices=(1.0, 2.0, 0.5))
+    b.settle("execution", 100, 50)
+    b.settle("execution", 300, 150)
+    b.settle("embedding", 120, 0)  # two tasks' queries, writes and novelty checks
+    tokens, cost = b.estimate()
+    assert tokens == (600 + 120) // 2 + 1
+    assert cost == pytest.approx((200 + 600 + 60) / 2 / 1e6)
+
+
 def test_reservations_count_toward_a_cap_until_released() -> None:
     b = budget(
         max_tokens=1000, max_prompt_tokens=300, max_completion_tokens=100, synthesis_reserve=0

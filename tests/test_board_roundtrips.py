@@ -4,6 +4,7 @@ and its completion, its replay lookup on its lease — and the books stay what w
 
 from __future__ import annotations
 
+import inspect
 import threading
 import uuid
 from collections import Counter
@@ -20,7 +21,7 @@ from coop.calls import Context, metered
 from coop.config import RunSettings
 from coop.journal import JournalError
 from coop.llm import OfflineLLM
-from coop.types import EventKind, Lease, Outcome, State, Step
+from coop.types import EventKind, Lease, Outcome, State, Step, StepKind
 from coop.worker import Worker
 from tests.support.memory import InProcessMemory
 
@@ -33,9 +34,12 @@ class Counting(BoardClient):
     def __init__(self, objective_id: str, handle: Any) -> None:
         super().__init__(objective_id, handle=handle)
         self.sent: Counter[str] = Counter()
+        self.embedded: Counter[str] = Counter()  # embedding calls settled, by method
 
     def _submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self.sent[method] += 1
+        bound = inspect.signature(getattr(Board, method)).bind(None, *args, **kwargs)
+        self.embedded[method] += len(bound.arguments.get("embedded", ()))
         return super()._submit(method, args, kwargs)
 
 
@@ -60,6 +64,10 @@ def test_a_one_step_task_costs_at_most_three_board_calls(
     usage = board.snapshot().usage  # every call charged, once
     assert usage["execution"].calls == TASKS
     assert usage["embedding"].calls == 2 * TASKS  # a query and a write per task
+    # the query's embedding is settled with the step before the model call, as it happens (a
+    # lease reserves a task's model calls only: a run near its cap must see the rest spent)
+    assert board.embedded["step"] == TASKS
+    assert board.embedded["complete_and_lease"] + board.embedded["complete"] == TASKS
 
 
 def test_usage_riding_on_a_completion_is_charged_even_when_its_lease_was_lost() -> None:
@@ -68,7 +76,7 @@ def test_usage_riding_on_a_completion_is_charged_even_when_its_lease_was_lost() 
     board.add(["a"])
     held = board.lease("w")
     assert isinstance(held, Lease)
-    last = Step(1, "model", "the answer", prompt=30, completion=7)
+    last = Step(1, StepKind.MODEL, "the answer", prompt=30, completion=7)
     board.release(held.task.id, held.token, "w")
     assert isinstance(board.lease("other"), Lease)  # fences the first holder out
     got = board.complete(held.task.id, held.token, "w", "late", "", last, (5, 6))
@@ -85,7 +93,7 @@ def test_a_lease_after_the_first_carries_the_tasks_steps() -> None:
     board.add(["a"])
     first = board.lease("w")
     assert isinstance(first, Lease) and first.steps == ()
-    done = Step(1, "model", "half", prompt=3)
+    done = Step(1, StepKind.MODEL, "half", prompt=3)
     assert board.step(first.task.id, first.token, "w", done) == (True, 0.0)
     board.release(first.task.id, first.token, "w")
     again = board.lease("w")
@@ -101,12 +109,21 @@ def _riding(board: BoardClient) -> list[Any]:
     tid, token = first.task.id, first.token
     replies: list[Any] = [board.step(tid, token, "w", None, 100)]
     replies.append(
-        board.complete(tid, token, "w", "done 1", "", Step(1, "model", "x", prompt=9), (3, 4))
+        board.complete(
+            tid, token, "w", "done 1", "", Step(1, StepKind.MODEL, "x", prompt=9), (3, 4)
+        )
     )
     second = board.lease("w")
     assert isinstance(second, Lease)
     outcome, third = board.complete_and_lease(
-        second.task.id, second.token, "w", "done 2", (), "", Step(1, "model", "y", prompt=5), (6,)
+        second.task.id,
+        second.token,
+        "w",
+        "done 2",
+        (),
+        "",
+        Step(1, StepKind.MODEL, "y", prompt=5),
+        (6,),
     )
     assert isinstance(third, Lease)
     return [*replies, outcome, third.task.id, third.token]
@@ -166,7 +183,7 @@ def test_a_completion_the_journal_refused_left_nothing_and_its_retry_charges_onc
         append(kind, data)
 
     monkeypatch.setattr(journal, "append", refuse_completions)
-    last = Step(1, "model", "the answer", prompt=30, completion=7)
+    last = Step(1, StepKind.MODEL, "the answer", prompt=30, completion=7)
     with pytest.raises(JournalError, match="I/O"):
         board.complete(held.task.id, held.token, "w", "x", "", last, (5,))
     assert board.snapshot().usage["execution"].calls == 0  # nothing of it was kept

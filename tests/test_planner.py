@@ -19,9 +19,10 @@ import ray
 from ray.cluster_utils import Cluster
 
 from coop import cluster, registry
+from coop import constants as C
 from coop.journal import journal_path
 from coop.simulate import Simulator
-from coop.types import EventKind, Reason, Snapshot, State
+from coop.types import EventKind, Kind, Reason, Snapshot, State
 from tests.support.procs import (
     COOP,
     SECRET,
@@ -277,7 +278,9 @@ def test_budgets_hold_across_workers(
     reason: Reason,
 ) -> None:
     """Two joined workers with two tasks in flight each: the cap is passed by at most the
-    work in flight when it was reached, and the run stops with the cap as its reason."""
+    work in flight when it was reached, the run stops with the cap as its reason, and not
+    before a task of the usual cost (its model calls and embeddings) no longer fit in the
+    tasks' share of the cap."""
     server = make_standin(latency=0.1, simulator=Simulator(limit=200))
     objective = unique(f"Spend at most {value}")
     env = coop_env(ray_cluster, server)
@@ -298,10 +301,18 @@ def test_budgets_hold_across_workers(
     spent = sum(u.tokens for u in snap.usage.values())
     cost = sum(u.cost for u in snap.usage.values())
     in_flight = 4 + 1  # two workers x two slots, and the planner
+    share = 1 - C.DEFAULT_SYNTHESIS_RESERVE  # of a cap, for tasks; the rest for the answer
+    paid = [snap.usage[k.value] for k in (Kind.EXECUTION, Kind.EMBEDDING)]
+    runs = snap.usage[Kind.EXECUTION.value].calls
+    answer = snap.usage[Kind.SYNTHESIS.value]
     if reason is Reason.MAX_TOKENS:
-        assert 6000 <= spent <= 6000 + in_flight * biggest
+        each = sum(u.tokens for u in paid) / runs  # what the board reserves for one more
+        assert 6000 * share - each < spent - answer.tokens
+        assert spent <= 6000 + in_flight * biggest
     else:
-        assert 0.0009 <= cost <= 0.0009 + in_flight * biggest * 0.60 / 1e6
+        each = sum(u.cost for u in paid) / runs
+        assert 0.0009 * share - each < cost - answer.cost
+        assert cost <= 0.0009 + in_flight * biggest * 0.60 / 1e6
     assert spent == sum(server.usage().values())  # and the count is the server's
 
 

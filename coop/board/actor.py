@@ -21,6 +21,7 @@ drives it in-process (tests, and the read-only journal view).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -32,7 +33,7 @@ from coop import cluster, journal
 from coop import events as ev
 from coop.board import views
 from coop.board.books import Books
-from coop.board.desk import Desk
+from coop.board.desk import NO_ROOM, Desk
 from coop.board.faults import CRASH_ENV, crash_once, fault_hook
 from coop.board.planning import PlannerDesk
 from coop.board.workers import WorkerDesk
@@ -43,21 +44,20 @@ from coop.secrets import scrub_data
 from coop.types import Answer, Objective, Pulse, Reason, Result, Snapshot, State
 
 log = logging.getLogger(__name__)
-__all__ = ["CRASH_ENV", "Board"]
+__all__ = ["CRASH_ENV", "NO_ROOM", "Board"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def _on(desk: str, fn: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Board, P], R]:
-    """A board method that is `fn` of the board's desk named `desk`: its signature and its
-    docstring, called on the desk the board holds now (a rebuild makes new ones)."""
+    """A board method that is `fn` of the board's desk named `desk` (its name, signature and
+    docstring, for mypy and `inspect` alike), called on the desk the board holds now (a
+    rebuild makes new ones)."""
 
     def method(self: Board, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return fn(getattr(self, desk), *args, **kwargs)
 
-    method.__name__, method.__qualname__ = fn.__name__, f"Board.{fn.__name__}"
-    method.__doc__ = fn.__doc__
-    return method
+    return functools.update_wrapper(method, fn)
 
 
 class Board:

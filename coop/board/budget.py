@@ -41,11 +41,17 @@ class Budget:
         return tokens + sum(r[0] for r in reserved), cost + sum(r[1] for r in reserved)
 
     def estimate(self) -> tuple[int, float]:
-        """What one more execution will likely spend: the mean so far, or half the most a
-        prompt and its answer may take before there is any."""
+        """What one more execution will likely spend: the mean so far with the embeddings
+        made per execution beside it (a task's memory query and write, the novelty check of
+        its text), or half the most a prompt and its answer may take before there is any.
+
+        Without the embeddings, a run near its cap leased a task more than it could pay, out
+        of the answer's reserve: they are a third of a short task's tokens."""
         done = self.usage[Kind.EXECUTION.value]
         if done.calls:
-            return done.tokens // done.calls + 1, done.cost / done.calls
+            embedded = self.usage[Kind.EMBEDDING.value]
+            tokens, cost = done.tokens + embedded.tokens, done.cost + embedded.cost
+            return tokens // done.calls + 1, cost / done.calls
         s = self.settings
         tokens = (s.max_prompt_tokens + s.max_completion_tokens) // 2
         return tokens, s.cost(Kind.EXECUTION.value, tokens, 0)

@@ -15,6 +15,9 @@ from coop import events as ev
 from coop.board.books import Books
 from coop.types import Kind, Reason, State
 
+NO_ROOM = "the next task would not fit in what is left"
+"""Why a run ended at a cap while it still had work or a question to ask."""
+
 
 class Desk:
     def __init__(self, books: Books, emit: Callable[[ev.Event], None]) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from coop import constants as C
 from coop import events as ev
-from coop.board.desk import Desk
+from coop.board.desk import NO_ROOM, Desk
 from coop.config import RunSettings
 from coop.types import AddReport, Answer, PlanView, Progress, ReorderReport, State, Task
 
@@ -171,12 +171,19 @@ class PlannerDesk(Desk):
 
     def plan_view(self, since: int, limit: int) -> PlanView:
         """One turn's view for the planner: up to `limit` unacknowledged completions from
-        sequence number `since` on, and the demand for tasks (see `PlanView`)."""
+        sequence number `since` on, and the demand for tasks (see `PlanView`).
+
+        A list run dry with no task of the usual cost left under a cap's share for tasks ends
+        the run at that cap, as a lease refused for it with nothing in flight does: asking the
+        model whether the objective is met would be paid from the answer's reserve."""
         b = self.books
         self.settle()
         now, done, t = b.clock(), len(b.results), b.tasks
         seqs = list(itertools.islice(b.acks.unacked(since, done), limit))
         pending, leased = len(t.pending), len(b.leases)
+        dry = not pending and not leased and len(b.acks) == done
+        if dry and (cap := b.budget.over(b.budget.estimate())) is not None:
+            self.stop(cap, NO_ROOM)
         workers = b.live(now)
         stuck = len(b.lacking(now))
         return PlanView(
@@ -190,7 +197,7 @@ class PlannerDesk(Desk):
             slots=sum(w.slots for w in workers),
             room=self._room(done + leased + pending, pending),
             head=t.pending[: C.PRIORITIZE_WINDOW],
-            dry=not pending and not leased and len(b.acks) == done,
+            dry=dry,
             capabilities=sorted({c for w in workers for c in w.caps}),
             stuck=stuck,
         )

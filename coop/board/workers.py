@@ -25,7 +25,7 @@ from dataclasses import replace
 from coop import constants as C
 from coop import events as ev
 from coop.board.books import Books
-from coop.board.desk import Desk
+from coop.board.desk import NO_ROOM, Desk
 from coop.board.files import BadPath, clean
 from coop.journal import JournalError
 from coop.types import Kind, Lease, Outcome, Reason, Replays, Seat, State, Step, StepKind
@@ -59,7 +59,7 @@ class WorkerDesk(Desk):
         estimate = b.budget.estimate()
         if (cap := b.budget.over(estimate)) is not None:
             if not b.leases:  # nothing in flight could free budget: this is the end
-                self.stop(cap, "the next task would not fit in what is left")
+                self.stop(cap, NO_ROOM)
             return b.state
         token, ttl = b.leases.next_token, b.settings.lease_ttl
         try:
@@ -99,9 +99,9 @@ class WorkerDesk(Desk):
 
         What the task ran up and the board was not told rides along, so that a task's end is
         one round trip: `last`, its final step (recorded as `step` records it), and
-        `embedded`, the tokens of each embedding call made for it (its memory query and the
+        `embedded`, the tokens of each embedding call made for it since its last step (the
         write of its result). Both are settled before the result, even under a lost lease:
-        they were paid. Until then the lease's reservation stood for the task's spending."""
+        they were paid. Until then the lease's reservation stood for the last step."""
         b = self.books
         self.settle()
         b.seen(worker)
@@ -110,10 +110,7 @@ class WorkerDesk(Desk):
         owned = b.owns(task_id, token)
         if last is not None:
             self._record_step(task_id, token, worker, last, owned)
-        for tokens in embedded:  # each its own usage event, as `record_usage` writes it
-            self.emit(ev.Usage(worker, Kind.EMBEDDING.value, tokens, 0, 0.0, None))
-        if embedded:
-            self._stop_if_spent()
+        self._charge_embedded(worker, embedded)
         if not owned:
             return Outcome.STALE
         self.emit(ev.Completed(task_id, token, worker, text[: C.MAX_RESULT_CHARS], b.clock(), flaw))
@@ -202,16 +199,24 @@ class WorkerDesk(Desk):
         done: Step | None = None,
         acquire: int = 0,
         starting: str = "",
+        embedded: Sequence[int] = (),
     ) -> tuple[bool, float]:
-        """A task's worker between two steps, in one round trip: record the step that just
-        finished (`done`; a model call's usage is settled even under a lost lease: it was
-        paid), then open the next — `acquire` tokens from the rate limit for a model call
+        """A task's worker between two steps, in one round trip: settle the embedding calls
+        made for the task since its last call (`embedded`: its memory query, before the first
+        step) and the step that just finished (`done`) — both even under a lost lease: they
+        were paid —, then open the next: `acquire` tokens from the rate limit for a model call
         (noted as in flight once granted), or mark an unsafe tool as `starting`. Returns
-        (whether the lease is still the worker's, seconds to wait before asking again)."""
+        (whether the lease is still the worker's, seconds to wait before asking again).
+
+        Embeddings are settled here, as they happen, not saved for the completion: the
+        lease's reservation covers the task's model calls only, and a run near its cap must
+        see what in-flight tasks spent before it leases another (the answer's reserve was
+        spent that way)."""
         b = self.books
         self.settle()
         b.seen(worker)
         owned = b.owns(task_id, token)
+        self._charge_embedded(worker, embedded)
         if done is not None:
             self._record_step(task_id, token, worker, done, owned)
         if not owned:
@@ -225,6 +230,14 @@ class WorkerDesk(Desk):
         if starting:
             self.emit(ev.Started(task_id, b.ledger.next_step(task_id), starting, worker))
         return True, 0.0
+
+    def _charge_embedded(self, worker: str, embedded: Sequence[int]) -> None:
+        """Settle a task's embedding calls, each its own usage event (as `record_usage`
+        writes it)."""
+        for tokens in embedded:
+            self.emit(ev.Usage(worker, Kind.EMBEDDING.value, tokens, 0, 0.0, None))
+        if embedded:
+            self._stop_if_spent()
 
     def _record_step(self, task_id: int, token: int, worker: str, done: Step, owned: bool) -> None:
         """A finished step: its model call or tool call counted whoever holds the lease now
