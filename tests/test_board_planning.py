@@ -9,8 +9,9 @@ import pytest
 from coop import constants as C
 from coop import events as ev
 from coop.board.claim import PlannerLost
+from coop.board.desk import NO_ROOM
 from coop.board.planning import PlannerDesk
-from coop.types import Answer, Progress, State
+from coop.types import Answer, Progress, Reason, State
 from tests.support.board import Tape
 
 
@@ -125,3 +126,12 @@ def test_the_planners_reads_the_window_the_texts_and_what_the_answer_may_cost() 
     assert planning.task_texts() == [(1, "a"), (2, "b"), (3, "c")]
     assert planning.budget_short(400, 500) == ""
     assert "--max-tokens 1000" in planning.budget_short(900, 200)
+
+
+def test_a_dry_list_with_no_room_under_a_cap_ends_the_run_at_that_cap() -> None:
+    tape, planning = desk(max_tokens=100_000)
+    assert planning.plan_view(0, 10).state is State.RUNNING  # dry, with room
+    tape.emit(ev.Usage("w", "execution", 99_000, 0, 0.0, None))
+    view = planning.plan_view(0, 10)
+    assert view.dry and view.state is State.FINISHED
+    assert tape.books.reason is Reason.MAX_TOKENS and tape.books.detail == NO_ROOM

@@ -154,3 +154,13 @@ def test_a_workspace_write_is_the_holders_and_applied_once_per_key() -> None:
     assert not workers.write_file(tid, token, "w", "../x", "x", "k2")[0]
     assert not workers.write_file(tid, token + 1, "w", "b.md", "x", "k3")[0]
     assert workers.read_file("../x") is None
+
+
+def test_embeddings_are_settled_with_the_step_they_came_before_even_under_a_lost_lease() -> None:
+    tape, workers = desk("a")
+    got = lease(workers)
+    mark = len(tape.events)
+    assert workers.step(got.task.id, got.token, "w", None, 0, "", (4, 5)) == (True, 0.0)
+    assert workers.step(got.task.id, got.token + 1, "w", None, 0, "", (6,)) == (False, 0.0)
+    assert tape.since(mark) == ["usage"] * 3
+    assert tape.books.budget.usage["embedding"].tokens == 15
