@@ -290,7 +290,7 @@ def test_random_interleavings_lose_and_duplicate_nothing(seed: int) -> None:
     snap = board.snapshot()
     done_ids = [r.task_id for r in board.results()]
     dead_ids = [t.id for t in snap.dead]
-    all_ids = set(board._tasks.tasks)
+    all_ids = set(board._books.tasks.tasks)
     assert len(done_ids) == len(set(done_ids)), "a task completed twice"
     assert not set(done_ids) & set(dead_ids)
     assert set(done_ids) | set(dead_ids) == all_ids, "a task was lost"
@@ -443,3 +443,11 @@ def test_a_task_is_leased_only_to_a_worker_with_what_it_needs() -> None:
     assert isinstance(got, Lease) and got.task.needs == ["gpu"]
     clock.now += 60  # workers not heard from for a lease's time no longer count
     assert board.plan_view(0, 10).capabilities == []
+
+
+def test_every_board_method_answers_to_its_own_name() -> None:
+    """A client sends a method's `__name__` to `Board.invoke`: the calls the board delegates to
+    its desks keep theirs, and every call that changes the board is one of them."""
+    public = {n for n in dir(Board) if not n.startswith("_") and callable(getattr(Board, n))}
+    assert all(getattr(Board, n).__name__ == n for n in public)
+    assert public >= Board.MUTATING

@@ -46,7 +46,7 @@ def view(board: Board) -> tuple[object, ...]:
         snap.reason,
         snap.completed - snap.unplanned,
         {k: vars(u) for k, u in snap.usage.items()},
-        board._tasks.next_id,
+        board._books.tasks.next_id,
     )
 
 
@@ -58,7 +58,7 @@ def test_a_rebuilt_board_is_the_board_that_was(tmp_path: Path, seed: int) -> Non
     before = view(board)
     live = board.snapshot().leased
     in_flight = {lease.task.id for lease in live}
-    max_token = board._leases.next_token - 1
+    max_token = board._books.leases.next_token - 1
     board._journal.close()  # type: ignore[union-attr]
 
     rebuilt = journaled(tmp_path, Clock())

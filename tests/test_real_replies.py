@@ -207,7 +207,7 @@ def test_journals_from_before_replay_without_refusals_or_marks(tmp_path: Path) -
     assert board.snapshot().progress.refused == {} and "refused" not in tape(events)
     raw = Board(board.objective_id, OBJECTIVE, board.run_settings(), "n", str(tmp_path))
     old = {"revision": 1, "text": "old", "cited": [], "met": None, "missing": "", "at": 1.0}
-    raw._on_answer(ev.decode(EventKind.ANSWER, ev.upgrade_v1(EventKind.ANSWER, old)))
+    raw._books.apply(ev.decode(EventKind.ANSWER, ev.upgrade_v1(EventKind.ANSWER, old)))
     assert raw.answers()[-1].flaw == "" and State.RUNNING is raw.snapshot().state
 
 

@@ -5,7 +5,7 @@ lapsed one is anybody's; a planner that is not the live holder is refused (`Plan
 one whose claim lapsed in a partition cannot add to a board another plans. Renewals are not
 journaled, only who claimed and released: a board restarted mid-run gives the last holder a
 fresh TTL (`restore`), a board opened afresh gives the claim to nobody (`end`). Pure state:
-the actor passes the time in.
+the board passes the time in.
 """
 
 from __future__ import annotations

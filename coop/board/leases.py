@@ -2,7 +2,7 @@
 
 Its invariants: tokens only grow, so the newest lease on a task always has the highest token
 and any holder of an older one is fenced out; a lease lives until its expiry unless renewed.
-Pure state: the actor passes the time in.
+Pure state: the board passes the time in.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ it was heard from within a lease's time (what the planner plans for); its seat (
 capabilities, sandbox) is what its last heartbeat said; a worker turned away with nothing to
 do is marked idle until it is next given a task. The counters are rebuilt from the journal;
 sightings and seats are not journaled (a restarted board learns them again from the next
-heartbeats). Pure state: the actor passes the time in.
+heartbeats). Pure state: the board passes the time in.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Its invariants: an id is never reused or renumbered; a task is in exactly one of pending,
 held by a lease (see leases.py), done or dead; a text the board has seen (normalized) is never
 added again; reordering merges into the current order, so nothing is lost or brought back.
-Pure state, no clock of its own and no journal: the actor decides and journals, then calls
-these methods to apply what it journaled.
+Pure state, no clock of its own and no journal: the board's desks decide and journal, then its
+books call these methods to apply what was journaled; nothing else changes the list.
 """
 
 from __future__ import annotations

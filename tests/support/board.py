@@ -6,8 +6,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from coop import events as ev
 from coop.board import Board, BoardClient
+from coop.board.books import Books
 from coop.config import RunSettings
+from coop.metrics import BoardMetrics
 from coop.text import objective_id
 from coop.types import Lease
 
@@ -23,6 +26,26 @@ class Clock:
 def make_board(clock: Clock | None = None, **settings: object) -> Board:
     run = RunSettings(llm="offline", **settings).validate()  # type: ignore[arg-type]
     return Board("obj-12345678", "objective", run, "nonce", clock=clock or Clock())
+
+
+class Tape:
+    """A board's books with no board around them: the desks' unit tests emit into it, and it
+    keeps what was emitted (the journal a board would have written) and applies it."""
+
+    def __init__(self, clock: Clock | None = None, **settings: object) -> None:
+        run = RunSettings(llm="offline", **settings).validate()  # type: ignore[arg-type]
+        self.clock = clock or Clock()
+        self.books = Books(run, self.clock, BoardMetrics("obj-12345678"))
+        self.events: list[ev.Event] = []
+        self.writable = True  # whether the journal's last write succeeded
+
+    def emit(self, event: ev.Event) -> None:
+        self.events.append(event)
+        self.books.apply(event)
+
+    def since(self, mark: int) -> list[str]:
+        """The kinds of the events emitted from `mark` on."""
+        return [e.KIND.value for e in self.events[mark:]]
 
 
 def leased(board: Board, worker: str = "w") -> Lease:
