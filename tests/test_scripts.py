@@ -61,7 +61,8 @@ def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
 
 
 def test_bench_ceiling_smoke_runs_before_and_after() -> None:
-    """The board ceiling bench runs this tree and 950d2f4 (main before it), each on its own package."""
+    """The board ceiling bench runs this tree and 950d2f4 (main before it), each on its own
+    package."""
     proc = run_script("bench_ceiling", "--smoke")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| board ceiling: tasks/s sustained" in proc.stdout
