@@ -219,6 +219,9 @@ def _mask_pieces(text: str, grams: frozenset[str]) -> str:
                 spans[-1][1] = at + PIECE
             else:
                 spans.append([at, at + PIECE])
-    for start, end in reversed(spans):
-        text = text[: original(start)] + MASK + text[original(end - 1) + 1 :]
-    return text
+    pieces, kept = [], 0  # built in one pass: one copy of the text, however many spans
+    for start, end in spans:
+        pieces += [text[kept : original(start)], MASK]
+        kept = original(end - 1) + 1
+    pieces.append(text[kept:])
+    return "".join(pieces)

@@ -75,11 +75,14 @@ def parse() -> argparse.Namespace:
     a.footprint_sizes, a.seconds = (10_000, 100_000), 8.0
     a.whole = tuple(tuple(int(n) for n in wc.split("x")) for wc in a.whole.split(","))
     a.whole_repeats = 2
+    a.least_tasks = {"scaling": 20, "whole": 40}  # per run, however small the ideal rate
+    a.capacity_seconds = 3.0
     if a.smoke:
         a.repeats, a.cycles, a.workers, a.concurrency, a.callers = 1, 100, (1, 2), (1,), (1, 2)
         a.plan_sizes, a.memory_sizes, a.footprint_sizes = (12,), (1_000,), (1_000,)
         a.seconds, a.latency, a.dim = 1.0, 0.1, 64
         a.whole, a.whole_repeats = ((1, 2),), 1
+        a.least_tasks, a.capacity_seconds = {"scaling": 10, "whole": 12}, 1.0
     return a
 
 
@@ -179,8 +182,9 @@ def board_overhead(a: argparse.Namespace, state: Path, rows: list[list[str]]) ->
             ]
         )
     best = 0.0
+    pool = [Caller.remote() for _ in range(max(a.callers))]  # each run takes the first n
     for n in a.callers:
-        callers = [Caller.remote() for _ in range(n)]
+        callers = pool[:n]
         board = new_board(f"rate{n}", state)
         ray.get(board.add.remote([f"t{i}" for i in range(int(3000 * a.seconds))]))
 
@@ -239,7 +243,7 @@ def whole_objective(
     for mode, asked in (("3 per call", False), ("as asked", True)):
         for w, c in a.whole:
             ideal = w * c / a.latency
-            tasks = max(40, int(ideal * a.seconds))
+            tasks = max(a.least_tasks["whole"], int(ideal * a.seconds))
 
             def one_run(
                 w: int = w, c: int = c, tasks: int = tasks, asked: bool = asked
@@ -288,10 +292,10 @@ def whole_objective(
             )
 
 
-def standin_capacity(server: StandIn, rows: list[list[str]]) -> None:
+def standin_capacity(a: argparse.Namespace, server: StandIn, rows: list[list[str]]) -> None:
     """How many requests a second the stand-in itself answers, to tell whether it, rather
     than coop, could be what limits the scaling figures."""
-    rate = server.capacity()
+    rate = server.capacity(a.capacity_seconds)
     rows.append(["stand-in model server: requests/s it answers", f"{rate:.0f}", "", "", ""])
 
 
@@ -321,7 +325,7 @@ def scaling(
     for c in a.concurrency:
         for w in a.workers:
             ideal = w * c / a.latency
-            tasks = max(20, int(ideal * a.seconds))
+            tasks = max(a.least_tasks["scaling"], int(ideal * a.seconds))
 
             def one_run(w: int = w, c: int = c, tasks: int = tasks) -> tuple[float, float]:
                 settings = new_settings(llm="openai", max_tasks=10**9, lease_ttl=60)
@@ -564,7 +568,7 @@ def main() -> int:
         points: list[tuple[int, int, float, float]] = []
         cpu = Cpu()
         if "standin" in wanted:
-            standin_capacity(server, rows)
+            standin_capacity(a, server, rows)
         if "board" in wanted:
             board_overhead(a, state, rows)
             ledger_overhead(a, state, rows)

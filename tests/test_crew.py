@@ -98,7 +98,7 @@ def test_worker_leaves_when_the_objective_is_stopped(ray_cluster: Cluster, tmp_p
 def test_a_task_that_keeps_failing_is_dead_lettered_with_its_error(
     make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
 ) -> None:
-    server = make_standin(faults=Faults(poison="Your task: Step 2:"))
+    server = make_standin(faults=Faults(poison="Your task: Step 2:", poison_retry_after=0.05))
     objective = unique("Bake bread")
     start = spawn_coop(
         "start",

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,17 +24,59 @@ from tests.support.raylets import LocalCluster
 RAY = Path(sys.executable).with_name("ray")
 
 
+SCRIPT = [sys.executable, "-m", "scripts.local_cluster"]
+SHARED = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+"""The machine-wide file `ray start` writes; the local cluster must never touch it."""
+
+
+@dataclass(frozen=True)
+class Up:
+    """A cluster brought up by the command line as documented, and what `up` printed."""
+
+    cluster: LocalCluster
+    printed: str
+
+
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    """A head and one worker node (a start costs several seconds), stopped after the module.
-    Its dir is short: Ray's socket paths under it must fit in 107 bytes."""
+def up() -> Iterator[Up]:
+    """`python -m scripts.local_cluster up --workers 2`: a head and two worker nodes (a start
+    costs several seconds), shared by the module's tests; brought down after them by
+    `python -m scripts.local_cluster down`, which must leave none of its processes (checked
+    here, for whichever of the tests ran). Its dir is short: Ray's socket paths under it must
+    fit in 107 bytes."""
     root = Path(tempfile.mkdtemp(prefix="coop-lc-"))
     try:
-        with local_cluster.running(workers=1, root=root) as running:
-            yield running
+        started = subprocess.run(
+            [*SCRIPT, "up", "--workers", "2", "--dir", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=ROOT,
+        )
+        assert started.returncode == 0, started.stdout + started.stderr
+        cluster = LocalCluster.load(root)
+        yield Up(cluster, started.stdout)
+
+        down = subprocess.run(
+            [*SCRIPT, "down", "--dir", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert down.returncode == 0, down.stdout + down.stderr
         assert local_cluster.processes(root) == [], "down left processes of the cluster"
+        assert not any(pid_alive(pid) for pid in cluster.pids)
+        assert not (root / "cluster.json").exists() and not cluster.token_path.exists()
+        assert not SHARED.exists() or SHARED.read_text().strip() != cluster.address
     finally:
+        local_cluster.down(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(up: Up) -> LocalCluster:
+    return up.cluster
 
 
 @pytest.fixture
@@ -68,7 +111,7 @@ def submit(
 
 
 def submit_job(
-    cluster: LocalCluster, runtime_env: dict[str, object], entrypoint: list[str], wait: bool
+    cluster: LocalCluster, runtime_env: Mapping[str, object], entrypoint: list[str], wait: bool
 ) -> tuple[str, subprocess.CompletedProcess[str]]:
     """`ray job submit --runtime-env-json ... -- <entrypoint>`, under a fresh submission id."""
     job_id = f"coop-{uuid.uuid4().hex[:8]}"
@@ -97,71 +140,45 @@ def jobs_api(cluster: LocalCluster) -> JobSubmissionClient:
     )
 
 
-def test_up_starts_real_raylets_on_loopback_and_down_stops_them() -> None:
+def test_up_starts_real_raylets_on_loopback_and_down_stops_them(up: Up) -> None:
     """The command line as documented: N+1 live nodes, each its own raylet on 127.0.0.1 with
-    its own port, nothing listening beyond loopback, `env` for a shell; `down` leaves none of
-    its processes and never touches the machine-wide /tmp/ray/ray_current_cluster."""
-    root = Path(tempfile.mkdtemp(prefix="coop-lc-"))
-    script = [sys.executable, "-m", "scripts.local_cluster"]
-    shared = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
-    try:
-        up = subprocess.run(
-            [*script, "up", "--workers", "2", "--dir", str(root)],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            cwd=ROOT,
-        )
-        assert up.returncode == 0, up.stdout + up.stderr
-        cluster = LocalCluster.load(root)
-        assert f"address:   {cluster.address}" in up.stdout
-        assert f"dashboard: {cluster.dashboard}" in up.stdout
-        for node in cluster.nodes:
-            assert f"{node.node_id}  {node.name}" in up.stdout
+    its own port, nothing listening beyond loopback, `env` for a shell; `down` (run by the
+    `up` fixture after the module's tests, and checked there) leaves none of its processes
+    and never touches the machine-wide /tmp/ray/ray_current_cluster."""
+    cluster, root = up.cluster, up.cluster.root
+    assert f"address:   {cluster.address}" in up.printed
+    assert f"dashboard: {cluster.dashboard}" in up.printed
+    for node in cluster.nodes:
+        assert f"{node.node_id}  {node.name}" in up.printed
 
-        nodes = json.loads(ray(cluster, "list", "nodes", "--format", "json").stdout)
-        assert sorted(n["node_id"] for n in nodes) == sorted(n.node_id for n in cluster.nodes)
-        assert all(n["state"] == "ALIVE" and n["node_ip"] == "127.0.0.1" for n in nodes)
-        by_id = {n["node_id"]: n for n in nodes}
-        assert by_id[cluster.head.node_id]["is_head_node"]
-        for index, worker in enumerate(cluster.workers, start=1):
-            assert worker.name == worker.resource == f"coop-node-{index}"
-            assert by_id[worker.node_id]["resources_total"][worker.resource] == 1
-        raylet_ports = [n.raylet_port for n in cluster.nodes]
-        assert len(set(raylet_ports)) == 3, raylet_ports
-        raylets = [p for p in local_cluster.processes(root) if local_cluster._is_raylet(p)]
-        assert len(raylets) == 3, "one raylet process per node"
-        sockets = local_cluster.listening(root)
-        assert {port for _, _, port in sockets} >= set(raylet_ports)
-        assert {host for _, host, _ in sockets} == {"127.0.0.1"}, sockets
+    nodes = json.loads(ray(cluster, "list", "nodes", "--format", "json").stdout)
+    assert sorted(n["node_id"] for n in nodes) == sorted(n.node_id for n in cluster.nodes)
+    assert all(n["state"] == "ALIVE" and n["node_ip"] == "127.0.0.1" for n in nodes)
+    by_id = {n["node_id"]: n for n in nodes}
+    assert by_id[cluster.head.node_id]["is_head_node"]
+    for index, worker in enumerate(cluster.workers, start=1):
+        assert worker.name == worker.resource == f"coop-node-{index}"
+        assert by_id[worker.node_id]["resources_total"][worker.resource] == 1
+    raylet_ports = [n.raylet_port for n in cluster.nodes]
+    assert len(set(raylet_ports)) == 3, raylet_ports
+    raylets = [p for p in local_cluster.processes(root) if local_cluster._is_raylet(p)]
+    assert len(raylets) == 3, "one raylet process per node"
+    sockets = local_cluster.listening(root)
+    assert {port for _, _, port in sockets} >= set(raylet_ports)
+    assert {host for _, host, _ in sockets} == {"127.0.0.1"}, sockets
 
-        env = subprocess.run(
-            [*script, "env", "--dir", str(root)],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=ROOT,
-        ).stdout
-        assert f"export RAY_ADDRESS={cluster.address}\n" in env
-        assert f"export RAY_AUTH_TOKEN_PATH={cluster.token_path}\n" in env
-        assert cluster.token_path.stat().st_mode & 0o777 == 0o600
-        assert (root / "ray" / "n0" / "ray_current_cluster").read_text() == cluster.address
-        assert not shared.exists() or shared.read_text().strip() != cluster.address
-
-        down = subprocess.run(
-            [*script, "down", "--dir", str(root)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=ROOT,
-        )
-        assert down.returncode == 0, down.stdout + down.stderr
-        assert local_cluster.processes(root) == []
-        assert not any(pid_alive(pid) for pid in cluster.pids)
-        assert not (root / "cluster.json").exists() and not cluster.token_path.exists()
-    finally:
-        local_cluster.down(root)
-        shutil.rmtree(root, ignore_errors=True)
+    env = subprocess.run(
+        [*SCRIPT, "env", "--dir", str(root)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    assert f"export RAY_ADDRESS={cluster.address}\n" in env
+    assert f"export RAY_AUTH_TOKEN_PATH={cluster.token_path}\n" in env
+    assert cluster.token_path.stat().st_mode & 0o777 == 0o600
+    assert (root / "ray" / "n0" / "ray_current_cluster").read_text() == cluster.address
+    assert not SHARED.exists() or SHARED.read_text().strip() != cluster.address
 
 
 def pid_alive(pid: int) -> bool:

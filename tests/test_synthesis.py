@@ -149,7 +149,7 @@ def test_the_final_answer_is_read_from_the_journal_with_no_cluster(
 def test_a_failed_synthesis_leaves_the_results_and_says_the_answer_is_missing(
     make_standin: MakeStandIn, ray_cluster: Cluster
 ) -> None:
-    server = make_standin(faults=Faults(poison="# coop synthesis agent"))
+    server = make_standin(faults=Faults(poison="# coop synthesis agent", poison_retry_after=0.05))
     objective = unique("No answer today")
     env = coop_env(ray_cluster, server)
     proc = run_coop("start", objective, "--max-tasks", "4", env=env, timeout=240)

@@ -56,6 +56,9 @@ class Faults:
     slow_seconds: float = 3.0  # before any byte of the answer: headers too
     retry_after: float = 0.2
     poison: str | None = None  # prompts containing this text always get a 500
+    poison_retry_after: float = 0.0
+    """When set, a poisoned 500 says Retry-After (seconds), which the openai client honours in
+    place of its own backoff (0.5 s, 1 s, 2 s…): its retries come as many, only sooner."""
     context_limit: int = 0  # prompts over this many tokens get a 400 context_length_exceeded
     broken: str = ""  # one of BROKEN: every successful reply broken that way
     escape: bool = False  # chat replies HTML-escaped, quotes as &#34; (a llama.cpp template)
@@ -256,7 +259,9 @@ class StandIn:
             message = f"The model {call.model} does not exist."
             return 404, _error(message, "model_not_found"), {}, 0.0
         if self.faults.poison and self.faults.poison in prompt:
-            return 500, _error("The server had an error (poisoned).", "server_error"), {}, 0.0
+            wait = self.faults.poison_retry_after
+            retry = {"Retry-After": str(wait)} if wait else {}
+            return 500, _error("The server had an error (poisoned).", "server_error"), retry, 0.0
         limit = self.faults.context_limit
         if limit and self._tokenizer.count(prompt) > limit:
             message = f"This model's maximum context length is {limit} tokens."
