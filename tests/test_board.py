@@ -199,17 +199,23 @@ def test_token_budget_holds_under_concurrent_leases() -> None:
     assert 1000 <= spent <= 1000 + 5 * 240
 
 
-def test_the_planner_is_offered_no_room_for_tasks_the_budget_could_not_run() -> None:
-    """Room for new tasks ends where the budget's share for tasks does, not only at the task
-    cap: creation calls for tasks that could never be leased would spend the answer's reserve
-    (a run stopped at --max-tokens lost its answer that way under load)."""
-    board = make_board(
+def with_a_reserve() -> Board:
+    """A board whose tasks may use 700 of its 1,000 tokens (the rest is the answer's), a
+    task estimated at 200 before any has run."""
+    return make_board(
         max_tokens=1000,
         max_prompt_tokens=300,
         max_completion_tokens=100,
         max_tasks=100,
         synthesis_reserve=0.3,
     )
+
+
+def test_the_planner_is_offered_no_room_for_tasks_the_budget_could_not_run() -> None:
+    """Room for new tasks ends where the budget's share for tasks does, not only at the task
+    cap: creation calls for tasks that could never be leased would spend the answer's reserve
+    (a run stopped at --max-tokens lost its answer that way under load)."""
+    board = with_a_reserve()
     assert board.plan_view(0, 10).room == 3  # 700 of 1000 for tasks, ~200 each
     board.add(["a"])
     assert board.plan_view(0, 10).room == 2  # the pending one counts
@@ -224,13 +230,7 @@ def test_a_list_run_dry_with_no_room_under_the_tasks_share_ends_at_the_cap() -> 
     a cap, the run ends at that cap when the planner next looks, as a lease refused with
     nothing in flight ends it: a completion check then would be paid from the answer's
     reserve (a run ended "done" without its answer that way)."""
-    board = make_board(
-        max_tokens=1000,
-        max_prompt_tokens=300,
-        max_completion_tokens=100,
-        max_tasks=100,
-        synthesis_reserve=0.3,
-    )
+    board = with_a_reserve()
     board.add(["a"])
     lease = leased(board)
     board.record_usage(lease.worker, "execution", 200, 100)  # a task costs ~300; 700 for tasks

@@ -7,7 +7,6 @@ import dataclasses
 import os
 import signal
 import sqlite3
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from contextlib import closing
@@ -18,10 +17,9 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from coop import cluster, registry
 from coop import constants as C
+from coop import registry
 from coop.board import Board, BoardClient, PlannerLost
-from coop.board.actor import CRASH_ENV
 from coop.config import RunSettings
 from coop.journal import journal_path
 from coop.simulate import Simulator
@@ -37,7 +35,7 @@ from coop.types import (
     Step,
     StepKind,
 )
-from tests.support.board import Clock
+from tests.support.board import Clock, crashing_board
 from tests.support.procs import STATE_DIR, coop_env, spawn_start, unique, wait_for
 from tests.support.standin import MakeStandIn
 
@@ -202,17 +200,7 @@ def test_every_mutating_call_counts_once_when_the_board_dies_before_replying(
     reference = BoardClient.in_process(Board("ref-0a1b2c3d", "o", SETTINGS, "n", str(tmp_path)))
     want = _outcome(reference, [call() for _, call in _calls(reference)])
 
-    oid = f"retry-{uuid.uuid4().hex[:8]}"
-    died = tmp_path / "died"
-    died.mkdir()
-    options = cluster.restartable(oid, "board") | {
-        "max_restarts": -1,
-        "max_task_retries": -1,
-        "runtime_env": {"env_vars": {CRASH_ENV: f"{died}:{','.join(sorted(Board.MUTATING))}"}},
-    }
-    handle: Any = ray.remote(Board).options(**options)
-    handle = handle.remote(oid, "o", SETTINGS, "n", str(tmp_path))
-    board = BoardClient.of_actor(oid, handle)
+    handle, board, died = crashing_board(SETTINGS, tmp_path, sorted(Board.MUTATING))
     pids = set()
     replies = []
     for _, call in _calls(board):

@@ -12,17 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 
 from coop import cluster
 from coop.board import Board, BoardClient
-from coop.board.actor import CRASH_ENV
 from coop.calls import Context, metered
 from coop.config import RunSettings
 from coop.journal import JournalError
 from coop.llm import OfflineLLM
 from coop.types import EventKind, Lease, Outcome, State, Step, StepKind
 from coop.worker import Worker
+from tests.support.board import crashing_board
 from tests.support.memory import InProcessMemory
 
 TASKS = 12
@@ -145,18 +144,8 @@ def test_usage_riding_on_a_call_counts_once_when_the_board_dies_before_replying(
     run = RunSettings(llm="offline", lease_ttl=20, max_tasks=100).validate()
     reference = BoardClient.in_process(Board("ref-0a1b2c3d", "o", run, "n", str(tmp_path)))
     want = (_riding(reference), _books(reference))
-    oid = f"retry-{uuid.uuid4().hex[:8]}"
-    died = tmp_path / "died"
-    died.mkdir()
     riding = ("step", "complete", "complete_and_lease")
-    options = cluster.restartable(oid, "board") | {
-        "max_restarts": -1,
-        "max_task_retries": -1,
-        "runtime_env": {"env_vars": {CRASH_ENV: f"{died}:{','.join(riding)}"}},
-    }
-    handle: Any = ray.remote(Board).options(**options)
-    handle = handle.remote(oid, "o", run, "n", str(tmp_path))
-    board = BoardClient.of_actor(oid, handle)
+    _, board, died = crashing_board(run, tmp_path, riding)
     got = (_riding(board), _books(board))
     assert sorted(p.name for p in died.iterdir()) == sorted(riding)  # each one died
     assert got == want

@@ -4,10 +4,17 @@ and the worker's unit tests share."""
 from __future__ import annotations
 
 import random
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import ray
+
+from coop import cluster
 from coop import events as ev
 from coop.board import Board, BoardClient
+from coop.board.actor import CRASH_ENV
 from coop.board.books import Books
 from coop.config import RunSettings
 from coop.metrics import BoardMetrics
@@ -104,3 +111,22 @@ def in_process(
     oid = objective_id(objective)
     board = Board(oid, objective, run, "nonce", str(state_dir) if state_dir else None)
     return BoardClient.in_process(board)
+
+
+def crashing_board(
+    settings: RunSettings, state: Path, methods: Iterable[str]
+) -> tuple[Any, BoardClient, Path]:
+    """A board actor (journaled in `state`) whose process dies once after each of `methods`
+    commits and before it replies, as Ray restarts and retries it: its handle, a client, and
+    the dir where each death leaves a file named by its method."""
+    oid = f"retry-{uuid.uuid4().hex[:8]}"
+    died = state / "died"
+    died.mkdir()
+    options = cluster.restartable(oid, "board") | {
+        "max_restarts": -1,
+        "max_task_retries": -1,
+        "runtime_env": {"env_vars": {CRASH_ENV: f"{died}:{','.join(methods)}"}},
+    }
+    handle: Any = ray.remote(Board).options(**options)
+    handle = handle.remote(oid, "o", settings, "n", str(state))
+    return handle, BoardClient.of_actor(oid, handle), died
