@@ -103,6 +103,25 @@ def test_the_view_holds_the_system_and_the_interpreter_only(strong: Sandbox) -> 
     assert "passwd" not in run.stdout and "shadow" not in run.stdout, run
 
 
+PLANT = """
+import errno, os, sysconfig
+for where in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["stdlib"]}:
+    try:
+        open(os.path.join(where, "coop_planted.pth"), "w").write("import os\\n")
+        print(where, "written")
+    except OSError as exc:
+        print(where, errno.errorcode[exc.errno])
+"""
+"""Tries to leave a `.pth` file in the interpreter's installation: Python runs its import
+line in every later process of that interpreter, coop's own workers included."""
+
+
+def test_the_interpreters_installation_cannot_be_written(strong: Sandbox) -> None:
+    run = strong.run(PLANT, QUICK)
+    tried = run.stdout.splitlines()
+    assert len(tried) == 2 and all(line.endswith(" EROFS") for line in tried), run
+
+
 SCRATCH = """
 import errno, os
 for where in ("big", "/tmp/big", "/dev/shm/big"):
