@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ def test_placed_tools_run_where_their_resource_is(
     head, node_b = cluster.head.node_id, cluster.workers[0].node_id
     objective = unique("Find where the work runs")
     oid = objective_id(objective)
+    # new tasks wait for `coop approve`, so that each worker is sure to get one: the head's
+    # does the first task alone, node B's joins while the tasks it planned wait
     start = spawn_coop(
         "start",
         objective,
@@ -72,6 +75,7 @@ def test_placed_tools_run_where_their_resource_is(
         "0",
         "--max-steps",
         "12",
+        "--approve",
         env=env,
         log=tmp_path / "start.log",
     )
@@ -88,10 +92,19 @@ def test_placed_tools_run_where_their_resource_is(
         env=env,
         log=tmp_path / "a.log",
     )
+    wait_for(
+        lambda: '"hold": true' in run_coop("events", oid, "--json", env=env).stdout,
+        90,
+        "tasks held",
+    )
     on_b = spawn_coop(
         "join", oid, "--node", node_b, "--tool", f"{TOOLS}:here", env=env, log=tmp_path / "b.log"
     )
-    assert start.wait(180) == 0, (tmp_path / "start.log").read_text()
+    wait_for(lambda: " here" in run_coop("status", oid, env=env).stdout, 90, "node B's worker")
+    deadline = time.monotonic() + 120
+    while start.poll() is None and time.monotonic() < deadline:  # a person, approving all
+        assert run_coop("approve", oid, "--all", env=env).returncode == 0
+    assert start.wait(10) == 0, (tmp_path / "start.log").read_text()
     assert on_head.wait(60) == 0 and on_b.wait(60) == 0
     assert f"on node {head[:8]}" in (tmp_path / "a.log").read_text()
     assert f"on node {node_b[:8]}" in (tmp_path / "b.log").read_text()
