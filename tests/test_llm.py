@@ -10,7 +10,8 @@ import pytest
 from coop import agents
 from coop.config import RunSettings
 from coop.errors import CoopError
-from coop.llm import LLMError, LLMFatalError, OfflineLLM, OpenAILLM, make_llm
+from coop.llm import LLMError, LLMFatalError, OfflineLLM, make_llm
+from coop.llm_openai import OpenAILLM
 from tests.support.procs import SECRET, closed_port
 from tests.support.standin import Faults, MakeStandIn, StandIn
 

@@ -28,9 +28,9 @@ from coop.tools.mcp import (
     SLACK,
     McpServer,
     open_servers,
-    read_config,
     tool_name,
 )
+from coop.tools.mcp_config import read_config
 from tests.support import mcp_nonsense
 from tests.support.mcp_servers import SCRIPT
 from tests.support.procs import SECRET, wait_for
@@ -372,7 +372,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 from coop.tools import Invocation
-from coop.tools.mcp import open_servers, read_config
+from coop.tools.mcp import open_servers
+from coop.tools.mcp_config import read_config
 (server,), _ = open_servers(read_config(Path(sys.argv[1])), 60)
 at = Invocation(key="k", task_id=7, token=1, worker="w-1", timeout=30)
 print("started", flush=True)

@@ -23,7 +23,7 @@ import pytest
 
 from coop.sandbox import NOBODY
 from coop.tools import ToolError
-from coop.tools.mcp import read_config
+from coop.tools.mcp_config import read_config
 from coop.tools.mcp_isolation import Isolation, default_isolation, unavailable
 from tests.support.procs import SECRET
 from tests.test_mcp import START, config, started, text
@@ -44,7 +44,8 @@ SETPRIV = (f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
 WORKER = """
 import os, sys
 from coop.tools import Invocation
-from coop.tools.mcp import ServerConfig, open_servers
+from coop.tools.mcp import open_servers
+from coop.tools.mcp_config import ServerConfig
 from coop.tools.mcp_isolation import Isolation
 isolation, python, script = sys.argv[1:]
 env = {"PRY_PIDS": str(os.getpid()), "PRY_FILES": os.environ.get("PRY_FILES", "")}

@@ -19,7 +19,8 @@ from coop import constants as C
 from coop.board import Board, BoardClient, PlannerLost
 from coop.calls import Context
 from coop.config import RunSettings
-from coop.llm import Completion, OfflineLLM, OpenAILLM
+from coop.llm import Completion, OfflineLLM
+from coop.llm_openai import OpenAILLM
 from coop.planner import loop
 from coop.planner.jobs import Job, Outcome, Review
 from coop.planner.loop import Planner

@@ -33,7 +33,7 @@ from coop.tools.functions import (
     load,
 )
 from coop.tools.kit import Kit
-from coop.tools.mcp import ServerConfig
+from coop.tools.mcp_config import ServerConfig
 from coop.types import EventKind, Reason
 from tests.support.procs import (
     STATE_DIR,

@@ -17,7 +17,7 @@ from coop.board import Board, BoardClient
 from coop.calls import Context
 from coop.config import RunSettings
 from coop.journal import Event
-from coop.llm import OpenAILLM
+from coop.llm_openai import OpenAILLM
 from coop.planner import loop
 from coop.planner.loop import Planner
 from coop.planner.synthesis import synthesize

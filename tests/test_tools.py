@@ -18,7 +18,7 @@ from coop.sandbox import Limits, SandboxUnavailable, choose
 from coop.tools import Invocation, ToolOutput, ToolSpec
 from coop.tools.box import MAX_OUTPUT_CHARS, Toolbox
 from coop.tools.kit import Kit, read_caps
-from coop.tools.mcp import ServerConfig
+from coop.tools.mcp_config import ServerConfig
 from coop.tools.python import Python
 from coop.tools.workspace import Workspace
 from coop.types import Lease

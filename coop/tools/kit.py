@@ -24,7 +24,7 @@ from coop.tools.box import Toolbox
 from coop.tools.fetch import SPEC as FETCH
 from coop.tools.fetch import Fetch
 from coop.tools.functions import FunctionProvider, Tool, ToolDefinitionError, check_placeable
-from coop.tools.mcp import SEPARATOR, ServerConfig, open_servers, read_config
+from coop.tools.mcp_config import SEPARATOR, ServerConfig, read_config
 from coop.tools.python import SPEC as PYTHON
 from coop.tools.python import Python
 from coop.tools.workspace import SPECS as WORKSPACE
@@ -110,6 +110,8 @@ def toolbox(board: BoardClient, settings: RunSettings, kit: Kit) -> tuple[Toolbo
         elif name == "fetch":
             providers.append(Fetch(settings.fetch_allow))
     if kit.mcp:
+        from coop.tools.mcp import open_servers  # the SDK: loaded by workers that have servers
+
         for config in kit.mcp:  # what the servers were given is masked in whatever they say
             keep_config(config.env, config.headers)
         servers, problems = open_servers(list(kit.mcp), MCP_START_TIMEOUT)

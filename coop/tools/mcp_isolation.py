@@ -31,13 +31,15 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
-from mcp import StdioServerParameters
+from typing import TYPE_CHECKING
 
 from coop.sandbox import NOBODY, filtered
 from coop.sandbox_filter import FilterUnavailable
 from coop.secret_paths import interpreter_dirs, outermost, secret_paths, within
 from coop.text import one_line
+
+if TYPE_CHECKING:  # the SDK's import is most of a second: only a worker with servers pays it
+    from mcp import StdioServerParameters
 
 log = logging.getLogger(__name__)
 
