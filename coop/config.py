@@ -118,6 +118,11 @@ class RunSettings:
         click.FloatRange(min=1.0),
         "Seconds a silent worker keeps a task before it is requeued.",
     )
+    planner_ttl: float = setting(
+        C.DEFAULT_PLANNER_TTL,
+        click.FloatRange(min=1.0),
+        "Seconds a silent planner keeps its claim before a standby (--standby) takes over.",
+    )
     max_attempts: int = setting(
         C.DEFAULT_MAX_ATTEMPTS, click.IntRange(min=1), "Attempts before a task is dead-lettered."
     )

@@ -73,8 +73,9 @@ need about eleven."""
 DEFAULT_MODEL_TIMEOUT = 120.0
 """Seconds the model client waits for one answer before it retries (three times)."""
 
-PLANNER_TTL = 15.0
-"""Seconds a planner claim lives without a heartbeat."""
+DEFAULT_PLANNER_TTL = 15.0
+"""Seconds a planner claim lives without a heartbeat: how long a standby waits for a silent
+planner, and how long a planner rides out a board it cannot reach before it gives up."""
 PLANNER_BATCH = 8
 """Most completions folded into one task-creation call."""
 PLANNER_TASK_WINDOW = 30

@@ -51,6 +51,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--tasks", type=int, default=60, help="tasks in the simulated objective")
     p.add_argument("--kill-every", type=float, default=3.0, help="seconds between kills")
     p.add_argument("--kill-planner", action="store_true")
+    p.add_argument(
+        "--planner-ttl", type=float, default=15.0, help="seconds before a standby takes over"
+    )
     p.add_argument("--rate-429", type=float, default=0.10)
     p.add_argument("--rate-500", type=float, default=0.05)
     p.add_argument("--rate-slow", type=float, default=0.05)
@@ -59,7 +62,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args()
     if a.short:
-        a.tasks, a.kill_every, a.timeout = 15, 2.0, 150.0
+        a.tasks, a.kill_every, a.timeout, a.planner_ttl = 15, 2.0, 150.0, 5.0
     return a
 
 
@@ -88,6 +91,8 @@ class Run:
                 "0",
                 "--lease-ttl",
                 "4",
+                "--planner-ttl",
+                str(self.a.planner_ttl),
                 "--max-tasks",
                 "100000",
                 "--max-attempts",

@@ -19,15 +19,16 @@ def test_a_claim_has_one_live_holder_and_lapses_unrenewed() -> None:
     assert claim.holder(0) is None
     claim.check(None, 0)  # not a planner: never refused
     claim.take("p", 0)
-    assert claim.holder(C.PLANNER_TTL - 1) == "p"
-    claim.check("p", C.PLANNER_TTL - 1)
+    assert claim.holder(C.DEFAULT_PLANNER_TTL - 1) == "p"
+    claim.check("p", C.DEFAULT_PLANNER_TTL - 1)
     with pytest.raises(PlannerLost, match=r"now p\)"):
         claim.check("q", 1)
-    assert claim.holder(C.PLANNER_TTL) is None and claim.owner() == "p"  # lapsed, not released
+    lapsed = C.DEFAULT_PLANNER_TTL  # and not released
+    assert claim.holder(lapsed) is None and claim.owner() == "p"
     with pytest.raises(PlannerLost, match="now nobody"):
-        claim.check("p", C.PLANNER_TTL + 1)
+        claim.check("p", C.DEFAULT_PLANNER_TTL + 1)
     claim.restore(100)  # a restarted board: a fresh TTL for the last holder
-    assert claim.holder(100 + C.PLANNER_TTL - 1) == "p"
+    assert claim.holder(100 + C.DEFAULT_PLANNER_TTL - 1) == "p"
     claim.release()
     claim.restore(200)
     assert claim.owner() is None and claim.holder(200) is None

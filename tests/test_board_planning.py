@@ -41,7 +41,7 @@ def test_one_planner_at_a_time_and_only_its_claim_is_journaled() -> None:
         planning.add(["x"], planner="q")
     planning.release_planner("q")  # not its claim: nothing
     assert tape.since(mark) == []
-    tape.clock.now += C.PLANNER_TTL
+    tape.clock.now += C.DEFAULT_PLANNER_TTL
     assert planning.claim_planner("q") is None and tape.since(mark) == ["planner"]
     with pytest.raises(PlannerLost):
         planning.record_progress("p", Progress())

@@ -72,10 +72,10 @@ def test_a_restarted_board_gives_back_the_claim_and_leases_for_a_grace_period(
     }
     assert min(x.ttl for x in snap.leased) == SETTINGS.lease_ttl
     assert again.claim_planner("other") == "p"  # the claim is still p's
-    clock.now += C.PLANNER_TTL - 1
+    clock.now += C.DEFAULT_PLANNER_TTL - 1
     assert again.claim_planner("p") is None  # the live planner renews
     assert again.add(["d"], planner="p").added
-    clock.now += SETTINGS.lease_ttl - C.PLANNER_TTL + 2  # past the leases' grace, not p's
+    clock.now += SETTINGS.lease_ttl - C.DEFAULT_PLANNER_TTL + 2  # past the leases' grace, not p's
     assert again.heartbeat("alive", [(alive.task.id, alive.token)]) == [alive.task.id]
     assert {t.id for t in again.snapshot().pending[:2]} == {alive.task.id, silent.task.id}
 
@@ -218,7 +218,7 @@ def test_a_planner_whose_claim_a_restart_kept_is_not_lost(tmp_path: Path) -> Non
     board._journal.close()  # type: ignore[union-attr]
     again = _journaled(tmp_path, clock, restarted=True)
     again.record_progress("p", Progress(stalls=1))  # no PlannerLost
-    clock.now += C.PLANNER_TTL + 1  # the planner stayed silent past its grace
+    clock.now += C.DEFAULT_PLANNER_TTL + 1  # the planner stayed silent past its grace
     with pytest.raises(PlannerLost, match="now nobody"):
         again.record_progress("p", Progress(stalls=2))
 

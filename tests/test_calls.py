@@ -11,7 +11,8 @@ import pytest
 from coop import agents
 from coop.calls import Context, ask, metered
 from coop.config import RunSettings
-from coop.llm import LLMContextError, OfflineLLM, OpenAILLM
+from coop.llm import LLMContextError, OfflineLLM
+from coop.llm_openai import OpenAILLM
 from coop.memory import Hit
 from coop.types import Kind
 from tests.support.board import in_process

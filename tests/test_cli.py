@@ -39,6 +39,7 @@ MAX_TASKS_EXIT = Reason.MAX_TASKS.exit_code
         (["start", "ok", "--llm", "offline", "--max-tasks", "0"], "--max-tasks"),
         (["start", "ok", "--llm", "offline", "--concurrency", "1.5"], "--concurrency"),
         (["start", "ok", "--llm", "offline", "--lease-ttl", "-3"], "--lease-ttl"),
+        (["start", "ok", "--llm", "offline", "--planner-ttl", "0.5"], "--planner-ttl"),
         (["start", "ok", "--llm", "gpt"], "--llm"),
         (["join", "x", "--concurrency", "-2"], "--concurrency"),
         (["start", "ok"], "OPENAI_API_KEY"),

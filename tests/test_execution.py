@@ -13,7 +13,8 @@ from coop import agents
 from coop.calls import Context
 from coop.config import RunSettings
 from coop.execution import StepCapReached, execute
-from coop.llm import Completion, Message, OfflineLLM, OpenAILLM, ToolCall
+from coop.llm import Completion, Message, OfflineLLM, ToolCall
+from coop.llm_openai import OpenAILLM
 from coop.sandbox import SandboxUnavailable, choose
 from coop.tokens import estimating
 from coop.tools.box import Toolbox

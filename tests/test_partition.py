@@ -51,13 +51,17 @@ WORKER_CUT = 12.0
 """Over two lease TTLs, and short of the ~20 s after which Ray's gRPC servers drop a silent
 connection (keepalive 10 s + 20 s) while its clients wait 300 s + 120 s to notice: a longer cut
 leaves the cut-off side waiting on a half-open connection (see the planner test)."""
-CLAIM_TTL = 15.0  # coop.constants.PLANNER_TTL
+CLAIM_TTL = 8.0
+"""The planner claim's TTL (`--planner-ttl`): a cut of the planner's host outlasts it."""
 FENCED_WITHIN = 20.0
 """Seconds after the heal by which the old planner must have stopped. It needs no heal: a claim
 it could not renew for a TTL is lost, by its own clock, so it stops while still cut off; this
 leaves its exit (Ray's shutdown, over a connection just restored) room."""
-PLANNER_FLAGS = ("--workers", "0", "--lease-ttl", str(LEASE_TTL), "--max-tasks", "100")
-"""Planning only (workers join apart), short leases, and room for every task of the tree."""
+PLANNER_FLAGS = (
+    *("--workers", "0", "--max-tasks", "100"),
+    *("--lease-ttl", str(LEASE_TTL), "--planner-ttl", str(CLAIM_TTL)),
+)
+"""Planning only (workers join apart), short leases and claims, and room for every task."""
 TRACEBACK = "Traceback (most recent call last)"
 FENCED = re.compile(
     r"task #(\d+): (?:lease lost before completion; result discarded"

@@ -207,7 +207,10 @@ def test_a_standby_planner_takes_over_when_the_planner_dies(
     server = make_standin(latency=0.3)
     objective = unique("Restock the pantry")
     env = coop_env(ray_cluster, server)
-    first, oid = spawn_start(objective, "--workers", "0", env=env, log=tmp_path / "first.log")
+    ttl = 4.0  # --planner-ttl: the claim's life unrenewed, the board's for every planner
+    first, oid = spawn_start(
+        objective, "--workers", "0", "--planner-ttl", str(ttl), env=env, log=tmp_path / "first.log"
+    )
     board = registry.find(oid)
     wait_for(lambda: board.snapshot().planner, 30, "the planner claim")
     refused = run_coop("start", "--resume", oid, env=env, timeout=60)
@@ -218,10 +221,17 @@ def test_a_standby_planner_takes_over_when_the_planner_dies(
     worker = spawn_coop("join", oid, "--concurrency", "2", env=env, log=tmp_path / "join.log")
     wait_for(lambda: len(board.results()) >= 3, 60, "some results")
     os.kill(first.pid, signal.SIGKILL)
+    killed = time.time()
     first.wait(10)
     assert standby.wait(120) == 0, (tmp_path / "standby.log").read_text()
     assert worker.wait(60) == 0
     assert "standing by" in (tmp_path / "standby.log").read_text()
+    # the standby took over once the dead planner's claim lapsed (renewed every third of the
+    # TTL: at least two thirds of it after the kill), not the default's 10-15 s later
+    shown = run_coop("events", oid, "--json", env=env).stdout.splitlines()
+    claims = [e for e in map(json.loads, shown) if e["event"] == "planner"]
+    took = next(e["at"] for e in claims if e["instance"] == f"{HOST}-{standby.pid}")
+    assert ttl * 2 / 3 - 0.5 <= took - killed < C.DEFAULT_PLANNER_TTL * 2 / 3
     snap: Snapshot = board.snapshot()
     assert snap.reason is Reason.DONE and snap.completed == 13 and not snap.dead
     ids = [r.task_id for r in board.results()]

@@ -179,7 +179,7 @@ def test_a_planner_whose_claim_lapsed_is_fenced_out() -> None:
     settings = RunSettings(llm="offline").validate()
     board = BoardClient.in_process(Board("claimed", "o", settings, "n", clock=clock))
     p = planner(board)
-    clock.now += C.PLANNER_TTL + 1
+    clock.now += C.DEFAULT_PLANNER_TTL + 1
     assert board.claim_planner("successor") is None
     with pytest.raises(PlannerLost):
         p.jobs._propose(Outcome(Job.REPLAN), "1. Another task", None, None)

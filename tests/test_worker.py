@@ -15,7 +15,8 @@ from coop import constants as C
 from coop.board import Board, BoardClient
 from coop.calls import Context
 from coop.config import RunSettings
-from coop.llm import Completion, LLMFatalError, OfflineLLM, OpenAILLM
+from coop.llm import Completion, LLMFatalError, OfflineLLM
+from coop.llm_openai import OpenAILLM
 from coop.types import Lease, Outcome, Reason, State
 from coop.worker import Worker, WorkerReport
 from tests.support.board import Clock, in_process

@@ -60,7 +60,7 @@ class Books:
         self.state = State.RUNNING
         self.reason: Reason | None = None
         self.detail = ""
-        self.claim = PlannerClaim()
+        self.claim = PlannerClaim(settings.planner_ttl)
         self.roster = Roster()
         self.progress = Progress()
         self.answers = Answers()

@@ -19,7 +19,8 @@ class PlannerLost(CoopError):
 
 
 class PlannerClaim:
-    def __init__(self) -> None:
+    def __init__(self, ttl: float = C.DEFAULT_PLANNER_TTL) -> None:
+        self.ttl = ttl  # the run's --planner-ttl
         self._held: tuple[str, float] | None = None  # (instance, until)
 
     def holder(self, now: float) -> str | None:
@@ -32,7 +33,7 @@ class PlannerClaim:
 
     def take(self, instance: str, now: float) -> None:
         """`instance` claims or renews it for a TTL."""
-        self._held = (instance, now + C.PLANNER_TTL)
+        self._held = (instance, now + self.ttl)
 
     def release(self) -> None:
         self._held = None

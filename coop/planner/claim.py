@@ -32,7 +32,7 @@ class ClaimKeeper:
     not renewed (renewed every third of it)."""
 
     def __init__(
-        self, board: Claimable, name: str, stop: threading.Event, ttl: float = C.PLANNER_TTL
+        self, board: Claimable, name: str, stop: threading.Event, ttl: float = C.DEFAULT_PLANNER_TTL
     ) -> None:
         self.board = board
         self.name = name

@@ -73,7 +73,7 @@ class Planner:
         self.index = TaskIndex(ctx.llm, metered(ctx.board, ctx.name))
         self.jobs = Jobs(ctx, self.index, review)
         self.ledger = Ledger()
-        self._claim = ClaimKeeper(ctx.board, ctx.name, stop)
+        self._claim = ClaimKeeper(ctx.board, ctx.name, stop, ctx.settings.planner_ttl)
         self._queue: deque[Result] = deque()  # claimed completions, waiting for a creation
         self._cursor = 0  # the next completion this planner has not claimed
         self._running: dict[Future[Outcome], Job] = {}
