@@ -95,6 +95,7 @@ NEWER = {
         "role_prices": [],
         "instructions": "",
         "answer_schema": "",
+        "planner_ttl": 15.0,
     },
     "answers": {"data": "", "invalid": ""},
 }

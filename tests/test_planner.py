@@ -227,11 +227,11 @@ def test_a_standby_planner_takes_over_when_the_planner_dies(
     assert worker.wait(60) == 0
     assert "standing by" in (tmp_path / "standby.log").read_text()
     # the standby took over once the dead planner's claim lapsed (renewed every third of the
-    # TTL: at least two thirds of it after the kill), not the default's 10-15 s later
+    # TTL: some two thirds of it after the kill, less a late renewal), not the default's 10-15 s
     shown = run_coop("events", oid, "--json", env=env).stdout.splitlines()
     claims = [e for e in map(json.loads, shown) if e["event"] == "planner"]
     took = next(e["at"] for e in claims if e["instance"] == f"{HOST}-{standby.pid}")
-    assert ttl * 2 / 3 - 0.5 <= took - killed < C.DEFAULT_PLANNER_TTL * 2 / 3
+    assert ttl / 3 <= took - killed < C.DEFAULT_PLANNER_TTL * 2 / 3
     snap: Snapshot = board.snapshot()
     assert snap.reason is Reason.DONE and snap.completed == 13 and not snap.dead
     ids = [r.task_id for r in board.results()]
