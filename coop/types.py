@@ -335,6 +335,7 @@ class PlanView:
     dry: bool  # nothing pending, leased or unplanned: time to ask whether the objective is met
     capabilities: list[str] = field(default_factory=list)  # what the live workers can do
     stuck: int = 0  # pending tasks no live worker has the capabilities for
+    calls: int | None = None  # planner calls the budget still allows (None: no cap; see Budget)
 
 
 @dataclass(frozen=True)

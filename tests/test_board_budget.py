@@ -100,3 +100,20 @@ def test_how_many_more_tasks_fit_in_the_budget(
     if reserved:
         b.reserve(1, reserved, 0.0)
     assert b.tasks_that_fit() == fit
+
+
+def test_planner_calls_fit_in_the_tasks_share_at_their_own_mean_cost() -> None:
+    """The planner's calls spend the caps as tasks do: counted against the share tasks may
+    use, at the mean of the planner's own calls (creation, prioritization, check) so far."""
+    b = budget(
+        max_tokens=2000, max_prompt_tokens=300, max_completion_tokens=100, synthesis_reserve=0.3
+    )
+    assert b.call_estimate() == (200, 0.0)  # before any: half a full call
+    assert b.calls_that_fit() == 7  # 1400 for tasks and planning, at 200 each
+    b.settle("creation", 250, 50)
+    b.settle("completion-check", 80, 20)
+    b.settle("execution", 900, 100)  # not a planner call: spent, not in the mean
+    assert b.call_estimate() == (201, 0.0)
+    assert b.calls_that_fit() == 0  # 1400 spent of the 1400: the answer's 600 stay whole
+    assert b.over(b.call_estimate()) is Reason.MAX_TOKENS
+    assert budget().calls_that_fit() is None  # no cap on tokens or cost

@@ -135,3 +135,18 @@ def test_a_dry_list_with_no_room_under_a_cap_ends_the_run_at_that_cap() -> None:
     view = planning.plan_view(0, 10)
     assert view.dry and view.state is State.FINISHED
     assert tape.books.reason is Reason.MAX_TOKENS and tape.books.detail == NO_ROOM
+
+
+def test_a_dry_list_ends_at_a_cap_when_the_next_planner_call_would_not_fit() -> None:
+    """A task would still fit, but going on from a dry list takes a planner call first (a
+    check, a plan): when that call would break the tasks' share of the cap, the run ends
+    there, its answer's reserve whole; until then the view says how many calls fit."""
+    tape, planning = desk(max_tokens=10_000, synthesis_reserve=0.3)
+    tape.emit(ev.Usage("w", "execution", 100, 0, 0.0, None))  # a task: ~100 tokens
+    tape.emit(ev.Usage("p", "creation", 1500, 500, 0.0, None))  # a planner call: ~2,000
+    view = planning.plan_view(0, 10)
+    assert view.state is State.RUNNING and view.calls == 2  # 7,000 - 2,100 at 2,001 a call
+    tape.emit(ev.Usage("p", "completion-check", 3500, 0, 0.0, None))  # 5,600 spent
+    view = planning.plan_view(0, 10)
+    assert view.dry and view.calls == 0 and view.state is State.FINISHED
+    assert tape.books.reason is Reason.MAX_TOKENS and tape.books.detail == NO_ROOM

@@ -82,8 +82,12 @@ def swarm(**kw: object) -> Situation:
             swarm(leased=0, ready=0, queued=20, calls=2),
             Decision(creations=(Creation(8, 8), Creation(8, 10))),
         ),
-        # the head holds tasks no prioritization has seen: one call orders it
-        (swarm(unordered=3), Decision(prioritize=True)),
+        # the head holds tasks no prioritization has seen, and all 10 of it will wait beyond the
+        # next round of 8 slots: one call orders it
+        (swarm(ready=30, unordered=3), Decision(prioritize=True)),
+        # ... a head of 8, all still waiting when the order lands: the next round of 8 slots
+        # leases them all at once, the order would only say which starts a moment sooner
+        (swarm(unordered=3), Decision()),
         # 9 ready but 8 free slots take all but one at once: their order changes nothing
         (swarm(leased=0, ready=9, unordered=9), Decision()),
         # 30 ready, all slots busy, but about 9 tasks are leased while the call runs: of the
@@ -91,12 +95,17 @@ def swarm(**kw: object) -> Situation:
         (swarm(ready=30, unordered=10, turnover=8.5), Decision()),
         # ... 2 free slots and 7 leased meanwhile: 1 left, the same
         (swarm(leased=6, ready=30, unordered=10, turnover=7.0), Decision()),
-        # ... at half that pace, 5 of the 10 still wait when the order lands: it is worth a call
-        (swarm(ready=30, unordered=10, turnover=4.5), Decision(prioritize=True)),
+        # ... at half that pace, 5 of the 10 still wait when the order lands, but the next round
+        # of 8 slots leases them all at once
+        (swarm(ready=30, unordered=10, turnover=4.5), Decision()),
+        # ... with 4 slots and 6 leased meanwhile, the next round of 4 takes the 4 left at once
+        (swarm(slots=4, leased=4, ready=30, unordered=10, turnover=6.0), Decision()),
+        # ... at under half that pace, 7 or 8 wait, 3 beyond the next round: worth a call
+        (swarm(slots=4, leased=4, ready=30, unordered=10, turnover=2.5), Decision(prioritize=True)),
         # one prioritization at a time
-        (swarm(unordered=3, busy=frozenset({PRIORITIZE})), Decision()),
+        (swarm(ready=30, unordered=3, busy=frozenset({PRIORITIZE})), Decision()),
         # a single new task in the head: nothing to order it against
-        (swarm(unordered=1), Decision()),
+        (swarm(ready=30, unordered=1), Decision()),
         # CHECK_EVERY more completions since the last periodic check: a check
         (swarm(completed=20, milestone=1), Decision(check=True)),
         # a check is due but nothing is ready or leased: the calls in flight refill the list
@@ -152,6 +161,39 @@ def swarm(**kw: object) -> Situation:
         (swarm(stuck=2, ready=0, leased=0), Decision(waiting=True)),
         # ... not while a job in flight may still change that
         (swarm(stuck=2, ready=0, leased=0, busy=frozenset({PRIORITIZE})), Decision()),
+        # the budget (a cap on tokens or cost, less the answer's reserve) allows 1 more planner
+        # call: of the 2 the want asks for, one starts, with the whole queue and the whole want
+        (
+            swarm(leased=0, ready=0, queued=2, affordable=1),
+            Decision(creations=(Creation(2, 10),)),
+        ),
+        # ... and it goes to creation: no prioritization nor check beside it
+        (
+            swarm(
+                leased=0, ready=9, queued=2, unordered=9, completed=20, milestone=1, affordable=1
+            ),
+            Decision(creations=(Creation(2, 7),)),
+        ),
+        # ... allows 2, one of them in flight: the check waits, nothing is acknowledged
+        (
+            swarm(queued=1, completed=20, milestone=1, busy=frozenset({PRIORITIZE}), affordable=1),
+            Decision(),
+        ),
+        # ... allows 2 more: prioritization, then the check
+        (
+            swarm(ready=30, unordered=3, completed=20, milestone=1, affordable=2),
+            Decision(prioritize=True, check=True),
+        ),
+        # ... allows none: claimed completions are acknowledged as at a cap, no call starts
+        (
+            swarm(
+                leased=0, ready=0, queued=3, unordered=3, completed=20, milestone=1, affordable=0
+            ),
+            Decision(acknowledge=True),
+        ),
+        # ... a dry list with no call allowed: no check, no fresh plan (the board ends the run)
+        (swarm(dry=True, ready=0, leased=0, completed=13, affordable=0), Decision()),
+        (swarm(dry=True, ready=0, leased=0, completed=13, checked=13, affordable=0), Decision()),
     ],
 )
 def test_the_demand_policy(situation: Situation, decision: Decision) -> None:

@@ -3,13 +3,19 @@ reserved, against the caps on tokens and cost.
 
 Its invariant: a cap is passed by at most the work in flight. A lease reserves what its task
 will likely spend (`estimate`), every call settles with what the server reported, and no new
-task starts when spent + reserved + one more estimate would break a cap.
+task starts when spent + reserved + one more estimate would break a cap; nor does a planner
+call (`calls_that_fit`, less the planner's calls in flight). Both keep out of the share of the
+caps reserved for the answer.
 """
 
 from __future__ import annotations
 
 from coop.config import RunSettings
 from coop.types import Kind, Reason, Usage
+
+PLANNER_KINDS = (Kind.CREATION, Kind.PRIORITIZATION, Kind.COMPLETION_CHECK)
+"""The planner's own calls (a replan is a creation call): budgeted like a task, since they
+spend the same caps."""
 
 
 class Budget:
@@ -52,9 +58,22 @@ class Budget:
             embedded = self.usage[Kind.EMBEDDING.value]
             tokens, cost = done.tokens + embedded.tokens, done.cost + embedded.cost
             return tokens // done.calls + 1, cost / done.calls
+        return self._unknown(Kind.EXECUTION)
+
+    def call_estimate(self) -> tuple[int, float]:
+        """What one more planner call (creation, prioritization, completion check) will
+        likely spend: their mean so far, or half the most a prompt and its answer may take
+        before there is any."""
+        made = Usage.total(self.usage[k.value] for k in PLANNER_KINDS)
+        if made.calls:
+            return made.tokens // made.calls + 1, made.cost / made.calls
+        return self._unknown(Kind.CREATION)
+
+    def _unknown(self, kind: Kind) -> tuple[int, float]:
+        """An estimate before any call of the kind: half the most a prompt and answer take."""
         s = self.settings
         tokens = (s.max_prompt_tokens + s.max_completion_tokens) // 2
-        return tokens, s.cost(Kind.EXECUTION.value, tokens, 0)
+        return tokens, s.cost(kind.value, tokens, 0)
 
     def over(self, extra: tuple[int, float] | None) -> Reason | None:
         """With `extra`: the cap that one more task (on top of what is spent and reserved by
@@ -83,12 +102,23 @@ class Budget:
         the share of the caps that tasks may use (None with no cap on tokens or cost). The
         planner adds no task past it: a task that could never be leased is a creation call
         spent from the answer's reserve (a run stopped at a cap lost its answer that way)."""
+        return self._fit(self.estimate())
+
+    def calls_that_fit(self) -> int | None:
+        """How many more planner calls of the usual cost fit beside what is spent and
+        reserved, under the same share as tasks (None with no cap on tokens or cost). The
+        planner starts no call past it: its calls, not only its tasks, would otherwise spend
+        the answer's reserve (a run stopped at --max-tokens was left without an answer)."""
+        return self._fit(self.call_estimate())
+
+    def _fit(self, each: tuple[int, float]) -> int | None:
+        """How many more spends of `each` fit under the tasks' share of the caps."""
         s = self.settings
         if not (s.max_tokens or s.max_cost):
             return None
         tokens, cost = self._committed()
         share = 1.0 - s.synthesis_reserve
-        each_tokens, each_cost = self.estimate()
+        each_tokens, each_cost = each
         fit: list[int] = []
         if s.max_tokens:
             fit.append(int(max(0.0, s.max_tokens * share - tokens) // max(each_tokens, 1)))

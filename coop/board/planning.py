@@ -25,7 +25,7 @@ from coop import constants as C
 from coop import events as ev
 from coop.board.desk import NO_ROOM, Desk
 from coop.config import RunSettings
-from coop.types import AddReport, Answer, PlanView, Progress, ReorderReport, State, Task
+from coop.types import AddReport, Answer, PlanView, Progress, Reason, ReorderReport, State, Task
 
 
 class PlannerDesk(Desk):
@@ -182,7 +182,7 @@ class PlannerDesk(Desk):
         seqs = list(itertools.islice(b.acks.unacked(since, done), limit))
         pending, leased = len(t.pending), len(b.leases)
         dry = not pending and not leased and len(b.acks) == done
-        if dry and (cap := b.budget.over(b.budget.estimate())) is not None:
+        if dry and (cap := self._no_room()) is not None:
             self.stop(cap, NO_ROOM)
         workers = b.live(now)
         stuck = len(b.lacking(now))
@@ -196,11 +196,18 @@ class PlannerDesk(Desk):
             leased=leased,
             slots=sum(w.slots for w in workers),
             room=self._room(done + leased + pending, pending),
+            calls=b.budget.calls_that_fit(),
             head=t.pending[: C.PRIORITIZE_WINDOW],
             dry=dry,
             capabilities=sorted({c for w in workers for c in w.caps}),
             stuck=stuck,
         )
+
+    def _no_room(self) -> Reason | None:
+        """The cap a dry list cannot go on under: going on takes a planner call (a check, a
+        plan), then a task; neither may break the tasks' share of a cap."""
+        budget = self.books.budget
+        return budget.over(budget.call_estimate()) or budget.over(budget.estimate())
 
     def _room(self, counted: int, pending: int) -> int:
         """Tasks that may still be added: under the task cap (`counted` pending, leased and

@@ -197,6 +197,7 @@ class Planner:
             stuck=view.stuck,
             milestone=self._milestone,
             checked=self._checked,
+            affordable=view.calls,
         )
 
     def _turnover(self) -> float:
