@@ -12,7 +12,8 @@ the stand-in proposing a fixed 3 new tasks per creation call (as scripts/bench.p
 objective). Per version and W × C: finished tasks per second in the steady state against the
 ideal W × C / latency, planner calls and tokens per executed task, how busy the cores were,
 and coop's CPU per finished task over the whole run, start-up included (the Ray cluster's
-processes and the `coop` commands, from /proc; not the stand-in, which runs in this process).
+processes, its worker actors included, and the `coop` commands, sampled from /proc: see
+`CoopCpu`; not the stand-in, which runs in this process).
 Versions are interleaved per shape, so drift on the machine hits all of them alike.
 
 `--planner SIZES` adds scripts/bench.py's planner-cost runs to the same interleaving: 2 workers ×
@@ -44,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -282,31 +284,58 @@ def read_journal(path: Path, cpu: Cpu) -> Run:
     )
 
 
-def coop_cpu() -> float:
-    """CPU seconds spent so far by this process's descendants: the Ray cluster it started (GCS,
-    raylet, the workers running coop's actors) and the `coop` commands it spawned, those that
-    ended included (a reaped process's time is in its parent's cutime/cstime). Not this
+class CoopCpu:
+    """CPU seconds spent by this process's descendants: the Ray cluster it started (GCS,
+    raylet, the workers running coop's actors) and the `coop` commands it spawned. Not this
     process's own time, which holds the stand-in model and the samplers, nor anything else on
-    the machine: the figure holds under other load."""
-    parents: dict[int, list[int]] = {}
-    times: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # ended meanwhile
-            continue
-        rest = text[text.rindex(")") + 2 :].split()
-        pid = int(stat.parent.name)
-        parents.setdefault(int(rest[1]), []).append(pid)
-        times[pid] = sum(int(n) for n in rest[11:15])  # utime, stime, cutime, cstime
-    me = os.getpid()
-    own = os.times()
-    total, todo = 0, list(parents.get(me, []))
-    while todo:
-        pid = todo.pop()
-        total += times.get(pid, 0)
-        todo += parents.get(pid, [])
-    return total / os.sysconf("SC_CLK_TCK") + own.children_user + own.children_system
+    the machine: the figure holds under other load.
+
+    Sampled from /proc in the background, each process's last reading kept after it ends. A
+    reading of the tree at the end alone (what this harness did before) misses every process
+    that ended during the run and was not reaped by a process of the tree: Ray's worker
+    processes, the worker actors among them, where most of a task's CPU goes; they ended
+    with the run's `coop join`, and their time was counted nowhere."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        self._seen: dict[tuple[int, int], float] = {}  # (pid, start time) -> CPU seconds
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _loop(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self._sample()
+
+    def _sample(self) -> None:
+        parents: dict[int, list[int]] = {}
+        times: dict[int, tuple[int, float]] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:  # ended meanwhile
+                continue
+            rest = text[text.rindex(")") + 2 :].split()
+            pid = int(stat.parent.name)
+            parents.setdefault(int(rest[1]), []).append(pid)
+            times[pid] = (int(rest[19]), (int(rest[11]) + int(rest[12])) / tick)  # start, u+s
+        todo = list(parents.get(os.getpid(), []))
+        with self._lock:
+            while todo:
+                pid = todo.pop()
+                started, spent = times[pid]
+                self._seen[(pid, started)] = spent
+                todo += parents.get(pid, [])
+
+    def total(self) -> float:
+        """CPU seconds of every descendant seen so far, read afresh."""
+        self._sample()
+        with self._lock:
+            return sum(self._seen.values())
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def one_run(
@@ -317,6 +346,7 @@ def one_run(
     server: StandIn,
     cpu: Cpu,
     timeout: float,
+    coop_cpu: CoopCpu,
     tree: int = 0,
 ) -> Run:
     """`coop start --workers 0` and W `coop join`, as scripts/bench.py's whole objective (or,
@@ -328,7 +358,7 @@ def one_run(
     objective = f"Before and after {v.label} {w}x{c} {time.time_ns()}"
     oid = objective_id(objective)
     deadline = time.monotonic() + timeout
-    spent = coop_cpu()
+    spent = coop_cpu.total()
     start = v.spawn("start", objective, "--workers", "0", "--max-tasks", str(tasks))
     procs = [start]
     try:
@@ -344,7 +374,7 @@ def one_run(
         except subprocess.TimeoutExpired:
             raise RunFailed(f"`coop start` still running after {timeout:.0f} s") from None
         v.stop_all(procs[1:])
-        spent = coop_cpu() - spent
+        spent = coop_cpu.total() - spent
         code = board_code(oid)
         if not code.is_relative_to(v.code):
             raise SystemExit(f"{v.label}: its board actor ran {code}, not code from {v.code}")
@@ -438,7 +468,7 @@ def main() -> int:
                 package = check_cli(v)
                 if package:
                     print(f"{v.label}: `coop --help` ran {package}", flush=True)
-            cpu = Cpu()
+            cpu, coop_cpu = Cpu(), CoopCpu()
             results: dict[tuple[str, str], tuple[list[Run], list[str]]] = {}
             turn = 0
             try:
@@ -453,7 +483,9 @@ def main() -> int:
                             runs, failures = results.setdefault((key, v.label), ([], []))
                             t = time.monotonic()
                             try:
-                                run = one_run(v, w, cc, tasks, server, cpu, a.timeout, tree)
+                                run = one_run(
+                                    v, w, cc, tasks, server, cpu, a.timeout, coop_cpu, tree
+                                )
                             except RunFailed as exc:
                                 failures.append(str(exc))
                                 print(f"{v.label} {key}: failed: {exc}\n{v.log_tail()}")
@@ -467,6 +499,7 @@ def main() -> int:
                             )
             finally:
                 cpu.stop()
+                coop_cpu.stop()
     finally:
         server.stop()
     rows = []

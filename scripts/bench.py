@@ -75,10 +75,12 @@ def parse() -> argparse.Namespace:
     a.footprint_sizes, a.seconds = (10_000, 100_000), 8.0
     a.whole = tuple(tuple(int(n) for n in wc.split("x")) for wc in a.whole.split(","))
     a.whole_repeats = 2
+    a.whole_modes = (("3 per call", False), ("as asked", True))  # the model proposes ... tasks
     a.least_tasks = {"scaling": 20, "whole": 40}  # per run, however small the ideal rate
     a.capacity_seconds = 3.0
     if a.smoke:
-        a.repeats, a.cycles, a.workers, a.concurrency, a.callers = 1, 100, (1, 2), (1,), (1, 2)
+        a.repeats, a.cycles, a.workers, a.concurrency, a.callers = 1, 100, (1,), (1,), (1,)
+        a.whole_modes = a.whole_modes[:1]  # the harness is the same in both: one checks it
         a.plan_sizes, a.memory_sizes, a.footprint_sizes = (12,), (1_000,), (1_000,)
         a.seconds, a.latency, a.dim = 1.0, 0.1, 64
         a.whole, a.whole_repeats = ((1, 2),), 1
@@ -240,7 +242,7 @@ def whole_objective(
     stand-in proposing a fixed 3 tasks per creation call, then as many as the prompt asks.
     Beside each figure: execution only at the same W × C in this run (what the planner could
     at best feed) and how busy the machine's cores were."""
-    for mode, asked in (("3 per call", False), ("as asked", True)):
+    for mode, asked in a.whole_modes:
         for w, c in a.whole:
             ideal = w * c / a.latency
             tasks = max(a.least_tasks["whole"], int(ideal * a.seconds))
