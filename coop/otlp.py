@@ -10,6 +10,7 @@ clock — so what a receiver stores is exactly what the journal says.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -29,6 +30,10 @@ TRACES_PATH = "/v1/traces"
 
 DEFAULT_SERVICE = "coop"
 """`service.name` unless OTEL_SERVICE_NAME names another."""
+TIMEOUT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
+"""The standard variables for the seconds one batch may take, the traces' own first (seconds,
+as the Python SDK reads them): set, they replace coop's own wait, as for any OTLP exporter."""
+
 
 _SCOPE = InstrumentationScope("coop")
 """The instrumentation scope every span is reported under."""
@@ -64,6 +69,22 @@ def endpoint_of(explicit: str | None) -> str:
     return url.rstrip("/") + TRACES_PATH
 
 
+def timeout_of(default: float) -> float:
+    """The seconds a batch may take: the first of `TIMEOUT_VARS` set, else `default`. A value
+    that is not a positive number is refused in one line (the SDK would log and ignore it)."""
+    for name in TIMEOUT_VARS:
+        raw = os.environ.get(name)
+        if raw:
+            try:
+                seconds = float(raw)
+            except ValueError:
+                seconds = math.nan
+            if not (0 < seconds < math.inf):
+                raise ExportError(f"bad {name} {raw!r}: expected seconds, a positive number")
+            return seconds
+    return default
+
+
 class Sender:
     """One collector: converts span records and sends them, raising `ExportError` when the
     collector does not take them."""
@@ -72,7 +93,7 @@ class Sender:
         self.endpoint = endpoint_of(endpoint)
         # the SDK logs each failure with its traceback: coop says it once, in one line
         logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
-        self._exporter = OTLPSpanExporter(endpoint=self.endpoint, timeout=timeout)
+        self._exporter = OTLPSpanExporter(endpoint=self.endpoint, timeout=timeout_of(timeout))
         name = os.environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE
         self._resource = Resource.create({"service.name": name})
 

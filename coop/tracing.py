@@ -50,12 +50,14 @@ def configured(endpoint: str | None) -> bool:
 
 
 def check(endpoint: str | None) -> None:
-    """Refuse a missing or malformed endpoint, and a missing `coop[otel]`, in one line."""
+    """Refuse a missing or malformed endpoint or timeout, and a missing `coop[otel]`, in one
+    line."""
     try:
         from coop import otlp
     except ImportError as exc:
         raise CoopError(f"traces need OpenTelemetry: pip install 'coop[otel]' ({exc})") from None
     otlp.endpoint_of(endpoint)
+    otlp.timeout_of(LIVE_TIMEOUT)
 
 
 def converter(board: BoardClient, *, content: bool) -> Converter:

@@ -22,6 +22,7 @@ from coop.config import RunSettings
 from coop.constants import OFFLINE_MODEL
 from coop.journal import Journal, journal_path
 from coop.simulate import Simulator
+from coop.text import objective_id
 from coop.traces import Converter, SpanRecord, node_of, span_id, trace_id
 from coop.types import Answer, EventKind, Lease, Reason, Replays, Step, StepKind
 from tests.support.board import Clock
@@ -225,13 +226,22 @@ def test_the_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_events_otlp_bad_input_is_one_line(run: BoardClient, tmp_path: Path) -> None:
-    """A bad endpoint, an unreachable collector, an unknown objective: one line, non-zero."""
+    """A bad endpoint or timeout, an unreachable collector, an unknown objective: one line,
+    non-zero."""
     env = coop_env(None, COOP_STATE_DIR=str(tmp_path))
     bad = run_coop("events", OID, "--otlp", "--otlp-endpoint", "localhost:4318", env=env)
     assert_one_line_error(bad, "bad OTLP endpoint")
     start = run_coop("start", "ok", "--llm", "offline", env={**env, **BAD_ENDPOINT})
     assert_one_line_error(start, "bad OTLP endpoint 'http://h:port'")
     url = f"http://127.0.0.1:{closed_port()}"
+    slow = {"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}
+    bad = run_coop("events", OID, "--otlp", "--otlp-endpoint", url, env={**env, **slow})
+    assert_one_line_error(bad, "bad OTEL_EXPORTER_OTLP_TIMEOUT 'soon'")
+    slow = {"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "0", "OTEL_EXPORTER_OTLP_ENDPOINT": url}
+    start = run_coop("start", "ok", "--llm", "offline", env={**env, **slow})
+    assert_one_line_error(start, "bad OTEL_EXPORTER_OTLP_TRACES_TIMEOUT '0'")
+    assert not journal_path(tmp_path, objective_id("ok")).exists()  # refused before anything
+    env["OTEL_EXPORTER_OTLP_TIMEOUT"] = "1"  # the closed port is tried for a second, not ten
     down = run_coop("events", OID, "--otlp", "--otlp-endpoint", url, env=env)
     assert down.returncode != 0 and "Traceback" not in down.stderr + down.stdout
     assert down.stderr.strip().splitlines()[-1] == (
@@ -247,7 +257,7 @@ def test_an_unreachable_collector_does_not_break_a_run(
 ) -> None:
     """One warning line; the run finishes as without traces."""
     server = make_standin(simulator=Simulator(fanout=1, limit=2))
-    env = coop_env(ray_cluster, server)
+    env = coop_env(ray_cluster, server, OTEL_EXPORTER_OTLP_TIMEOUT="1")  # not 5 s a try
     url = f"http://127.0.0.1:{closed_port()}"
     objective = unique("Mend the fence")
     start = spawn_coop("start", objective, "--otlp-endpoint", url, env=env, log=tmp_path / "s.log")
@@ -310,3 +320,30 @@ def test_the_standard_variables_name_headers_and_service(
     assert {int.from_bytes(s.span_id, "big") for s in spans} == {
         s.span_id for s in _spans(tmp_path)
     }
+
+
+@pytest.mark.parametrize(
+    "variables, seconds",
+    [
+        ({}, 5.0),  # coop's own wait
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "2.5"}, 2.5),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "2.5", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "7"}, 7.0),
+    ],
+)
+def test_the_standard_timeout_variables_replace_coops_wait(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], seconds: float
+) -> None:
+    for name in otlp.TIMEOUT_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert otlp.timeout_of(5.0) == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf"])
+def test_a_timeout_that_is_not_a_positive_number_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", value)
+    with pytest.raises(otlp.ExportError, match=f"bad OTEL_EXPORTER_OTLP_TIMEOUT '{value}'"):
+        otlp.timeout_of(5.0)
