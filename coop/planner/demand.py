@@ -70,9 +70,7 @@ class Situation:
     stuck: int = 0  # pending tasks no live worker can do
     milestone: int = 0  # completed // CHECK_EVERY at the last periodic check
     checked: int = -1  # completions at the last check of a dry list (-1: none yet)
-    affordable: int | None = (
-        None  # planner calls the budget allows, in flight or not (None: no cap)
-    )
+    affordable: int | None = None  # planner calls the budget allows (None: no cap)
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ class Jobs:
     def acknowledge(self, batch: list[Result]) -> None:
         """Acknowledge completions without a model call: a cap (tasks or budget) leaves no room."""
         self.ctx.board.add([], planner=self.ctx.name, planned=[r.seq for r in batch])
-        log.info("%d result(s) acknowledged without planning: the task cap is reached", len(batch))
+        log.info("%d result(s) acknowledged without planning: a cap is reached", len(batch))
 
     def prioritize(self) -> Outcome:
         """Reorder the head of the list; merged into whatever it has become meanwhile."""
