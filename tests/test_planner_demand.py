@@ -167,14 +167,19 @@ def swarm(**kw: object) -> Situation:
             swarm(leased=0, ready=0, queued=2, affordable=1),
             Decision(creations=(Creation(2, 10),)),
         ),
-        # ... and it goes to creation: no prioritization nor check beside it
+        # ... a full batch queued, a head worth ordering and a check due: the one call goes to
+        # creation, not to prioritization nor the check
         (
-            swarm(
-                leased=0, ready=9, queued=2, unordered=9, completed=20, milestone=1, affordable=1
-            ),
-            Decision(creations=(Creation(2, 7),)),
+            swarm(ready=30, queued=8, unordered=3, completed=20, milestone=1, affordable=1),
+            Decision(creations=(Creation(8, None),)),
         ),
-        # ... allows 2, one of them in flight: the check waits, nothing is acknowledged
+        # ... and at 2, to creation, then prioritization
+        (
+            swarm(ready=30, queued=8, unordered=3, completed=20, milestone=1, affordable=2),
+            Decision(creations=(Creation(8, None),), prioritize=True),
+        ),
+        # ... allows 1, and a prioritization in flight has it: the check waits, and the queued
+        # completion is not acknowledged (its call may fit once the one in flight settles)
         (
             swarm(queued=1, completed=20, milestone=1, busy=frozenset({PRIORITIZE}), affordable=1),
             Decision(),
