@@ -32,7 +32,7 @@ import ray
 from weaviate.classes.data import DataObject
 
 from coop import cluster
-from coop.board import Board
+from coop.board import Board, budget
 from coop.config import RunSettings, new_settings
 from coop.memory.cluster import VectorStore
 from coop.memory.weaviate import client as weaviate_client
@@ -50,7 +50,8 @@ from scripts import bench_sandbox
 from tests.support.cluster import Coop, local_cluster
 from tests.support.standin import StandIn
 
-PLANNER_KINDS = ("creation", "prioritization", "completion-check")
+PLANNER_KINDS = tuple(k.value for k in budget.PLANNER_KINDS)
+"""The planner's usage kinds, as the board's usage table and journals name them."""
 SECTIONS = ("standin", "board", "scaling", "whole", "planner", "memory", "footprint", "sandbox")
 
 
