@@ -20,6 +20,7 @@ from coop import memory as memories
 from coop.board import BoardClient
 from coop.calls import Context, metered
 from coop.config import RunSettings, configure_logging, forwarded_env, local_endpoint
+from coop.errors import CoopError
 from coop.llm import make_llm
 from coop.memory import open_memory
 from coop.tools.kit import Kit, toolbox
@@ -44,12 +45,21 @@ class WorkerActor:
         concurrency: int,
         quiet: bool,
         kit: Kit,
+        check: bool = False,
     ) -> None:
         os.environ.update(env)  # this process is the actor's own: keys, model and memory URLs
         configure_logging(quiet)  # coop's log format and secret filter
         self.name = name
         self._stop = threading.Event()
         llm = make_llm(settings, name, "worker")
+        self._refusal: CoopError | None = None
+        if check:  # kept for `checked`: this process's exception would be Ray's, not one line
+            try:
+                if spent := llm.check():  # its embeddings call is charged
+                    board.record_usage(name, Kind.EMBEDDING.value, spent, 0)
+            except CoopError as exc:
+                self._refusal = exc
+                return  # nothing more is started: `run` ends at once with the refusal
         memory = open_memory(settings, objective.id, llm, board.storage(), metered(board, name))
         ctx = Context(board, llm, memory, settings, objective.text, name)
         self._tools, isolation = toolbox(board, settings, kit)
@@ -58,7 +68,16 @@ class WorkerActor:
         self._worker = Worker(ctx, concurrency, self._stop, self._tools, kit.caps, isolation)
         self._worker.report.node = ray.get_runtime_context().get_node_id()
 
+    def checked(self) -> None:
+        """Raises why the model cannot be used from here (key, server, models), if it cannot:
+        `coop join` checks it where its worker runs, in the process that loads the model's
+        client anyway, instead of loading one of its own (0.7 s) only to check."""
+        if self._refusal is not None:
+            raise self._refusal
+
     def run(self) -> WorkerReport:
+        if self._refusal is not None:  # it does no work; `checked` raises why
+            return WorkerReport(self.name, fatal=str(self._refusal))
         try:
             return self._worker.run()
         finally:
@@ -80,13 +99,22 @@ class Crew:
     def names(self) -> list[str]:
         return [name for name, _ in self.runs.values()]
 
+    def check(self) -> None:
+        """Raises the first worker's refusal of the model as its own one-line error; a worker
+        that died starting is left to `wait`, which says why."""
+        for _, actor in self.runs.values():
+            try:
+                cluster.get(actor.checked.remote())
+            except ray.exceptions.RayActorError:
+                continue
+
     def wait(self, stop: threading.Event) -> list[WorkerReport]:
         """Until every worker has finished; `stop` (a signal) is passed on to them."""
         pending, reports, told = list(self.runs), [], False
         while pending:
             if stop.is_set() and not told:
-                for _, actor in self.runs.values():
-                    actor.stop.remote()
+                for ref in pending:  # those done are gone (`_report`)
+                    self.runs[ref][1].stop.remote()
                 told = True
             done, pending = ray.wait(pending, num_returns=1, timeout=C.POLL_MAX)
             for ref in done:
@@ -100,6 +128,9 @@ class Crew:
             name, cause = self.runs[ref][0], cluster.death_cause(exc)
             log.error("worker %s died: %s", name, cause)
             return WorkerReport(name, fatal=cause)
+        # its work is done, its tools closed: ended now, it skips Python's teardown of its
+        # modules (0.3–0.5 s of CPU) that Ray's graceful exit, when this process leaves, runs
+        ray.kill(self.runs[ref][1], no_restart=True)
         return report
 
 
@@ -111,9 +142,11 @@ def start_crew(
     concurrency: int,
     node: str | None = None,
     kit: Kit | None = None,
+    check: bool = False,
 ) -> Crew:
     """`count` worker actors on `node` (default: this process's node, or with `kit.resources`
-    any node that has them), each running."""
+    any node that has them), each running; with `check`, each checks the model first, and
+    the first refusal is raised here (see `Crew.check`)."""
     kit = kit or Kit()
     if count == 0:
         return Crew({})
@@ -136,12 +169,14 @@ def start_crew(
             cluster.actor_name(info.id, f"worker:{name}"),
             node_id,
             concurrency=2,  # run() and stop()
-            args=(board, info, name, settings, forwarded_env(), concurrency, quiet, kit),
+            args=(board, info, name, settings, forwarded_env(), concurrency, quiet, kit, check),
             resources=kit.resources,
         )
         if actor is not None:  # else the name is taken by another `coop` on this host
             runs[actor.run.remote()] = (name, actor)
     crew = Crew(runs)
+    if check:
+        crew.check()
     where = f"node {node_id[:8]}" if node_id else f"a node with {kit.resources}"
     log.info("workers %s on %s", ", ".join(crew.names()), where)
     return crew
@@ -155,10 +190,14 @@ def join(
     stop = cluster.stop_on_signals()  # after connecting: ray.init has its own SIGTERM handler
     board = registry.find(ref)
     settings = board.run_settings()
-    if not settings.simulated:  # this node's own endpoint, key and model: one line if not
-        name = cluster.instance_name()
-        if checked := make_llm(settings, name, "worker").check():  # its embeddings call is charged
-            board.record_usage(name, Kind.EMBEDDING.value, checked, 0)
-    crew = start_crew(board, settings, count=1, concurrency=concurrency, node=node, kit=kit)
+    crew = start_crew(
+        board,
+        settings,
+        count=1,
+        concurrency=concurrency,
+        node=node,
+        kit=kit,
+        check=not settings.simulated,  # this node's own endpoint, key and model: one line if not
+    )
     log.info("joined %s as %s (%s)", board.objective_id, crew.names()[0], settings.label)
     return crew.wait(stop)[0]

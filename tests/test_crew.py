@@ -15,8 +15,11 @@ from coop.config import RunSettings
 from coop.simulate import Simulator
 from coop.types import EventKind, Reason, Snapshot, State
 from tests.support.procs import (
+    SECRET,
     STATE_DIR,
+    assert_one_line_error,
     coop_env,
+    run_coop,
     spawn_coop,
     spawn_start,
     unique,
@@ -82,6 +85,27 @@ def test_worker_waits_for_work_and_sigterm_finishes_in_flight(
     snap: Snapshot = board.snapshot()
     assert [t.text for t in snap.pending] == ["Buy planks"] and not snap.leased
     assert snap.state is State.RUNNING
+
+
+def test_a_join_whose_key_the_model_refuses_is_one_line_and_leases_nothing(
+    make_standin: MakeStandIn, ray_cluster: Cluster
+) -> None:
+    """`coop join` checks the model from its worker actor, where the worker will call it: a
+    key the server refuses ends the join with one line before the worker leases anything,
+    and the objective goes on without it."""
+    server = make_standin(api_key=SECRET)
+    board = registry.create_board(unique("Label the jars"), RunSettings(lease_ttl=5), STATE_DIR)
+    board.add(["Buy labels"])
+    wrong = "sk-not-the-servers-key-93b1"
+    said = run_coop(
+        "join", board.objective_id, env=coop_env(ray_cluster, server, OPENAI_API_KEY=wrong)
+    )
+    assert_one_line_error(said, "refused (401")
+    assert wrong not in said.stdout + said.stderr
+    snap: Snapshot = board.snapshot()
+    assert [t.text for t in snap.pending] == ["Buy labels"] and not snap.leased
+    assert not snap.workers and snap.state is State.RUNNING
+    assert [c.status for c in server.calls] == [401]  # the check's first request; no retry
 
 
 def test_worker_leaves_when_the_objective_is_stopped(ray_cluster: Cluster, tmp_path: Path) -> None:
