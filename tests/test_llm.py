@@ -12,6 +12,7 @@ from coop.config import RunSettings
 from coop.errors import CoopError
 from coop.llm import LLMError, LLMFatalError, OfflineLLM, make_llm
 from coop.llm_openai import OpenAILLM
+from coop.simulate import lexical_embedding
 from tests.support.procs import SECRET, closed_port
 from tests.support.standin import Faults, MakeStandIn, StandIn
 
@@ -115,6 +116,23 @@ def test_real_endpoint() -> None:
     assert len(llm.embed(["hello"]).vectors[0]) > 10
 
 
+@pytest.mark.parametrize("base64", [True, False])
+def test_vectors_come_alike_in_base64_or_as_numbers(
+    make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch, base64: bool
+) -> None:
+    """coop asks for base64 (OpenAI's own encoding, and decoded in C); a server that knows
+    no base64 sends numbers, and the vectors are the same. An infinite number is refused in
+    either form."""
+    server = make_standin(base64=base64)
+    llm = provider(server, monkeypatch)
+    texts = ["tomato", "tax law"]
+    assert llm.embed(texts).vectors == [lexical_embedding(t) for t in texts]
+    assert [c.base64 for c in server.calls] == [True]
+    server.faults.broken = "infinite"
+    with pytest.raises(LLMError, match="a vector holding a number that is not finite"):
+        llm.embed(texts)
+
+
 def test_many_embeddings_go_in_batches(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
     llm = provider(standin, monkeypatch)
     texts = [f"text number {i}" for i in range(600)]
@@ -132,6 +150,8 @@ def test_many_embeddings_go_in_batches(standin: StandIn, monkeypatch: pytest.Mon
         ("null-content", "complete", "a message with no content"),
         ("html", "embed", "answered embeddings with a str"),
         ("no-data", "embed", "0 embeddings for 1 inputs"),
+        ("not-base64", "embed", "answered embeddings with a string that is not a base64 vector"),
+        ("infinite", "embed", "answered embeddings with a vector holding a number that is not"),
     ],
 )
 def test_a_reply_that_breaks_the_api_is_a_one_line_model_error(

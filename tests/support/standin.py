@@ -28,11 +28,13 @@ import random
 import threading
 import time
 import urllib.request
+from base64 import b64encode
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from coop import tokens
@@ -40,10 +42,14 @@ from coop.constants import INSTANCE_HEADER, PROMPT_MARKERS
 from coop.simulate import Simulator, lexical_embedding
 
 MALFORMED = "Sorry!! I cannot <<format>> that ~~ as a list ~~ \x00 }{"
-BROKEN = ("html", "no-choices", "no-data", "null-content", "no-usage", "per-token", "ragged")
+BROKEN = (
+    *("html", "no-choices", "no-data", "null-content", "no-usage"),
+    *("per-token", "ragged", "not-base64", "infinite"),
+)
 """Ways `Faults.broken` breaks every successful reply: an HTML page with status 200 (a proxy's
 error page), no `choices`, no embeddings `data`, a `null` message, no `usage`, one vector per
-token of each input (llama.cpp without `--pooling`), vectors whose lengths differ."""
+token of each input (llama.cpp without `--pooling`), vectors whose lengths differ, a string
+that is not base64 for a vector, a vector holding an infinite number."""
 HTML_PAGE = "<html><body><h1>502 Bad Gateway</h1><p>upstream unavailable</p></body></html>"
 
 
@@ -79,6 +85,7 @@ class Call:
     at: float = 0.0  # when it was answered
     system: str = ""  # the request's system message: the run's instructions
     structured: bool = False  # asked with response_format json_schema
+    base64: bool = False  # embeddings asked for in base64
 
 
 @dataclass
@@ -97,6 +104,9 @@ class StandIn:
     scripted: dict[str, list[str]] = field(default_factory=dict)
     """Replies by agent kind ("synthesis", "creation"…), served in order, the last one again
     and again: what a real model said, in place of the simulator's."""
+    base64: bool = True
+    """Embeddings asked for in base64 come so, as from OpenAI; False: as lists of numbers
+    whatever was asked, as from servers that know no base64."""
     structured: bool = True
     """Whether it takes `response_format` json_schema (structured outputs), as vLLM and OpenAI
     do, holding the answer to the schema; False: it refuses them with a 400, as servers
@@ -365,8 +375,10 @@ class StandIn:
         inputs = body.get("input", [])
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
         call.prompt_tokens = sum(self._tokenizer.count(t) for t in texts)
+        call.base64 = body.get("encoding_format") == "base64"
+        encode = call.base64 and self.base64
         data = [
-            {"object": "embedding", "index": i, "embedding": self._vector(t, i)}
+            {"object": "embedding", "index": i, "embedding": _encoded(self._vector(t, i), encode)}
             for i, t in enumerate(texts)
         ]
         reply: dict[str, Any] = {
@@ -381,12 +393,25 @@ class StandIn:
             }
         return reply
 
-    def _vector(self, text: str, index: int) -> list[Any]:
+    def _vector(self, text: str, index: int) -> Any:
         """An input's embedding, or what `Faults.broken` sends in its place."""
         if self.faults.broken == "per-token":  # one vector for each word and the start token
             return [lexical_embedding(w) for w in ["<s>", *text.split()]]
+        if self.faults.broken == "not-base64":
+            return MALFORMED
         vector: list[Any] = lexical_embedding(text)[: self.faults.dimension or None]
+        if self.faults.broken == "infinite":
+            vector[-1] = float("inf")
         return vector[: len(vector) - index] if self.faults.broken == "ragged" else vector
+
+
+def _encoded(vector: list[Any], base64: bool) -> Any:
+    """A vector as OpenAI sends it: base64 of little-endian 32-bit floats when the request
+    asks for it; a list of numbers else, or when it is not one (`per-token`: as a server
+    that knows no base64 sends it)."""
+    if not base64 or not all(isinstance(x, float) for x in vector):
+        return vector
+    return b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
 
 
 MakeStandIn = Callable[..., StandIn]
