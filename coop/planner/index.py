@@ -24,6 +24,7 @@ class TaskIndex:
         self.on_usage = on_usage
         self.vectors = np.zeros((0, 0), dtype=np.float32)
         self.known: set[str] = set()
+        self._let_through: dict[str, np.ndarray] = {}  # the last split's fresh proposals
         self._lock = threading.Lock()
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -34,11 +35,19 @@ class TaskIndex:
         return m / np.where(norms == 0, 1, norms)
 
     def add(self, texts: Sequence[str]) -> None:
-        if texts:
-            new = self._embed(texts)
-            with self._lock:
-                self.vectors = new if not self.vectors.size else np.vstack([self.vectors, new])
-                self.known.update(normalize(t) for t in texts)
+        """Known from now on. A text the last `split` let through keeps the vector it was
+        compared by: embedded again, each task the planner adds was paid for twice."""
+        if not texts:
+            return
+        with self._lock:
+            ready = {t: self._let_through[t] for t in texts if t in self._let_through}
+        missing = [t for t in texts if t not in ready]
+        if missing:
+            ready.update(zip(missing, self._embed(missing), strict=True))
+        new = np.stack([ready[t] for t in texts])
+        with self._lock:
+            self.vectors = new if not self.vectors.size else np.vstack([self.vectors, new])
+            self.known.update(normalize(t) for t in texts)
 
     def split(self, proposals: Sequence[str]) -> tuple[list[str], list[str]]:
         """(to add, near-duplicates): a proposal too close to a known task, or to an earlier
@@ -63,4 +72,6 @@ class TaskIndex:
             else:
                 fresh.append(text)
                 kept.append(i)
+        with self._lock:
+            self._let_through = {others[i]: vecs[i] for i in kept}
         return fresh, near
