@@ -161,7 +161,7 @@ def plan(
 
     hooks = planner.Hooks(
         workers=functools.partial(
-            crew.start_crew, count=own.workers, concurrency=own.concurrency, kit=kit
+            crew.launch_crew, count=own.workers, concurrency=own.concurrency, kit=kit
         ),
         progress=terminal.progress if terminal else None,
         review=terminal.review if terminal else None,

@@ -399,7 +399,7 @@ class StartSettings(NodeSettings):
         C.DEFAULT_WORKERS, click.IntRange(min=0), "Worker loops in this process; 0 plans only."
     )
     concurrency: int = setting(
-        C.DEFAULT_CONCURRENCY, click.IntRange(min=1), "Tasks in flight per local worker."
+        C.DEFAULT_LOCAL_CONCURRENCY, click.IntRange(min=1), "Tasks in flight per local worker."
     )
     otlp_endpoint: str | None = setting(
         None,

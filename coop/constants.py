@@ -44,10 +44,15 @@ WEAVIATE_EMBEDDED_PORTS = (8079, 50050)
 
 DEFAULT_MAX_TASKS = 25
 """A safe finite default: no run is unbounded unless a user asks for more."""
-DEFAULT_WORKERS = 2
-"""Worker actors `coop start` runs beside the planner."""
+DEFAULT_WORKERS = 1
+"""Worker actors `coop start` runs beside the planner: one, with `DEFAULT_LOCAL_CONCURRENCY`
+tasks in flight. Two tasks at once in one process rather than in two: a worker's process costs
+about 1.3 s of CPU to start (Ray's worker, coop and the model's client to load) and ~150 MB,
+and its tasks wait on the model, not on the CPU."""
+DEFAULT_LOCAL_CONCURRENCY = 2
+"""Tasks in flight per worker of `coop start`."""
 DEFAULT_CONCURRENCY = 1
-"""Tasks in flight per worker."""
+"""Tasks in flight per worker of `coop join`: one at a time unless asked."""
 DEFAULT_LEASE_TTL = 30.0
 """Seconds a silent worker keeps a task; heartbeats renew it every third of that."""
 DEFAULT_MAX_ATTEMPTS = 3

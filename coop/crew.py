@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -24,7 +24,7 @@ from coop.errors import CoopError
 from coop.llm import make_llm
 from coop.memory import open_memory
 from coop.tools.kit import Kit, toolbox
-from coop.types import Kind, Objective
+from coop.types import Kind
 from coop.worker import Worker, WorkerReport
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class WorkerActor:
     def __init__(
         self,
         board: BoardClient,
-        objective: Objective,
+        objective: str,
         name: str,
         settings: RunSettings,
         env: dict[str, str],
@@ -60,8 +60,9 @@ class WorkerActor:
             except CoopError as exc:
                 self._refusal = exc
                 return  # nothing more is started: `run` ends at once with the refusal
-        memory = open_memory(settings, objective.id, llm, board.storage(), metered(board, name))
-        ctx = Context(board, llm, memory, settings, objective.text, name)
+        oid = board.objective_id
+        memory = open_memory(settings, oid, llm, board.storage(), metered(board, name))
+        ctx = Context(board, llm, memory, settings, objective, name)
         self._tools, isolation = toolbox(board, settings, kit)
         if self._tools:
             log.info("%s can use: %s", name, ", ".join(s.name for s in self._tools.specs()))
@@ -92,17 +93,31 @@ class WorkerActor:
 
 @dataclass
 class Crew:
-    """Worker actors started by one `coop` process, and the runs they are doing."""
+    """Worker actors started by one `coop` process: made by `launch_crew`, working once
+    `begin` runs them."""
 
-    runs: dict[Any, tuple[str, Any]]  # run ref -> (worker name, actor)
+    actors: dict[str, Any]  # worker name -> actor
+    where: str = ""  # the node they are on, for the log line
+    runs: dict[Any, tuple[str, Any]] = field(default_factory=dict)  # run ref -> (name, actor)
 
     def names(self) -> list[str]:
-        return [name for name, _ in self.runs.values()]
+        return list(self.actors)
+
+    def begin(self) -> None:
+        """Every worker starts leasing tasks."""
+        self.runs = {actor.run.remote(): (name, actor) for name, actor in self.actors.items()}
+        if self.actors:
+            log.info("workers %s on %s", ", ".join(self.actors), self.where)
+
+    def dismiss(self) -> None:
+        """The workers end without having worked: their objective did not open."""
+        for actor in self.actors.values():
+            ray.kill(actor, no_restart=True)
 
     def check(self) -> None:
         """Raises the first worker's refusal of the model as its own one-line error; a worker
         that died starting is left to `wait`, which says why."""
-        for _, actor in self.runs.values():
+        for actor in self.actors.values():
             try:
                 cluster.get(actor.checked.remote())
             except ray.exceptions.RayActorError:
@@ -134,9 +149,10 @@ class Crew:
         return report
 
 
-def start_crew(
+def launch_crew(
     board: BoardClient,
     settings: RunSettings,
+    objective: str,
     *,
     count: int,
     concurrency: int,
@@ -144,41 +160,40 @@ def start_crew(
     kit: Kit | None = None,
     check: bool = False,
 ) -> Crew:
-    """`count` worker actors on `node` (default: this process's node, or with `kit.resources`
-    any node that has them), each running; with `check`, each checks the model first, and
-    the first refusal is raised here (see `Crew.check`)."""
+    """`count` worker actors for `objective` (its text) on `node` (default: this process's
+    node, or with `kit.resources` any node that has them), starting: they lease nothing until
+    `Crew.begin`. Nothing here waits for the board, so a new board's workers start beside it.
+    With `check`, each checks the model first, and the first refusal is raised here (see
+    `Crew.check`)."""
     kit = kit or Kit()
     if count == 0:
         return Crew({})
-    info = board.describe()
-    if not settings.simulated:  # a missing key or an unreachable memory fails here, in one line
+    if not settings.simulated:  # a missing key fails here, in one line
         local_endpoint(settings)
-    memories.check(settings, board.storage())
     kit.check(settings)
     node_id, host = cluster.resolve_node(node)
     if kit.resources and node is None:
         node_id = ""  # wherever Ray finds the resources
     quiet = not log.isEnabledFor(logging.INFO)
-    runs: dict[Any, tuple[str, Any]] = {}
+    env = forwarded_env()
+    actors: dict[str, Any] = {}
     index = 0
-    while len(runs) < count:
+    while len(actors) < count:
         name = f"{host}:{index}"
         index += 1
         actor = cluster.pinned_actor(
             WorkerActor,
-            cluster.actor_name(info.id, f"worker:{name}"),
+            cluster.actor_name(board.objective_id, f"worker:{name}"),
             node_id,
             concurrency=2,  # run() and stop()
-            args=(board, info, name, settings, forwarded_env(), concurrency, quiet, kit, check),
+            args=(board, objective, name, settings, env, concurrency, quiet, kit, check),
             resources=kit.resources,
         )
         if actor is not None:  # else the name is taken by another `coop` on this host
-            runs[actor.run.remote()] = (name, actor)
-    crew = Crew(runs)
+            actors[name] = actor
+    crew = Crew(actors, f"node {node_id[:8]}" if node_id else f"a node with {kit.resources}")
     if check:
         crew.check()
-    where = f"node {node_id[:8]}" if node_id else f"a node with {kit.resources}"
-    log.info("workers %s on %s", ", ".join(crew.names()), where)
     return crew
 
 
@@ -190,14 +205,17 @@ def join(
     stop = cluster.stop_on_signals()  # after connecting: ray.init has its own SIGTERM handler
     board = registry.find(ref)
     settings = board.run_settings()
-    crew = start_crew(
+    memories.check(settings, board.storage())  # an unreachable memory fails here, in one line
+    crew = launch_crew(
         board,
         settings,
+        board.describe().text,
         count=1,
         concurrency=concurrency,
         node=node,
         kit=kit,
         check=not settings.simulated,  # this node's own endpoint, key and model: one line if not
     )
+    crew.begin()
     log.info("joined %s as %s (%s)", board.objective_id, crew.names()[0], settings.label)
     return crew.wait(stop)[0]

@@ -53,20 +53,32 @@ def _match(ref: str, known: Sequence[str]) -> list[str]:
     return [k for k in known if ref and k.startswith(ref)]
 
 
-def _spawn(
+def _started(
     oid: str, objective: str, settings: RunSettings, nonce: str, root: Path
-) -> tuple[BoardClient, Objective]:
+) -> BoardClient:
+    """The board's client at once, while its process starts: calls wait for it."""
     handle = cluster.named_actor(Board, oid, "board", oid, objective, settings, nonce, str(root))
-    board = BoardClient.of_actor(oid, handle)
+    return BoardClient.of_actor(oid, handle)
+
+
+def _described(board: BoardClient) -> Objective:
     try:  # the board's first answer: whether it could open its journal
-        info = board.describe()
+        return board.describe()
     except BoardUnavailable as exc:
-        raise CoopError(f"the board of {oid} could not start: {exc.cause}") from None
-    return board, info
+        raise CoopError(f"the board of {board.objective_id} could not start: {exc.cause}") from None
 
 
 def create_board(objective: str, settings: RunSettings, root: Path) -> BoardClient:
     """A new board for `objective`; an existing one is an error, not silently reused."""
+    board, nonce = spawn_board(objective, settings, root)
+    confirm_board(board, nonce)
+    return board
+
+
+def spawn_board(objective: str, settings: RunSettings, root: Path) -> tuple[BoardClient, str]:
+    """`create_board` in two steps, so that what needs only the board's client (the workers of
+    `coop start`) can start while the board's process does: the board, and the nonce that
+    `confirm_board` checks it by."""
     oid = objective_id(objective)
     if journal_path(root, oid).exists():
         raise CoopError(
@@ -74,13 +86,18 @@ def create_board(objective: str, settings: RunSettings, root: Path) -> BoardClie
             f"with `coop start --resume {oid}`"
         )
     nonce = uuid.uuid4().hex
-    board, info = _spawn(oid, objective, settings, nonce, root)
+    return _started(oid, objective, settings, nonce, root), nonce
+
+
+def confirm_board(board: BoardClient, nonce: str) -> None:
+    """Once the board has started: raises unless it is the one `spawn_board` made (it could
+    be another's of the same objective, made a moment before)."""
+    info = _described(board)
     if info.nonce != nonce:
         raise CoopError(
-            f"objective {oid} already exists ({info.state.value}); use "
-            f"`coop start --resume {oid}` to continue it, or `coop status {oid}`"
+            f"objective {info.id} already exists ({info.state.value}); use "
+            f"`coop start --resume {info.id}` to continue it, or `coop status {info.id}`"
         )
-    return board
 
 
 def find(ref: str) -> BoardClient:
@@ -103,7 +120,8 @@ def find_or_revive(ref: str, root: Path) -> BoardClient:
         return find(ref)
     except ObjectiveNotFound:
         info = _journal_for(ref, root, board_ids())
-    board, _ = _spawn(info.objective_id, info.objective, _settings(info), "revived", root)
+    board = _started(info.objective_id, info.objective, _settings(info), "revived", root)
+    _described(board)
     return board
 
 

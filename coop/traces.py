@@ -33,7 +33,7 @@ AGENT = "coop"
 """`gen_ai.agent.name` of the run's root span: the system as a whole."""
 
 _HOST = re.compile(r"^(?P<host>.+)[:-]\d+$")
-"""A worker's name, `host:n` (`crew.start_crew`), or a planner's, `host-pid`
+"""A worker's name, `host:n` (`crew.launch_crew`), or a planner's, `host-pid`
 (`cluster.instance_name`): the host is the node it runs on."""
 
 

@@ -18,11 +18,14 @@ from pydantic import BaseModel
 from ray.cluster_utils import Cluster
 
 import coop
+from coop import cluster, registry
 from coop.answers import AnswerTypeError
+from coop.config import RunSettings
+from coop.errors import CoopError
 from coop.journal import EventKind
 from coop.types import Reason, State
 from coop.worker import WorkerReport
-from tests.support.procs import ROOT, coop_env, run_coop, unique
+from tests.support.procs import ROOT, STATE_DIR, coop_env, run_coop, unique, wait_for
 from tests.support.standin import MakeStandIn
 
 
@@ -85,6 +88,29 @@ def test_start_follow_wait_answer_in_one_process(
     assert [c.kind for c in chats].count("synthesis") == 1
     assert all("Cite the parish council's figures." in c.system for c in chats)
     assert ray.get_runtime_context().gcs_address == gcs == ray_cluster.address
+
+
+def test_a_start_whose_objective_another_made_first_leaves_no_worker_behind(
+    ray_cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A new objective's workers start beside its board, before the board has said whose it
+    is. When it is another's (live on the cluster, its journal in another state dir), the
+    start is refused in one line and the workers it started end: none outlives the refusal
+    in this process, which owns them and lives on."""
+    objective = unique("Made elsewhere first")
+    theirs = registry.create_board(objective, RunSettings(llm="offline"), STATE_DIR)
+    prefix = cluster.actor_name(theirs.objective_id, "worker:")
+    monkeypatch.setenv("COOP_STATE_DIR", str(tmp_path))  # no journal here: only the board says
+    with pytest.raises(CoopError, match="already exists"):
+        coop.run(objective, llm="offline", workers=2)
+    wait_for(
+        lambda: not [n for n in cluster.actor_names() if n.startswith(prefix)],
+        30,
+        "the refused start's workers to end",
+        lambda: str(cluster.actor_names()),
+    )
+    snap = theirs.snapshot()  # the other's board: nothing seeded, nobody leased
+    assert snap.state is State.RUNNING and not snap.pending and not snap.workers
 
 
 def test_bad_settings_raise_the_line_the_cli_prints(

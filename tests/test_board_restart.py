@@ -250,7 +250,7 @@ def test_a_run_goes_on_when_its_boards_process_is_killed(
     objective = unique("Survive the board")
     env = coop_env(ray_cluster, server)
     log = tmp_path / "start.log"
-    flags = ("--concurrency", "4", "--max-tasks", "100")
+    flags = ("--workers", "2", "--concurrency", "4", "--max-tasks", "100")
     start, oid = spawn_start(objective, *flags, env=env, log=log)
     path = journal_path(STATE_DIR, oid)
     killed: list[int] = []

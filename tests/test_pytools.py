@@ -128,7 +128,10 @@ def test_python_tools_in_worker_actors_answer_the_models_calls(
     )
     board = registry.find(oid)
     kit = Kit(functions=(lookup, square_later, broken, opaque, note))
-    workers = crew.start_crew(board, board.run_settings(), count=1, concurrency=1, kit=kit)
+    workers = crew.launch_crew(
+        board, board.run_settings(), objective, count=1, concurrency=1, kit=kit
+    )
+    workers.begin()
     (report,) = workers.wait(threading.Event())
     assert start.wait(60) == 0, (tmp_path / "start.log").read_text()
     assert report.completed == 3 and not report.fatal

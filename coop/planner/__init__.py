@@ -34,7 +34,12 @@ log = logging.getLogger(__name__)
 
 
 class Crew(Protocol):
-    """Workers this process started: waited for before the run's report is written."""
+    """Workers this process started: set working once the objective is planned here, waited
+    for before the run's report is written."""
+
+    def begin(self) -> None: ...
+
+    def dismiss(self) -> None: ...
 
     def wait(self, stop: threading.Event) -> object: ...
 
@@ -44,7 +49,8 @@ class Hooks:
     """What other roles lend `coop start`: local workers, a progress line, an approval prompt,
     the live export of its trace."""
 
-    workers: Callable[[BoardClient, RunSettings], Crew]
+    workers: Callable[[BoardClient, RunSettings, str], Crew]
+    """Local workers for the objective (its text), started but not yet working (`Crew.begin`)."""
     progress: Callable[[BoardClient], AbstractContextManager[None]] | None = None
     review: Review | None = None
     traces: Callable[[BoardClient], AbstractContextManager[None]] | None = None  # live spans
@@ -55,10 +61,18 @@ class Hooks:
 
 
 def _open(
-    objective: str, settings: RunSettings, root: Path, *, resume: bool, standby: bool
-) -> tuple[BoardClient, str, RunSettings, bool]:
+    objective: str,
+    settings: RunSettings,
+    root: Path,
+    hooks: Hooks,
+    *,
+    resume: bool,
+    standby: bool,
+) -> tuple[BoardClient, str, RunSettings, Crew | None]:
     """The board to plan: created, or (resume/standby) found live or revived from its journal.
-    Returns it, the objective's text, its settings and whether it is new."""
+    Returns it, the objective's text, its settings and, for a board it created, the local
+    workers: their processes start beside the board's (they need ~1 s to, as it does), not
+    after it. None: the board is not new, and its workers start once it is planned here."""
     if resume or standby:
         try:
             board = registry.find_or_revive(objective, root)
@@ -66,8 +80,15 @@ def _open(
             if resume:
                 raise
         else:
-            return board, board.describe().text, board.run_settings(), False
-    return registry.create_board(objective, settings, root), objective, settings, True
+            return board, board.describe().text, board.run_settings(), None
+    board, nonce = registry.spawn_board(objective, settings, root)
+    crew = hooks.workers(board, settings, objective)
+    try:
+        registry.confirm_board(board, nonce)
+    except BaseException:  # not ours, or it could not start: they never work
+        crew.dismiss()
+        raise
+    return board, objective, settings, crew
 
 
 @dataclass(frozen=True)
@@ -104,43 +125,50 @@ def start(
     conn = cluster.connect(address, start_local=True, stream_logs=True)
     if hooks.check is not None:
         hooks.check()
-    board, objective, settings, new = _open(
-        objective, settings, root, resume=resume, standby=standby
+    board, objective, settings, crew = _open(
+        objective, settings, root, hooks, resume=resume, standby=standby
     )
-    oid = board.objective_id
-    llm = make_llm(settings, name, "planner")
-    if resume or standby:  # settings from the board: its model and memory are checked now
-        checked = llm.check()
-        memories.check(settings, root)
-    if checked:
-        board.record_usage(name, Kind.EMBEDDING.value, checked, 0)
-    stop = cluster.stop_on_signals()
-    log.info("objective %s — model: %s — journal in %s", oid, llm.label, root)
-    log.info(
-        "Ray cluster %s%s; dashboard %s; add workers with: coop join %s --address %s",
-        conn.address,
-        " (started here: it ends with this run)" if conn.started_here else "",
-        conn.dashboard or "off",
-        oid,
-        conn.address,
-    )
-    memory = memories.open_memory(settings, oid, llm, root, metered(board, name))
-    interactive = settings.approve and sys.stdin.isatty() and hooks.review is not None
-    planner = Planner(
-        Context(board, llm, memory, settings, objective, name),
-        stop,
-        hooks.review if interactive else None,
-    )
-    planner.claim(wait=standby)
-    reopened = board.amend(name, dict(changes or {}))
-    if reopened:
-        log.info("objective %s reopened with %s", oid, _said(changes or {}))
-        planner.settings = settings = board.run_settings()
-    if new:
-        board.add([settings.initial_task], planner=name)
-    if hooks.opened is not None:
-        hooks.opened(board)
-    crew = hooks.workers(board, settings)
+    oid, new = board.objective_id, crew is not None
+    try:
+        llm = make_llm(settings, name, "planner")
+        if resume or standby:  # settings from the board: its model and memory are checked now
+            checked = llm.check()
+            memories.check(settings, root)
+        if checked:
+            board.record_usage(name, Kind.EMBEDDING.value, checked, 0)
+        stop = cluster.stop_on_signals()
+        log.info("objective %s — model: %s — journal in %s", oid, llm.label, root)
+        log.info(
+            "Ray cluster %s%s; dashboard %s; add workers with: coop join %s --address %s",
+            conn.address,
+            " (started here: it ends with this run)" if conn.started_here else "",
+            conn.dashboard or "off",
+            oid,
+            conn.address,
+        )
+        memory = memories.open_memory(settings, oid, llm, root, metered(board, name))
+        interactive = settings.approve and sys.stdin.isatty() and hooks.review is not None
+        planner = Planner(
+            Context(board, llm, memory, settings, objective, name),
+            stop,
+            hooks.review if interactive else None,
+        )
+        planner.claim(wait=standby)
+        reopened = board.amend(name, dict(changes or {}))
+        if reopened:
+            log.info("objective %s reopened with %s", oid, _said(changes or {}))
+            planner.settings = settings = board.run_settings()
+        if new:
+            board.add([settings.initial_task], planner=name)
+        if hooks.opened is not None:
+            hooks.opened(board)
+        if crew is None:
+            crew = hooks.workers(board, settings, objective)
+        crew.begin()
+    except BaseException:  # nothing planned here: workers started for it never work
+        if crew is not None:
+            crew.dismiss()
+        raise
     showing = (
         hooks.progress(board)
         if hooks.progress is not None and not interactive
