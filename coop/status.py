@@ -329,12 +329,15 @@ def event_line(e: Event) -> str:
 
 
 def stream(board: BoardClient, *, since: int, follow: bool) -> Iterator[Event]:
-    """The tape from `since`; with `follow`, kept going until the objective finishes."""
+    """The tape from `since`; with `follow`, kept going until the objective finishes. The
+    state is looked at before the tape is read: a run that ended after the read would
+    otherwise leave its last events (the last completion, the stop) unread."""
     while True:
+        ended = follow and board.state()[0] is State.FINISHED
         for e in board.all_events(since):
             yield e
             since = e.seq
-        if not follow or board.state()[0] is State.FINISHED:
+        if not follow or ended:
             return
         time.sleep(0.5)
         board.refresh()  # a journal view rereads the journal

@@ -73,9 +73,10 @@ def export(board: BoardClient, endpoint: str | None, *, content: bool) -> int:
     sender = otlp.Sender(endpoint)
     try:
         convert = converter(board, content=content)
+        ended = board.state()[0] is State.FINISHED  # before the tape: see `status.stream`
         events = list(board.all_events())
         spans = convert.feed(events)
-        if board.state()[0] is not State.FINISHED and events:
+        if not ended and events:
             spans += convert.unfinished(events[-1].at)
         for start in range(0, len(spans), BATCH):
             sender.send(spans[start : start + BATCH])

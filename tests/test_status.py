@@ -19,7 +19,7 @@ from rich.console import Console
 from coop import registry, status
 from coop.board import Board, BoardClient
 from coop.config import RunSettings
-from coop.types import Lease, Reason, Snapshot
+from coop.types import Lease, Reason, Snapshot, State
 from tests.support.procs import COOP, SECRET, coop_env, run_coop, spawn_coop, spawn_start, unique
 from tests.support.standin import MakeStandIn
 
@@ -113,6 +113,31 @@ def test_start_shows_a_live_progress_line_on_a_terminal_only(
         piped = run_coop("start", unique("Line it up"), *args[2:], env=env)
         assert piped.returncode == 0 and not line.search(piped.stdout + piped.stderr)
         assert "task #1 done by" in piped.stderr
+
+
+def test_following_the_tape_reads_what_came_before_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run ends between the follower's read of the tape and its look at the state (a
+    thread descheduled there, say): what was journaled before the end — the last completion,
+    the stop — is still read, not lost because the state already says finished."""
+    settings = RunSettings(llm="offline").validate()
+    board = Board("ends-0a1b2c3d", "End now", settings, "n", str(tmp_path))
+    board.add(["only"])
+    lease = board.lease("w1")
+    assert isinstance(lease, Lease)
+    view = BoardClient.in_process(board)
+    looked = view.state
+
+    def look_after_the_end() -> object:  # the run ends just before the follower looks
+        if board.snapshot().state is not State.FINISHED:
+            board.complete(lease.task.id, lease.token, "w1", "done")
+            board.stop(Reason.STOPPED)
+        return looked()
+
+    monkeypatch.setattr(view, "state", look_after_the_end)
+    kinds = [e.kind.value for e in status.stream(view, since=0, follow=True)]
+    assert kinds[:2] == ["added", "leased"] and {"completed", "stopping"} <= set(kinds), kinds
 
 
 def test_a_journal_view_keeps_following_the_journal_to_the_end(tmp_path: Path) -> None:
