@@ -98,14 +98,14 @@ class Crew:
 
     actors: dict[str, Any]  # worker name -> actor
     where: str = ""  # the node they are on, for the log line
-    runs: dict[Any, tuple[str, Any]] = field(default_factory=dict)  # run ref -> (name, actor)
+    runs: dict[Any, str] = field(default_factory=dict)  # run ref -> worker name, once begun
 
     def names(self) -> list[str]:
         return list(self.actors)
 
     def begin(self) -> None:
         """Every worker starts leasing tasks."""
-        self.runs = {actor.run.remote(): (name, actor) for name, actor in self.actors.items()}
+        self.runs = {actor.run.remote(): name for name, actor in self.actors.items()}
         if self.actors:
             log.info("workers %s on %s", ", ".join(self.actors), self.where)
 
@@ -129,7 +129,7 @@ class Crew:
         while pending:
             if stop.is_set() and not told:
                 for ref in pending:  # those done are gone (`_report`)
-                    self.runs[ref][1].stop.remote()
+                    self.actors[self.runs[ref]].stop.remote()
                 told = True
             done, pending = ray.wait(pending, num_returns=1, timeout=C.POLL_MAX)
             for ref in done:
@@ -140,12 +140,12 @@ class Crew:
         try:
             report: WorkerReport = ray.get(ref)
         except ray.exceptions.RayError as exc:
-            name, cause = self.runs[ref][0], cluster.death_cause(exc)
+            name, cause = self.runs[ref], cluster.death_cause(exc)
             log.error("worker %s died: %s", name, cause)
             return WorkerReport(name, fatal=cause)
         # its work is done, its tools closed: ended now, it skips Python's teardown of its
         # modules (0.3–0.5 s of CPU) that Ray's graceful exit, when this process leaves, runs
-        ray.kill(self.runs[ref][1], no_restart=True)
+        ray.kill(self.actors[self.runs[ref]], no_restart=True)
         return report
 
 
