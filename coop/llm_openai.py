@@ -122,9 +122,13 @@ class OpenAILLM:
 
     def _check_embeddings(self) -> int:
         """One embeddings call of two inputs: a server that answers with vectors per token,
-        ragged or non-number vectors, or a dimension that changes fails here, in one line."""
+        ragged or non-number vectors, or a dimension that changes fails here, in one line.
+
+        Retried as every embeddings call of the run is: the listing has just answered, so a
+        429 or a 500 here is a server that works, only busy (a standby or a resume started
+        while the swarm is rate-limited), not a setting to fix."""
         try:
-            return self.embed(list(CHECK_INPUTS), retries=1).tokens
+            return self.embed(list(CHECK_INPUTS)).tokens
         except LLMError as exc:
             if not exc.malformed:
                 raise LLMFatalError(str(exc)) from None
@@ -185,15 +189,14 @@ class OpenAILLM:
         except (_Malformed, AttributeError, TypeError, ValueError, IndexError) as exc:
             raise self._malformed("a chat completion", exc, resp) from None
 
-    def embed(self, texts: list[str], retries: int = CLIENT_MAX_RETRIES) -> Embeddings:
+    def embed(self, texts: list[str]) -> Embeddings:
         vectors: list[list[float]] = []
         used = 0
-        client = self.client.with_options(max_retries=retries)
         for start in range(0, len(texts), EMBED_BATCH):  # APIs cap the inputs per request
             chunk = texts[start : start + EMBED_BATCH]
             resp = self._request(
                 "embeddings",
-                lambda chunk=chunk: client.embeddings.create(  # type: ignore[misc]
+                lambda chunk=chunk: self.client.embeddings.create(  # type: ignore[misc]
                     model=self.embedding_model, input=chunk, encoding_format="base64"
                 ),
             )

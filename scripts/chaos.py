@@ -252,6 +252,9 @@ def main() -> int:
             finished = run.go(journal_path(state, run.oid))
             print(f"{'planner finished by itself':>50}: {finished}")
             ok = check(run, state, server) and finished
+            if not ok:  # the logs go with the temp dir: the planners' ends say why
+                for log in sorted(logs.glob("*-start.log")):
+                    print(f"--- {log.name}", *log.read_text().splitlines()[-15:], sep="\n")
         finally:
             server.stop()
     return 0 if ok else 1

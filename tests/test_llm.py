@@ -11,7 +11,7 @@ from coop import agents
 from coop.config import RunSettings
 from coop.errors import CoopError
 from coop.llm import LLMError, LLMFatalError, OfflineLLM, make_llm
-from coop.llm_openai import OpenAILLM
+from coop.llm_openai import CLIENT_MAX_RETRIES, OpenAILLM
 from coop.simulate import lexical_embedding
 from tests.support.procs import SECRET, closed_port
 from tests.support.standin import Faults, MakeStandIn, StandIn
@@ -245,6 +245,26 @@ def test_the_check_before_a_run_embeds_two_inputs_and_names_a_bad_shape(
     assert ("--pooling mean" in message) == (broken == "per-token")
     assert "text-embedding-3-small" in message  # which flag to look at
     assert len([c for c in server.calls if c.kind == "embeddings"]) == 1  # two inputs in one
+
+
+def test_the_check_rides_out_a_server_busy_for_a_moment(
+    make_standin: MakeStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 429 is a server that works: the check retries it as every call of the run does, so a
+    burst of them (a standby started while the swarm is rate-limited) does not stop a start.
+    A server busy for longer than those retries is still one line."""
+    server = make_standin(faults=Faults(busy_first=CLIENT_MAX_RETRIES, retry_after=0.05))
+    assert provider(server, monkeypatch).check() > 0
+    statuses = [c.status for c in server.calls if c.kind == "embeddings"]
+    assert statuses == [429] * CLIENT_MAX_RETRIES + [200]
+
+    busy = make_standin(faults=Faults(busy_first=CLIENT_MAX_RETRIES + 1, retry_after=0.05))
+    with pytest.raises(LLMFatalError, match="429") as info:
+        provider(busy, monkeypatch).check()
+    assert "\n" not in str(info.value)
+    assert [c.status for c in busy.calls if c.kind == "embeddings"] == [429] * (
+        CLIENT_MAX_RETRIES + 1
+    )
 
 
 def test_the_check_returns_what_its_embeddings_cost(

@@ -69,6 +69,9 @@ class Faults:
     broken: str = ""  # one of BROKEN: every successful reply broken that way
     escape: bool = False  # chat replies HTML-escaped, quotes as &#34; (a llama.cpp template)
     dimension: int = 0  # embeddings cut to this many numbers (a server whose model changed)
+    busy_first: int = 0
+    """The first this many model requests (embeddings or chat) get a 429 with Retry-After, as
+    a rate-limited API answers a burst, or a server still loading its model; then it serves."""
 
 
 @dataclass
@@ -118,6 +121,7 @@ class StandIn:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        self._model_requests = 0  # counted for faults.busy_first
         self._lock = threading.Lock()
         self._tokenizer = tokens.estimating("standin")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -168,6 +172,12 @@ class StandIn:
     def roll(self, rate: float) -> bool:
         with self._lock:
             return self._rng.random() < rate
+
+    def _busy(self) -> bool:
+        """Whether this model request is one of the first `faults.busy_first`."""
+        with self._lock:
+            self._model_requests += 1
+            return self._model_requests <= self.faults.busy_first
 
     def usage(self) -> dict[str, int]:
         """Tokens this server counted for successful calls: the bill, to check coop's against."""
@@ -276,7 +286,7 @@ class StandIn:
         if limit and self._tokenizer.count(prompt) > limit:
             message = f"This model's maximum context length is {limit} tokens."
             return 400, _error(message, "context_length_exceeded"), {}, 0.0
-        if self.roll(self.faults.rate_429):
+        if self._busy() or self.roll(self.faults.rate_429):
             retry = {"Retry-After": str(self.faults.retry_after)}
             return 429, _error("Rate limit reached.", "rate_limit_exceeded"), retry, 0.0
         if self.roll(self.faults.rate_500):
