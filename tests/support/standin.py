@@ -459,6 +459,7 @@ def main() -> None:
     for name in ("429", "500", "slow", "malformed"):
         p.add_argument(f"--rate-{name}", type=float, default=0.0)
     p.add_argument("--broken", choices=BROKEN, default="", help="break every reply this way")
+    p.add_argument("--busy-first", type=int, default=0, help="429 for the first N model requests")
     p.add_argument("--fanout", type=int, default=3, help="new tasks per completed task")
     p.add_argument("--limit", type=int, default=12, help="tasks in the simulated objective")
     p.add_argument("--api-key", help="accept only this key (others get 401)")
@@ -474,6 +475,7 @@ def main() -> None:
             rate_slow=a.rate_slow,
             rate_malformed=a.rate_malformed,
             broken=a.broken,
+            busy_first=a.busy_first,
         ),
         simulator=Simulator(fanout=a.fanout, limit=a.limit),
     )
