@@ -6,7 +6,6 @@ test_planner.py.)"""
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -311,10 +310,8 @@ def test_a_model_server_that_keeps_failing_ends_the_objective_as_failed_in_one_l
     if broken == "down":
         server.stop()
     llm = OpenAILLM(RunSettings(), "planner")
+    # no client retries, for the index's embeddings too: the pauses under test are the planner's
     llm.client = llm.client.with_options(max_retries=0)
-    # no client retries for the index's embeddings either (`embed` sets its own, 3, each after
-    # a backoff of 0.5-2 s): the pauses under test are the planner's, between its failures
-    monkeypatch.setattr(llm, "embed", functools.partial(llm.embed, retries=0))
     board = in_process("Fail politely", max_tasks=50)
     board.add(["seed"])
     lease = board.lease("w")

@@ -4,7 +4,6 @@ slots, failures, a fatal model error, shutdown, a lost lease, a journal that ref
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from pathlib import Path
@@ -258,10 +257,8 @@ def test_a_model_fault_fails_the_attempt_and_the_task_is_requeued_then_dead_lett
     monkeypatch.setenv("OPENAI_API_KEY", "k")
     board = in_process("Survive the model", max_attempts=2, model_timeout=1.0, context_k=1)
     llm = OpenAILLM(board.run_settings(), "w")
+    # no client retries, for embeddings too: each attempt fails on the fault itself
     llm.client = llm.client.with_options(max_retries=0)
-    # no client retries for embeddings either (`embed` sets its own, 3, each after a backoff
-    # of 0.5-2 s): each attempt fails on the fault itself, as a chat call does
-    monkeypatch.setattr(llm, "embed", functools.partial(llm.embed, retries=0))
     board.add(["Ask the broken model"])
     w, _, _ = worker(board, llm)  # type: ignore[arg-type]
     thread, out = run(w)
