@@ -130,23 +130,33 @@ def estimating(model: str) -> Tokenizer:
     return Tokenizer(model, None)
 
 
-@lru_cache(maxsize=32)
 def for_model(model: str, exact: bool = True, tokenizer: str = "") -> Tokenizer:
     """The model's tokenizer: `tokenizer` (a tokenizer.json file or a Hugging Face name)
-    when given, else tiktoken's; `exact=False` (the objective has none) estimates at once."""
+    when given, else tiktoken's; `exact=False` (the objective has none) estimates at once.
+
+    A new one each call, for one model client: an estimate's calibration is by the counts of
+    that client's server, and two runs in one process (the Python API) must not calibrate
+    each other's. The codec it counts with is loaded once per process (`codec`)."""
+    return Tokenizer(model, codec(model, exact, tokenizer))
+
+
+@lru_cache(maxsize=32)
+def codec(model: str, exact: bool = True, tokenizer: str = "") -> Codec | tiktoken.Encoding | None:
+    """`for_model`'s codec, loaded once per process; None (with one warning per model): the
+    count is an estimate."""
     if not exact:
-        return Tokenizer(model, None)
+        return None
     if tokenizer:
-        codec, why = _load(lambda: _hugging_face(tokenizer))
+        loaded, why = _load(lambda: _hugging_face(tokenizer))
         hint = "check --tokenizer"
     else:
-        codec, why = _load(lambda: tiktoken.encoding_for_model(model))
+        loaded, why = _load(lambda: tiktoken.encoding_for_model(model))
         hint = (
             "give an open model's tokenizer.json with --tokenizer, or see TIKTOKEN_CACHE_DIR "
             "in the README to give tiktoken its encoding offline"
         )
-    if codec is not None:
-        return Tokenizer(model, codec)
+    if loaded is not None:
+        return loaded
     with _warn_lock:
         if model not in _warned:
             _warned.add(model)
@@ -157,7 +167,7 @@ def for_model(model: str, exact: bool = True, tokenizer: str = "") -> Tokenizer:
                 why,
                 hint,
             )
-    return Tokenizer(model, None)
+    return None
 
 
 def _load(

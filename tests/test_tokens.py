@@ -39,7 +39,7 @@ def test_unknown_model_falls_back_to_an_estimate_with_one_warning(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="coop.tokens"):
         tok = tokens.for_model("llama3.1-unknown-to-tiktoken")
-        tokens.for_model.cache_clear()
+        tokens.codec.cache_clear()
         tokens.for_model("llama3.1-unknown-to-tiktoken")
     assert not tok.exact
     assert len([r for r in caplog.records if "llama3.1" in r.getMessage()]) == 1
@@ -54,11 +54,11 @@ def test_download_failure_falls_back_without_crashing(
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
-    tokens.for_model.cache_clear()
+    tokens.codec.cache_clear()
     tokens._warned.discard("gpt-4o")
     with caplog.at_level(logging.WARNING, logger="coop.tokens"):
         tok = tokens.for_model("gpt-4o")
-    tokens.for_model.cache_clear()
+    tokens.codec.cache_clear()
     assert not tok.exact
     assert any("gpt-4o" in r.getMessage() for r in caplog.records)
 
@@ -83,12 +83,12 @@ def test_a_stalled_download_is_given_up_on_in_bounded_time(
 
     monkeypatch.setattr(tiktoken, "encoding_for_model", stalls)
     monkeypatch.setattr(tokens, "LOAD_TIMEOUT", 0.5)
-    tokens.for_model.cache_clear()
+    tokens.codec.cache_clear()
     tokens._warned.discard("gpt-4.1")
     began = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="coop.tokens"):
         tok = tokens.for_model("gpt-4.1")
-    tokens.for_model.cache_clear()
+    tokens.codec.cache_clear()
     assert not tok.exact and time.monotonic() - began < 2
     assert any("not loaded within 0.5s" in r.getMessage() for r in caplog.records)
 
@@ -102,10 +102,10 @@ def test_an_objective_without_an_encoding_estimates_at_once_and_silently(
         raise AssertionError("a worker tried to load an encoding")
 
     monkeypatch.setattr(tiktoken, "encoding_for_model", never)
-    tokens.for_model.cache_clear()
+    tokens.codec.cache_clear()
     with caplog.at_level(logging.WARNING, logger="coop.tokens"):
         tok = tokens.for_model("gpt-4o-mini", False)
-    tokens.for_model.cache_clear()
+    tokens.codec.cache_clear()
     assert not tok.exact and not caplog.records
 
 
@@ -131,9 +131,9 @@ def test_an_open_models_tokenizer_json_counts_and_trims_exactly(tmp_path: Path) 
     from tokenizers import Tokenizer
 
     path = tokenizer_json(tmp_path)
-    tokens.for_model.cache_clear()
+    tokens.codec.cache_clear()
     tok = tokens.for_model("smollm2", True, str(path))
-    tokens.for_model.cache_clear()
+    tokens.codec.cache_clear()
     reference = Tokenizer.from_file(str(path))
     text = "Grow tomatoes on a balcony, and write a guide: 🍅 in pots."
     assert tok.exact and tok.count(text) == len(reference.encode(text).ids)
@@ -151,13 +151,13 @@ def test_a_tokenizer_that_cannot_be_had_falls_back_to_the_estimate(
     not installed: one warning that says so, and the estimate."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    tokens.for_model.cache_clear()
+    tokens.codec.cache_clear()
     tokens._warned.clear()
     with caplog.at_level(logging.WARNING, logger="coop.tokens"):
         tok = tokens.for_model("open-model-a", True, "HuggingFaceTB/SmolLM2-135M-Instruct")
         monkeypatch.setitem(sys.modules, "tokenizers", None)  # as if not installed
         missing = tokens.for_model("open-model-b", True, str(tmp_path / "tokenizer.json"))
-    tokens.for_model.cache_clear()
+    tokens.codec.cache_clear()
     assert not tok.exact and not missing.exact
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 2 and all("--tokenizer" in m for m in said)
@@ -178,3 +178,15 @@ def test_the_estimate_is_calibrated_by_the_servers_counts() -> None:
     assert tok.count(text) == 173 and tok.count(tok.trim(text * 10, 50)) <= 50
     tok.calibrate(10**9, 1)
     assert tok.bytes_per_token <= tokens.BYTES_PER_TOKEN_RANGE[1]
+
+
+def test_each_model_client_calibrates_its_own_estimate() -> None:
+    """Two model clients of one model in one process (two runs of the Python API, each with
+    its own server): the counts of one's server do not move the other's estimate."""
+    tokens.codec.cache_clear()
+    first = tokens.for_model("llama3.1-unknown-to-tiktoken")
+    first.calibrate(1600, 800)  # its server counts 2 bytes a token
+    second = tokens.for_model("llama3.1-unknown-to-tiktoken")
+    assert first.bytes_per_token == pytest.approx(2 / tokens.MARGIN)
+    assert second.bytes_per_token == tokens.BYTES_PER_TOKEN and not second.exact
+    tokens.codec.cache_clear()
