@@ -31,6 +31,7 @@ import argparse
 import inspect
 import itertools
 import json
+import logging
 import statistics
 import subprocess
 import sys
@@ -103,7 +104,7 @@ def measure(workers: int, seconds: float) -> dict[str, Any]:
             return done
 
     # its own instance, never a cluster already running on the machine
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)
     try:
         with tempfile.TemporaryDirectory(prefix="coop-ceiling-") as state:
             oid = f"ceiling-{uuid.uuid4().hex[:8]}"

@@ -20,6 +20,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported:
 
 import argparse
 import json
+import logging
 import shutil
 import statistics
 import tempfile
@@ -73,7 +74,7 @@ def main() -> int:
         resources={RESOURCE: 1},
         include_dashboard=False,
         namespace=C.NAMESPACE,
-        logging_level="ERROR",
+        logging_level=logging.ERROR,
     )
     try:
         board = registry.create_board("bench tool calls", RunSettings(llm="offline"), state)
@@ -88,7 +89,7 @@ def main() -> int:
         }
         for call in kinds.values():  # warm: the placed tool's first task starts a Ray worker
             ran = call()
-            assert not hasattr(ran, "output") or ran.output.ok, ran  # type: ignore[attr-defined]
+            assert not hasattr(ran, "output") or ran.output.ok, ran
         seconds: dict[str, list[float]] = {k: [] for k in kinds}
         for _ in range(a.rounds):
             for name, call in kinds.items():

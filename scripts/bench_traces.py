@@ -21,6 +21,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -146,7 +147,7 @@ def main() -> int:
         on[-1].spans = _Sink.spans - before
     sink.shutdown()
 
-    def med(xs: list[Outcome], f: Any) -> float:
+    def med(xs: list[Outcome], f: Callable[[Outcome], float]) -> float:
         return statistics.median(f(x) for x in xs)
 
     per_call_off = med(off, lambda o: o.wall / o.calls * 1e3)

@@ -3,6 +3,7 @@ the Weaviate stand-in. Helpers that run the real `coop` command live in `tests.s
 
 from __future__ import annotations
 
+import logging
 import os
 
 # Before anything imports ray: keep every Ray process of the tests on 127.0.0.1.
@@ -34,8 +35,9 @@ os.environ["COOP_STATE_DIR"] = str(STATE_DIR)  # never the user's ~/.coop
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Cluster]:
     """A real two-process Ray cluster on loopback, shared by every test (a start costs ~4 s)."""
-    with local_cluster(logging_level="INFO") as cluster:
-        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}, "not on loopback"
+    with local_cluster(logging_level=logging.INFO) as cluster:
+        nodes = ray.nodes()  # type: ignore[no-untyped-call]
+        assert {n["NodeManagerAddress"] for n in nodes} == {"127.0.0.1"}, "not on loopback"
         yield cluster
 
 

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
@@ -22,8 +23,7 @@ from coop import cluster, registry
 from coop.answers import AnswerTypeError
 from coop.config import RunSettings
 from coop.errors import CoopError
-from coop.journal import EventKind
-from coop.types import Reason, State
+from coop.types import EventKind, Reason, State
 from coop.worker import WorkerReport
 from tests.support.procs import ROOT, STATE_DIR, coop_env, run_coop, unique, wait_for
 from tests.support.standin import MakeStandIn
@@ -123,7 +123,7 @@ def test_bad_settings_raise_the_line_the_cli_prints(
     (tmp_path / "bad.json").write_text('{"type": 12}')
     (tmp_path / "prose.json").write_text("an answer with a title")
     bad, prose = str(tmp_path / "bad.json"), str(tmp_path / "prose.json")
-    cases = [
+    cases: list[tuple[dict[str, Any], list[str], dict[str, str]]] = [
         ({"answer_schema": bad}, ["--answer-schema", bad], {}),
         ({"answer_schema": prose}, ["--answer-schema", prose], {}),
         ({"max_task": 3}, ["--max-task", "3"], {}),

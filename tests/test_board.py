@@ -346,7 +346,7 @@ def test_concurrent_lessees_never_share_a_task(actor: BoardClient) -> None:
 def test_expired_lease_is_requeued_in_real_time(actor: BoardClient) -> None:
     actor.add(["only task"])
     first = actor.lease("dies")
-    assert actor.lease("other") is State.RUNNING
+    assert isinstance(first, Lease) and actor.lease("other") is State.RUNNING
     time.sleep(2.5)  # ttl is 2 s
     second = actor.lease("other")
     assert isinstance(second, Lease) and second.task.id == first.task.id

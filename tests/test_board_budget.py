@@ -51,7 +51,8 @@ def test_reservations_count_toward_a_cap_until_released() -> None:
 def test_spending_reaches_a_cap_and_cost_needs_prices() -> None:
     b = budget(max_tokens=100, max_cost=0.001, prices=(1.0, 2.0, 0.5))
     b.settle("embedding", 1000, 0)  # embeddings: the embedding price, prompt tokens only
-    assert b.spent() == (1000, pytest.approx(0.0005)) and b.over(None) is Reason.MAX_TOKENS
+    tokens, cost = b.spent()
+    assert tokens == 1000 and cost == pytest.approx(0.0005) and b.over(None) is Reason.MAX_TOKENS
     assert budget(max_cost=0.001, prices=(1.0, 2.0, 0.0)).over(None) is None
 
 

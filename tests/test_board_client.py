@@ -101,7 +101,7 @@ def test_a_journal_view_reads_like_the_board_and_says_it_is_not_live(tmp_path: P
     assert [e.kind.value for e in view.all_events()] == ["added"]
 
 
-@ray.remote(num_cpus=0, max_concurrency=4)
+@ray.remote(num_cpus=0, max_concurrency=4)  # type: ignore[call-overload]  # Ray's stubs lack it
 class Silent:
     """A board that never answers: what a board behind a partition looks like from here."""
 

@@ -3,6 +3,8 @@ workspace write decide, and how spending is charged and stops the run at a cap."
 
 from __future__ import annotations
 
+from typing import Any
+
 from coop import constants as C
 from coop import events as ev
 from coop.board.workers import WorkerDesk
@@ -10,9 +12,11 @@ from coop.types import Lease, Outcome, Reason, Seat, State, Step, StepKind
 from tests.support.board import Tape
 
 
-def desk(*texts: str, **settings: object) -> tuple[Tape, WorkerDesk]:
+def desk(*texts: str, **settings: Any) -> tuple[Tape, WorkerDesk]:
     tape = Tape(**settings)
-    rows = [(i, t, None, ["gpu"] if "gpu" in t else []) for i, t in enumerate(texts, 1)]
+    rows: list[tuple[int, str, int | None, list[str]]] = [
+        (i, t, None, ["gpu"] if "gpu" in t else []) for i, t in enumerate(texts, 1)
+    ]
     tape.emit(ev.Added(rows, None, 0, 0, False))
     return tape, WorkerDesk(tape.books, tape.emit, lambda: tape.writable)
 

@@ -70,12 +70,13 @@ def _descendants(root: int) -> set[int]:
     children: dict[int, set[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            pid, rest = stat.read_text().split(" (", 1)
+            own, rest = stat.read_text().split(" (", 1)
             ppid = int(rest.rsplit(") ", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        children.setdefault(ppid, set()).add(int(pid))
-    found, todo = set(), [root]
+        children.setdefault(ppid, set()).add(int(own))
+    found: set[int] = set()
+    todo = [root]
     while todo:
         pid = todo.pop()
         found.add(pid)

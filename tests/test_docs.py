@@ -91,7 +91,8 @@ def test_the_cluster_steps_work_verbatim_from_an_empty_home(tmp_path: Path) -> N
 def readme_python(heading: str) -> str:
     """The first python block after `heading`, as written."""
     section = (ROOT / "README.md").read_text().split(heading, 1)[1]
-    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)[0]
+    blocks: list[str] = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    return blocks[0]
 
 
 def test_the_python_example_runs_verbatim(ray_cluster: Cluster, tmp_path: Path) -> None:

@@ -65,7 +65,11 @@ def test_with_tools_a_task_reads_acts_and_writes_in_steps(tmp_path: Any) -> None
 def test_the_step_cap_ends_a_model_that_keeps_calling_tools() -> None:
     class Looping(OfflineLLM):
         def chat(
-            self, messages: list[Message], max_tokens: int, tools: list[dict[str, Any]]
+            self,
+            messages: list[Message],
+            max_tokens: int,
+            tools: list[dict[str, Any]],
+            schema: dict[str, Any] | None = None,
         ) -> Completion:
             return Completion("", 10, 5, (ToolCall("c", "workspace_list", "{}"),))
 

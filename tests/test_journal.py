@@ -36,7 +36,21 @@ def journaled(root: Path, clock: Clock | None = None, **settings: object) -> Boa
     return Board(OID, "objective", run, "nonce", str(root), clock=clock or Clock())
 
 
-def view(board: Board) -> tuple[object, ...]:
+View = tuple[
+    list[int],
+    list[tuple[int, str, str]],
+    list[tuple[int, int, str]],
+    State,
+    "Reason | None",
+    int,
+    dict[str, dict[str, object]],
+    int,
+]
+"""What a board shows: its pending ids first, then results, dead letters, state, reason, tasks
+planned from, usage and the next task id."""
+
+
+def view(board: Board) -> View:
     snap = board.snapshot()
     return (
         [t.id for t in snap.pending],
@@ -265,7 +279,7 @@ def test_a_run_survives_a_whole_cluster_restart(tmp_path: Path) -> None:
         )
         wait_for(lambda: path.exists() and len(completed_in(path)) >= 4, 90, "some results")
     finally:
-        first.shutdown()  # every process of that cluster: board, memory, workers' raylets
+        first.shutdown()  # type: ignore[no-untyped-call]  # every process of that cluster: board, memory, workers' raylets
     start.kill()
     start.wait(30)
     before = completed_in(path)
@@ -281,7 +295,7 @@ def test_a_run_survives_a_whole_cluster_restart(tmp_path: Path) -> None:
         assert resumed.returncode == 0, resumed.stderr
         assert "finished (done)" in resumed.stdout
     finally:
-        second.shutdown()
+        second.shutdown()  # type: ignore[no-untyped-call]
         server.stop()
     after = completed_in(path)
     assert len(after) == 13

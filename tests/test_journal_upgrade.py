@@ -34,7 +34,7 @@ NAMES = ["objective-with-tools-and-resume", "idle-board-with-answer"]
 def state_of(board: Board) -> dict[str, Any]:
     """What a replayed board shows, as JSON: every view a reader of the journal has."""
     snap = board.snapshot()
-    return json.loads(
+    shown: dict[str, Any] = json.loads(
         json.dumps(
             {
                 "state": [snap.state.value, snap.reason and snap.reason.value, snap.detail],
@@ -63,6 +63,7 @@ def state_of(board: Board) -> dict[str, Any]:
             default=str,
         )
     )
+    return shown
 
 
 def opened(name: str, root: Path, *, readonly: bool) -> Board:
@@ -87,7 +88,7 @@ def tape(board: Board) -> list[str]:
     return [e.to_json() for e in board.events(0, 100_000)]
 
 
-NEWER = {
+NEWER: dict[str, dict[str, Any]] = {
     "settings": {
         "planner_model": "",
         "worker_model": "",
@@ -193,7 +194,8 @@ def test_format_1_lines_of_older_coops_upgrade_explicitly() -> None:
     leased = ev.upgrade_v1(EventKind.LEASED, {"id": 1, "token": 1, "worker": "w", "expires": 9})
     assert ev.decode(EventKind.LEASED, leased) == ev.Leased(1, 1, "w", 9, 0, 0.0)
     usage = {"worker": "w", "kind": "execution", "prompt": 1, "completion": 2, "latency": None}
-    assert ev.decode(EventKind.USAGE, ev.upgrade_v1(EventKind.USAGE, usage)).latency == 0.0
+    used = ev.decode(EventKind.USAGE, ev.upgrade_v1(EventKind.USAGE, usage))
+    assert isinstance(used, ev.Usage) and used.latency == 0.0
     with pytest.raises(TypeError):  # format 2 holds every key: none is made up
         ev.decode(EventKind.LEASED, {"id": 1, "token": 1, "worker": "w", "expires": 9})
 

@@ -40,7 +40,11 @@ class Counting(OfflineLLM):
         self.release = threading.Event()
 
     def chat(
-        self, messages: list[Message], max_tokens: int, tools: list[dict[str, Any]]
+        self,
+        messages: list[Message],
+        max_tokens: int,
+        tools: list[dict[str, Any]],
+        schema: dict[str, Any] | None = None,
     ) -> Completion:
         self.calls += 1
         if self.calls == self.hold:

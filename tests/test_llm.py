@@ -111,7 +111,7 @@ def test_real_endpoint() -> None:
         ),
         "live",
     )
-    reply = llm.complete(creation(llm), 200)  # type: ignore[arg-type]
+    reply = llm.complete(creation(llm), 200)
     assert reply.prompt_tokens > 0 and reply.text.strip()
     assert len(llm.embed(["hello"]).vectors[0]) > 10
 

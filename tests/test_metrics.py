@@ -16,7 +16,8 @@ from tests.support.procs import coop_env, run_coop, unique, wait_for
 
 
 def scrape() -> str:
-    (head,) = [n for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"]]
+    nodes = ray.nodes()  # type: ignore[no-untyped-call]
+    (head,) = [n for n in nodes if n["Alive"] and "node:__internal_head__" in n["Resources"]]
     url = f"http://127.0.0.1:{head['MetricsExportPort']}/metrics"
     with urllib.request.urlopen(url, timeout=5) as reply:
         text: str = reply.read().decode()

@@ -64,6 +64,7 @@ def test_start_plans_and_two_joined_workers_execute(
 
     # every completed task has exactly one result in memory
     store = cluster.existing_actor(oid, "memory")
+    assert store is not None
     results = board.results()
     assert sorted(ray.get(store.task_ids.remote())) == sorted(r.task_id for r in results)
     assert len({r.task_id for r in results}) == len(results)
@@ -91,6 +92,7 @@ def test_start_plans_and_two_joined_workers_execute(
     # Ray keeps for the cluster (its logs, the worker actors' logs included)
     logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert SECRET not in logs and SECRET not in repr(snap) and SECRET not in repr(results)
+    assert ray_cluster.head_node is not None
     session = Path(ray_cluster.head_node.get_session_dir_path())
     leaked = [f for f in session.rglob("*") if f.is_file() and SECRET.encode() in f.read_bytes()]
     assert not leaked, leaked

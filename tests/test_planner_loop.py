@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from coop.llm_openai import OpenAILLM
 from coop.planner import loop
 from coop.planner.jobs import Job, Outcome, Review
 from coop.planner.loop import Planner
+from coop.planner.pool import DaemonPool
 from coop.simulate import Simulator
 from coop.types import EventKind, Reason, State, Task
 from coop.worker import Worker
@@ -43,7 +43,7 @@ def planner(
     ctx = Context(board, llm, memory, board.run_settings(), "objective", "planner")
     p = Planner(ctx, stop, review)
     p.claim(wait=False)
-    p._pool = ThreadPoolExecutor(4)  # what run() makes: for tests that drive one step
+    p._pool = DaemonPool(4, "test")  # what run() makes: for tests that drive one step
     return p
 
 
@@ -267,7 +267,7 @@ def test_prioritization_beside_creation_loses_and_duplicates_nothing() -> None:
     board = in_process("Order while planning", max_tasks=1000)
     llm = Slow(Simulator(per_call=4, limit=1000), delay=0.05)
     p = planner(board, llm)
-    p._pool = ThreadPoolExecutor(8)
+    p._pool = DaemonPool(8, "test")
     board.add([f"seed {i}" for i in range(12)], planner=p.name)
     for _ in range(6):  # complete some, so creation has completions to plan from
         lease = board.lease("w")

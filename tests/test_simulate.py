@@ -55,7 +55,7 @@ def test_lexical_embedding_is_deterministic_and_similarity_tracks_wording() -> N
 
 
 def test_completion_check_is_met_only_when_nothing_is_pending_or_being_planned() -> None:
-    def ask(sim: Simulator, pending: int, unplanned: int = 0) -> bool:
+    def ask(sim: Simulator, pending: int, unplanned: int = 0) -> bool | None:
         prompt = agents.completion_prompt("o", [], 5, pending, unplanned, TOK, 2000)
         return agents.parse_completion(sim.reply(prompt))[0]
 

@@ -117,8 +117,7 @@ def test_the_workspace_is_shared_fenced_keyed_and_bounded() -> None:
     assert not out.ok and "more than a file may hold" in out.text
     board.complete(writer.task.id, writer.token, "a", "done")  # the lease ends with its task
     late = box.run("workspace_write", '{"path": "late", "content": "x"}', replace(at, key="o/1/4"))
-    late = late.output
-    assert not late.ok and "lease on task #1 was lost" in late.text
+    assert not late.output.ok and "lease on task #1 was lost" in late.output.text
     assert board.snapshot().files == [("notes/plan.md", 8)]
 
 

@@ -3,6 +3,7 @@ processes pointed at it, a stand-in model and a state dir."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported: loopback only
@@ -21,22 +22,22 @@ from tests.support.standin import StandIn
 
 
 @contextmanager
-def local_cluster(cpus: int = 2, logging_level: str = "ERROR") -> Iterator[Cluster]:
+def local_cluster(cpus: int = 2, logging_level: int = logging.ERROR) -> Iterator[Cluster]:
     """A Ray cluster of our own on 127.0.0.1, this process connected to it."""
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": cpus, "include_dashboard": False}
     )
     ray.init(address=cluster.address, namespace=C.NAMESPACE, logging_level=logging_level)
-    addresses = {node["NodeManagerAddress"] for node in ray.nodes()}
+    addresses = {node["NodeManagerAddress"] for node in ray.nodes()}  # type: ignore[no-untyped-call]
     if addresses != {"127.0.0.1"}:  # ray was imported before the loopback setting took hold
         ray.shutdown()
-        cluster.shutdown()
+        cluster.shutdown()  # type: ignore[no-untyped-call]
         raise SystemExit(f"refusing to run: the Ray cluster is not on loopback ({addresses})")
     try:
         yield cluster
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        cluster.shutdown()  # type: ignore[no-untyped-call]
 
 
 class Coop:

@@ -141,10 +141,10 @@ class Prober(Simulator):
     outputs: list[str] = field(default_factory=list)
 
     def chat(
-        self, messages: Sequence[dict[str, Any]], tools: Sequence[str]
+        self, messages: Sequence[dict[str, Any]], specs: Sequence[dict[str, Any]]
     ) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
         self.outputs += [str(m.get("content")) for m in messages if m.get("role") == "tool"]
-        return super().chat(messages, tools)
+        return super().chat(messages, specs)
 
     def _tool_plan(
         self, step: int, answer: str, tools: Sequence[str]

@@ -151,8 +151,8 @@ class StandIn:
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
         loop.run_until_complete(site.start())
         server = site._server
-        assert server is not None
-        self._bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        assert isinstance(server, asyncio.Server)
+        self._bound = server.sockets[0].getsockname()[1]
         ready.set()
         loop.run_forever()
         loop.run_until_complete(self._runner.cleanup())
