@@ -129,7 +129,7 @@ def new_board(tag: str, state: Path, **settings: Any) -> Any:
     return cluster.named_actor(Board, oid, "board", oid, tag, run, "bench", str(state))
 
 
-def actor(cls: type) -> Any:
+def start_actor(cls: type) -> Any:
     """An actor of `cls` that takes no CPU (Ray's typing of handles is too loose to check)."""
     return ray.remote(cls).options(num_cpus=0).remote()
 
@@ -155,7 +155,7 @@ class Caller:
 
 
 def board_overhead(a: argparse.Namespace, state: Path, rows: list[list[str]]) -> None:
-    bare = actor(Bare)
+    bare = start_actor(Bare)
     ray.get(bare.ping.remote())
     board = new_board("overhead", state)
     ray.get(board.add.remote([f"task {i}" for i in range(2 * a.cycles * a.repeats + 10)]))
@@ -188,7 +188,7 @@ def board_overhead(a: argparse.Namespace, state: Path, rows: list[list[str]]) ->
             ]
         )
     best = 0.0
-    pool = [actor(Caller) for _ in range(max(a.callers))]  # each run takes the first n
+    pool = [start_actor(Caller) for _ in range(max(a.callers))]  # each run takes the first n
     for n in a.callers:
         callers = pool[:n]
         board = new_board(f"rate{n}", state)
@@ -207,7 +207,7 @@ def board_overhead(a: argparse.Namespace, state: Path, rows: list[list[str]]) ->
 def ledger_overhead(a: argparse.Namespace, state: Path, rows: list[list[str]]) -> None:
     """The step ledger's one round trip per step: `Board.step` recording a model step (reply
     and usage) and opening the next (the rate limit), against a bare actor call."""
-    bare = actor(Bare)
+    bare = start_actor(Bare)
     board = new_board("ledger", state)
     ray.get(board.add.remote(["a task of many steps"]))
     lease = ray.get(board.lease.remote("w"))
@@ -426,7 +426,7 @@ def rss_mb(actor: Any) -> tuple[float, float]:
 def memory(a: argparse.Namespace, rows: list[list[str]], footprint: list[list[str]]) -> None:
     rng = np.random.default_rng(0)
     for size in a.memory_sizes:
-        store = actor(VectorStore)
+        store = start_actor(VectorStore)
         vectors = rng.standard_normal((size, a.dim), dtype=np.float32)
         for start in range(0, size, 1000):  # pipelined: a thousand calls in flight at a time
             ray.get(
