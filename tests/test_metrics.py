@@ -52,10 +52,13 @@ def test_a_run_shows_in_rays_metrics_endpoint(ray_cluster: Cluster) -> None:
         text = scrape()
         seen[:] = [line for line in text.splitlines() if oid in line and "_bucket{" not in line]
         shown = value(text, "coop_tasks", objective=oid, state="completed")
-        return text if shown == done else None
+        # the counters too: once, in a full-suite run, a scrape that already showed the gauge
+        # had no series yet for the calls counter (exported from the same board process)
+        calls = value(text, "coop_model_calls_total", objective=oid, kind="execution")
+        return text if shown == done and calls is not None else None
 
     try:
-        text = wait_for(settled, 90, "coop_tasks in the metrics endpoint")
+        text = wait_for(settled, 90, "coop_tasks and coop_model_calls in the metrics endpoint")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; its lines about {oid}:\n" + "\n".join(seen[:30])) from None
     assert value(text, "coop_tasks", objective=oid, state="pending") == len(snap.pending)
