@@ -279,7 +279,8 @@ def test_a_run_survives_a_whole_cluster_restart(tmp_path: Path) -> None:
         )
         wait_for(lambda: path.exists() and len(completed_in(path)) >= 4, 90, "some results")
     finally:
-        first.shutdown()  # type: ignore[no-untyped-call]  # every process of that cluster: board, memory, workers' raylets
+        # every process of that cluster: board, memory, workers' raylets
+        first.shutdown()  # type: ignore[no-untyped-call]
     start.kill()
     start.wait(30)
     before = completed_in(path)
