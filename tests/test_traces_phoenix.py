@@ -54,10 +54,14 @@ def _stored(receiver: phx.Phoenix, trace: str, count: int) -> list[dict[str, Any
 def test_a_run_with_two_workers_is_one_trace_in_phoenix(
     receiver: phx.Phoenix, make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
 ) -> None:
-    server = make_standin(latency=0.05, simulator=Simulator(fanout=2, limit=5))
+    # one task at a time per worker, each longer than an idle worker's longest wait between
+    # two looks at the board (POLL_MAX; a task is at least two chats): while one worker is
+    # busy, a task the planner adds goes to the other, so both workers lease. With two slots
+    # each and quick tasks, one worker could hold every task (it did once, in CI).
+    server = make_standin(latency=0.3, simulator=Simulator(fanout=2, limit=5))
     objective = unique("Write a short guide to growing tomatoes")
     env = coop_env(ray_cluster, server, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)
-    flags = ("--workers", "2", "--tools", "workspace,python")
+    flags = ("--workers", "2", "--concurrency", "1", "--tools", "workspace,python")
     start = spawn_coop("start", objective, *flags, env=env, log=tmp_path / "start.log")
     assert start.wait(180) == 0, (tmp_path / "start.log").read_text()
     board = registry.find(objective)
