@@ -89,7 +89,7 @@ def demo(cluster: local_cluster.LocalCluster, server: StandIn, root: Path) -> in
             return 1
         time.sleep(0.2)
     joins = {
-        node.name: spawn(node.name, "join", oid, "--node", node.node_id, "--concurrency", "2")
+        node.name: spawn(node.name, "join", oid, "--node", node.node_id)  # a task at a time
         for node in cluster.workers
     }
     code = start.wait(600)

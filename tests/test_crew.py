@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 from ray.cluster_utils import Cluster
 
-from coop import cluster, registry
+from coop import api, cluster, registry
 from coop.board import BoardClient
 from coop.config import RunSettings
 from coop.simulate import Simulator
@@ -175,17 +176,27 @@ def test_a_task_that_needs_a_capability_goes_only_to_a_worker_that_has_it(
     make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
 ) -> None:
     """The planner tags tasks with what they need (the simulator: `Draft a section` needs the
-    workers' named capability); only a worker that has it leases them."""
+    workers' named capability); only a worker that has it leases them. New tasks wait for
+    approval until the plain worker is there too (the gpu one does the seed alone), so that
+    both are asking when the tasks are let go."""
     server = make_standin(latency=0.3, simulator=Simulator(fanout=3, limit=12))
     objective = unique("Train and write")
     env = coop_env(ray_cluster, server)
-    start, oid = spawn_start(objective, "--workers", "0", env=env, log=tmp_path / "start.log")
+    flags = ("--workers", "0", "--approve")
+    start, oid = spawn_start(objective, *flags, env=env, log=tmp_path / "start.log")
     board = registry.find(oid)
     gpu = spawn_coop("join", oid, "--cap", "gpu", env=env, log=tmp_path / "gpu.log")
     gpu_name = worker_name(tmp_path / "gpu.log")
     wait_for(lambda: any("gpu" in w.caps for w in board.snapshot().workers), 60, "the gpu worker")
     plain = spawn_coop("join", oid, "--concurrency", "2", env=env, log=tmp_path / "plain.log")
     plain_name = worker_name(tmp_path / "plain.log")
+    wait_for(
+        lambda: plain_name in {w.worker for w in board.snapshot().workers}, 60, "the plain worker"
+    )
+    run, deadline = api.open(oid), time.monotonic() + 120
+    while start.poll() is None and time.monotonic() < deadline:  # a person, approving all
+        run.approve()
+        time.sleep(0.1)
     assert start.wait(180) == 0, (tmp_path / "start.log").read_text()
     assert gpu.wait(60) == 0 and plain.wait(60) == 0
     tasks = {t.id: t for t in board.snapshot().pending}

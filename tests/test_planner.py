@@ -44,11 +44,13 @@ def test_start_plans_and_two_joined_workers_execute(
     ray_cluster: Cluster, standin: StandIn, tmp_path: Path
 ) -> None:
     standin.latency = 0.3  # long enough that one worker cannot drain every wave alone
+    # the seed's completion brings 8 tasks in one call (then one of them 4 more): with a task
+    # at a time each, 6 of the 8 wait more than a round of the 2 slots, so their order is
+    # worth a prioritization call whatever the timing (3 tasks a call would not always be)
+    standin.simulator = Simulator(fanout=8, limit=12)
     objective = unique("Plan a community garden")
     env = coop_env(ray_cluster, standin)
     start, oid = spawn_start(objective, "--workers", "0", env=env, log=tmp_path / "start.log")
-    # a task at a time each: the 9 tasks of the last wave wait more than a round of their 2
-    # slots, so their order is worth a prioritization call
     joins = [
         spawn_coop("join", oid[:-3], "--concurrency", "1", env=env, log=tmp_path / f"join{i}.log")
         for i in range(2)

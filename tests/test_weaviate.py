@@ -17,6 +17,7 @@ from coop import registry
 from coop.config import RunSettings
 from coop.journal import journal_path, state_dir
 from coop.llm import Embeddings, OfflineLLM
+from coop.memory import weaviate as weaviate_memory
 from coop.memory.weaviate import WeaviateError, WeaviateMemory, close_all, result_uuid
 from coop.text import objective_id
 from tests.support.procs import SECRET, STATE_DIR, assert_one_line_error, coop_env, run_coop, unique
@@ -75,6 +76,9 @@ def test_results_live_in_the_objectives_tenant_under_uuid5_ids(
 
 
 def test_results_arriving_together_go_in_one_batch(env: pytest.MonkeyPatch) -> None:
+    # the first writer waits for the others longer than coop's 20 ms: eight threads released
+    # together may be scheduled further apart than that on a loaded machine
+    env.setattr(weaviate_memory, "BATCH_LINGER", 0.5)
     server = WeaviateStandIn()
     server.start()
     try:
