@@ -24,7 +24,7 @@ from coop.board import BoardClient
 from coop.calls import Context, metered
 from coop.config import RunSettings
 from coop.errors import CoopError
-from coop.llm import LLMFatalError, make_llm
+from coop.llm import LLM, LLMFatalError, make_llm
 from coop.planner.jobs import Review
 from coop.planner.loop import Planner
 from coop.planner.synthesis import synthesize
@@ -116,12 +116,13 @@ def start(
     name = cluster.instance_name()
     root = journal.state_dir()
     checked = 0  # tokens the check of the model spent: charged once the board is open
+    llm: LLM | None = None  # a new objective's client, checked before anything is made
     if not (resume or standby):  # a missing key, model or memory fails here, before anything
-        probe = make_llm(settings, name, "planner")
-        checked = probe.check()
+        llm = make_llm(settings, name, "planner")
+        checked = llm.check()
         memories.check(settings, root)
         # decided once for the objective: workers do not try for an encoding the planner lacks
-        settings = replace(settings, exact_tokens=probe.tokenizer.exact)
+        settings = replace(settings, exact_tokens=llm.tokenizer.exact)
     conn = cluster.connect(address, start_local=True, stream_logs=True)
     if hooks.check is not None:
         hooks.check()
@@ -130,8 +131,8 @@ def start(
     )
     oid, new = board.objective_id, crew is not None
     try:
-        llm = make_llm(settings, name, "planner")
-        if resume or standby:  # settings from the board: its model and memory are checked now
+        if llm is None:  # settings from the board: its model and memory are checked now
+            llm = make_llm(settings, name, "planner")
             checked = llm.check()
             memories.check(settings, root)
         if checked:
