@@ -6,7 +6,7 @@ objective always terminates, with a predictable number of tasks and no duplicate
 making. Two other ways of proposing tasks stand in for the models a benchmark wants: a fixed
 number of new tasks per creation call (`per_call`), or as many as the prompt asks for
 (`as_asked`). The same answers back the offline provider in-process and the HTTP stand-in
-(tests/support/standin.py).
+(coop/testing/standin.py).
 """
 
 from __future__ import annotations

@@ -57,11 +57,10 @@ import ray
 import coop
 from coop import cluster
 from coop.simulate import Simulator
+from coop.testing.cluster import COOP, Coop, local_cluster
+from coop.testing.standin import StandIn
 from coop.text import objective_id, one_line
 from scripts.bench import PLANNER_KINDS, Cpu, steady, table
-from tests.support.cluster import Coop, local_cluster
-from tests.support.procs import COOP
-from tests.support.standin import StandIn
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AGAINST = ("6030720", "53466da34ba27a11f74f5cef7be141f9d8f43ea5")

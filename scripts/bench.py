@@ -44,11 +44,11 @@ from coop.memory.weaviate import (
 )
 from coop.memory.weaviate import where as weaviate_where
 from coop.simulate import Simulator
+from coop.testing.cluster import Coop, local_cluster
+from coop.testing.standin import StandIn
 from coop.text import objective_id
 from coop.types import Lease, Snapshot, Step, StepKind
 from scripts import bench_sandbox
-from tests.support.cluster import Coop, local_cluster
-from tests.support.standin import StandIn
 
 PLANNER_KINDS = tuple(k.value for k in budget.PLANNER_KINDS)
 """The planner's usage kinds, as the board's usage table and journals name them."""

@@ -37,9 +37,9 @@ import ray
 from coop import constants as C
 from coop.journal import journal_path
 from coop.simulate import Simulator
+from coop.testing.cluster import Coop, local_cluster
+from coop.testing.standin import Faults, StandIn
 from coop.text import objective_id
-from tests.support.cluster import Coop, local_cluster
-from tests.support.standin import Faults, StandIn
 
 DONE_LINE = re.compile(r"task #(\d+) done by")
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import ray
 
 import coop
+from coop.testing import raylets
 from coop.text import objective_id
-from tests.support import raylets
 
 COOP = Path(sys.executable).with_name("coop")
 

@@ -23,8 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 from coop.simulate import Simulator
+from coop.testing.standin import StandIn
 from coop.text import objective_id
-from tests.support.standin import StandIn
 
 COOP = Path(sys.executable).with_name("coop")
 ROLES = {"planner": "big-planner", "worker": "small-worker", "answer": "careful-writer"}

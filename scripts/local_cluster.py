@@ -1,6 +1,6 @@
 """A local multi-node Ray cluster on one machine: a head plus N worker raylets on 127.0.0.1,
 each started by `ray start` as on a real cluster, token authentication on, stopped exactly
-(see tests/support/raylets.py for how).
+(see coop/testing/raylets.py for how).
 
     python -m scripts.local_cluster up --workers 2    # prints address, dashboard, nodes
     eval "$(python -m scripts.local_cluster env)"      # RAY_ADDRESS, token path, ...
@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from tests.support.raylets import DEFAULT_ROOT, STATE_FILE, ClusterError, LocalCluster, down, up
+from coop.testing.raylets import DEFAULT_ROOT, STATE_FILE, ClusterError, LocalCluster, down, up
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,8 @@ executed which tasks.
     python -m scripts.multinode_demo            # a head and 2 worker nodes, ~30 s
     python -m scripts.multinode_demo --workers 3 --tasks 18
 
-The nodes are real raylets started with `ray start` on 127.0.0.1 (tests/support/raylets.py),
-with token authentication on; the model is the stand-in server (tests/support/standin.py) with a
+The nodes are real raylets started with `ray start` on 127.0.0.1 (coop/testing/raylets.py),
+with token authentication on; the model is the stand-in server (coop/testing/standin.py) with a
 little latency, so that the work spreads. Exits 1 unless every worker node executed tasks
 and every task was executed exactly once.
 """
@@ -30,10 +30,10 @@ from collections import Counter
 from pathlib import Path
 
 from coop.simulate import Simulator
+from coop.testing import raylets as local_cluster
+from coop.testing.cluster import COOP
+from coop.testing.standin import StandIn
 from coop.text import objective_id
-from tests.support import raylets as local_cluster
-from tests.support.procs import COOP
-from tests.support.standin import StandIn
 
 OBJECTIVE = "Compare three ways to compost in a small garden"
 PLACED = re.compile(r"^(\S+) on node ([0-9a-f]+): \d+ completed", re.MULTILINE)

@@ -1,5 +1,6 @@
 """Shared fixtures: one real Ray cluster for the whole run, the HTTP stand-in model server,
-the Weaviate stand-in. Helpers that run the real `coop` command live in `tests.support`."""
+the Weaviate stand-in (both from `coop.testing`). Helpers that run the real `coop` command
+live in `tests.support`."""
 
 from __future__ import annotations
 
@@ -23,11 +24,11 @@ from ray.cluster_utils import Cluster
 from coop import constants as C
 from coop.sandbox import Isolation, Sandbox
 from coop.simulate import Simulator
-from tests.support.cluster import local_cluster
+from coop.testing.cluster import local_cluster
+from coop.testing.standin import MakeStandIn, StandIn
+from coop.testing.weaviate import WeaviateStandIn
 from tests.support.procs import STATE_DIR
 from tests.support.sandboxes import STRONG, sandbox_of
-from tests.support.standin import MakeStandIn, StandIn
-from tests.support.weaviate import WeaviateStandIn
 
 os.environ["COOP_STATE_DIR"] = str(STATE_DIR)  # never the user's ~/.coop
 

@@ -23,10 +23,10 @@ from coop import cluster, registry
 from coop.answers import AnswerTypeError
 from coop.config import RunSettings
 from coop.errors import CoopError
+from coop.testing.standin import MakeStandIn
 from coop.types import EventKind, Reason, State
 from coop.worker import WorkerReport
 from tests.support.procs import ROOT, STATE_DIR, coop_env, run_coop, unique, wait_for
-from tests.support.standin import MakeStandIn
 
 
 def python(

@@ -23,6 +23,7 @@ from coop.board import Board, BoardClient, PlannerLost
 from coop.config import RunSettings
 from coop.journal import journal_path
 from coop.simulate import Simulator
+from coop.testing.standin import MakeStandIn
 from coop.types import (
     Answer,
     Lease,
@@ -37,7 +38,6 @@ from coop.types import (
 )
 from tests.support.board import Clock, crashing_board
 from tests.support.procs import STATE_DIR, coop_env, spawn_start, unique, wait_for
-from tests.support.standin import MakeStandIn
 
 SETTINGS = RunSettings(llm="offline", lease_ttl=20, max_tasks=10_000).validate()
 

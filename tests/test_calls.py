@@ -14,10 +14,10 @@ from coop.config import RunSettings
 from coop.llm import LLMContextError, OfflineLLM
 from coop.llm_openai import OpenAILLM
 from coop.memory import Hit
+from coop.testing.standin import Faults, MakeStandIn
 from coop.types import Kind
 from tests.support.board import in_process
 from tests.support.memory import InProcessMemory
-from tests.support.standin import Faults, MakeStandIn
 
 
 def test_a_prompt_too_long_for_the_model_is_retried_once_with_less_context(

@@ -13,6 +13,7 @@ from coop import cluster, registry
 from coop.config import RunSettings
 from coop.journal import journal_path
 from coop.memory.cluster import memory_path
+from coop.testing.standin import Faults, MakeStandIn
 from coop.text import objective_id
 from coop.types import Reason
 from tests.support.procs import (
@@ -23,7 +24,6 @@ from tests.support.procs import (
     run_coop,
     unique,
 )
-from tests.support.standin import Faults, MakeStandIn
 
 MAX_TASKS_EXIT = Reason.MAX_TASKS.exit_code
 

@@ -14,6 +14,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from coop import cluster
+from coop.testing.standin import StandIn
 from coop.text import objective_id
 from coop.types import Reason
 from tests.support.procs import (
@@ -24,7 +25,6 @@ from tests.support.procs import (
     unique,
     wait_for,
 )
-from tests.support.standin import StandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 

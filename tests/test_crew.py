@@ -14,6 +14,7 @@ from coop import api, cluster, registry
 from coop.board import BoardClient
 from coop.config import RunSettings
 from coop.simulate import Simulator
+from coop.testing.standin import Faults, MakeStandIn
 from coop.types import EventKind, Reason, Snapshot, State
 from tests.support.procs import (
     SECRET,
@@ -27,7 +28,6 @@ from tests.support.procs import (
     wait_for,
     worker_name,
 )
-from tests.support.standin import Faults, MakeStandIn
 
 
 def held_by(board: BoardClient, worker: str) -> list[int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ray.cluster_utils import Cluster
 
-from tests.support import raylets
+from coop.testing import raylets
 from tests.support.procs import ROOT, coop_env, wait_for
 
 BIN = Path(sys.executable).parent

@@ -16,6 +16,7 @@ from coop.execution import StepCapReached, execute
 from coop.llm import Completion, Message, OfflineLLM, ToolCall
 from coop.llm_openai import OpenAILLM
 from coop.sandbox import SandboxUnavailable, choose
+from coop.testing.standin import MakeStandIn
 from coop.tokens import estimating
 from coop.tools.box import Toolbox
 from coop.tools.python import Python
@@ -23,7 +24,6 @@ from coop.tools.workspace import Workspace
 from coop.types import EventKind, Lease
 from tests.support.board import in_process
 from tests.support.memory import InProcessMemory
-from tests.support.standin import MakeStandIn
 
 
 def leased_task(text: str, **settings: Any) -> tuple[Context, Lease]:

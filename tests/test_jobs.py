@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from coop.testing import raylets as local_cluster
+from coop.testing.cluster import COOP
+from coop.testing.raylets import LocalCluster
 from coop.text import objective_id
-from tests.support import raylets as local_cluster
-from tests.support.procs import COOP, ROOT, wait_for
-from tests.support.raylets import LocalCluster
+from tests.support.procs import ROOT, wait_for
 
 RAY = Path(sys.executable).with_name("ray")
 

@@ -22,11 +22,11 @@ from coop.journal import Journal, JournalError, journal_path, list_journals, sta
 from coop.journal import _create as journal_create
 from coop.memory.cluster import VectorStore
 from coop.simulate import lexical_embedding
+from coop.testing.standin import StandIn
 from coop.text import objective_id
 from coop.types import EventKind, Lease, Outcome, Reason, State
 from tests.support.board import Clock, drive, leased
 from tests.support.procs import STATE_DIR, coop_env, run_coop, spawn_coop, unique, wait_for
-from tests.support.standin import StandIn
 
 OID = "journal-test-0a1b2c3d"
 

@@ -13,8 +13,8 @@ from coop.errors import CoopError
 from coop.llm import LLMError, LLMFatalError, OfflineLLM, make_llm
 from coop.llm_openai import CLIENT_MAX_RETRIES, OpenAILLM
 from coop.simulate import lexical_embedding
+from coop.testing.standin import Faults, MakeStandIn, StandIn
 from tests.support.procs import SECRET, closed_port
-from tests.support.standin import Faults, MakeStandIn, StandIn
 
 
 def provider(

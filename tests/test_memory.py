@@ -19,7 +19,7 @@ from coop.memory import Memory, open_memory
 from coop.memory.cluster import ClusterMemory, VectorStore
 from coop.memory.weaviate import close_all
 from coop.simulate import lexical_embedding
-from tests.support.weaviate import WeaviateStandIn, weaviate_env
+from coop.testing.weaviate import WeaviateStandIn, weaviate_env
 
 MakeMemory = Callable[[str], Memory]
 LIVE_URL = os.environ.get("WEAVIATE_URL")

@@ -42,7 +42,7 @@ from tests.support.procs import ROOT, wait_for
 
 COOP = Path(sys.executable).with_name("coop")
 RAY = Path(sys.executable).with_name("ray")
-RAYLETS = ROOT / "tests" / "support" / "raylets.py"
+RAYLETS = ROOT / "coop" / "testing" / "raylets.py"
 GCS_PORT = 6379  # each host has its own ports: nothing else listens in these namespaces
 MODEL_PORT = 8000
 LATENCY = 0.8  # seconds per chat completion: paces the run, so that it outlasts the cut

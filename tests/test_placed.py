@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 
 from coop.simulate import Simulator
+from coop.testing import raylets
+from coop.testing.raylets import LocalCluster
+from coop.testing.standin import MakeStandIn
 from coop.text import objective_id
-from tests.support import raylets
 from tests.support.procs import (
     assert_one_line_error,
     coop_env,
@@ -29,8 +31,6 @@ from tests.support.procs import (
     unique,
     wait_for,
 )
-from tests.support.raylets import LocalCluster
-from tests.support.standin import MakeStandIn
 
 RAY = Path(sys.executable).with_name("ray")
 TOOLS = "tests.support.pytools"

@@ -22,9 +22,10 @@ from coop import cluster, registry
 from coop import constants as C
 from coop.journal import journal_path
 from coop.simulate import Simulator
+from coop.testing.cluster import COOP
+from coop.testing.standin import MakeStandIn, StandIn
 from coop.types import EventKind, Kind, Reason, Snapshot, State
 from tests.support.procs import (
-    COOP,
     SECRET,
     STATE_DIR,
     coop_env,
@@ -35,7 +36,6 @@ from tests.support.procs import (
     wait_for,
     worker_name,
 )
-from tests.support.standin import MakeStandIn, StandIn
 
 HOST = socket.gethostname()
 

@@ -24,11 +24,11 @@ from coop.planner.jobs import Job, Outcome, Review
 from coop.planner.loop import Planner
 from coop.planner.pool import DaemonPool
 from coop.simulate import Simulator
+from coop.testing.standin import Faults, MakeStandIn
 from coop.types import EventKind, Reason, State, Task
 from coop.worker import Worker
 from tests.support.board import Clock, in_process
 from tests.support.memory import InProcessMemory
-from tests.support.standin import Faults, MakeStandIn
 
 
 def planner(

@@ -22,6 +22,7 @@ from coop import crew, registry
 from coop.board import BoardClient
 from coop.config import RunSettings
 from coop.simulate import Simulator
+from coop.testing.standin import MakeStandIn
 from coop.tools import Invocation, ToolOutput
 from coop.tools.box import Toolbox
 from coop.tools.functions import (
@@ -43,7 +44,6 @@ from tests.support.procs import (
     spawn_start,
     unique,
 )
-from tests.support.standin import MakeStandIn
 
 
 @coop.tool

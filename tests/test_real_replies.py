@@ -22,11 +22,11 @@ from coop.planner import loop
 from coop.planner.loop import Planner
 from coop.planner.synthesis import synthesize
 from coop.runs import Run
+from coop.testing.standin import MakeStandIn, StandIn
 from coop.types import EventKind, Lease, Reason, Refusal, State
 from coop.worker import Worker
 from tests.support.board import in_process
 from tests.support.memory import InProcessMemory
-from tests.support.standin import MakeStandIn, StandIn
 from tests.test_degenerate import GOOD, LOOPING
 
 OBJECTIVE = "Write a short guide to growing tomatoes on a balcony"

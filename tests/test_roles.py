@@ -15,9 +15,9 @@ from coop.config import RunSettings
 from coop.errors import CoopError
 from coop.journal import journal_path
 from coop.simulate import Simulator
+from coop.testing.standin import MakeStandIn
 from coop.text import objective_id
 from tests.support.procs import STATE_DIR, assert_one_line_error, coop_env, run_coop, unique
-from tests.support.standin import MakeStandIn
 
 MODELS = ("big", "small", "writer", "embed")
 PRICES = {"big": [10.0, 20.0], "small": [1.0, 2.0], "writer": [100.0, 200.0], "embed": [0.1, 0]}

@@ -23,11 +23,11 @@ from ray.cluster_utils import Cluster
 from coop import sandbox_filter
 from coop.sandbox import Isolation, Limits, Sandbox
 from coop.secret_paths import interpreter_dirs
+from coop.testing.standin import MakeStandIn
 from coop.types import Reason
 from tests.support import probes
 from tests.support.procs import SECRET, coop_env, spawn_coop, unique
 from tests.support.sandboxes import QUICK, SYSTEM_PYTHON, strays
-from tests.support.standin import MakeStandIn
 
 
 @pytest.fixture

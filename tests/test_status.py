@@ -19,9 +19,10 @@ from rich.console import Console
 from coop import registry, status
 from coop.board import Board, BoardClient
 from coop.config import RunSettings
+from coop.testing.cluster import COOP
+from coop.testing.standin import MakeStandIn
 from coop.types import Lease, Reason, Snapshot, State
-from tests.support.procs import COOP, SECRET, coop_env, run_coop, spawn_coop, spawn_start, unique
-from tests.support.standin import MakeStandIn
+from tests.support.procs import SECRET, coop_env, run_coop, spawn_coop, spawn_start, unique
 
 
 def test_events_follow_a_run_to_its_end_and_hold_no_secret(

@@ -13,12 +13,12 @@ from coop import agents, registry
 from coop.calls import Context
 from coop.llm import Completion, OfflineLLM
 from coop.planner.synthesis import synthesize
+from coop.testing.standin import Faults, MakeStandIn
 from coop.text import objective_id
 from coop.types import Lease, Reason, Result
 from tests.support.board import in_process
 from tests.support.memory import InProcessMemory
 from tests.support.procs import STATE_DIR, coop_env, run_coop, unique
-from tests.support.standin import Faults, MakeStandIn
 
 
 class Recording(OfflineLLM):

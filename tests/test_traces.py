@@ -22,6 +22,7 @@ from coop.config import RunSettings
 from coop.constants import OFFLINE_MODEL
 from coop.journal import Journal, journal_path
 from coop.simulate import Simulator
+from coop.testing.standin import MakeStandIn
 from coop.text import objective_id
 from coop.traces import Converter, SpanRecord, node_of, span_id, trace_id
 from coop.types import Answer, EventKind, Lease, Reason, Replays, Step, StepKind
@@ -35,7 +36,6 @@ from tests.support.procs import (
     spawn_coop,
     unique,
 )
-from tests.support.standin import MakeStandIn
 
 OID = "trace-0a1b2c3d"
 BAD_ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:port"}

@@ -15,11 +15,11 @@ from ray.cluster_utils import Cluster
 
 from coop import registry, tracing
 from coop.simulate import Simulator
+from coop.testing.standin import MakeStandIn
 from coop.traces import SpanRecord
 from coop.types import EventKind, Reason
 from tests.support import phoenix as phx
 from tests.support.procs import SECRET, coop_env, run_coop, spawn_coop, unique, wait_for
-from tests.support.standin import MakeStandIn
 
 pytestmark = [
     pytest.mark.receiver,

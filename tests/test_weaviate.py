@@ -19,9 +19,9 @@ from coop.journal import journal_path, state_dir
 from coop.llm import Embeddings, OfflineLLM
 from coop.memory import weaviate as weaviate_memory
 from coop.memory.weaviate import WeaviateError, WeaviateMemory, close_all, result_uuid
+from coop.testing.weaviate import WeaviateStandIn, weaviate_env
 from coop.text import objective_id
 from tests.support.procs import SECRET, STATE_DIR, assert_one_line_error, coop_env, run_coop, unique
-from tests.support.weaviate import WeaviateStandIn, weaviate_env
 
 WEAVIATE_KEY = "wv-key-DO-NOT-LEAK-91c3e7"
 

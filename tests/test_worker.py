@@ -16,12 +16,12 @@ from coop.calls import Context
 from coop.config import RunSettings
 from coop.llm import Completion, LLMFatalError, OfflineLLM
 from coop.llm_openai import OpenAILLM
+from coop.testing.standin import Faults, MakeStandIn
 from coop.types import Lease, Outcome, Reason, State
 from coop.worker import Worker, WorkerReport
 from tests.support.board import Clock, in_process
 from tests.support.memory import InProcessMemory
 from tests.support.procs import wait_for
-from tests.support.standin import Faults, MakeStandIn
 
 
 def worker(

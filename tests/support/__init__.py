@@ -1,9 +1,9 @@
-"""What the tests and the scripts share, importable as `tests.support` from the repository's
-root (pytest puts it on the path; scripts run as `python -m scripts.<name>`):
+"""The tests' own helpers, importable as `tests.support` from the repository's root (pytest
+puts it on the path); the stand-ins they share with the scripts are `coop.testing`:
 
-* `standin`: an OpenAI-compatible model server on loopback, with injectable faults;
-* `weaviate`: a Weaviate stand-in speaking REST and gRPC to the real client;
-* `cluster`: a private Ray cluster on loopback, and `coop` processes pointed at it;
-* `raylets`: a multi-node cluster of real `ray start` raylets on one machine;
-* `procs`: running the real `coop` command, and waiting for what it does.
+* `procs`: running the real `coop` command, and waiting for what it does;
+* `board`, `memory`: an in-process board with a fake clock, an in-process memory;
+* `netns`: hosts in network namespaces, for the partition tests;
+* `phoenix`: a real Arize Phoenix on loopback, the trace tests' receiver;
+* MCP servers, sandbox probes and Python tools the tests run.
 """

@@ -6,7 +6,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -15,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from coop import constants as C
+from coop.testing.cluster import COOP
 
 ROOT = Path(__file__).resolve().parents[2]
 """The repository's root."""
-COOP = Path(sys.executable).with_name("coop")
-"""The `coop` beside the running interpreter: the suite needs no activated virtualenv."""
 SECRET = "sk-test-DO-NOT-LEAK-4f9a2c71e0"
 """The API key every test process is given; it must appear in no output, file or record."""
 STATE_DIR = Path(tempfile.mkdtemp(prefix="coop-test-state-"))

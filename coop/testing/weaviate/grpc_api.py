@@ -27,18 +27,18 @@ from weaviate.proto.v1 import (  # the pb2 flavour the client itself picked for 
     tenants_pb2,
 )
 
-from tests.support.weaviate.convert import (
+from coop.testing.weaviate.convert import (
     metadata_out,
     properties_in,
     properties_out,
     query_vector,
     vector_in,
 )
-from tests.support.weaviate.filters import cosine_distance, matches, sort_key, value_of
-from tests.support.weaviate.model import Collection, Fault, Object
+from coop.testing.weaviate.filters import cosine_distance, matches, sort_key, value_of
+from coop.testing.weaviate.model import Collection, Fault, Object
 
 if TYPE_CHECKING:
-    from tests.support.weaviate.server import WeaviateStandIn
+    from coop.testing.weaviate.server import WeaviateStandIn
 
 QUERY_DEFAULT_LIMIT = 10  # Weaviate's QUERY_DEFAULTS_LIMIT, used when a search sets no limit
 TENANT_GRPC = {

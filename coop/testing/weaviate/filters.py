@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 from weaviate.proto.v1 import base_pb2  # the pb2 flavour the client itself picked
 
-from tests.support.weaviate.model import Fault, Object
-from tests.support.weaviate.values import parse_date
+from coop.testing.weaviate.model import Fault, Object
+from coop.testing.weaviate.values import parse_date
 
 Op = base_pb2.Filters
 

@@ -14,10 +14,10 @@ import re
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
-from tests.support.weaviate.model import GRPC_MAX_MESSAGE, Collection
+from coop.testing.weaviate.model import GRPC_MAX_MESSAGE, Collection
 
 if TYPE_CHECKING:
-    from tests.support.weaviate.server import WeaviateStandIn
+    from coop.testing.weaviate.server import WeaviateStandIn
 
 CLASS_NAME = re.compile(r"^[A-Z][_0-9A-Za-z]{0,254}$")
 TENANT_NAME = re.compile(r"^[A-Za-z0-9\-_]{1,64}$")

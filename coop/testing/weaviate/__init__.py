@@ -21,10 +21,10 @@ for a missing tenant or a vector of the wrong length.
 Its parts: `server` (`WeaviateStandIn`: storage, listeners, start and stop), `model` (the
 collections and objects stored), `rest` (HTTP), `grpc_api` (gRPC), `convert` (protobuf to
 stored and back), `values` (typing values by the schema), `filters` (selecting and ordering
-objects) and `cli` (`main`, also run by `python -m tests.support.weaviate`).
+objects) and `cli` (`main`, also run by `python -m coop.testing.weaviate`).
 """
 
-from tests.support.weaviate.cli import main
-from tests.support.weaviate.server import WeaviateStandIn, weaviate_env
+from coop.testing.weaviate.cli import main
+from coop.testing.weaviate.server import WeaviateStandIn, weaviate_env
 
 __all__ = ["WeaviateStandIn", "main", "weaviate_env"]

@@ -9,7 +9,7 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
-from tests.support.weaviate.model import Fault
+from coop.testing.weaviate.model import Fault
 
 
 def infer_type(value: Any) -> str:

@@ -544,4 +544,4 @@ if __name__ == "__main__":  # the helpers above, run in subprocesses of `up`
     elif sys.argv[1:2] == ["_nodes"]:
         _print_nodes(sys.argv[2], int(sys.argv[3]))
     else:
-        sys.exit("internal helper of tests.support.raylets; run `python -m scripts.local_cluster`")
+        sys.exit("internal helper of coop.testing.raylets; run `python -m scripts.local_cluster`")

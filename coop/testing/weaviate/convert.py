@@ -19,8 +19,8 @@ from weaviate.proto.v1 import (  # the pb2 flavour the client itself picked for 
     search_get_pb2,
 )
 
-from tests.support.weaviate.model import Collection, Fault, Object
-from tests.support.weaviate.values import coerce, infer_type
+from coop.testing.weaviate.model import Collection, Fault, Object
+from coop.testing.weaviate.values import coerce, infer_type
 
 
 def _floats(raw: bytes) -> list[float]:

@@ -16,8 +16,8 @@ from typing import Any
 
 import grpc
 
-from tests.support.weaviate import grpc_api, rest
-from tests.support.weaviate.model import DEFAULT_VERSION, GRPC_MAX_MESSAGE, Collection
+from coop.testing.weaviate import grpc_api, rest
+from coop.testing.weaviate.model import DEFAULT_VERSION, GRPC_MAX_MESSAGE, Collection
 
 
 @dataclass

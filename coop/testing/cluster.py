@@ -9,6 +9,7 @@ import os
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported: loopback only
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,8 +18,10 @@ import ray
 from ray.cluster_utils import Cluster
 
 from coop import constants as C
-from tests.support.procs import COOP
-from tests.support.standin import StandIn
+from coop.testing.standin import StandIn
+
+COOP = Path(sys.executable).with_name("coop")
+"""The `coop` beside the running interpreter: no activated virtualenv needed."""
 
 
 @contextmanager

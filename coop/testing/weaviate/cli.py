@@ -7,12 +7,12 @@ from __future__ import annotations
 import argparse
 import threading
 
-from tests.support.weaviate.model import DEFAULT_VERSION
-from tests.support.weaviate.server import WeaviateStandIn
+from coop.testing.weaviate.model import DEFAULT_VERSION
+from coop.testing.weaviate.server import WeaviateStandIn
 
 
 def main() -> None:
-    import tests.support.weaviate as package  # its docstring's first line: --help's summary
+    import coop.testing.weaviate as package  # its docstring's first line: --help's summary
 
     p = argparse.ArgumentParser(description=str(package.__doc__).splitlines()[0])
     p.add_argument("--http-port", type=int, default=8080)
