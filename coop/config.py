@@ -474,15 +474,21 @@ def new_settings(**options: Any) -> RunSettings:
         **options,
     ).validate()
     table = price_table()
-    chat, embed = _price(table, settings.model), _price(table, settings.embedding_model)
-    roles: list[tuple[str, float, float]] = []
-    for role, model in settings.models().items():
+
+    def priced(model: str) -> tuple[float, float] | None:
+        """Its price; under a cost cap, one it lacks is refused (its calls would cost 0)."""
         price = _price(table, model)
         if settings.max_cost and price is None:
             raise CoopError(
                 f"--max-cost needs a price for {model}: set COOP_PRICES="
                 f"'{{\"{model}\": [usd_per_1M_input, usd_per_1M_output]}}'"
             )
+        return price
+
+    chat, embed = _price(table, settings.model), priced(settings.embedding_model)
+    roles: list[tuple[str, float, float]] = []
+    for role, model in settings.models().items():
+        price = priced(model)
         if model != settings.model:
             roles.append((role, *(price or (0.0, 0.0))))
     chat, embed = chat or (0.0, 0.0), embed or (0.0, 0.0)

@@ -207,6 +207,29 @@ def test_a_rejected_key_stops_the_objective_at_once(
     assert snap.reason is Reason.FAILED and not snap.dead and not snap.leased
 
 
+def test_a_planner_model_refused_mid_run_fails_the_run_and_reports_it(
+    make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    """The planner's own model withdrawn mid-run (the workers' still served): the planner's
+    next call is refused, the run fails in one line, and its report is written, as when a
+    worker meets a refusal first."""
+    served = (C.DEFAULT_MODEL, C.DEFAULT_EMBEDDING_MODEL)
+    server = make_standin(latency=0.1, models=(*served, "planner-model"))
+    objective = unique("Plan with a model that goes away")
+    env = coop_env(ray_cluster, server)
+    flags = ("--workers", "1", "--planner-model", "planner-model")
+    start, oid = spawn_start(objective, *flags, env=env, log=tmp_path / "start.log")
+    server.models = served  # checked at start; gone before the planner's first creation call
+    assert start.wait(120) == 1
+    out = (tmp_path / "start.log").read_text()
+    assert "404" in out and "planner-model" in out and "Traceback" not in out
+    assert [c for c in server.calls if c.kind == "execution" and c.status == 200]  # the seed
+    snap: Snapshot = registry.find(oid).snapshot()
+    assert snap.reason is Reason.FAILED and not snap.leased
+    report = STATE_DIR / "reports" / f"{oid}.md"
+    assert f"report: {report}" in out and "failed" in report.read_text()
+
+
 def test_a_standby_planner_takes_over_when_the_planner_dies(
     make_standin: MakeStandIn, ray_cluster: Cluster, tmp_path: Path
 ) -> None:

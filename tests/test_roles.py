@@ -82,5 +82,9 @@ def test_a_cost_cap_needs_a_price_for_every_roles_model() -> None:
 
     with pytest.raises(CoopError, match="--max-cost needs a price for mystery-model"):
         new_settings(worker_model="mystery-model", max_cost=1.0)
+    # embedding calls count too: an unpriced embedding model would be charged nothing
+    with pytest.raises(CoopError, match="--max-cost needs a price for mystery-embed"):
+        new_settings(embedding_model="mystery-embed", max_cost=1.0)
+    assert new_settings(embedding_model="mystery-embed").prices[2] == 0.0  # no cap: no need
     settings = RunSettings(llm="offline", planner_model="big").validate()
     assert set(settings.models().values()) == {settings.model}

@@ -176,6 +176,7 @@ def start(
         else contextlib.nullcontext()
     )
     answered: Answer | None = None
+    failed: LLMFatalError | None = None  # the model refused the planner: reported, then raised
     tracing = hooks.traces(board) if hooks.traces is not None else contextlib.nullcontext()
     with tracing, showing:
         try:
@@ -186,7 +187,7 @@ def start(
                 answered = _answer(planner, board, files)
         except LLMFatalError as exc:
             board.stop(Reason.FAILED, str(exc))
-            raise
+            failed = exc
         except BaseException:
             stop.set()  # leaving early (Ctrl-C, lost claim): our workers stop with us
             raise
@@ -195,6 +196,9 @@ def start(
             crew.wait(stop)
     snapshot = board.snapshot()
     path = report.write(root, snapshot, board.results(), board.all_events())  # whatever follows
+    if failed is not None:  # as when a worker met the refusal first: what was done, reported
+        log.info("report: %s", path)
+        raise failed
     answer_path = report.write_answer(root, snapshot) if answered and answered.text else None
     try:
         folder = report.write_workspace(root, oid, files)
