@@ -104,8 +104,8 @@ def submit(
     cluster: LocalCluster, state: Path, objective: str, *flags: str, wait: bool = True
 ) -> tuple[str, subprocess.CompletedProcess[str]]:
     """`ray job submit ... -- coop start <objective> --llm offline <flags>`; the state dir
-    reaches the entrypoint through the job's runtime env, with the stop wait the README
-    gives (Ray's default, 3 s after the SIGTERM, is less than a loaded machine may take)."""
+    reaches the entrypoint through the job's runtime env, with a stop wait as the README
+    advises (Ray's default, 3 s after the SIGTERM, is less than a loaded machine may take)."""
     env_vars = {"COOP_STATE_DIR": str(state), "COLUMNS": "200", "RAY_JOB_STOP_WAIT_TIME_S": "60"}
     runtime_env = {"env_vars": env_vars}
     # the coop beside this interpreter: no activated virtualenv needed

@@ -222,7 +222,8 @@ def test_a_planner_model_refused_mid_run_fails_the_run_and_reports_it(
     server.models = served  # checked at start; gone before the planner's first creation call
     assert start.wait(120) == 1
     out = (tmp_path / "start.log").read_text()
-    assert "404" in out and "planner-model" in out and "Traceback" not in out
+    (error,) = [line for line in out.splitlines() if "coop: error:" in line]
+    assert "refused (404" in error and "planner-model" in error and "Traceback" not in out
     assert [c for c in server.calls if c.kind == "execution" and c.status == 200]  # the seed
     snap: Snapshot = registry.find(oid).snapshot()
     assert snap.reason is Reason.FAILED and not snap.leased
