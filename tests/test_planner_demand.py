@@ -67,6 +67,18 @@ def swarm(**kw: object) -> Situation:
             swarm(leased=4, ready=0, queued=3, barren=1),
             Decision(creations=(Creation(1, 3), Creation(1, 3), Creation(1, 3))),
         ),
+        # ... but the last calls brought next to nothing a completion (the plan is running
+        # out): the three are folded into one call, not a call each that brings nothing
+        (
+            swarm(leased=4, ready=0, queued=3, barren=1, fertile=0.2),
+            Decision(creations=(Creation(3, 3),)),
+        ),
+        # a want of 14 and 7 completions, each bringing half a task where a call brings 1.9:
+        # two calls (the first a call's worth), not the four the want alone would start
+        (
+            swarm(leased=0, ready=2, queued=7, expected=1.9, fertile=0.5),
+            Decision(creations=(Creation(4, 4), Creation(3, 5))),
+        ),
         # ... and while a call runs, the completions wait for the next one, folded
         (
             swarm(leased=4, ready=0, queued=2, barren=2, creating=1, busy=frozenset({CREATE})),

@@ -7,7 +7,11 @@ threads and the board, lets each rule be tested as a row of a table.
   acknowledged as they are. Otherwise the want is idle worker slots plus about one queued
   task per slot, less the tasks ready and those the creation calls in flight will bring
   (`expected` each); the queued completions are split over as many calls as that want needs,
-  up to `planner_calls` in flight, each asking for its share. With the want met, one call
+  up to `planner_calls` in flight, each asking for its share, and no more calls than the
+  completions can fill: at `fertile` tasks a completion, each call is to bring about a call's
+  worth (`expected`). Early in a plan each completion brings a call's worth and gets its own
+  call, so the tasks come at once; as the plan runs out, they are folded into fewer calls
+  instead of a call each that brings nothing. With the want met, one call
   plans a fuller batch in the background when the queue holds a full batch or nothing is
   leased. After `BARREN` creation calls in a row that brought no task, calls started for the
   want would bring none sooner: creation runs only in the background until one brings tasks;
@@ -61,6 +65,7 @@ class Situation:
     creating: int = 0  # creation calls in flight
     busy: frozenset[Job] = frozenset()  # the kinds of job in flight, creation included
     expected: float = 3.0  # tasks a creation call is expected to bring
+    fertile: float = 3.0  # tasks a completion folded into a call is expected to bring
     calls: int = 4  # most creation calls in flight (`--planner-calls`)
     unordered: int = 0  # pending tasks at the head the last prioritization did not see
     turnover: float = 0.0  # tasks leased while a prioritization call runs (rate × its duration)
@@ -144,8 +149,10 @@ def _creations(s: Situation, queued: int, left: float) -> tuple[Creation, ...]:
             break
         free = most - creating
         calls = min(free, max(1, math.ceil(want / s.expected))) if urgent else 1
-        size = min(C.PLANNER_BATCH, max(1, math.ceil(queued / calls)), queued)
         wanted = min(ASK_MAX, max(1, math.ceil(want / calls))) if urgent else None
+        # no more calls than the queue can fill: each is to bring about a call's worth
+        worth = math.ceil(queued * s.fertile / s.expected) if s.expected > 0 else 1
+        size = min(C.PLANNER_BATCH, max(1, math.ceil(queued / max(1, min(calls, worth)))), queued)
         out.append(Creation(size, wanted))
         queued -= size
         creating += 1
