@@ -62,6 +62,9 @@ def swarm(**kw: object) -> Situation:
             swarm(leased=0, ready=0, queued=3, barren=2),
             Decision(creations=(Creation(3, None),)),
         ),
+        # ... nothing leased yet, but ready tasks will be (idle workers look at the board every
+        # half second at most): their completions come to fold with these
+        (swarm(leased=0, ready=2, queued=3, barren=2), Decision()),
         # ... one barren call is not yet a trend: the want starts calls
         (
             swarm(leased=4, ready=0, queued=3, barren=1),

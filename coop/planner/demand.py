@@ -11,9 +11,10 @@ threads and the board, lets each rule be tested as a row of a table.
   completions can fill: at `fertile` tasks a completion, each call is to bring about a call's
   worth (`expected`). Early in a plan each completion brings a call's worth and gets its own
   call, so the tasks come at once; as the plan runs out, they are folded into fewer calls
-  instead of a call each that brings nothing. With the want met, one call
-  plans a fuller batch in the background when the queue holds a full batch or nothing is
-  leased. After `BARREN` creation calls in a row that brought no task, calls started for the
+  instead of a call each that brings nothing. With the want met, one call plans a fuller
+  batch in the background when the queue holds a full batch or no more completions are
+  coming (nothing leased, nothing ready: ready tasks are leased in a moment, however idle the
+  workers look). After `BARREN` creation calls in a row that brought no task, calls started for the
   want would bring none sooner: creation runs only in the background until one brings tasks;
 * **prioritization**: one call at a time, when the head of the list holds at least two tasks
   the last one did not order and more of the tasks it orders than a round of slots takes
@@ -144,7 +145,8 @@ def _creations(s: Situation, queued: int, left: float) -> tuple[Creation, ...]:
     out: list[Creation] = []
     while queued and creating < most:
         urgent = want > 0 and s.barren < BARREN
-        background = not creating and (queued >= C.PLANNER_BATCH or not s.leased)
+        coming = s.leased or s.ready  # completions still to come, to fold with these
+        background = not creating and (queued >= C.PLANNER_BATCH or not coming)
         if not (urgent or background):
             break
         free = most - creating
