@@ -14,7 +14,10 @@ threads and the board, lets each rule be tested as a row of a table.
   instead of a call each that brings nothing. With the want met, one call plans a fuller
   batch in the background when the queue holds a full batch or no more completions are
   coming (nothing leased, nothing ready: ready tasks are leased in a moment, however idle the
-  workers look). After `BARREN` creation calls in a row that brought no task, calls started for the
+  workers look). After a creation call that brought no task, no call is started for the want
+  while others are in flight: in a plan's tail every slot that frees up wants a call, and the
+  calls in flight, which return within a call's time, say whether the plan is running out.
+  After `BARREN` creation calls in a row that brought no task, calls started for the
   want would bring none sooner: creation runs only in the background until one brings tasks;
 * **prioritization**: one call at a time, when the head of the list holds at least two tasks
   the last one did not order and more of the tasks it orders than a round of slots takes
@@ -144,7 +147,7 @@ def _creations(s: Situation, queued: int, left: float) -> tuple[Creation, ...]:
     want = min(max(0, s.slots - s.leased) + buffer - s.ready, s.room) - creating * s.expected
     out: list[Creation] = []
     while queued and creating < most:
-        urgent = want > 0 and s.barren < BARREN
+        urgent = want > 0 and s.barren < BARREN and not (s.barren and s.creating)
         coming = s.leased or s.ready  # completions still to come, to fold with these
         background = not creating and (queued >= C.PLANNER_BATCH or not coming)
         if not (urgent or background):
