@@ -132,8 +132,10 @@ class WorkerDesk(Desk):
     ) -> tuple[Outcome, Lease | State]:
         """`complete`, then `lease` for the same worker, in one round trip: a busy worker's
         steady state costs one actor call per task instead of two. While another worker has
-        recently found nothing to do, the next task is left for it instead, so a fast worker
-        cannot starve idle ones."""
+        recently found nothing to do, no task comes with the completion: the slot asks again
+        through `lease` (POLL_MIN later), and an idle worker that looks meanwhile gets it. A
+        weak preference, not a reservation: an idle worker looks every POLL_MAX at most, and
+        holding the task for it would starve a worker that alone can do what is left."""
         outcome = self.complete(task_id, token, worker, text, flaw, last, embedded)
         if self.books.roster.others_idle(worker, self.books.clock() - C.POLL_MAX * 2):
             return outcome, self.books.state
