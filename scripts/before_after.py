@@ -493,7 +493,8 @@ def main() -> int:
                             print(
                                 f"{v.label} {key}: {run.finished} tasks, {run.rate:.1f}/s of "
                                 f"{ideal:.0f}/s ideal, ended {run.ended}, "
-                                f"{time.monotonic() - t:.0f} s",
+                                f"{time.monotonic() - t:.0f} s, planner calls/task "
+                                f"{sum(run.calls.values()):.2f}",
                                 flush=True,
                             )
             finally:
