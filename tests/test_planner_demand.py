@@ -82,21 +82,11 @@ def swarm(**kw: object) -> Situation:
             swarm(leased=0, ready=2, queued=7, expected=1.9, fertile=0.5),
             Decision(creations=(Creation(4, 4), Creation(3, 5))),
         ),
-        # ... the last call to return brought nothing and four are in flight: with idle slots
+        # ... the last call to return brought nothing and three are in flight: with idle slots
         # (the plan's tail), completions trickling in would each start a call before any of
         # those returns; they wait for the calls in flight to say whether the plan runs out
         (
-            swarm(
-                leased=5,
-                ready=0,
-                queued=2,
-                barren=1,
-                creating=4,
-                calls=8,
-                expected=2.4,
-                fertile=0.92,
-                busy=frozenset({CREATE}),
-            ),
+            swarm(leased=5, ready=0, queued=2, barren=1, creating=3, busy=frozenset({CREATE})),
             Decision(),
         ),
         # ... and while a call runs, the completions wait for the next one, folded
