@@ -62,32 +62,10 @@ def swarm(**kw: object) -> Situation:
             swarm(leased=0, ready=0, queued=3, barren=2),
             Decision(creations=(Creation(3, None),)),
         ),
-        # ... nothing leased yet, but ready tasks will be (idle workers look at the board every
-        # half second at most): their completions come to fold with these
-        (swarm(leased=0, ready=2, queued=3, barren=2), Decision()),
         # ... one barren call is not yet a trend: the want starts calls
         (
             swarm(leased=4, ready=0, queued=3, barren=1),
             Decision(creations=(Creation(1, 3), Creation(1, 3), Creation(1, 3))),
-        ),
-        # ... but the last calls brought next to nothing a completion (the plan is running
-        # out): the three are folded into one call, not a call each that brings nothing
-        (
-            swarm(leased=4, ready=0, queued=3, barren=1, fertile=0.2),
-            Decision(creations=(Creation(3, 3),)),
-        ),
-        # a want of 14 and 7 completions, each bringing half a task where a call brings 1.9:
-        # two calls (the first a call's worth), not the four the want alone would start
-        (
-            swarm(leased=0, ready=2, queued=7, expected=1.9, fertile=0.5),
-            Decision(creations=(Creation(4, 4), Creation(3, 5))),
-        ),
-        # ... the last call to return brought nothing and three are in flight: with idle slots
-        # (the plan's tail), completions trickling in would each start a call before any of
-        # those returns; they wait for the calls in flight to say whether the plan runs out
-        (
-            swarm(leased=5, ready=0, queued=2, barren=1, creating=3, busy=frozenset({CREATE})),
-            Decision(),
         ),
         # ... and while a call runs, the completions wait for the next one, folded
         (

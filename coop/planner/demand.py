@@ -7,17 +7,9 @@ threads and the board, lets each rule be tested as a row of a table.
   acknowledged as they are. Otherwise the want is idle worker slots plus about one queued
   task per slot, less the tasks ready and those the creation calls in flight will bring
   (`expected` each); the queued completions are split over as many calls as that want needs,
-  up to `planner_calls` in flight, each asking for its share, and no more calls than the
-  completions can fill: at `fertile` tasks a completion, each call is to bring about a call's
-  worth (`expected`). Early in a plan each completion brings a call's worth and gets its own
-  call, so the tasks come at once; as the plan runs out, they are folded into fewer calls
-  instead of a call each that brings nothing. With the want met, one call plans a fuller
-  batch in the background when the queue holds a full batch or no more completions are
-  coming (nothing leased, nothing ready: ready tasks are leased in a moment, however idle the
-  workers look). After a creation call that brought no task, no call is started for the want
-  while others are in flight: in a plan's tail every slot that frees up wants a call, and the
-  calls in flight, which return within a call's time, say whether the plan is running out.
-  After `BARREN` creation calls in a row that brought no task, calls started for the
+  up to `planner_calls` in flight, each asking for its share. With the want met, one call
+  plans a fuller batch in the background when the queue holds a full batch or nothing is
+  leased. After `BARREN` creation calls in a row that brought no task, calls started for the
   want would bring none sooner: creation runs only in the background until one brings tasks;
 * **prioritization**: one call at a time, when the head of the list holds at least two tasks
   the last one did not order and more of the tasks it orders than a round of slots takes
@@ -69,7 +61,6 @@ class Situation:
     creating: int = 0  # creation calls in flight
     busy: frozenset[Job] = frozenset()  # the kinds of job in flight, creation included
     expected: float = 3.0  # tasks a creation call is expected to bring
-    fertile: float = 3.0  # tasks a completion folded into a call is expected to bring
     calls: int = 4  # most creation calls in flight (`--planner-calls`)
     unordered: int = 0  # pending tasks at the head the last prioritization did not see
     turnover: float = 0.0  # tasks leased while a prioritization call runs (rate × its duration)
@@ -147,17 +138,14 @@ def _creations(s: Situation, queued: int, left: float) -> tuple[Creation, ...]:
     want = min(max(0, s.slots - s.leased) + buffer - s.ready, s.room) - creating * s.expected
     out: list[Creation] = []
     while queued and creating < most:
-        urgent = want > 0 and s.barren < BARREN and not (s.barren and s.creating)
-        coming = s.leased or s.ready  # completions still to come, to fold with these
-        background = not creating and (queued >= C.PLANNER_BATCH or not coming)
+        urgent = want > 0 and s.barren < BARREN
+        background = not creating and (queued >= C.PLANNER_BATCH or not s.leased)
         if not (urgent or background):
             break
         free = most - creating
         calls = min(free, max(1, math.ceil(want / s.expected))) if urgent else 1
+        size = min(C.PLANNER_BATCH, max(1, math.ceil(queued / calls)), queued)
         wanted = min(ASK_MAX, max(1, math.ceil(want / calls))) if urgent else None
-        # no more calls than the queue can fill: each is to bring about a call's worth
-        worth = math.ceil(queued * s.fertile / s.expected) if s.expected > 0 else 1
-        size = min(C.PLANNER_BATCH, max(1, math.ceil(queued / max(1, min(calls, worth)))), queued)
         out.append(Creation(size, wanted))
         queued -= size
         creating += 1

@@ -53,8 +53,7 @@ MAX_FAILURES = 6
 """Failed planning calls in a row (about two minutes of pauses) before the objective stops as
 `failed`: a model server that long gone will not plan this objective."""
 YIELD_START = 3.0
-"""Tasks a creation call, and a completion folded into one, are expected to bring before any
-call has returned; then the running means."""
+"""Tasks a creation call is expected to bring before any has returned; then the running mean."""
 PACE_WINDOW = 5.0
 """Seconds of completions the pace is measured over: tasks leased a second, as slots free up."""
 TICK = C.POLL_MIN
@@ -83,7 +82,6 @@ class Planner:
         self._seen: deque[tuple[float, int]] = deque()  # (time, completions) of recent views
         self._batches: dict[Future[Outcome], list[Result]] = {}  # what each creation plans
         self._yield = YIELD_START
-        self._fertile = YIELD_START  # tasks a completion folded into a call brings
         self._barren = 0  # creation calls in a row that brought no task
         self._ordered: set[int] = set()  # task ids the last prioritization saw
         self._checked = -1  # completions at the last check of a dry list (-1: none yet)
@@ -190,7 +188,6 @@ class Planner:
             creating=busy.count(Job.CREATE),
             busy=frozenset(busy),
             expected=self._yield,
-            fertile=self._fertile,
             barren=self._barren,
             calls=self.settings.planner_calls,
             unordered=sum(1 for tid in view.head if tid not in self._ordered),
@@ -275,7 +272,6 @@ class Planner:
         self._failures, self._fault = 0, ""
         if job is Job.CREATE:
             self._yield += (len(out.added) - self._yield) / 4  # a running mean of what calls bring
-            self._fertile += (len(out.added) / max(len(batch), 1) - self._fertile) / 4
             self._barren = 0 if out.added else self._barren + 1
             self._ledger(out.added != [] or out.novel, out.proposed, out.repeats)
         elif job is Job.REPLAN:
