@@ -169,6 +169,11 @@ class Run:
     board: str = ""  # the file the board actor's class came from
     cpu: float = float("nan")  # coop's CPU seconds per finished task over the whole run
 
+    @property
+    def planner_calls(self) -> float:
+        """Planner calls per executed task, every kind."""
+        return sum(self.calls.values())
+
 
 def git(repo: Path, *args: str) -> str:
     """A git command's output; its error as one line (a mistyped --against, say)."""
@@ -428,7 +433,7 @@ def row(shape: str, label: str, ideal: float, runs: list[Run], failures: list[st
         f"{m.finished}{failed}",
         f"{m.rate:.1f}",
         f"{m.rate / ideal:.0%}",
-        f"{sum(m.calls.values()):.2f}",
+        f"{m.planner_calls:.2f}",
         each,
         f"{m.tokens:.0f}",
         f"{m.busy:.0%}",
@@ -494,7 +499,7 @@ def main() -> int:
                                 f"{v.label} {key}: {run.finished} tasks, {run.rate:.1f}/s of "
                                 f"{ideal:.0f}/s ideal, ended {run.ended}, "
                                 f"{time.monotonic() - t:.0f} s, planner calls/task "
-                                f"{sum(run.calls.values()):.2f}",
+                                f"{run.planner_calls:.2f}",
                                 flush=True,
                             )
             finally:
