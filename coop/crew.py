@@ -123,15 +123,17 @@ class Crew:
             except ray.exceptions.RayActorError:
                 continue
 
-    def wait(self, stop: threading.Event) -> list[WorkerReport]:
-        """Until every worker has finished; `stop` (a signal) is passed on to them."""
+    def wait(self, stop: threading.Event, *, ended: bool = False) -> list[WorkerReport]:
+        """Until every worker has finished; `stop` (a signal) is passed on to them. `ended`:
+        the objective has finished, and they are told so now, not left to find out at their
+        next look at the board (up to POLL_MAX later, which every run's end would wait for)."""
         pending, reports, told = list(self.runs), [], False
         while pending:
-            if stop.is_set() and not told:
+            if (ended or stop.is_set()) and not told:
                 for ref in pending:  # those done are gone (`_report`)
                     self.actors[self.runs[ref]].stop.remote()
                 told = True
-            done, pending = ray.wait(pending, num_returns=1, timeout=C.POLL_MAX)
+            done, pending = ray.wait(pending, num_returns=1, timeout=C.POLL_MIN)
             for ref in done:
                 reports.append(self._report(ref))
         return reports

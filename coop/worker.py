@@ -76,8 +76,9 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat, name=f"{self.name}-beat", daemon=True)
         for t in [*slots, beat]:
             t.start()
-        while any(t.is_alive() for t in slots) and not self.stop.is_set():
-            time.sleep(C.POLL_MAX)
+        for t in slots:  # back as soon as they end, a stop seen within POLL_MIN
+            while t.is_alive() and not self.stop.is_set():
+                t.join(C.POLL_MIN)
         deadline = time.monotonic() + C.SHUTDOWN_GRACE
         for t in slots:
             t.join(max(0.0, deadline - time.monotonic()))

@@ -180,8 +180,8 @@ def start(
     tracing = hooks.traces(board) if hooks.traces is not None else contextlib.nullcontext()
     with tracing, showing:
         try:
-            planned = planner.run(fresh_plan=reopened)
-            crew.wait(stop)  # their last results and files belong in the answer
+            planned = planner.run(fresh_plan=reopened)  # back once the board has finished
+            crew.wait(stop, ended=True)  # their last results and files belong in the answer
             files = _workspace(board)
             if planned or not board.answers():
                 answered = _answer(planner, board, files)
