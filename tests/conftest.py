@@ -32,11 +32,15 @@ from tests.support.sandboxes import STRONG, sandbox_of
 
 os.environ["COOP_STATE_DIR"] = str(STATE_DIR)  # never the user's ~/.coop
 
+METRICS = {"metrics_report_interval_ms": 2000}
+"""The shared cluster exports metrics every 2 s, not Ray's 10: the metrics test waits for one
+export of a finished run's."""
+
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Cluster]:
     """A real two-process Ray cluster on loopback, shared by every test (a start costs ~4 s)."""
-    with local_cluster(logging_level=logging.INFO) as cluster:
+    with local_cluster(logging_level=logging.INFO, system_config=METRICS) as cluster:
         nodes = ray.nodes()  # type: ignore[no-untyped-call]
         assert {n["NodeManagerAddress"] for n in nodes} == {"127.0.0.1"}, "not on loopback"
         yield cluster

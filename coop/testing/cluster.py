@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import ray
 from ray.cluster_utils import Cluster
@@ -25,10 +26,22 @@ COOP = Path(sys.executable).with_name("coop")
 
 
 @contextmanager
-def local_cluster(cpus: int = 2, logging_level: int = logging.ERROR) -> Iterator[Cluster]:
-    """A Ray cluster of our own on 127.0.0.1, this process connected to it."""
+def local_cluster(
+    cpus: int = 2, logging_level: int = logging.ERROR, system_config: dict[str, Any] | None = None
+) -> Iterator[Cluster]:
+    """A Ray cluster of our own on 127.0.0.1, this process connected to it; `system_config`:
+    Ray's internal settings for it (`_system_config`)."""
     cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": cpus, "include_dashboard": False}
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": cpus,
+            "include_dashboard": False,
+            # a port of its own for its dashboard agent, not Ray's fixed default (52365): any
+            # other Ray started on this machine meanwhile (a script's, `coop start`'s own, a
+            # test's) would wait ~3 s for it, its agent retrying the bind before it registers
+            "dashboard_agent_listen_port": 0,
+            "_system_config": system_config or {},
+        },
     )
     ray.init(address=cluster.address, namespace=C.NAMESPACE, logging_level=logging_level)
     addresses = {node["NodeManagerAddress"] for node in ray.nodes()}  # type: ignore[no-untyped-call]
