@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -167,29 +168,34 @@ def up(workers: int = 1, root: Path = DEFAULT_ROOT, cpus: int = 2) -> LocalClust
     node_ports = [{name: ports.pop() for name in NODE_PORTS} for _ in range(workers + 1)]
     address = f"{LOOPBACK}:{head_ports['port']}"
     ray_cli = [sys.executable, str(Path(__file__).resolve()), "_ray"]
+
+    def start(index: int) -> None:
+        args = [
+            "start",
+            "--node-ip-address",
+            LOOPBACK,
+            "--temp-dir",
+            str(root / "ray" / f"n{index}"),
+            "--num-cpus",
+            str(cpus),
+            "--object-store-memory",
+            str(OBJECT_STORE_BYTES),
+            "--disable-usage-stats",
+            *_port_flags(node_ports[index]),
+        ]
+        if index == 0:
+            args += ["--head", "--include-dashboard", "true", "--dashboard-host", LOOPBACK]
+            args += _port_flags(head_ports)
+            command = [str(RAY), *args] if RAY.exists() else [*ray_cli, *args]
+        else:
+            args += ["--address", address, "--resources", json.dumps(_resource(index))]
+            command = [*ray_cli, *args]
+        _run(command, env, root / "logs" / f"ray-start-n{index}.log")
+
     try:
-        for index in range(workers + 1):
-            args = [
-                "start",
-                "--node-ip-address",
-                LOOPBACK,
-                "--temp-dir",
-                str(root / "ray" / f"n{index}"),
-                "--num-cpus",
-                str(cpus),
-                "--object-store-memory",
-                str(OBJECT_STORE_BYTES),
-                "--disable-usage-stats",
-                *_port_flags(node_ports[index]),
-            ]
-            if index == 0:
-                args += ["--head", "--include-dashboard", "true", "--dashboard-host", LOOPBACK]
-                args += _port_flags(head_ports)
-                command = [str(RAY), *args] if RAY.exists() else [*ray_cli, *args]
-            else:
-                args += ["--address", address, "--resources", json.dumps(_resource(index))]
-                command = [*ray_cli, *args]
-            _run(command, env, root / "logs" / f"ray-start-n{index}.log")
+        start(0)
+        with ThreadPoolExecutor(max(1, workers)) as pool:  # worker nodes join side by side
+            list(pool.map(start, range(1, workers + 1)))
         infos = _query_nodes(address, env, expect=workers + 1)
         cluster = _describe(root, address, head_ports, node_ports, token_path, infos)
         _check_loopback(cluster, infos)
