@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -84,12 +85,35 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
-def _listening(pids: set[int]) -> list[str]:
-    """Addresses the given processes listen on (TCP), from `ss`."""
+def _listening(pids: set[int]) -> dict[str, int]:
+    """Addresses the given processes listen on (TCP), from `ss`: address -> pid."""
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-    return [
-        line.split()[3] for line in out.splitlines() if any(f"pid={pid}," in line for pid in pids)
-    ]
+    return {
+        line.split()[3]: pid for line in out.splitlines() for pid in pids if f"pid={pid}," in line
+    }
+
+
+LISTENERS = (
+    "/gcs/gcs_server",
+    "/raylet/raylet",
+    "dashboard/dashboard.py",
+    "ray::DashboardAgent",
+    "ray::RuntimeEnvAgent",
+    "ray::Board",
+    "ray::VectorStore",
+    "ray::WorkerActor",
+)
+"""The processes of a local cluster running an objective, by their command lines (a Ray
+worker's is its title): each of them listens."""
+
+
+def _kinds(listening: dict[str, int]) -> set[str]:
+    """Which of LISTENERS the listening processes are."""
+    lines = set()
+    for pid in set(listening.values()):
+        with suppress(OSError):
+            lines.add(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return {kind for kind in LISTENERS if any(kind in line for line in lines)}
 
 
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs `ss` to list listening sockets")
@@ -101,9 +125,9 @@ def test_local_mode_listens_on_loopback_only(standin: StandIn, tmp_path: Path) -
     env = coop_env(None, standin, RAY_TMPDIR=ray_tmp)  # no cluster to find here
     proc = spawn_coop("start", unique("Listen locally"), env=env, log=tmp_path / "start.log")
     try:
-        wait_for(lambda: len(_listening(_descendants(proc.pid))) >= 5, 90, "the local cluster")
-        time.sleep(3)  # the dashboard and agents come up a little later
-        addresses = _listening(_descendants(proc.pid))
+        every = set(LISTENERS)
+        wait_for(lambda: _kinds(_listening(_descendants(proc.pid))) == every, 90, "every process")
+        addresses = list(_listening(_descendants(proc.pid)))
     finally:
         proc.terminate()
         proc.wait(60)
