@@ -11,6 +11,7 @@ import os
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import suppress
@@ -27,6 +28,7 @@ from coop.simulate import Simulator
 from coop.testing.cluster import local_cluster
 from coop.testing.standin import MakeStandIn, StandIn
 from coop.testing.weaviate import WeaviateStandIn
+from tests.support import phoenix as phx
 from tests.support.procs import STATE_DIR
 from tests.support.sandboxes import STRONG, sandbox_of
 
@@ -119,3 +121,27 @@ def host_dir() -> Iterator[Path]:
     path.chmod(0o777)
     yield path
     shutil.rmtree(path)
+
+
+_BOOTING: list[tuple[subprocess.Popen[bytes], phx.Phoenix]] = []
+"""The Phoenix the trace tests' receiver will be, booting from the session's start on."""
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Phoenix takes some 15 s to start: when a test that needs it is selected, it starts now
+    (at the lowest priority), and is up long before that test runs."""
+    if phx.available() and any(item.get_closest_marker("receiver") for item in session.items):
+        _BOOTING.append(phx.boot(Path(tempfile.mkdtemp(prefix="coop-phoenix-"))))
+
+
+def pytest_sessionfinish() -> None:
+    for proc, server in _BOOTING:
+        phx.stop(proc)
+        shutil.rmtree(server.log.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def receiver() -> phx.Phoenix:
+    """A real Arize Phoenix on loopback, serving (the one booting since the session began)."""
+    ((proc, server),) = _BOOTING
+    return phx.ready(proc, server)

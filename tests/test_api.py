@@ -5,6 +5,7 @@ none) they find."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -26,7 +27,15 @@ from coop.errors import CoopError
 from coop.testing.standin import MakeStandIn
 from coop.types import EventKind, Reason, State
 from coop.worker import WorkerReport
-from tests.support.procs import ROOT, STATE_DIR, coop_env, run_coop, unique, wait_for
+from tests.support.procs import (
+    ROOT,
+    STATE_DIR,
+    coop_env,
+    run_coop,
+    side_by_side,
+    unique,
+    wait_for,
+)
 
 
 def python(
@@ -133,8 +142,14 @@ def test_bad_settings_raise_the_line_the_cli_prints(
         ({}, [], {"COOP_MAX_TASKS": "lots"}),
         ({"instructions": "/no/such/house.md"}, ["--instructions", "/no/such/house.md"], {}),
     ]
-    for kwargs, flags, extra in cases:
-        cli = run_coop("start", "ok", "--llm", "offline", *flags, env={**env, **extra})
+
+    lines = side_by_side(  # the CLI's lines
+        *(
+            functools.partial(run_coop, "start", "ok", "--llm", "offline", *f, env={**env, **e})
+            for _, f, e in cases
+        )
+    )
+    for (kwargs, _, extra), cli in zip(cases, lines, strict=True):
         line = cli.stderr.strip().removeprefix("coop: error: ")
         for name, value in extra.items():
             monkeypatch.setenv(name, value)

@@ -22,6 +22,7 @@ from tests.support.procs import (
     closed_port,
     coop_env,
     run_coop,
+    run_coops,
     unique,
 )
 
@@ -64,8 +65,8 @@ def test_unknown_objective_lists_the_known_ones(ray_cluster: Cluster) -> None:
         run_coop("start", known, "--llm", "offline", "--max-tasks", "1", env=env).returncode
         == MAX_TASKS_EXIT
     )
-    for command in (["join"], ["status"], ["stop"], ["start", "--resume"]):
-        proc = run_coop(*command, "no-such-objective", env=env, timeout=60)
+    commands = (["join"], ["status"], ["stop"], ["start", "--resume"])
+    for proc in run_coops(*[[*c, "no-such-objective"] for c in commands], env=env, timeout=60):
         assert_one_line_error(proc, "no objective 'no-such-objective'", objective_id(known))
 
 
@@ -192,10 +193,12 @@ def test_an_unwritable_output_file_is_one_line_and_loses_nothing(
     code = run_coop("start", objective, "--llm", "offline", "--max-tasks", "2", env=env).returncode
     assert code == MAX_TASKS_EXIT
     before = run_coop("results", objective, "--format", "jsonl", env=env).stdout
-    for args, needle in (
-        (["results", objective, "-o", str(tmp_path / "no" / "dir" / "out.md")], "cannot write"),
-        (["results", objective, "--final", "-o", str(tmp_path)], "is a directory"),
-    ):
-        assert_one_line_error(run_coop(*args, env=env), needle)
+    refused = run_coops(
+        ["results", objective, "-o", str(tmp_path / "no" / "dir" / "out.md")],
+        ["results", objective, "--final", "-o", str(tmp_path)],
+        env=env,
+    )
+    for proc, needle in zip(refused, ("cannot write", "is a directory"), strict=True):
+        assert_one_line_error(proc, needle)
     assert run_coop("results", objective, "--format", "jsonl", env=env).stdout == before
     assert len(before.splitlines()) == 2

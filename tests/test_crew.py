@@ -46,9 +46,13 @@ def test_sigkilled_worker_loses_nothing(
     board = registry.find(oid)
     victim = spawn_coop("join", oid, env=env, log=tmp_path / "victim.log")
     name = worker_name(tmp_path / "victim.log")
-    (task_id,) = wait_for(lambda: held_by(board, name), 60, "a lease")
+    (lost,) = wait_for(
+        lambda: [lease for lease in board.snapshot().leased if lease.worker == name], 60, "a lease"
+    )
+    task_id = lost.task.id
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
+    server.latency = 0.2  # the victim's call was in flight: the rest of the run may be quick
     # the worker actor shares the fate of the process that made it
     actor = cluster.actor_name(oid, f"worker:{name}")
     wait_for(lambda: actor not in cluster.actor_names(), 30, "the worker actor to die")
@@ -59,6 +63,9 @@ def test_sigkilled_worker_loses_nothing(
     assert snap.reason is Reason.DONE and snap.completed == 4 and not snap.dead
     results = {r.task_id: r for r in board.results()}
     assert results[task_id].worker == worker_name(tmp_path / "rescuer.log")
+    # under a lease of its own (the rescuer may reuse the dead worker's name)
+    done = [e.data for e in board.all_events() if e.kind is EventKind.COMPLETED]
+    assert [d["token"] > lost.token for d in done if d["id"] == task_id] == [True]
 
 
 def test_worker_waits_for_work_and_sigterm_finishes_in_flight(

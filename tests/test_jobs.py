@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from coop.testing import raylets as local_cluster
 from coop.testing.cluster import COOP
 from coop.testing.raylets import LocalCluster
 from coop.text import objective_id
-from tests.support.procs import ROOT, wait_for
+from tests.support.procs import ROOT, side_by_side, wait_for
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -197,15 +198,17 @@ def test_token_auth_is_on(cluster: LocalCluster) -> None:
     token is the cluster's own, not ~/.ray/auth_token."""
     base = cluster.client_env()
     no_token = {k: v for k, v in base.items() if not k.startswith("RAY_AUTH_")}
-    refused = ray(cluster, "job", "list", "--address", cluster.dashboard, env=no_token)
-    assert refused.returncode != 0 and "Missing authentication token" in refused.stderr
-    wrong = ray(
-        cluster, "job", "list", "--address", cluster.dashboard, env={**base, "RAY_AUTH_TOKEN": "x"}
+    jobs = ("job", "list", "--address", cluster.dashboard)
+    refused, wrong, gcs, right = side_by_side(
+        functools.partial(ray, cluster, *jobs, env=no_token),
+        functools.partial(ray, cluster, *jobs, env={**base, "RAY_AUTH_TOKEN": "x"}),
+        functools.partial(ray, cluster, "status", "--address", cluster.address, env=no_token),
+        functools.partial(ray, cluster, *jobs),
     )
+    assert refused.returncode != 0 and "Missing authentication token" in refused.stderr
     assert wrong.returncode != 0 and "Invalid authentication token" in wrong.stderr
-    gcs = ray(cluster, "status", "--address", cluster.address, env=no_token)
     assert gcs.returncode != 0 and "uthenticat" in gcs.stdout + gcs.stderr
-    assert ray(cluster, "job", "list", "--address", cluster.dashboard).returncode == 0
+    assert right.returncode == 0
     home_token = Path.home() / ".ray" / "auth_token"
     assert not home_token.exists() or home_token.read_text().strip() != cluster.token()
 
@@ -220,12 +223,20 @@ def test_coop_start_runs_as_a_ray_job(cluster: LocalCluster, state_dir: Path) ->
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"Job '{job_id}' succeeded" in proc.stdout + proc.stderr
 
-    listed = ray(cluster, "job", "list", "--address", cluster.dashboard)
-    assert listed.returncode == 0, listed.stderr
-    assert f"submission_id='{job_id}'" in listed.stdout
-    assert "status=<JobStatus.SUCCEEDED: 'SUCCEEDED'>" in listed.stdout
+    jobs, logs, actors, every = side_by_side(  # the run is over: what Ray shows of it
+        functools.partial(ray, cluster, "job", "list", "--address", cluster.dashboard),
+        functools.partial(ray, cluster, "job", "logs", "--address", cluster.dashboard, job_id),
+        functools.partial(
+            ray, cluster, "list", "actors", "--format", "json", "--filter", f"name=coop:{oid}:board"
+        ),
+        functools.partial(
+            ray, cluster, "list", "actors", "--format", "json", "--detail", "--limit", "1000"
+        ),
+    )
+    assert jobs.returncode == 0, jobs.stderr
+    assert f"submission_id='{job_id}'" in jobs.stdout
+    assert "status=<JobStatus.SUCCEEDED: 'SUCCEEDED'>" in jobs.stdout
 
-    logs = ray(cluster, "job", "logs", "--address", cluster.dashboard, job_id)
     assert logs.returncode == 0, logs.stderr
     report = state_dir / "reports" / f"{oid}.md"
     assert f"Ray cluster {cluster.address};" in logs.stdout  # attached, not a new cluster
@@ -241,16 +252,12 @@ def test_coop_start_runs_as_a_ray_job(cluster: LocalCluster, state_dir: Path) ->
     assert info.driver_exit_code == 0
     assert "finished (done)" in api.get_job_logs(job_id)
 
-    actors = ray(
-        cluster, "list", "actors", "--format", "json", "--filter", f"name=coop:{oid}:board"
-    )
     boards = json.loads(actors.stdout)
     assert [b["node_id"] for b in boards] == [cluster.head.node_id], actors.stderr
 
     # the dashboard's Actors view: every coop actor of the run by its readable name and repr,
     # the two workers included (dead now: they ended with the run)
-    listed = ray(cluster, "list", "actors", "--format", "json", "--detail", "--limit", "1000")
-    mine = {a["name"]: a for a in json.loads(listed.stdout) if a["name"].startswith(f"coop:{oid}:")}
+    mine = {a["name"]: a for a in json.loads(every.stdout) if a["name"].startswith(f"coop:{oid}:")}
     workers = sorted(n for n in mine if n.startswith(f"coop:{oid}:worker:"))
     assert {f"coop:{oid}:board", f"coop:{oid}:memory"} <= set(mine) and len(workers) == 2
     assert all(mine[n]["repr_name"] == n.split(":worker:")[-1] for n in workers)

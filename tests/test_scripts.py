@@ -6,14 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ray.cluster_utils import Cluster
+
 from tests.support.procs import ROOT, coop_env
 
 
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m scripts.<name>` from the repository's root, as the README says."""
+def run_script(
+    name: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m scripts.<name>` from the repository's root, as the README says (`env`: the
+    default is no cluster to find, no model, no key)."""
     return subprocess.run(
         [sys.executable, "-m", f"scripts.{name}", *args],
-        env=coop_env(None),
+        env=coop_env(None) if env is None else env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -90,9 +95,11 @@ def test_bench_traces_smoke_sends_spans_side_by_side() -> None:
     assert float(on.split("|")[4]) >= 4  # a task's attempt, its two model calls and its tool
 
 
-def test_the_python_tool_example_calls_its_tool_in_every_task() -> None:
+def test_the_python_tool_example_calls_its_tool_in_every_task(ray_cluster: Cluster) -> None:
     """`coop start --tool scripts.example_tool:forecast`, offline: the simulated model calls
-    the user's tool in every task and each call answered (the script checks both)."""
-    proc = run_script("example_tool")
+    the user's tool in every task and each call answered (the script checks both). On the
+    session's cluster: the tool reaches the worker actors of a cluster `coop start` did not
+    start (its own local Ray is tested in test_cluster)."""
+    proc = run_script("example_tool", env=coop_env(ray_cluster))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "called forecast: {" in proc.stdout

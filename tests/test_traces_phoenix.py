@@ -6,7 +6,6 @@ same spans again and Phoenix keeps one of each."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,6 @@ pytestmark = [
     pytest.mark.receiver,
     pytest.mark.skipif(not phx.available(), reason="arize-phoenix is not installed"),
 ]
-
-
-@pytest.fixture(scope="module")
-def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[phx.Phoenix]:
-    with phx.phoenix(tmp_path_factory.mktemp("phoenix")) as server:
-        yield server
 
 
 def _journal_spans(oid: str) -> list[SpanRecord]:

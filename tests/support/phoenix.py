@@ -10,8 +10,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +44,9 @@ def available() -> bool:
     return PHOENIX.exists() or shutil.which("phoenix") is not None
 
 
-@contextmanager
-def phoenix(workdir: Path) -> Iterator[Phoenix]:
-    """Phoenix serving on free loopback ports, its database in `workdir`; stopped after."""
+def boot(workdir: Path) -> tuple[subprocess.Popen[bytes], Phoenix]:
+    """`phoenix serve` starting on free loopback ports, its database in `workdir`, at the
+    lowest CPU priority: its start (some 15 s of one core) takes what the tests leave idle."""
     port, grpc = closed_port(), closed_port()
     env = {
         **os.environ,
@@ -62,20 +60,31 @@ def phoenix(workdir: Path) -> Iterator[Phoenix]:
     command = str(PHOENIX) if PHOENIX.exists() else "phoenix"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [command, "serve"], env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT
+            ["nice", "-n", "19", command, "serve"],
+            env=env,
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
-    server = Phoenix(f"http://127.0.0.1:{port}", log)
+    return proc, Phoenix(f"http://127.0.0.1:{port}", log)
+
+
+def ready(proc: subprocess.Popen[bytes], server: Phoenix) -> Phoenix:
+    """`server` once it answers (it is still starting, or has failed: then say why)."""
+    wait_for(
+        lambda: proc.poll() is not None or _healthy(server), 120, "Phoenix", server.log.read_text
+    )
+    assert proc.poll() is None, server.log.read_text()
+    return server
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
     try:
-        wait_for(lambda: proc.poll() is not None or _healthy(server), 120, "Phoenix", log.read_text)
-        assert proc.poll() is None, log.read_text()
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def _healthy(server: Phoenix) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -10,11 +11,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from coop import constants as C
 from coop.testing.cluster import COOP
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 """The repository's root."""
@@ -61,6 +65,22 @@ def run_coop(
         input=input_text,
         stdin=None if input_text is not None else subprocess.DEVNULL,
     )
+
+
+def side_by_side(*calls: Callable[[], T]) -> list[T]:
+    """Each of `calls` in a thread of its own, their values in the order given: for commands
+    that do not depend on one another (a `coop` or `ray` process mostly starts up, and on two
+    cores two at a time take the time of one)."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [future.result() for future in [pool.submit(call) for call in calls]]
+
+
+def run_coops(
+    *commands: list[str], env: dict[str, str], timeout: float = 120
+) -> list[subprocess.CompletedProcess[str]]:
+    """`run_coop` of each of `commands`, side by side."""
+    run = functools.partial(run_coop, env=env, timeout=timeout)
+    return side_by_side(*(functools.partial(run, *command) for command in commands))
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
