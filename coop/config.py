@@ -126,6 +126,11 @@ class RunSettings:
     max_attempts: int = setting(
         C.DEFAULT_MAX_ATTEMPTS, click.IntRange(min=1), "Attempts before a task is dead-lettered."
     )
+    retry_delay: float = setting(
+        C.DEFAULT_RETRY_DELAY,
+        click.FloatRange(min=0.0),
+        "Seconds before a failed task's second attempt; each attempt after waits twice as long.",
+    )
     context_k: int = setting(
         C.DEFAULT_CONTEXT_K, click.IntRange(min=0), "Results from memory given to each execution."
     )

@@ -57,6 +57,9 @@ DEFAULT_LEASE_TTL = 30.0
 """Seconds a silent worker keeps a task; heartbeats renew it every third of that."""
 DEFAULT_MAX_ATTEMPTS = 3
 """Attempts before a task is dead-lettered."""
+DEFAULT_RETRY_DELAY = 2.0
+"""Seconds before a failed task's second attempt; doubles with every further attempt: a model
+server that failed a call its client retried three times gets time to recover."""
 DEFAULT_CONTEXT_K = 5
 """Results from memory given to each execution."""
 DEFAULT_MAX_PROMPT_TOKENS = 3000
@@ -108,8 +111,6 @@ POLL_MAX = 0.5
 doubling up to POLL_MAX."""
 ACTOR_RESTARTS = 3
 """How often Ray restarts a crashed board or memory actor (each rebuilds from its files)."""
-RETRY_DELAY = 2.0
-"""Seconds before a failed task's second attempt; doubles with every further attempt."""
 SHUTDOWN_GRACE = 30.0
 """Seconds a stopping worker waits for in-flight tasks before releasing them."""
 

@@ -99,16 +99,21 @@ def test_a_completion_counts_once_and_a_stale_one_still_pays_for_its_calls() -> 
 
 
 def test_failures_requeue_after_a_growing_delay_then_dead_letter() -> None:
-    tape, workers = desk("a", max_attempts=2)
+    tape, workers = desk("a", max_attempts=3, retry_delay=3.5)  # --retry-delay 3.5
     got = lease(workers)
     assert workers.fail(got.task.id, got.token, "w", "Err: x" * 200) is Outcome.REQUEUED
     failed = tape.events[-1]
     assert isinstance(failed, ev.Failed)
-    assert failed.retry_at == tape.clock.now + C.RETRY_DELAY and len(failed.error) == 500
-    tape.clock.now += C.RETRY_DELAY
+    assert failed.retry_at == tape.clock.now + 3.5 and len(failed.error) == 500
+    tape.clock.now += 3.5
     again = lease(workers)
     assert again.attempt == 2
-    assert workers.fail(again.task.id, again.token, "w", "Err: y") is Outcome.DEAD
+    assert workers.fail(again.task.id, again.token, "w", "Err: y") is Outcome.REQUEUED
+    failed = tape.events[-1]
+    assert isinstance(failed, ev.Failed) and failed.retry_at == tape.clock.now + 7.0  # doubled
+    tape.clock.now += 7.0
+    last = lease(workers)
+    assert workers.fail(last.task.id, last.token, "w", "Err: z") is Outcome.DEAD
     assert tape.books.tasks.dead == [1]
 
 

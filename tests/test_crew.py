@@ -139,6 +139,8 @@ def test_a_task_that_keeps_failing_is_dead_lettered_with_its_error(
         "2",
         "--max-attempts",
         "3",
+        "--retry-delay",
+        "0.2",
         env=coop_env(ray_cluster, server),
         log=tmp_path / "start.log",
     )
@@ -147,6 +149,9 @@ def test_a_task_that_keeps_failing_is_dead_lettered_with_its_error(
     snap: Snapshot = board.snapshot()
     (dead,) = snap.dead
     assert dead.text.startswith("Step 2:") and dead.attempts == 3
+    failed = [e for e in board.all_events() if e.kind is EventKind.FAILED]
+    waits = [round(e.data["retry_at"] - e.at, 1) for e in failed if not e.data["dead"]]
+    assert waits == [0.2, 0.4]  # --retry-delay, doubled for the third attempt
     assert dead.last_error.startswith("InternalServerError")
     assert snap.reason is Reason.DONE and snap.completed == 9  # 13 less Step 2's subtree
     poisoned = [c for c in server.calls if c.subject.startswith("Step 2:")]

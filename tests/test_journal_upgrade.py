@@ -97,6 +97,7 @@ NEWER: dict[str, dict[str, Any]] = {
         "instructions": "",
         "answer_schema": "",
         "planner_ttl": 15.0,
+        "retry_delay": 2.0,
     },
     "answers": {"data": "", "invalid": ""},
 }

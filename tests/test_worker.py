@@ -95,18 +95,14 @@ def test_it_keeps_concurrency_tasks_in_flight() -> None:
     assert llm.most == 3
 
 
-def test_a_failing_task_is_requeued_then_dead_lettered_with_its_error(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(C, "RETRY_DELAY", 0.05)
-
+def test_a_failing_task_is_requeued_then_dead_lettered_with_its_error() -> None:
     class Flaky(OfflineLLM):
         def complete(self, prompt: str, max_tokens: int) -> Completion:
             if "Your task: Fix the roof" in prompt:
                 raise ConnectionError("the roof model is down")
             return super().complete(prompt, max_tokens)
 
-    board = in_process("Repair the barn", max_attempts=3)
+    board = in_process("Repair the barn", max_attempts=3, retry_delay=0.05)
     board.add(["Fix the roof", "Fix the door"])
     w, _, _ = worker(board, Flaky())
     thread, out = run(w)
@@ -249,13 +245,14 @@ def test_a_model_fault_fails_the_attempt_and_the_task_is_requeued_then_dead_lett
     """Against a real HTTP server that misbehaves: each attempt fails with the fault's one
     line naming the server, the task comes back, and after its attempts it is dead-lettered;
     the worker itself never crashes."""
-    monkeypatch.setattr(C, "RETRY_DELAY", 0.05)
     server = make_standin(faults=faults or Faults())
     if faults is None:
         server.stop()
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "k")
-    board = in_process("Survive the model", max_attempts=2, model_timeout=1.0, context_k=1)
+    board = in_process(
+        "Survive the model", max_attempts=2, model_timeout=1.0, context_k=1, retry_delay=0.05
+    )
     llm = OpenAILLM(board.run_settings(), "w")
     # no client retries, for embeddings too: each attempt fails on the fault itself
     llm.client = llm.client.with_options(max_retries=0)

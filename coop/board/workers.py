@@ -151,7 +151,7 @@ class WorkerDesk(Desk):
             return Outcome.STALE
         attempts = b.tasks.tasks[task_id].attempts + 1
         dead = attempts >= b.settings.max_attempts
-        delay = C.RETRY_DELAY * 2 ** (attempts - 1)
+        delay = b.settings.retry_delay * 2 ** (attempts - 1)
         self.emit(ev.Failed(task_id, worker, error[:500], dead, b.clock() + delay))
         self.settle()
         return Outcome.DEAD if dead else Outcome.REQUEUED
