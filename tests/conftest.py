@@ -11,7 +11,6 @@ import os
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import suppress
@@ -123,25 +122,26 @@ def host_dir() -> Iterator[Path]:
     shutil.rmtree(path)
 
 
-_BOOTING: list[tuple[subprocess.Popen[bytes], phx.Phoenix]] = []
+_BOOTING: list[phx.Boot] = []
 """The Phoenix the trace tests' receiver will be, booting from the session's start on."""
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Phoenix takes some 15 s to start: when a test that needs it is selected, it starts now
     (at the lowest priority), and is up long before that test runs."""
-    if phx.available() and any(item.get_closest_marker("receiver") for item in session.items):
-        _BOOTING.append(phx.boot(Path(tempfile.mkdtemp(prefix="coop-phoenix-"))))
+    path = phx.command()
+    if path is not None and any(item.get_closest_marker("receiver") for item in session.items):
+        _BOOTING.append(phx.Boot(path, Path(tempfile.mkdtemp(prefix="coop-phoenix-"))))
 
 
 def pytest_sessionfinish() -> None:
-    for proc, server in _BOOTING:
-        phx.stop(proc)
-        shutil.rmtree(server.log.parent, ignore_errors=True)
+    for boot in _BOOTING:
+        boot.stop()
+        shutil.rmtree(boot.server.log.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def receiver() -> phx.Phoenix:
     """A real Arize Phoenix on loopback, serving (the one booting since the session began)."""
-    ((proc, server),) = _BOOTING
-    return phx.ready(proc, server)
+    (boot,) = _BOOTING
+    return boot.ready()

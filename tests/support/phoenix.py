@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -15,8 +16,12 @@ from typing import Any
 
 from tests.support.procs import closed_port, wait_for
 
-PHOENIX = Path(sys.executable).with_name("phoenix")
-"""The `phoenix` command beside the running interpreter (.ci/run installs arize-phoenix)."""
+GIVEN = "COOP_TEST_PHOENIX"
+"""The `phoenix` command to use, perhaps still being installed: `.ci/run` installs Phoenix in a
+venv of its own beside the tests, links the command here once it is in, and copies the
+install's log to `<command>.failed` if it fails."""
+INSTALL_WAIT = 600.0
+"""Seconds a test waits for that install (it takes about 50 s)."""
 
 
 class Phoenix:
@@ -40,51 +45,86 @@ class Phoenix:
             cursor = f"&cursor={page['next_cursor']}"
 
 
+def command() -> Path | None:
+    """Where the `phoenix` command is (or will be, with GIVEN set); None: not installed."""
+    if given := os.environ.get(GIVEN):
+        return Path(given)
+    beside = Path(sys.executable).with_name("phoenix")
+    if beside.exists():
+        return beside
+    found = shutil.which("phoenix")
+    return Path(found) if found else None
+
+
 def available() -> bool:
-    return PHOENIX.exists() or shutil.which("phoenix") is not None
+    return command() is not None
 
 
-def boot(workdir: Path) -> tuple[subprocess.Popen[bytes], Phoenix]:
-    """`phoenix serve` starting on free loopback ports, its database in `workdir`, at the
-    lowest CPU priority: its start (some 15 s of one core) takes what the tests leave idle."""
-    port, grpc = closed_port(), closed_port()
-    env = {
-        **os.environ,
-        "PHOENIX_HOST": "127.0.0.1",
-        "PHOENIX_PORT": str(port),
-        "PHOENIX_GRPC_PORT": str(grpc),
-        "PHOENIX_WORKING_DIR": str(workdir),
-        "PHOENIX_TELEMETRY_ENABLED": "false",
-    }
-    log = workdir / "phoenix.log"
-    command = str(PHOENIX) if PHOENIX.exists() else "phoenix"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            ["nice", "-n", "19", command, "serve"],
-            env=env,
-            cwd=workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return proc, Phoenix(f"http://127.0.0.1:{port}", log)
+class Boot:
+    """`phoenix serve` starting in the background, on free loopback ports, its database in
+    `workdir`, at the lowest CPU priority (its start is some 15 s of one core: it takes what
+    the tests leave idle), as soon as its command is installed."""
 
+    def __init__(self, path: Path, workdir: Path) -> None:
+        self.path = path
+        port = closed_port()
+        self.env = {
+            **os.environ,
+            "PHOENIX_HOST": "127.0.0.1",
+            "PHOENIX_PORT": str(port),
+            "PHOENIX_GRPC_PORT": str(closed_port()),
+            "PHOENIX_WORKING_DIR": str(workdir),
+            "PHOENIX_TELEMETRY_ENABLED": "false",
+        }
+        self.server = Phoenix(f"http://127.0.0.1:{port}", workdir / "phoenix.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.failed = ""
+        self._lock = threading.Lock()
+        self._started = threading.Thread(target=self._start, name="phoenix-boot", daemon=True)
+        self._started.start()
 
-def ready(proc: subprocess.Popen[bytes], server: Phoenix) -> Phoenix:
-    """`server` once it answers (it is still starting, or has failed: then say why)."""
-    wait_for(
-        lambda: proc.poll() is not None or _healthy(server), 120, "Phoenix", server.log.read_text
-    )
-    assert proc.poll() is None, server.log.read_text()
-    return server
+    def _start(self) -> None:
+        failed = Path(f"{self.path}.failed")
+        deadline = time.monotonic() + INSTALL_WAIT
+        while not self.path.exists() and not failed.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not self.path.exists():
+            said = failed.read_text()[-2000:] if failed.exists() else "still not there"
+            self.failed = f"{self.path} ({GIVEN}) not installed:\n{said}"
+            return
+        with self._lock, self.server.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                ["nice", "-n", "19", str(self.path), "serve"],
+                env=self.env,
+                cwd=self.server.log.parent,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
+    def ready(self) -> Phoenix:
+        """The server, once it answers; a failure that says why if it does not."""
+        self._started.join(INSTALL_WAIT + 5)
+        assert self.proc is not None, self.failed or "Phoenix did not start"
+        proc, server = self.proc, self.server
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+        def up() -> bool:
+            return proc.poll() is not None or _healthy(server)
+
+        wait_for(up, 120, "Phoenix", server.log.read_text)
+        assert proc.poll() is None, server.log.read_text()
+        return server
+
+    def stop(self) -> None:
+        with self._lock:
+            proc = self.proc
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def _healthy(server: Phoenix) -> bool:
