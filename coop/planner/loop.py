@@ -58,10 +58,6 @@ PACE_WINDOW = 5.0
 """Seconds of completions the pace is measured over: tasks leased a second, as slots free up."""
 TICK = C.POLL_MIN
 """Seconds the coordinator waits for a job to finish before it looks at the board again."""
-IDLE_MAX = 0.1
-"""Seconds at most between two looks at the board while nothing is planned (a worker's backs
-off to POLL_MAX): a completion is planned from within this, and the one planner's looks cost
-the board ten calls a second at most, where every idle worker slot's would add up."""
 STUCK_PATIENCE = 60.0
 """Seconds that only tasks no live worker can do are left before that counts as a stall: time
 for a worker that can do them to join."""
@@ -169,7 +165,7 @@ class Planner:
                 except LLMError as exc:
                     self._failed(exc)
             if not self._running:  # nothing in flight: look again soon, less often when idle
-                idle = C.POLL_MIN if view.results else min(idle * 2, IDLE_MAX)
+                idle = C.POLL_MIN if view.results else min(idle * 2, C.POLL_MAX)
                 time.sleep(idle)
                 continue
             idle = C.POLL_MIN
