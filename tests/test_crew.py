@@ -15,7 +15,7 @@ from coop.board import BoardClient
 from coop.config import RunSettings
 from coop.simulate import Simulator
 from coop.testing.standin import Faults, MakeStandIn
-from coop.types import EventKind, Reason, Snapshot, State
+from coop.types import EventKind, Lease, Reason, Snapshot, State
 from tests.support.procs import (
     SECRET,
     STATE_DIR,
@@ -30,9 +30,8 @@ from tests.support.procs import (
 )
 
 
-def held_by(board: BoardClient, worker: str) -> list[int]:
-    snap = board.snapshot()
-    return [lease.task.id for lease in snap.leased if lease.worker == worker]
+def held_by(board: BoardClient, worker: str) -> list[Lease]:
+    return [lease for lease in board.snapshot().leased if lease.worker == worker]
 
 
 def test_sigkilled_worker_loses_nothing(
@@ -46,9 +45,7 @@ def test_sigkilled_worker_loses_nothing(
     board = registry.find(oid)
     victim = spawn_coop("join", oid, env=env, log=tmp_path / "victim.log")
     name = worker_name(tmp_path / "victim.log")
-    (lost,) = wait_for(
-        lambda: [lease for lease in board.snapshot().leased if lease.worker == name], 60, "a lease"
-    )
+    (lost,) = wait_for(lambda: held_by(board, name), 60, "a lease")
     task_id = lost.task.id
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
@@ -85,11 +82,11 @@ def test_worker_waits_for_work_and_sigterm_finishes_in_flight(
     )
     assert worker.poll() is None  # nothing to do yet, and it waits
     board.add(["Buy nails", "Buy planks"])
-    (task_id,) = wait_for(lambda: held_by(board, name), 30, "a lease")
+    (held,) = wait_for(lambda: held_by(board, name), 30, "a lease")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(60) == 0
     results = board.results()
-    assert [r.task_id for r in results] == [task_id]  # finished in flight, leased no more
+    assert [r.task_id for r in results] == [held.task.id]  # finished in flight, leased no more
     snap: Snapshot = board.snapshot()
     assert [t.text for t in snap.pending] == ["Buy planks"] and not snap.leased
     assert snap.state is State.RUNNING
