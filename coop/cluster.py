@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from coop.errors import CoopError
 from coop.journal import state_dir
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 3.0
 LEAVE_GRACE = 20.0
@@ -230,7 +232,28 @@ def named_actor(cls: type[T], objective_id: str, role: str, *args: Any) -> Any:
     with the same arguments (it rebuilds itself from its files) and retries the calls that
     were in flight; every mutating call of the board is answered once (`Board.invoke`).
     """
-    return ray.remote(cls).options(**restartable(objective_id, role)).remote(*args)
+    return actor_class(cls).options(**restartable(objective_id, role)).remote(*args)
+
+
+def actor_class(cls: type[T]) -> Any:
+    """`ray.remote(cls)`, with the class's `GROUPS` (name: threads), if it has them, as its
+    Ray concurrency groups beside the default one (Ray refuses a method of a group the
+    actor was not made with)."""
+    groups: dict[str, int] | None = getattr(cls, "GROUPS", None)
+    if not groups:
+        return ray.remote(cls)
+    return ray.remote(concurrency_groups=groups)(cls)  # type: ignore[call-overload]  # Ray's stubs lack it
+
+
+def in_group(name: str) -> Callable[[F], F]:
+    """`@ray.method(concurrency_group=name)`, typed as what it is: the method itself, marked
+    (Ray's stubs make it a remote method, and a class used in-process calls it plainly)."""
+
+    def mark(method: F) -> F:
+        marked: F = ray.method(concurrency_group=name)(method)
+        return marked
+
+    return mark
 
 
 def restartable(objective_id: str, role: str) -> dict[str, Any]:

@@ -98,22 +98,26 @@ class Worker:
             self._closing.set()
 
     def _lease_and_work(self) -> None:
-        idle = C.POLL_MIN
         got: Lease | State | None = None
+        seen = 0
         while not (self.stop.is_set() or self._closing.is_set()):
             if got is None:
+                seen = self.board.bell  # before the look: a ring after it is not missed
                 got = self.board.lease(self.name, self.seat.caps)
             if isinstance(got, Lease):
-                idle = C.POLL_MIN
                 got = self._work(got)  # the next lease, when the board gave one with the ack
+                if got is State.RUNNING:  # none came with it: an idle worker, rung, goes first
+                    got = None
+                    self.stop.wait(C.POLL_MIN)
                 continue
             if got is not State.RUNNING:
                 self.report.final_state = got
                 self._closing.set()
                 return
             got = None
-            self.stop.wait(idle)  # nothing to lease yet: wait for the planner
-            idle = min(idle * 2, C.POLL_MAX)
+            # nothing to lease yet: until the board rings (the planner added a task, one
+            # came back, the run stopped); a retry's delay ends unrung, so look again anyway
+            self.board.wait_for_work(seen, C.POLL_MAX)
         if isinstance(got, Lease):  # stopped with a fresh lease in hand: give it back
             self.board.release(got.task.id, got.token, self.name)
 

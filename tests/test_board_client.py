@@ -72,6 +72,33 @@ def test_the_boards_own_errors_arrive_as_themselves(ray_cluster: object) -> None
     assert type(caught.value) is PlannerLost  # not Ray's wrapper around it
 
 
+def test_waiting_for_work_runs_beside_the_boards_calls_and_wakes_at_a_new_task(
+    ray_cluster: object,
+) -> None:
+    oid = f"bell-{uuid.uuid4().hex[:8]}"
+    board = BoardClient.of_actor(
+        oid, cluster.named_actor(Board, oid, "board", oid, "o", SETTINGS, "n")
+    )
+    assert board.lease("w") is State.RUNNING  # nothing yet
+    seen = board.wait_for_work(board.bell, 0.01)  # the count the board is at
+    woke: list[float] = []
+    waiting = threading.Thread(target=lambda: woke.append(_timed(board, seen)))
+    waiting.start()
+    time.sleep(0.5)
+    assert not woke  # waiting, and the board answers other calls meanwhile:
+    assert board.state()[0] is State.RUNNING
+    board.add(["new work"])
+    waiting.join(10)
+    assert woke and woke[0] < 3  # woken by the task, not at its 8 s timeout
+    assert isinstance(board.lease("w"), Lease)
+
+
+def _timed(board: BoardClient, seen: int) -> float:
+    began = time.monotonic()
+    assert board.wait_for_work(seen, 8) != seen
+    return time.monotonic() - began
+
+
 def test_a_board_that_is_gone_is_unavailable_in_one_line(ray_cluster: object) -> None:
     oid = f"gone-{uuid.uuid4().hex[:8]}"
     handle = cluster.named_actor(Board, oid, "board", oid, "o", SETTINGS, "n")

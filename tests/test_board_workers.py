@@ -18,7 +18,7 @@ def desk(*texts: str, **settings: Any) -> tuple[Tape, WorkerDesk]:
         (i, t, None, ["gpu"] if "gpu" in t else []) for i, t in enumerate(texts, 1)
     ]
     tape.emit(ev.Added(rows, None, 0, 0, False))
-    return tape, WorkerDesk(tape.books, tape.emit, lambda: tape.writable)
+    return tape, WorkerDesk(tape.books, tape.emit, lambda: tape.writable, tape.ring)
 
 
 def lease(workers: WorkerDesk, worker: str = "w", caps: tuple[str, ...] = ()) -> Lease:

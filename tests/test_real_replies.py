@@ -131,7 +131,13 @@ def test_a_completion_check_unreadable_three_times_running_stops_the_run(
     monkeypatch.setattr(C, "CHECK_EVERY", 1)  # a check after every completion
     server = make_standin(
         scripted={
-            "creation": [f"1. Step {i} of the guide" for i in range(1, 8)],
+            # three tasks a call: some are ready whenever a completion lands, so each is
+            # checked (with one ready at most, a worker leases it at once and the list is
+            # checked only when it runs dry)
+            "creation": [
+                "\n".join(f"{n}. Step {i}{part} of the guide" for n, part in enumerate("abc", 1))
+                for i in range(1, 8)
+            ],
             "completion": ["No, the sky is not green."],
         }
     )

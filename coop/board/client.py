@@ -38,6 +38,7 @@ import ray
 
 from coop import cluster
 from coop.board.actor import Board
+from coop.board.lookout import Lookout
 from coop.errors import CoopError
 from coop.journal import Event
 from coop.types import Objective, Pulse
@@ -103,6 +104,7 @@ class BoardClient:
         self._lock = threading.Lock() if board is not None else None
         self._given_up: str | None = None
         self._prefix, self._calls = uuid.uuid4().hex[:16], itertools.count()  # request ids
+        self._lookout = Lookout(self._ask_bell)
 
     @classmethod
     def of_actor(cls, objective_id: str, handle: Any) -> BoardClient:
@@ -158,13 +160,16 @@ class BoardClient:
             with self._lock:
                 out: R = self._board.invoke(rid, fn.__name__, _copy(args), _copy(kwargs))
             return _copy(out)
-        ref = self._submit(fn.__name__, args, kwargs)
+        answer: R = self._await(self._submit(fn.__name__, args, kwargs), timeout)
+        return answer
+
+    def _await(self, ref: Any, timeout: float | None) -> Any:
+        """The answer of one call to the actor, looking every GIVE_UP_POLL at `give_up`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = GIVE_UP_POLL if deadline is None else deadline - time.monotonic()
             try:
-                result: R = cluster.get(ref, max(0.0, min(left, GIVE_UP_POLL)))
-                return result
+                return cluster.get(ref, max(0.0, min(left, GIVE_UP_POLL)))
             except ray.exceptions.GetTimeoutError:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise BoardUnavailable(
@@ -193,10 +198,16 @@ class BoardClient:
         self._submit(fn.__name__, args, kwargs)
 
     def _submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Send one call to the actor. A handle whose cluster is gone (this process shut Ray
+        """Send one call to the actor."""
+        return self._start(
+            lambda: self._handle.invoke.remote(self._rid(method), method, args, kwargs)
+        )
+
+    def _start(self, send: Callable[[], Any]) -> Any:
+        """`send()` a call to the actor. A handle whose cluster is gone (this process shut Ray
         down, or the head went away) makes Ray raise outright: that is `BoardUnavailable`."""
         try:
-            return self._handle.invoke.remote(self._rid(method), method, args, kwargs)
+            return send()
         except Exception as exc:  # RayError, or the ValueError of an unknown actor
             cause = cluster.death_cause(exc) if isinstance(exc, ray.exceptions.RayError) else exc
             raise BoardUnavailable(self.objective_id, str(cause).splitlines()[0]) from None
@@ -209,6 +220,16 @@ class BoardClient:
         return (
             f"{self._prefix}-{next(self._calls)}"  # `next` of a count is atomic: threads share it
         )
+
+    def _ask_bell(self, seen: int, timeout: float) -> int:
+        """`Board.wait_for_work`, outside the lock and the request ids: it runs beside the
+        board's other calls, and changes nothing."""
+        self._check_given_up()
+        if self._board is not None:
+            return self._board.wait_for_work(seen, timeout)
+        ref = self._start(lambda: self._handle.wait_for_work.remote(seen, timeout))
+        count: int = self._await(ref, None)
+        return count
 
     # -- the board's methods, typed by the board's own signatures --------------------------------
 
@@ -270,6 +291,18 @@ class BoardClient:
 
     def pulse(self, timeout: float | None = None) -> Pulse:
         return self._within(timeout, Board.pulse)
+
+    @property
+    def bell(self) -> int:
+        """The board's bell as this process last heard it (bell.py): read before a look for
+        work, and passed to `wait_for_work` after a look that found none."""
+        return self._lookout.known
+
+    def wait_for_work(self, seen: int, timeout: float) -> int:
+        """Back once the board's bell has rung since `seen` (a task may be leasable, or the
+        run stopped), or after `timeout` seconds; one call to the board at a time however
+        many of this process's threads wait (lookout.py)."""
+        return self._lookout.wait(seen, timeout)
 
     def all_events(self, since: int = 0) -> Iterator[Event]:
         """Every event after `since`, fetched a page at a time."""

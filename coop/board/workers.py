@@ -35,11 +35,17 @@ log = logging.getLogger(__name__)
 
 class WorkerDesk(Desk):
     def __init__(
-        self, books: Books, emit: Callable[[ev.Event], None], writable: Callable[[], bool]
+        self,
+        books: Books,
+        emit: Callable[[ev.Event], None],
+        writable: Callable[[], bool],
+        ring: Callable[[], None],
     ) -> None:
-        """`writable`: whether the journal's last write succeeded (no lease is given if not)."""
+        """`writable`: whether the journal's last write succeeded (no lease is given if not);
+        `ring`: wakes the workers waiting for work (bell.py)."""
         super().__init__(books, emit)
         self._writable = writable
+        self._ring = ring
 
     def lease(self, worker: str, caps: Sequence[str] = ()) -> Lease | State:
         """The next task, or the board's state when there is none to give (never raises)."""
@@ -133,11 +139,12 @@ class WorkerDesk(Desk):
         """`complete`, then `lease` for the same worker, in one round trip: a busy worker's
         steady state costs one actor call per task instead of two. While another worker has
         recently found nothing to do, no task comes with the completion: the slot asks again
-        through `lease` (POLL_MIN later), and an idle worker that looks meanwhile gets it. A
-        weak preference, not a reservation: an idle worker looks every POLL_MAX at most, and
-        holding the task for it would starve a worker that alone can do what is left."""
+        through `lease` (POLL_MIN later), and an idle worker, woken by the bell, gets it
+        first. A weak preference, not a reservation: holding the task for the idle worker
+        would starve a worker that alone can do what is left."""
         outcome = self.complete(task_id, token, worker, text, flaw, last, embedded)
         if self.books.roster.others_idle(worker, self.books.clock() - C.POLL_MAX * 2):
+            self._ring()
             return outcome, self.books.state
         return outcome, self.lease(worker, caps)
 

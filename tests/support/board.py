@@ -9,8 +9,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import ray
-
 from coop import cluster
 from coop import events as ev
 from coop.board import Board, BoardClient
@@ -45,6 +43,10 @@ class Tape:
         self.books = Books(run, self.clock, BoardMetrics("obj-12345678"))
         self.events: list[ev.Event] = []
         self.writable = True  # whether the journal's last write succeeded
+        self.rings = 0  # times the desks rang the bell (bell.py) themselves
+
+    def ring(self) -> None:
+        self.rings += 1
 
     def emit(self, event: ev.Event) -> None:
         self.events.append(event)
@@ -127,6 +129,6 @@ def crashing_board(
         "max_task_retries": -1,
         "runtime_env": {"env_vars": {CRASH_ENV: f"{died}:{','.join(methods)}"}},
     }
-    handle: Any = ray.remote(Board).options(**options)
+    handle: Any = cluster.actor_class(Board).options(**options)
     handle = handle.remote(oid, "o", settings, "n", str(state))
     return handle, BoardClient.of_actor(oid, handle), died
