@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from coop import constants as C
-from coop.board import BoardUnavailable
+from coop.board import BoardUnavailable, Wake
 from coop.calls import Context, Tab, tab
 from coop.execution import LeaseLost, execute
 from coop.journal import JournalError
@@ -102,7 +102,7 @@ class Worker:
         seen = 0
         while not (self.stop.is_set() or self._closing.is_set()):
             if got is None:
-                seen = self.board.bell  # before the look: a ring after it is not missed
+                seen = self.board.bell(Wake.WORK)  # before the look: a later ring is heard
                 got = self.board.lease(self.name, self.seat.caps)
             if isinstance(got, Lease):
                 got = self._work(got)  # the next lease, when the board gave one with the ack
@@ -117,7 +117,7 @@ class Worker:
             got = None
             # nothing to lease yet: until the board rings (the planner added a task, one
             # came back, the run stopped); a retry's delay ends unrung, so look again anyway
-            self.board.wait_for_work(seen, C.POLL_MAX)
+            self.board.wait(Wake.WORK, seen, C.POLL_MAX)
         if isinstance(got, Lease):  # stopped with a fresh lease in hand: give it back
             self.board.release(got.task.id, got.token, self.name)
 

@@ -13,7 +13,7 @@ import pytest
 import ray
 
 from coop import cluster
-from coop.board import Board, BoardClient
+from coop.board import Board, BoardClient, Wake
 from coop.board.actor import NO_ROOM
 from coop.config import RunSettings
 from coop.types import Lease, Outcome, Reason, Seat, State
@@ -417,10 +417,10 @@ def test_a_busy_worker_does_not_starve_an_idle_one() -> None:
     busy = leased(board, "busy")
     assert board.lease("idle") is State.RUNNING  # turned away: nothing to do right now
     board.add(["second"])
-    seen = board.wait_for_work(-1, 0)  # the bell as the idle worker hears it now
+    seen = board.wait(Wake.WORK, -1, 0)  # the bell as the idle worker hears it now
     outcome, nxt = board.complete_and_lease(busy.task.id, busy.token, "busy", "done")
     assert outcome is Outcome.ACCEPTED and nxt is State.RUNNING  # left for the idle worker
-    assert board.wait_for_work(seen, 0) != seen  # which the bell wakes
+    assert board.wait(Wake.WORK, seen, 0) != seen  # which the bell wakes
     assert leased(board, "idle").task.text == "second"
     board.add(["third", "fourth"])
     clock.now += 5  # nobody has been turned away lately: chaining is back

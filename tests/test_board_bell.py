@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from coop.board.bell import WAIT_MAX, Bell
+from coop.board.bell import WAIT_MAX, Bell, Wake
 from tests.support.board import Clock, leased, make_board
 
 
@@ -47,25 +47,25 @@ def test_a_ring_wakes_every_waiter_long_before_its_timeout() -> None:
     assert max(at for _, at in heard) - rung < 1
 
 
-def test_the_board_rings_when_a_task_may_have_become_leasable_or_the_run_stopped() -> None:
+def test_workers_are_rung_when_a_task_may_be_leasable_and_the_planner_at_a_result() -> None:
     clock = Clock()
     board = make_board(clock, max_attempts=3, lease_ttl=10)
 
-    def rang(action: Callable[[], object]) -> bool:
-        seen = board.wait_for_work(-1, 0)
+    def rang(action: Callable[[], object]) -> set[Wake]:
+        seen = {wake: board.wait(wake, -1, 0) for wake in Wake}
         action()
-        return board.wait_for_work(seen, 0) != seen
+        return {wake for wake in Wake if board.wait(wake, seen[wake], 0) != seen[wake]}
 
-    assert rang(lambda: board.add(["a", "b", "c", "d"]))
+    assert rang(lambda: board.add(["a", "b", "c", "d"])) == {Wake.WORK}
     first = leased(board)
-    assert not rang(lambda: leased(board))  # a lease frees nothing
-    assert not rang(lambda: board.complete(first.task.id, first.token, "w", "done"))
+    assert rang(lambda: leased(board)) == set()  # a lease frees nothing
+    assert rang(lambda: board.complete(first.task.id, first.token, "w", "done")) == {Wake.RESULTS}
     second = leased(board)
-    assert rang(lambda: board.fail(second.task.id, second.token, "w", "boom"))
+    assert rang(lambda: board.fail(second.task.id, second.token, "w", "boom")) == set(Wake)
     third = leased(board)
-    assert rang(lambda: board.release(third.task.id, third.token, "w"))
+    assert rang(lambda: board.release(third.task.id, third.token, "w")) == {Wake.WORK}
     clock.now += 11  # the lease taken in the second `rang` expires at the next call
-    assert rang(lambda: board.pulse())
-    assert rang(lambda: board.add(["held"], hold=True))  # rings before approval too
-    assert rang(lambda: board.approve([t.id for t in board.awaiting_approval()]))
-    assert rang(lambda: board.stop())
+    assert rang(lambda: board.pulse()) == {Wake.WORK}
+    assert rang(lambda: board.add(["held"], hold=True)) == {Wake.WORK}  # before approval too
+    assert rang(lambda: board.approve([t.id for t in board.awaiting_approval()])) == {Wake.WORK}
+    assert rang(lambda: board.stop()) == set(Wake)

@@ -13,7 +13,7 @@ import pytest
 import ray
 
 from coop import cluster
-from coop.board import Board, BoardClient, BoardUnavailable, PlannerLost
+from coop.board import Board, BoardClient, BoardUnavailable, PlannerLost, Wake
 from coop.config import RunSettings
 from coop.types import Lease, State
 from tests.support.board import in_process
@@ -80,7 +80,7 @@ def test_waiting_for_work_runs_beside_the_boards_calls_and_wakes_at_a_new_task(
         oid, cluster.named_actor(Board, oid, "board", oid, "o", SETTINGS, "n")
     )
     assert board.lease("w") is State.RUNNING  # nothing yet
-    seen = board.wait_for_work(board.bell, 0.01)  # the count the board is at
+    seen = board.wait(Wake.WORK, board.bell(Wake.WORK), 0.01)  # the count the board is at
     woke: list[float] = []
     waiting = threading.Thread(target=lambda: woke.append(_timed(board, seen)))
     waiting.start()
@@ -95,7 +95,7 @@ def test_waiting_for_work_runs_beside_the_boards_calls_and_wakes_at_a_new_task(
 
 def _timed(board: BoardClient, seen: int) -> float:
     began = time.monotonic()
-    assert board.wait_for_work(seen, 8) != seen
+    assert board.wait(Wake.WORK, seen, 8) != seen
     return time.monotonic() - began
 
 

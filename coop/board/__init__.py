@@ -4,7 +4,8 @@ its desks (`workers`, `planning`), which decide, and its books (`books`), which 
 typed client every role talks to it through (`client`)."""
 
 from coop.board.actor import Board
+from coop.board.bell import Wake
 from coop.board.claim import PlannerLost
 from coop.board.client import BoardClient, BoardUnavailable
 
-__all__ = ["Board", "BoardClient", "BoardUnavailable", "PlannerLost"]
+__all__ = ["Board", "BoardClient", "BoardUnavailable", "PlannerLost", "Wake"]

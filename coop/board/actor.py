@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
 from coop import cluster, journal
 from coop import events as ev
 from coop.board import views
-from coop.board.bell import GROUP, RINGS, WAITERS, Bell
+from coop.board.bell import GROUP, RINGS, WAITERS, Bell, Wake
 from coop.board.books import Books
 from coop.board.desk import NO_ROOM, Desk
 from coop.board.faults import CRASH_ENV, crash_once, fault_hook
@@ -114,7 +114,7 @@ class Board:
         self.created = clock()
         self._metrics = BoardMetrics(objective_id)
         self._crash_after = fault_hook()
-        self._bell = Bell()  # outlives a rebuild: its waiters are on the other threads
+        self._bells = {wake: Bell() for wake in Wake}  # outlive a rebuild: waiters hold them
         self._reset()
         self._journal: Journal | None = None
         self.state_dir = state_dir
@@ -132,7 +132,9 @@ class Board:
         """Empty books, as before the first event: the journal's replay fills them."""
         self._books = books = Books(self._settings, self._clock, self._metrics)
         self._desk = Desk(books, self._emit)
-        self._workers = WorkerDesk(books, self._emit, lambda: self._journal_ok, self._bell.ring)
+        self._workers = WorkerDesk(
+            books, self._emit, lambda: self._journal_ok, self._bells[Wake.WORK].ring
+        )
         self._planning = PlannerDesk(books, self._emit)
         self._journal_ok = True
 
@@ -154,8 +156,9 @@ class Board:
                 raise
             self._journal_ok = True
         self._books.apply(event)
-        if event.KIND in RINGS:
-            self._bell.ring()
+        for wake, kinds in RINGS.items():
+            if event.KIND in kinds:
+                self._bells[wake].ring()
 
     def _replay(self, restarted: bool) -> None:
         """Rebuild from the journal. The claim and leases held when the journal ends either
@@ -279,11 +282,11 @@ class Board:
         return self._books.answers.all()
 
     @cluster.in_group(GROUP)
-    def wait_for_work(self, seen: int, timeout: float) -> int:
-        """Once the bell's count differs from `seen` (a task may be leasable, or the run
-        stopped: bell.py), or after `timeout` seconds: the count. Runs on a thread of its
-        own, so it reads nothing of the books."""
-        return self._bell.wait(seen, timeout)
+    def wait(self, wake: Wake, seen: int, timeout: float) -> int:
+        """Once the count of the bell of `wake` differs from `seen` (bell.py), or after
+        `timeout` seconds: the count. Runs on a thread of its own, so it reads nothing of the
+        books."""
+        return self._bells[wake].wait(seen, timeout)
 
     def stop(self, reason: Reason = Reason.STOPPED, detail: str = "") -> State:
         self._desk.settle()

@@ -14,27 +14,43 @@ once, and those that find nothing wait again.
 
 from __future__ import annotations
 
+import enum
 import random
 import threading
 
 from coop.types import EventKind
 
-RINGS = frozenset(
-    {
-        EventKind.ADDED,
-        EventKind.APPROVED,
-        EventKind.RELEASED,
-        EventKind.EXPIRED,
-        EventKind.FAILED,
-        EventKind.STOPPING,
-        EventKind.REOPENED,
-    }
-)
-"""The events after which a task may be leasable that was not, or the run stopped."""
+
+class Wake(str, enum.Enum):
+    """Who waits on a bell, and so which changes ring it."""
+
+    WORK = "work"
+    """Idle workers: a task may be leasable that was not, or the run stopped."""
+    RESULTS = "results"
+    """An idle planner: a task completed or failed, or the run stopped or reopened."""
+
+
+RINGS: dict[Wake, frozenset[EventKind]] = {
+    Wake.WORK: frozenset(
+        {
+            EventKind.ADDED,
+            EventKind.APPROVED,
+            EventKind.RELEASED,
+            EventKind.EXPIRED,
+            EventKind.FAILED,
+            EventKind.STOPPING,
+            EventKind.REOPENED,
+        }
+    ),
+    Wake.RESULTS: frozenset(
+        {EventKind.COMPLETED, EventKind.FAILED, EventKind.STOPPING, EventKind.REOPENED}
+    ),
+}
+"""The events that ring each bell."""
 WAIT_MAX = 5.0
 """The longest one wait holds a board thread, whatever its caller asked."""
 GROUP = "waiters"
-"""The board's Ray concurrency group that `Board.wait_for_work` runs in."""
+"""The board's Ray concurrency group that `Board.wait` runs in."""
 WAITERS = 64
 """Board threads for waiting callers, beside the one that runs every other call. A process
 waits through one of them however many of its slots are idle (`coop.board.lookout`); waits

@@ -24,6 +24,7 @@ reached is `BoardUnavailable`.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import pickle
@@ -38,6 +39,7 @@ import ray
 
 from coop import cluster
 from coop.board.actor import Board
+from coop.board.bell import Wake
 from coop.board.lookout import Lookout
 from coop.errors import CoopError
 from coop.journal import Event
@@ -104,7 +106,7 @@ class BoardClient:
         self._lock = threading.Lock() if board is not None else None
         self._given_up: str | None = None
         self._prefix, self._calls = uuid.uuid4().hex[:16], itertools.count()  # request ids
-        self._lookout = Lookout(self._ask_bell)
+        self._lookouts = {wake: Lookout(functools.partial(self._ask_bell, wake)) for wake in Wake}
 
     @classmethod
     def of_actor(cls, objective_id: str, handle: Any) -> BoardClient:
@@ -221,13 +223,13 @@ class BoardClient:
             f"{self._prefix}-{next(self._calls)}"  # `next` of a count is atomic: threads share it
         )
 
-    def _ask_bell(self, seen: int, timeout: float) -> int:
-        """`Board.wait_for_work`, outside the lock and the request ids: it runs beside the
-        board's other calls, and changes nothing."""
+    def _ask_bell(self, wake: Wake, seen: int, timeout: float) -> int:
+        """`Board.wait`, outside the lock and the request ids: it runs beside the board's
+        other calls, and changes nothing."""
         self._check_given_up()
         if self._board is not None:
-            return self._board.wait_for_work(seen, timeout)
-        ref = self._start(lambda: self._handle.wait_for_work.remote(seen, timeout))
+            return self._board.wait(wake, seen, timeout)
+        ref = self._start(lambda: self._handle.wait.remote(wake, seen, timeout))
         count: int = self._await(ref, None)
         return count
 
@@ -292,17 +294,16 @@ class BoardClient:
     def pulse(self, timeout: float | None = None) -> Pulse:
         return self._within(timeout, Board.pulse)
 
-    @property
-    def bell(self) -> int:
-        """The board's bell as this process last heard it (bell.py): read before a look for
-        work, and passed to `wait_for_work` after a look that found none."""
-        return self._lookout.known
+    def bell(self, wake: Wake) -> int:
+        """The board's bell for `wake` as this process last heard it (bell.py): read before a
+        look at the board, and passed to `wait` after a look that found nothing to do."""
+        return self._lookouts[wake].known
 
-    def wait_for_work(self, seen: int, timeout: float) -> int:
-        """Back once the board's bell has rung since `seen` (a task may be leasable, or the
-        run stopped), or after `timeout` seconds; one call to the board at a time however
-        many of this process's threads wait (lookout.py)."""
-        return self._lookout.wait(seen, timeout)
+    def wait(self, wake: Wake, seen: int, timeout: float) -> int:
+        """Back once the board's bell for `wake` has rung since `seen`, or after `timeout`
+        seconds; one call to the board at a time however many of this process's threads
+        wait (lookout.py)."""
+        return self._lookouts[wake].wait(seen, timeout)
 
     def all_events(self, since: int = 0) -> Iterator[Event]:
         """Every event after `since`, fetched a page at a time."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 class Lookout:
     def __init__(self, ask: Callable[[int, float], int]) -> None:
-        """`ask(seen, timeout)`: the board's `wait_for_work`."""
+        """`ask(seen, timeout)`: the board's `wait`, for one bell."""
         self._ask = ask
         self._known = 0  # the newest count heard from the board
         self._asking = False

@@ -30,7 +30,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import replace
 
 from coop import constants as C
-from coop.board import BoardUnavailable, PlannerLost
+from coop.board import BoardUnavailable, PlannerLost, Wake
 from coop.calls import Context, metered
 from coop.llm import LLMError
 from coop.planner.claim import ClaimKeeper
@@ -145,6 +145,7 @@ class Planner:
                 self.board.stop(
                     Reason.TIMEOUT, f"ran for --max-minutes {self.settings.max_minutes:g}"
                 )
+            seen = self.board.bell(Wake.RESULTS)  # before the look: a later ring is heard
             view = self.board.plan_view(self._cursor, self._room_in_queue())
             self._seen.append((time.monotonic(), view.completed))
             while len(self._seen) > 2 and self._seen[1][0] < self._seen[-1][0] - PACE_WINDOW:
@@ -164,9 +165,9 @@ class Planner:
                     self._schedule(view)
                 except LLMError as exc:
                     self._failed(exc)
-            if not self._running:  # nothing in flight: look again soon, less often when idle
+            if not self._running:  # nothing in flight: look again at the next result, or soon
                 idle = C.POLL_MIN if view.results else min(idle * 2, C.POLL_MAX)
-                time.sleep(idle)
+                self.board.wait(Wake.RESULTS, seen, idle)
                 continue
             idle = C.POLL_MIN
             done, _ = wait(list(self._running), timeout=TICK, return_when=FIRST_COMPLETED)
