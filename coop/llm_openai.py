@@ -12,11 +12,13 @@ import functools
 import json
 import math
 import threading
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
 import openai
+import pydantic
 from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
 
@@ -52,6 +54,28 @@ EMBED_BATCH = 256
 
 
 T = TypeVar("T")
+REPLIES = (ChatCompletion, CreateEmbeddingResponse)
+"""The replies coop reads. The openai client builds their pydantic schemas at first use
+(`DEFER_PYDANTIC_BUILD`), and pydantic's build is not thread-safe: a worker's slots making
+their first calls at once had one fail with "BaseModel cannot be instantiated directly" (a
+paid call lost, its task redone). Each client builds them on the thread that makes it."""
+_building = threading.Lock()
+
+
+def _build_replies() -> None:
+    """Build every model `REPLIES` hold, here and now (a no-op once built)."""
+    with _building:
+        todo: list[Any] = list(REPLIES)
+        seen: set[type[pydantic.BaseModel]] = set()
+        while todo:
+            kind = todo.pop()
+            if isinstance(kind, type) and issubclass(kind, pydantic.BaseModel):
+                if kind not in seen:
+                    seen.add(kind)
+                    kind.model_rebuild()
+                    todo += [field.annotation for field in kind.model_fields.values()]
+            else:  # Optional[...], list[...], a union of models, Annotated[...]
+                todo += typing.get_args(kind)
 
 
 _FATAL = (
@@ -68,6 +92,7 @@ class OpenAILLM:
     def __init__(self, settings: RunSettings, instance: str, role: str = "worker") -> None:
         """`role`: whose calls this client makes (config.ROLES): it asks for that role's
         model; its check asks the server for every model the run names."""
+        _build_replies()
         endpoint = local_endpoint(settings)
         self.where = endpoint.base_url or "api.openai.com"
         self.model = settings.model_of(role)

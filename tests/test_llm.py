@@ -4,6 +4,8 @@ and against a real endpoint when one is configured."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -309,3 +311,46 @@ def test_the_server_counts_calibrate_the_estimate(
         sent / counted / 1.15, rel=0.01
     )
     assert llm.tokenizer.count(prompt) > standin.calls[-1].prompt_tokens  # still errs high
+
+
+BUILT = """
+import typing, pydantic
+from openai.types import CreateEmbeddingResponse
+from openai.types.chat import ChatCompletion
+from coop.config import RunSettings
+from coop.llm_openai import OpenAILLM
+
+def models(root):
+    todo, seen = [root], set()
+    while todo:
+        kind = todo.pop()
+        if isinstance(kind, type) and issubclass(kind, pydantic.BaseModel):
+            if kind not in seen:
+                seen.add(kind)
+                todo += [f.annotation for f in kind.model_fields.values()]
+        else:
+            todo += typing.get_args(kind)
+    return seen
+
+replies = models(ChatCompletion) | models(CreateEmbeddingResponse)
+print(sum(m.__pydantic_complete__ for m in replies), len(replies))
+OpenAILLM(RunSettings(), "t")
+print(sum(m.__pydantic_complete__ for m in replies), len(replies))
+"""
+
+
+def test_a_client_builds_the_reply_models_before_any_thread_races_to() -> None:
+    """openai builds its pydantic models at first use, and two threads building one at once
+    fail ("BaseModel cannot be instantiated directly"): a client builds every model of the
+    replies coop reads when it is made, on one thread. In a fresh process, as a worker's."""
+    out = subprocess.run(
+        [sys.executable, "-c", BUILT],
+        env=os.environ | {"OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split("\n")
+    (before, total), (after, again) = (map(int, line.split()) for line in out[:2])
+    assert total == again > 10 and before < total  # deferred by the openai package
+    assert after == total  # every one built once a client is made
