@@ -22,7 +22,7 @@ class Board:
         self.fail: Exception | None = None
         self._lock = threading.Lock()
 
-    def wait_for_work(self, seen: int, timeout: float) -> int:
+    def wait(self, seen: int, timeout: float) -> int:
         with self._lock:
             self.asks += 1
             self.at_once += 1
@@ -38,7 +38,7 @@ class Board:
 
 def test_many_waiting_threads_ask_the_board_one_at_a_time_and_all_hear_the_ring() -> None:
     board = Board()
-    lookout = Lookout(board.wait_for_work)
+    lookout = Lookout(board.wait)
     lookout.wait(lookout.known, 0.01)  # first heard: the count the board started at
     seen = lookout.known
     heard: list[int] = []
@@ -61,7 +61,7 @@ def test_many_waiting_threads_ask_the_board_one_at_a_time_and_all_hear_the_ring(
 
 def test_a_count_already_moved_returns_without_asking() -> None:
     board = Board()
-    lookout = Lookout(board.wait_for_work)
+    lookout = Lookout(board.wait)
     count = lookout.wait(lookout.known, 0.01)
     asks = board.asks
     assert lookout.wait(count - 1, 5) == count and board.asks == asks
@@ -69,7 +69,7 @@ def test_a_count_already_moved_returns_without_asking() -> None:
 
 def test_a_wait_with_no_ring_times_out_and_a_failed_ask_raises_to_its_asker() -> None:
     board = Board()
-    lookout = Lookout(board.wait_for_work)
+    lookout = Lookout(board.wait)
     seen = lookout.wait(lookout.known, 0.01)
     started = time.monotonic()
     assert lookout.wait(seen, 0.2) == seen

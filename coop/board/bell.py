@@ -1,15 +1,17 @@
-"""The board's bell: how an idle worker waits for work instead of looking every so often.
+"""The board's bells: how an idle worker or planner waits for the board to change, instead of
+looking every so often.
 
-A worker slot with nothing to lease used to sleep and look again, backing off to POLL_MAX:
-each task the planner added waited up to that long for a slot to notice it, and a run spent
-about a fifth of its time so (measured on the suite's runs). The board rings its bell when a
-task may have become leasable or the run stopped, and an idle caller waits on it (one board
-thread per waiting process, `Board.wait_for_work`, beside the single thread every other call
-runs on) and leases as soon as it rings.
+A worker slot with nothing to lease slept and looked again, backing off to POLL_MAX, and so did
+a planner with nothing in flight: each task added waited up to that long for a slot to notice
+it, each completion for the planner to plan from it (measured on the suite's runs: a fifth of
+their time). The board rings a bell when what a waiter waits for may have happened (`RINGS`:
+a task may have become leasable, for workers; a task completed or failed, for the planner; the
+run stopped, for both), and the waiter, in `Board.wait` on a board thread of its own beside the
+single thread every other call runs on, looks again at once.
 
-The bell is a counter: a caller passes the count it saw before its last look, so a ring
-between that look and the wait is never missed. Ringing wakes every waiter; each then leases
-once, and those that find nothing wait again.
+A bell is a counter: a caller passes the count it read before its last look, so a ring
+between that look and the wait is never missed. A ring wakes every waiter of its bell; each
+looks once, and those that find nothing wait again.
 """
 
 from __future__ import annotations
