@@ -108,7 +108,9 @@ RESULT_SIMILARITY = 0.97
 POLL_MIN = 0.05
 POLL_MAX = 0.5
 """Seconds between two looks at the board while there is nothing to do: from POLL_MIN,
-doubling up to POLL_MAX."""
+doubling up to POLL_MAX. An idle worker or planner waits on the board's bell (board/bell.py)
+that long at most: a ring ends the wait at once, and what rings nothing (a retry's delay
+ending, a deadline) is seen within POLL_MAX."""
 ACTOR_RESTARTS = 3
 """How often Ray restarts a crashed board or memory actor (each rebuilds from its files)."""
 SHUTDOWN_GRACE = 30.0
