@@ -173,3 +173,19 @@ def test_embeddings_are_settled_with_the_step_they_came_before_even_under_a_lost
     assert workers.step(got.task.id, got.token + 1, "w", None, 0, "", (6,)) == (False, 0.0)
     assert tape.since(mark) == ["usage"] * 3
     assert tape.books.budget.usage["embedding"].tokens == 15
+
+
+def test_a_task_left_for_an_idle_worker_rings_the_bell_for_it() -> None:
+    tape, workers = desk("first")
+    busy = lease(workers, "busy")
+    assert workers.lease("idle") is State.RUNNING  # turned away: nothing to do right now
+    tape.emit(ev.Added([(2, "second", None, [])], None, 0, 0, False))
+    rings = tape.rings
+    outcome, nxt = workers.complete_and_lease(busy.task.id, busy.token, "busy", "done")
+    assert (outcome, nxt) == (Outcome.ACCEPTED, State.RUNNING)  # left for the idle worker
+    assert tape.rings == rings + 1  # which the bell wakes
+    again = lease(workers, "idle")
+    tape.clock.now += 5  # nobody turned away lately: the next comes with the completion
+    tape.emit(ev.Added([(3, "third", None, [])], None, 0, 0, False))
+    outcome, nxt = workers.complete_and_lease(again.task.id, again.token, "idle", "done")
+    assert isinstance(nxt, Lease) and tape.rings == rings + 1
